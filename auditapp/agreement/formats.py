@@ -1,0 +1,345 @@
+"""The long formats the statistics read, as constants, loaders and validators.
+
+One row per (unit, rater, value), so the same code serves the database, a CSV export and a
+notebook. Extra columns are ignored; a bad value raises a ``ValueError`` naming the table,
+the row (0-based position in the frame; CSV line = row + 2) and the column.
+
+Examples
+--------
+>>> import pandas as pd
+>>> labels = pd.DataFrame({
+...     "step_id": ["s1", "s2"], "trace_id": ["t1", "t1"], "question_id": ["q1", "q1"],
+...     "condition": ["A", "A"], "evaluator": ["judge-1", "judge-1"],
+...     "evaluator_kind": ["judge", "judge"], "verdict": ["correct", "error"],
+...     "notes": ["ignored", "ignored"]})
+>>> list(labels_validate(labels).columns)
+['step_id', 'trace_id', 'question_id', 'condition', 'evaluator', 'evaluator_kind', 'verdict']
+>>> labels_validate(labels.assign(verdict=["correct", "wrong"]))
+Traceback (most recent call last):
+...
+ValueError: labels row 1, column 'verdict': 'wrong' is not one of 'correct', 'error', 'abstain'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import IO
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "ANSWER_COLUMNS",
+    "EVALUATOR_KINDS",
+    "LABEL_COLUMNS",
+    "LABEL_OPTIONAL_COLUMNS",
+    "RATING_COLUMNS",
+    "VERDICTS",
+    "answers_read",
+    "answers_validate",
+    "labels_read",
+    "labels_validate",
+    "ratings_read",
+    "ratings_validate",
+]
+
+LABEL_COLUMNS: tuple[str, ...] = (
+    "step_id",
+    "trace_id",
+    "question_id",
+    "condition",
+    "evaluator",
+    "evaluator_kind",
+    "verdict",
+)
+LABEL_OPTIONAL_COLUMNS: tuple[str, ...] = (
+    "error_category",
+    "weight",
+    "inclusion_probability",
+    "segmentation",
+)
+EVALUATOR_KINDS: tuple[str, ...] = ("expert", "judge", "reference")
+VERDICTS: tuple[str, ...] = ("correct", "error", "abstain")
+
+ANSWER_COLUMNS: tuple[str, ...] = (
+    "trace_id",
+    "question_id",
+    "condition",
+    "sample_index",
+    "answer",
+    "gold",
+    "confidence",
+)
+RATING_COLUMNS: tuple[str, ...] = ("trace_id", "trace_type", "rater", "item", "value")
+
+PathOrBuffer = str | os.PathLike[str] | IO[str]
+
+
+def _require_columns(frame: pd.DataFrame, columns: Sequence[str], *, table: str) -> None:
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"{table} must be a pandas DataFrame, not {type(frame).__name__}")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{table} is missing column(s) {', '.join(map(repr, missing))}; "
+            f"expected {', '.join(columns)}"
+        )
+
+
+def _first_bad(mask: np.ndarray | pd.Series) -> int | None:
+    positions = np.flatnonzero(np.asarray(mask, dtype=bool))
+    return int(positions[0]) if positions.size else None
+
+
+def _require_present(frame: pd.DataFrame, columns: Iterable[str], *, table: str) -> None:
+    for column in columns:
+        bad = _first_bad(frame[column].isna())
+        if bad is not None:
+            raise ValueError(f"{table} row {bad}, column {column!r}: value is missing")
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    # Ids may arrive as ints from a CSV and as strings from the database; compare them as text.
+    if pd.api.types.is_string_dtype(series.dtype) or series.dtype == object:
+        return series.astype(str).str.strip()
+    return series.astype(str)
+
+
+def _require_in(series: pd.Series, allowed: Sequence[str], *, table: str, column: str) -> None:
+    bad = _first_bad(~series.isin(allowed))
+    if bad is not None:
+        allowed_text = ", ".join(map(repr, allowed))
+        raise ValueError(
+            f"{table} row {bad}, column {column!r}: {series.iloc[bad]!r} is not one of "
+            f"{allowed_text}"
+        )
+
+
+def _as_number(frame: pd.DataFrame, column: str, *, table: str) -> pd.Series:
+    numbers = pd.to_numeric(frame[column], errors="coerce")
+    bad = _first_bad(numbers.isna() & frame[column].notna())
+    if bad is not None:
+        raise ValueError(
+            f"{table} row {bad}, column {column!r}: {frame[column].iloc[bad]!r} is not a number"
+        )
+    return numbers.astype(float)
+
+
+def _require_range(
+    numbers: pd.Series, *, low: float, high: float, low_open: bool, table: str, column: str
+) -> None:
+    below = numbers <= low if low_open else numbers < low
+    bad = _first_bad((below | (numbers > high)) & numbers.notna())
+    if bad is not None:
+        bracket = "(" if low_open else "["
+        raise ValueError(
+            f"{table} row {bad}, column {column!r}: {float(numbers.iloc[bad])!r} is outside "
+            f"{bracket}{low:g}, {high:g}]"
+        )
+
+
+def labels_validate(labels: pd.DataFrame) -> pd.DataFrame:
+    """Check a labels table and return it with only the known columns, ids as text.
+
+    Parameters
+    ----------
+    labels : pandas.DataFrame
+        One row per (step, evaluator): ``step_id, trace_id, question_id, condition,
+        evaluator, evaluator_kind, verdict`` and optionally ``error_category``, ``weight``,
+        ``inclusion_probability`` (in (0, 1]), ``segmentation``. Extra columns are ignored.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A new frame (new index 0..n-1). ``weight``/``inclusion_probability`` are floats;
+        ``segmentation`` is text with missing values as ``"default"``.
+
+    Raises
+    ------
+    ValueError
+        On a missing column, a missing value in a required column, a verdict or evaluator
+        kind outside the vocabulary, a trace under two conditions, or an evaluator labelling
+        the same step twice. The message names the row and the column.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"step_id": [1], "trace_id": [1], "question_id": [1],
+    ...     "condition": ["A"], "evaluator": ["e"], "evaluator_kind": ["doctor"],
+    ...     "verdict": ["error"]})
+    >>> labels_validate(frame)
+    Traceback (most recent call last):
+    ...
+    ValueError: labels row 0, column 'evaluator_kind': 'doctor' is not one of 'expert', 'judge', 'reference'
+    """  # noqa: E501
+    table = "labels"
+    _require_columns(labels, LABEL_COLUMNS, table=table)
+    columns = list(LABEL_COLUMNS) + [c for c in LABEL_OPTIONAL_COLUMNS if c in labels.columns]
+    out = labels.loc[:, columns].reset_index(drop=True)
+    _require_present(out, LABEL_COLUMNS, table=table)
+    for column in LABEL_COLUMNS:
+        out[column] = _as_text(out[column])
+    _require_in(out["verdict"], VERDICTS, table=table, column="verdict")
+    _require_in(out["evaluator_kind"], EVALUATOR_KINDS, table=table, column="evaluator_kind")
+    if "error_category" in out.columns:
+        out["error_category"] = out["error_category"].where(out["error_category"].notna(), None)
+    if "weight" in out.columns:
+        out["weight"] = _as_number(out, "weight", table=table)
+        _require_range(
+            out["weight"], low=0.0, high=np.inf, low_open=True, table=table, column="weight"
+        )
+    if "inclusion_probability" in out.columns:
+        out["inclusion_probability"] = _as_number(out, "inclusion_probability", table=table)
+        _require_range(
+            out["inclusion_probability"],
+            low=0.0,
+            high=1.0,
+            low_open=True,
+            table=table,
+            column="inclusion_probability",
+        )
+    if "segmentation" in out.columns:
+        out["segmentation"] = _as_text(out["segmentation"].fillna("default"))
+
+    _require_consistent(out, key="evaluator", attribute="evaluator_kind", table=table)
+    _require_consistent(out, key="trace_id", attribute="condition", table=table)
+    keys = ["step_id", "evaluator"] + (["segmentation"] if "segmentation" in out.columns else [])
+    duplicated = out.duplicated(keys, keep="first")
+    bad = _first_bad(duplicated)
+    if bad is not None:
+        raise ValueError(
+            f"labels row {bad}: evaluator {out['evaluator'].iloc[bad]!r} labels step "
+            f"{out['step_id'].iloc[bad]!r} a second time; keep one label per (step, evaluator)"
+        )
+    return out
+
+
+def _require_consistent(frame: pd.DataFrame, *, key: str, attribute: str, table: str) -> None:
+    """Raise when one ``key`` value carries two different ``attribute`` values."""
+    first = frame.groupby(key, sort=False)[attribute].transform("first")
+    bad = _first_bad(frame[attribute] != first)
+    if bad is not None:
+        value = frame[key].iloc[bad]
+        raise ValueError(
+            f"{table} row {bad}, column {attribute!r}: {key} {value!r} has "
+            f"{frame[attribute].iloc[bad]!r} here but {first.iloc[bad]!r} on an earlier row"
+        )
+
+
+def answers_validate(answers: pd.DataFrame) -> pd.DataFrame:
+    """Check an answers table and return it with only the known columns.
+
+    Parameters
+    ----------
+    answers : pandas.DataFrame
+        One row per trace: ``trace_id, question_id, condition, sample_index, answer, gold,
+        confidence``. ``answer`` may be missing (no answer extracted: counted incorrect);
+        ``confidence`` may be missing (left out of calibration metrics) and otherwise lies
+        in [0, 1]. ``sample_index`` is a non-negative integer.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A new frame with ids, ``answer`` and ``gold`` as trimmed text, ``sample_index`` as
+        int and ``confidence`` as float, plus a boolean ``correct`` column
+        (``answer == gold`` after trimming whitespace).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"trace_id": ["t1", "t2"], "question_id": ["q1", "q1"],
+    ...     "condition": ["A", "A"], "sample_index": [0, 1], "answer": ["B", None],
+    ...     "gold": ["B", "B"], "confidence": [0.9, 1.2]})
+    >>> answers_validate(frame)
+    Traceback (most recent call last):
+    ...
+    ValueError: answers row 1, column 'confidence': 1.2 is outside [0, 1]
+    >>> answers_validate(frame.assign(confidence=[0.9, None]))["correct"].tolist()
+    [True, False]
+    """
+    table = "answers"
+    _require_columns(answers, ANSWER_COLUMNS, table=table)
+    out = answers.loc[:, list(ANSWER_COLUMNS)].reset_index(drop=True)
+    _require_present(
+        out, ["trace_id", "question_id", "condition", "sample_index", "gold"], table=table
+    )
+    for column in ("trace_id", "question_id", "condition", "gold"):
+        out[column] = _as_text(out[column])
+    index = _as_number(out, "sample_index", table=table)
+    bad = _first_bad((index < 0) | (index != np.floor(index)))
+    if bad is not None:
+        raise ValueError(
+            f"{table} row {bad}, column 'sample_index': {float(index.iloc[bad])!r} is not a "
+            "non-negative integer"
+        )
+    out["sample_index"] = index.astype(np.int64)
+    present = out["answer"].notna()
+    out["answer"] = _as_text(out["answer"]).where(present, None)
+    out["confidence"] = _as_number(out, "confidence", table=table)
+    _require_range(
+        out["confidence"], low=0.0, high=1.0, low_open=False, table=table, column="confidence"
+    )
+    duplicated = out.duplicated(["trace_id"], keep="first")
+    bad = _first_bad(duplicated)
+    if bad is not None:
+        raise ValueError(
+            f"{table} row {bad}, column 'trace_id': {out['trace_id'].iloc[bad]!r} appears twice"
+        )
+    out["correct"] = present & (out["answer"] == out["gold"])
+    return out
+
+
+def ratings_validate(ratings: pd.DataFrame) -> pd.DataFrame:
+    """Check a ratings table (Likert answers) and return it with only the known columns.
+
+    Parameters
+    ----------
+    ratings : pandas.DataFrame
+        One row per (trace, rater, item): ``trace_id, trace_type, rater, item, value`` with a
+        numeric ``value``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A new frame with ids as text and ``value`` as float.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"trace_id": ["t1"], "trace_type": ["long"], "rater": ["r1"],
+    ...     "item": ["interpretability"], "value": ["four"]})
+    >>> ratings_validate(frame)
+    Traceback (most recent call last):
+    ...
+    ValueError: ratings row 0, column 'value': 'four' is not a number
+    """
+    table = "ratings"
+    _require_columns(ratings, RATING_COLUMNS, table=table)
+    out = ratings.loc[:, list(RATING_COLUMNS)].reset_index(drop=True)
+    _require_present(out, RATING_COLUMNS, table=table)
+    for column in ("trace_id", "trace_type", "rater", "item"):
+        out[column] = _as_text(out[column])
+    out["value"] = _as_number(out, "value", table=table)
+    return out
+
+
+# Text columns are read as text so that "007" stays "007" and an answer "3" never becomes 3.0.
+_LABEL_DTYPES = {c: str for c in ("step_id", "trace_id", "question_id", "condition", "evaluator")}
+_ANSWER_DTYPES = {c: str for c in ("trace_id", "question_id", "condition", "answer", "gold")}
+_RATING_DTYPES = {c: str for c in ("trace_id", "trace_type", "rater", "item")}
+
+
+def labels_read(source: PathOrBuffer) -> pd.DataFrame:
+    """Read and validate a labels CSV (see :func:`labels_validate`)."""
+    return labels_validate(pd.read_csv(source, dtype=_LABEL_DTYPES))
+
+
+def answers_read(source: PathOrBuffer) -> pd.DataFrame:
+    """Read and validate an answers CSV (see :func:`answers_validate`)."""
+    return answers_validate(pd.read_csv(source, dtype=_ANSWER_DTYPES))
+
+
+def ratings_read(source: PathOrBuffer) -> pd.DataFrame:
+    """Read and validate a ratings CSV (see :func:`ratings_validate`)."""
+    return ratings_validate(pd.read_csv(source, dtype=_RATING_DTYPES))
