@@ -1,0 +1,450 @@
+"""A fake OpenAI-compatible chat-completions server for tests and benchmarks.
+
+Run it as a process::
+
+    python -m judges.clients.fake_server --port 8765 --latency-ms 100 --fault-rate 0.05
+
+or in-process from a test::
+
+    with fake_server(latency_ms=0) as server:
+        judge_many_sync(..., settings=ClientSettings(base_url=server.base_url, ...))
+        assert server.stats()["max_in_flight"] <= 8
+
+Verdicts are deterministic functions of the step text (see ``expected_verdict``) so tests can
+check what a run stored. The step is the text between ``<step>`` and ``</step>`` in the first
+user message (the default prompt delimits it so), else that whole message. Markers in the step:
+
+``[wrong]`` → error, ``[abstain]`` → abstain, ``[unparseable]`` → always prose,
+``[vote:c,e,a]`` → the k-th sample generated for this prompt answers the k-th listed verdict
+(cycling), which drives the n-samples tests.
+
+Otherwise the ``--verdict-policy`` decides: ``marker`` (default: correct) or ``hash:RATE`` (error
+for a stable ``RATE`` share of step texts, by sha256).
+
+Faults: with probability ``--fault-rate`` a request gets one of ``--faults`` (uniformly), and
+``push_faults`` / ``POST /_faults`` queues faults for the next requests, for deterministic tests.
+Kinds: ``500``, ``503``, ``429`` (with ``Retry-After``), ``400``, ``malformed`` (a 200 whose body is
+not JSON), ``truncated`` (valid envelope, the answer cut in half), ``prose`` (no JSON at all),
+``hang`` (answers nothing for ``--hang-s``), ``drop`` (closes the connection).
+
+Control endpoints: ``GET /_stats``, ``POST /_reset``, ``GET /_requests`` (the last N bodies),
+``POST /_faults`` (a JSON list of fault kinds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import hashlib
+import random
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+FAULT_KINDS = ("500", "503", "429", "400", "malformed", "truncated", "prose", "hang", "drop")
+DEFAULT_FAULTS = ("500", "429", "malformed", "truncated", "hang", "drop")
+
+_STEP_RE = re.compile(r"<step>\s*(.*?)\s*</step>", re.DOTALL)
+_VOTE_RE = re.compile(r"\[vote:([a-z,]+)\]")
+_VOTE_CODES = {"c": "correct", "e": "error", "a": "abstain"}
+
+
+@dataclass
+class FakeConfig:
+    latency_ms: float = 100.0
+    jitter_ms: float = 10.0  # uniform ±jitter around the latency
+    fault_rate: float = 0.0
+    faults: tuple[str, ...] = DEFAULT_FAULTS
+    json_mode_unsupported: bool = False
+    ignore_n: bool = False  # answer one choice whatever ``n`` asks, like some servers
+    verdict_policy: str = "marker"
+    retry_after_s: str = "1"
+    hang_s: float = 30.0
+    keep_requests: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.faults) - set(FAULT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown fault kind(s): {', '.join(sorted(unknown))}")
+        _policy_rate(self.verdict_policy)
+
+
+def _policy_rate(policy: str) -> float | None:
+    if policy == "marker":
+        return None
+    if policy.startswith("hash:"):
+        rate = float(policy.split(":", 1)[1])
+        if not 0 <= rate <= 1:
+            raise ValueError("hash:RATE needs 0 <= RATE <= 1")
+        return rate
+    raise ValueError(f"unknown verdict policy {policy!r}; use 'marker' or 'hash:RATE'")
+
+
+def step_text(messages: list[dict[str, Any]]) -> str:
+    """The step the fake judges: inside <step> tags of the first user message, else all of it."""
+    first_user = next((m for m in messages if m.get("role") == "user"), None)
+    content = str(first_user.get("content", "")) if first_user else ""
+    match = _STEP_RE.search(content)
+    return match.group(1) if match else content
+
+
+def expected_verdict(step: str, *, policy: str = "marker", sample_index: int = 0) -> str:
+    """The verdict the fake server gives ``step`` — tests use it to check stored verdicts."""
+    vote = _VOTE_RE.search(step)
+    if vote:
+        codes = vote.group(1).split(",")
+        return _VOTE_CODES[codes[sample_index % len(codes)]]
+    if "[wrong]" in step:
+        return "error"
+    if "[abstain]" in step:
+        return "abstain"
+    rate = _policy_rate(policy)
+    if rate is not None:
+        bucket = int.from_bytes(hashlib.sha256(step.encode()).digest()[:4], "big") % 10_000
+        return "error" if bucket < rate * 10_000 else "correct"
+    return "correct"
+
+
+def _answer(step: str, verdict: str) -> str:
+    category = "reasoning" if verdict == "error" else None
+    return orjson.dumps(
+        {
+            "verdict": verdict,
+            "error_category": category,
+            "rationale": f"Fake judge: the step is {verdict} ({len(step)} characters).",
+        }
+    ).decode()
+
+
+class FakeServer:
+    """The aiohttp application and its statistics; one instance per server."""
+
+    def __init__(self, config: FakeConfig) -> None:
+        self.config = config
+        self._rng = random.Random(config.seed)
+        self._queued_faults: collections.deque[str] = collections.deque()
+        self._sample_counters: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()  # stats are read from other threads in tests
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests = 0
+            self.completions = 0
+            self.by_fault: collections.Counter[str] = collections.Counter()
+            self.in_flight = 0
+            self.max_in_flight = 0
+            self.auth_headers: collections.Counter[str] = collections.Counter()
+            self.bodies: collections.deque[dict[str, Any]] = collections.deque(
+                maxlen=self.config.keep_requests
+            )
+            self._sample_counters.clear()
+            self._queued_faults.clear()
+
+    def push_faults(self, faults: list[str]) -> None:
+        unknown = set(faults) - set(FAULT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown fault kind(s): {', '.join(sorted(unknown))}")
+        with self._lock:
+            self._queued_faults.extend(faults)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "completions": self.completions,
+                "by_fault": dict(self.by_fault),
+                "in_flight": self.in_flight,
+                "max_in_flight": self.max_in_flight,
+                "auth_headers": dict(self.auth_headers),
+            }
+
+    def recent_requests(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.bodies)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=16 * 1024**2)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/chat/completions", self.chat)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/models", self.models)
+        app.router.add_get("/_stats", self._stats_view)
+        app.router.add_post("/_reset", self._reset_view)
+        app.router.add_get("/_requests", self._requests_view)
+        app.router.add_post("/_faults", self._faults_view)
+        return app
+
+    # -- handlers -------------------------------------------------------------------------
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            self.requests += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.auth_headers[request.headers.get("Authorization", "")] += 1
+        try:
+            return await self._chat(request)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw)
+            messages = body["messages"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return _error(400, "invalid_request_error", "body must be JSON with 'messages'")
+        with self._lock:
+            self.bodies.append(body)
+        fault = self._pick_fault()
+        cfg = self.config
+        delay = max(0.0, cfg.latency_ms + self._rng.uniform(-cfg.jitter_ms, cfg.jitter_ms)) / 1000
+        if fault == "hang":
+            await asyncio.sleep(cfg.hang_s)
+            return _error(504, "timeout", "hung")
+        if delay:
+            await asyncio.sleep(delay)
+        if fault == "drop":
+            assert request.transport is not None
+            request.transport.abort()  # the client sees the connection die without an answer
+            return web.Response(status=500)
+        if fault in ("500", "503"):
+            return _error(int(fault), "server_error", "injected fault")
+        if fault == "400":
+            return _error(400, "invalid_request_error", "injected bad request")
+        if fault == "429":
+            return _error(
+                429, "rate_limit_exceeded", "slow down", {"Retry-After": cfg.retry_after_s}
+            )
+        if body.get("response_format") and cfg.json_mode_unsupported:
+            return _error(
+                400, "invalid_request_error", "response_format is not supported by this model"
+            )
+        if fault == "malformed":
+            return web.Response(
+                body=b'{"id": "chatcmpl-x", "choices": [{"mess', content_type="application/json"
+            )
+        return web.Response(
+            body=orjson.dumps(self._completion(body, messages, fault)),
+            content_type="application/json",
+        )
+
+    def _pick_fault(self) -> str | None:
+        with self._lock:
+            fault = self._queued_faults.popleft() if self._queued_faults else None
+        cfg = self.config
+        if fault is None and cfg.fault_rate and cfg.faults and self._rng.random() < cfg.fault_rate:
+            fault = self._rng.choice(cfg.faults)
+        if fault is not None:
+            with self._lock:
+                self.by_fault[fault] += 1
+        return fault
+
+    def _completion(
+        self, body: dict[str, Any], messages: list[dict[str, Any]], fault: str | None
+    ) -> dict[str, Any]:
+        step = step_text(messages)
+        n = 1 if self.config.ignore_n else max(1, int(body.get("n") or 1))
+        prompt_key = hashlib.sha1(step.encode()).hexdigest()
+        with self._lock:
+            first = self._sample_counters[prompt_key]
+            self._sample_counters[prompt_key] += n
+            self.completions += 1
+        choices = []
+        completion_tokens = 0
+        for i in range(n):
+            verdict = expected_verdict(
+                step, policy=self.config.verdict_policy, sample_index=first + i
+            )
+            content = _answer(step, verdict)
+            if "[unparseable]" in step or fault == "prose":
+                content = "After careful thought, I believe the step holds up reasonably well."
+            elif fault == "truncated":
+                content = content[: len(content) // 2 - 12]
+            completion_tokens += max(1, len(content) // 4)
+            choices.append(
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": "length" if fault == "truncated" else "stop",
+                }
+            )
+        prompt_chars = sum(len(str(m.get("content", ""))) for m in messages)
+        prompt_tokens = max(1, prompt_chars // 4) + 4 * len(messages)
+        return {
+            "id": f"chatcmpl-fake-{self.requests}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "fake"),
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"object": "list", "data": [{"id": "fake-judge", "object": "model"}]}
+        )
+
+    async def _stats_view(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+    async def _reset_view(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"ok": True})
+
+    async def _requests_view(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=orjson.dumps(self.recent_requests()), content_type="application/json"
+        )
+
+    async def _faults_view(self, request: web.Request) -> web.Response:
+        try:
+            self.push_faults(list(orjson.loads(await request.read())))
+        except (ValueError, TypeError) as exc:
+            return _error(400, "invalid_request_error", str(exc))
+        return web.json_response({"queued": len(self._queued_faults)})
+
+
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    body = {"error": {"message": message, "type": code, "code": code}}
+    return web.Response(
+        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
+
+
+@dataclass
+class RunningServer:
+    """What ``fake_server()`` yields: the base URL and the live server for stats and faults."""
+
+    base_url: str
+    server: FakeServer
+    _stop: Any = field(repr=False, default=None)
+
+    def stats(self) -> dict[str, Any]:
+        return self.server.stats()
+
+    def reset(self) -> None:
+        self.server.reset()
+
+    def push_faults(self, faults: list[str]) -> None:
+        self.server.push_faults(faults)
+
+    def recent_requests(self) -> list[dict[str, Any]]:
+        return self.server.recent_requests()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def fake_server(**config: Any) -> Iterator[RunningServer]:
+    """Start a fake server on a free 127.0.0.1 port in a background thread (own event loop)."""
+    server = FakeServer(FakeConfig(**config))
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    stop: asyncio.Future[None] | None = None
+    errors: list[BaseException] = []
+
+    async def main() -> None:
+        nonlocal stop
+        # handler_cancellation: a hung handler ends when the client gives up, so in-flight
+        # counts reflect the client's real concurrency.
+        runner = web.AppRunner(server.app(), handler_cancellation=True, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, shutdown_timeout=0.5).start()
+        stop = loop.create_future()
+        started.set()
+        try:
+            await stop
+        finally:
+            await runner.cleanup()
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(main())
+        except BaseException as exc:  # surfaced to the test thread below
+            errors.append(exc)
+            started.set()
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run, name=f"fake-openai-{port}", daemon=True)
+    thread.start()
+    started.wait(10)
+    if errors:
+        raise errors[0]
+    try:
+        yield RunningServer(base_url=f"http://127.0.0.1:{port}/v1", server=server)
+    finally:
+        loop.call_soon_threadsafe(lambda: stop.done() or stop.set_result(None))  # type: ignore[union-attr]
+        thread.join(10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--latency-ms", type=float, default=100.0)
+    parser.add_argument("--jitter-ms", type=float, default=10.0)
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument("--faults", default=",".join(DEFAULT_FAULTS))
+    parser.add_argument("--json-mode-unsupported", action="store_true")
+    parser.add_argument("--ignore-n", action="store_true")
+    parser.add_argument("--verdict-policy", default="marker", help="marker | hash:RATE")
+    parser.add_argument("--retry-after-s", default="1")
+    parser.add_argument("--hang-s", type=float, default=30.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    config = FakeConfig(
+        latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms,
+        fault_rate=args.fault_rate,
+        faults=tuple(f for f in args.faults.split(",") if f),
+        json_mode_unsupported=args.json_mode_unsupported,
+        ignore_n=args.ignore_n,
+        verdict_policy=args.verdict_policy,
+        retry_after_s=args.retry_after_s,
+        hang_s=args.hang_s,
+        seed=args.seed,
+    )
+    with contextlib.suppress(ImportError):
+        import uvloop  # optional: only when already installed; not a project dependency
+
+        uvloop.install()
+    runner_app = FakeServer(config).app()
+    web.run_app(
+        runner_app,
+        host=args.host,
+        port=args.port,
+        access_log=None,
+        handler_cancellation=True,
+        print=lambda *_: print(
+            f"fake OpenAI server on http://{args.host}:{args.port}/v1", flush=True
+        ),
+    )
+
+
+if __name__ == "__main__":
+    main()

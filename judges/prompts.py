@@ -1,0 +1,203 @@
+"""Step-level judge prompts: templates, rendering and the hash stored with every verdict.
+
+Django-free so that a prompt can be rendered and hashed in a notebook, in the batch-API export
+and in a Celery worker identically.
+
+Templates use ``string.Template`` (``$question``), not ``str.format``: a prompt that shows the
+judge a JSON example is full of braces, and ``$$`` is the only escape an author has to know.
+
+Placeholders (the complete set; anything else is rejected when the template is built):
+
+``$question``      the question stem
+``$options``       the answer options, one ``A. text`` line each ("(no options)" when none)
+``$context``       the preceding steps, numbered; states explicitly when none are shown
+``$step``          the step under assessment
+``$categories``    the audit's error categories, one ``- name: description`` line each
+``$final_answer``  the trace's final answer, or empty unless ``show_final_answer=True``
+
+There is deliberately no placeholder for the condition, the model, or any trace / step id: the
+judge is blinded like a clinician, and the template validation is what enforces it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+PLACEHOLDERS: frozenset[str] = frozenset(
+    {"question", "options", "context", "step", "categories", "final_answer"}
+)
+
+DEFAULT_SYSTEM = """\
+You are a meticulous domain expert auditing one step of another model's reasoning.
+Judge only the step's own claim, not whether the reasoning as a whole reaches the right answer.
+Answer with a single JSON object and nothing else."""
+
+DEFAULT_USER = """\
+Question:
+$question
+
+Options:
+$options
+
+Preceding steps of the same reasoning:
+$context
+$final_answer
+Step to assess:
+<step>
+$step
+</step>
+
+Is this step's own claim correct, an error, or impossible to assess from what is shown?
+- "correct": the claim is true and follows from what precedes it.
+- "error": the claim is false, unjustified, or a reasoning mistake.
+- "abstain": the step makes no checkable claim, or it cannot be assessed from the text shown.
+
+If the verdict is "error", choose the error category from:
+$categories
+
+Answer only with JSON of this shape:
+{"verdict": "correct" | "error" | "abstain", "error_category": "<category or null>", \
+"rationale": "<one or two sentences>"}"""
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A system and a user message template; validated on construction.
+
+    Examples
+    --------
+    >>> PromptTemplate(system="", user="Judge $step for $model")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown placeholder '$model' in user template; allowed: $categories, $context, \
+$final_answer, $options, $question, $step
+    """
+
+    system: str = DEFAULT_SYSTEM
+    user: str = DEFAULT_USER
+
+    def __post_init__(self) -> None:
+        for part in ("system", "user"):
+            template_placeholders(getattr(self, part), part=part)
+        if "step" not in template_placeholders(self.user, part="user"):
+            raise ValueError("the user template must contain $step")
+
+
+def template_placeholders(text: str, *, part: str = "template") -> set[str]:
+    """Return the placeholders ``text`` uses; ``ValueError`` naming any unknown or malformed one."""
+    template = string.Template(text)
+    if not template.is_valid():
+        # A lone "$" or "${" — find it for the message rather than echo Python's error.
+        for match in template.pattern.finditer(text):
+            if match.group("invalid") is not None:
+                line = text.count("\n", 0, match.start()) + 1
+                raise ValueError(
+                    f"malformed placeholder in {part} template at line {line}; write $$ for a "
+                    "literal dollar sign"
+                )
+    used = set(template.get_identifiers())
+    unknown = sorted(used - PLACEHOLDERS)
+    if unknown:
+        allowed = ", ".join(f"${name}" for name in sorted(PLACEHOLDERS))
+        raise ValueError(
+            f"unknown placeholder '${unknown[0]}' in {part} template; allowed: {allowed}"
+        )
+    return used
+
+
+DEFAULT_TEMPLATE = PromptTemplate()
+
+
+def render_messages(
+    template: PromptTemplate,
+    *,
+    question: str,
+    options: Mapping[str, str] | Sequence[str] | None,
+    context_steps: Sequence[str] | None,
+    step: str,
+    categories: Mapping[str, str] | Sequence[str],
+    show_final_answer: bool = False,
+    final_answer: str | None = None,
+) -> list[dict[str, str]]:
+    """Render the chat messages for one step.
+
+    ``context_steps=None`` means the audit shows no context (step-only mode); ``[]`` means the
+    step is the first of its trace. The two render differently so the judge is told which.
+
+    Examples
+    --------
+    >>> msgs = render_messages(DEFAULT_TEMPLATE, question="2+2?", options={"A": "4", "B": "5"},
+    ...                        context_steps=[], step="2+2=4.", categories=["arithmetic"])
+    >>> [m["role"] for m in msgs]
+    ['system', 'user']
+    >>> "A. 4" in msgs[1]["content"] and "(this is the first step)" in msgs[1]["content"]
+    True
+    """
+    if show_final_answer and final_answer is None:
+        raise ValueError("show_final_answer=True needs final_answer")
+    values = {
+        "question": question.strip(),
+        "options": _render_options(options),
+        "context": _render_context(context_steps),
+        "step": step.strip(),
+        "categories": _render_categories(categories),
+        "final_answer": (
+            f"\nFinal answer the reasoning reached: {final_answer.strip()}\n"
+            if show_final_answer and final_answer is not None
+            else ""
+        ),
+    }
+    messages: list[dict[str, str]] = []
+    system = string.Template(template.system).substitute(values).strip()
+    if system:
+        messages.append({"role": "system", "content": system})
+    messages.append({"role": "user", "content": string.Template(template.user).substitute(values)})
+    return messages
+
+
+def prompt_hash(messages: Sequence[Mapping[str, str]]) -> str:
+    """sha256 hex of the messages as canonical JSON (sorted keys, no spaces, UTF-8).
+
+    Examples
+    --------
+    >>> prompt_hash([{"role": "user", "content": "x"}]) == prompt_hash([{"content": "x",
+    ...                                                                   "role": "user"}])
+    True
+    """
+    canonical = json.dumps(
+        [dict(m) for m in messages], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _render_options(options: Mapping[str, str] | Sequence[str] | None) -> str:
+    if not options:
+        return "(no options)"
+    if isinstance(options, Mapping):
+        items = list(options.items())
+    else:
+        items = [(string.ascii_uppercase[i], text) for i, text in enumerate(options)]
+    return "\n".join(f"{label}. {str(text).strip()}" for label, text in items)
+
+
+def _render_context(context_steps: Sequence[str] | None) -> str:
+    if context_steps is None:
+        return "(not shown)"
+    if not context_steps:
+        return "(this is the first step)"
+    return "\n".join(f"Step {i}: {text.strip()}" for i, text in enumerate(context_steps, 1))
+
+
+def _render_categories(categories: Mapping[str, str] | Sequence[str]) -> str:
+    if not categories:
+        return "(no categories defined; use null)"
+    if isinstance(categories, Mapping):
+        return "\n".join(
+            f"- {name}: {desc.strip()}" if desc else f"- {name}"
+            for name, desc in categories.items()
+        )
+    return "\n".join(f"- {name}" for name in categories)
