@@ -1,0 +1,76 @@
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from annotations.models import Audit
+from annotations.services.audits import audit_create
+from annotations.services.imports import import_run, import_validate
+from annotations.services.segmenters import SEGMENTER_NAMES
+from auditapp.exceptions import ImportRejected
+
+
+class Command(BaseCommand):
+    help = "Import traces (JSONL or CSV, one trace per record) into an audit. See docs/formats.md."
+
+    def add_arguments(self, parser):
+        parser.add_argument("file", type=Path)
+        parser.add_argument("--audit", required=True, help="the audit's slug")
+        parser.add_argument("--create", action="store_true", help="create the audit if missing")
+        parser.add_argument(
+            "--segmenter",
+            action="append",
+            dest="segmenters",
+            metavar="NAME",
+            help=f"one of {', '.join(SEGMENTER_NAMES)}; repeat (or comma-separate) for several "
+            "segmentations. Default: 'given' when every record has steps, else 'paragraphs'.",
+        )
+        parser.add_argument(
+            "--skip-existing",
+            action="store_true",
+            help="leave out trace ids already in the audit instead of failing",
+        )
+        parser.add_argument("--no-progress", action="store_true")
+
+    def handle(
+        self,
+        *args,
+        file: Path,
+        audit: str,
+        create: bool,
+        segmenters,
+        skip_existing,
+        no_progress,
+        **options,
+    ):
+        if not file.is_file():
+            raise CommandError(f"{file}: no such file")
+        audit_obj = Audit.objects.filter(slug=audit).first()
+        if audit_obj is None:
+            if not create:
+                raise CommandError(f"no audit {audit!r}; pass --create to create it")
+            audit_obj = audit_create(slug=audit, name=audit)
+        names = [n.strip() for value in segmenters or [] for n in value.split(",") if n.strip()]
+        try:
+            plan = import_validate(
+                audit=audit_obj, path=file, segmenter_names=names, skip_existing=skip_existing
+            )
+            with tqdm(
+                total=plan.n_records, unit="trace", disable=no_progress, file=self.stderr._out
+            ) as bar:
+                result = import_run(
+                    audit=audit_obj,
+                    plan=plan,
+                    progress=lambda done, total: bar.update(done - bar.n),
+                )
+        except ImportRejected as exc:
+            for problem in exc.problems:
+                self.stderr.write(f"{file}: {problem}")
+            raise CommandError(exc.message) from None
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Imported {result.n_traces} traces, {result.n_steps} steps "
+                f"(segmentations: {', '.join(result.segmenters)}) into {audit_obj.slug}"
+                + (f"; skipped {result.n_skipped} already imported" if result.n_skipped else "")
+            )
+        )

@@ -1,0 +1,83 @@
+import secrets
+
+from django.conf import settings
+from django.db import models
+
+
+def new_blinding_seed() -> str:
+    return secrets.token_hex(32)
+
+
+class Verdict(models.TextChoices):
+    CORRECT = "correct", "Correct"
+    ERROR = "error", "Error"
+    ABSTAIN = "abstain", "Abstain"
+
+
+class Audit(models.Model):
+    """A study: what is audited, how steps are shown, and the secret all blinding flows from."""
+
+    class Kind(models.TextChoices):
+        STEP_LABELS = "step_labels", "Step labels"
+        TRACE_RATINGS = "trace_ratings", "Trace ratings (Likert)"
+
+    class ContextMode(models.TextChoices):
+        STEP_ONLY = "step_only", "Step only"
+        PRECEDING = "preceding", "With preceding steps"
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.STEP_LABELS)
+    guidelines = models.TextField(blank=True, help_text="Markdown, shown to clinicians.")
+    error_categories = models.JSONField(default=list, blank=True)
+    context_mode = models.CharField(
+        max_length=16, choices=ContextMode.choices, default=ContextMode.PRECEDING
+    )
+    style_normalisation = models.BooleanField(default=True)
+    show_final_answer = models.BooleanField(default=False)
+    likert_items = models.JSONField(default=list, blank=True)
+    blinding_probe_options = models.JSONField(
+        default=list, blank=True, help_text="Empty: no blinding probe."
+    )
+    hidden_repeat_share = models.FloatField(default=0.0)
+    # Secret: every random choice (blind codes, public ids, samples, orders) derives from it.
+    blinding_seed = models.CharField(max_length=64, default=new_blinding_seed, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    unblinded_at = models.DateTimeField(null=True, blank=True, editable=False)
+    unblinded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        editable=False,
+    )
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def is_blinded(self) -> bool:
+        return self.unblinded_at is None
+
+
+class Condition(models.Model):
+    """An arm of the audit (e.g. ``student-after``), shown by its blind code until unblinding."""
+
+    audit = models.ForeignKey(Audit, on_delete=models.CASCADE, related_name="conditions")
+    name = models.CharField(max_length=120)
+    blind_code = models.CharField(max_length=16)
+    description = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["audit", "blind_code"]
+        constraints = [
+            models.UniqueConstraint(fields=["audit", "name"], name="condition_unique_name"),
+            models.UniqueConstraint(fields=["audit", "blind_code"], name="condition_unique_code"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.audit.slug}:{self.name}"

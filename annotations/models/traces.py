@@ -1,0 +1,87 @@
+from django.db import models
+
+from .audits import Audit, Condition
+
+
+class Question(models.Model):
+    audit = models.ForeignKey(Audit, on_delete=models.CASCADE, related_name="questions")
+    external_id = models.CharField(max_length=200)
+    stem = models.TextField()
+    options = models.JSONField(default=dict, blank=True)
+    gold_answer = models.CharField(max_length=200, blank=True)
+    dataset = models.CharField(max_length=120, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["audit", "external_id"], name="question_unique_id"),
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class Trace(models.Model):
+    """One model output for a question under a condition."""
+
+    audit = models.ForeignKey(Audit, on_delete=models.CASCADE, related_name="traces")
+    question = models.ForeignKey(Question, on_delete=models.CASCADE, related_name="traces")
+    condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="traces")
+    external_id = models.CharField(max_length=200)
+    sample_index = models.PositiveIntegerField(default=0)
+    text = models.TextField()
+    final_answer = models.CharField(max_length=200, blank=True)
+    # Stored at import (final answer vs gold) because batches stratify on it.
+    answer_correct = models.BooleanField(null=True, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    trace_type = models.CharField(max_length=80, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    import_job = models.ForeignKey(
+        "annotations.ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["audit", "external_id"], name="trace_unique_id"),
+        ]
+        indexes = [models.Index(fields=["audit", "condition"], name="trace_audit_condition")]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class Step(models.Model):
+    """A segment of a trace under one named segmentation."""
+
+    class ReferenceVerdict(models.TextChoices):
+        CORRECT = "correct", "Correct"
+        ERROR = "error", "Error"
+
+    # Denormalised from the trace: every batch and report query filters on it.
+    audit = models.ForeignKey(Audit, on_delete=models.CASCADE, related_name="steps")
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="steps")
+    segmentation = models.CharField(max_length=32)
+    index = models.PositiveIntegerField()
+    text = models.TextField()
+    blinded_text = models.TextField()
+    # Which normaliser produced blinded_text ("raw" when normalisation is off).
+    blinding_version = models.CharField(max_length=16)
+    char_start = models.IntegerField(null=True, blank=True)
+    char_end = models.IntegerField(null=True, blank=True)
+    # Random, from the audit's seed: no sequence, no hash of anything the clinician could know.
+    public_id = models.CharField(max_length=24, unique=True)
+    reference_verdict = models.CharField(  # noqa: DJ001 (NULL: no reference, not "")
+        max_length=8, choices=ReferenceVerdict.choices, null=True, blank=True
+    )
+    kind = models.CharField(max_length=40, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["trace", "segmentation", "index"], name="step_unique_position"
+            ),
+        ]
+        indexes = [models.Index(fields=["audit", "segmentation"], name="step_audit_segmentation")]
+
+    def __str__(self) -> str:
+        return self.public_id

@@ -1,0 +1,6 @@
+"""StepAudit project package: settings, Celery app, URLs, errors, statistics and reports."""
+
+# Load the Celery app whenever Django starts, so @shared_task binds to it.
+from .celery import app as celery_app
+
+__all__ = ("celery_app",)
