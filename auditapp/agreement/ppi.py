@@ -1,0 +1,288 @@
+"""Prediction-powered error rates: every judge verdict plus the expert-labelled subset.
+
+Prediction-powered inference (Angelopoulos, Bates, Fannjiang, Jordan & Zrnic 2023, Science
+382:669) for a mean, as in ``ppi_py.ppi_mean_ci`` with λ = 1 (no power tuning):
+
+    θ̂ = mean(Ŷ over all N judged steps) + mean(w̃ · (Y − Ŷ) over the n labelled steps),
+
+where Ŷ is the judge's error indicator, Y the expert's (the share of non-abstaining experts
+who call the step an error), and w̃ = w · n / Σw with Horvitz–Thompson weights w = 1/π from
+the recorded ``inclusion_probability`` π (or the ``weight`` column; uniform when neither is
+given). The variance is var(Ŷ)/N + var(w̃(Y − Ŷ))/n; here both terms are computed
+**cluster-robustly over traces** (sum within trace, then the sample variance of the trace
+sums, divided by the square of the count), which equals ``ppi_py``'s formula (population
+variance, ``ddof=0``) when every trace has one step. The interval is the normal (CLT) one.
+
+The population of a judge in a condition is the steps it judged without abstaining; the
+labelled subset is those with at least one non-abstaining expert (expert abstentions are
+treated as missing at random). Conditions hold disjoint traces, so the variance of a
+difference is the sum of the two variances.
+
+Examples
+--------
+>>> import numpy as np
+>>> est = ppi_mean([1, 0, 1], [1, 0, 0], [1, 0, 0, 1, 0, 0])
+>>> round(est.estimate, 4)
+0.6667
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from auditapp.agreement.formats import labels_validate
+
+__all__ = ["PPIDifference", "PPIEstimate", "PPIRow", "ppi_error_rates", "ppi_mean"]
+
+
+@dataclass(frozen=True)
+class PPIEstimate:
+    """A mean with its standard error and normal interval."""
+
+    estimate: float | None
+    se: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+@dataclass(frozen=True)
+class PPIRow:
+    """Error rate of one condition estimated three ways, for one judge."""
+
+    judge: str
+    condition: str
+    n_judged: int
+    n_labelled: int
+    ppi: PPIEstimate
+    judge_only: PPIEstimate
+    expert_only: PPIEstimate
+
+
+@dataclass(frozen=True)
+class PPIDifference:
+    """``rate(condition_a) − rate(condition_b)`` for one judge, three ways."""
+
+    judge: str
+    condition_a: str
+    condition_b: str
+    ppi: PPIEstimate
+    judge_only: PPIEstimate
+    expert_only: PPIEstimate
+
+
+def _z(confidence_level: float) -> float:
+    if not 0.0 < confidence_level < 1.0:
+        raise ValueError(f"confidence_level must lie in (0, 1), got {confidence_level!r}")
+    return float(stats.norm.ppf(0.5 + confidence_level / 2.0))
+
+
+def _estimate(value: float | None, var: float | None, z: float) -> PPIEstimate:
+    if value is None or var is None or not np.isfinite(value) or not np.isfinite(var):
+        return PPIEstimate(None, None, None, None)
+    se = float(np.sqrt(max(var, 0.0)))
+    return PPIEstimate(float(value), se, float(value - z * se), float(value + z * se))
+
+
+def _mean_var(values: np.ndarray, clusters: np.ndarray | None) -> float:
+    """Variance of the mean of ``values``, cluster-robust when ``clusters`` is given."""
+    n = values.size
+    centred = values - values.mean()
+    if clusters is None:
+        return float(np.sum(centred**2) / n**2)
+    _, codes = np.unique(clusters, return_inverse=True)
+    sums = np.bincount(codes, weights=centred)
+    return float(np.sum(sums**2) / n**2)
+
+
+def ppi_mean(
+    y: np.ndarray | list[float],
+    yhat: np.ndarray | list[float],
+    yhat_all: np.ndarray | list[float],
+    *,
+    weights: np.ndarray | list[float] | None = None,
+    clusters: np.ndarray | list | None = None,
+    clusters_all: np.ndarray | list | None = None,
+    confidence_level: float = 0.95,
+) -> PPIEstimate:
+    """Prediction-powered estimate of a mean (λ = 1), with a normal interval.
+
+    Parameters
+    ----------
+    y, yhat : array_like, shape (n,)
+        Gold labels and predictions on the labelled sample.
+    yhat_all : array_like, shape (N,)
+        Predictions on every unit of the population (labelled ones included).
+    weights : array_like, shape (n,), optional, keyword-only
+        Horvitz–Thompson weights 1/π of the labelled units; normalised to mean 1.
+    clusters, clusters_all : array_like, optional, keyword-only
+        Cluster ids (e.g. trace ids) for cluster-robust variances; give both or neither.
+    confidence_level : float, keyword-only
+
+    Returns
+    -------
+    PPIEstimate
+
+    Examples
+    --------
+    ``ppi_py.ppi_mean_pointestimate`` with ``lhat=1``: 0.3333 + 0.3333:
+
+    >>> est = ppi_mean([1, 0, 1], [1, 0, 0], [1, 0, 0, 1, 0, 0])
+    >>> round(est.estimate, 4), round(est.se, 4)
+    (0.6667, 0.3333)
+    """
+    z = _z(confidence_level)
+    y_arr = np.asarray(y, dtype=float)
+    yhat_arr = np.asarray(yhat, dtype=float)
+    all_arr = np.asarray(yhat_all, dtype=float)
+    if y_arr.shape != yhat_arr.shape or y_arr.ndim != 1:
+        raise ValueError(
+            f"y and yhat must be 1-D and equally long, got {y_arr.shape}, {yhat_arr.shape}"
+        )
+    if all_arr.ndim != 1 or all_arr.size == 0:
+        raise ValueError("yhat_all must be a non-empty 1-D array")
+    if (clusters is None) != (clusters_all is None):
+        raise ValueError("give both clusters and clusters_all, or neither")
+    n, big_n = y_arr.size, all_arr.size
+    if n == 0:
+        return PPIEstimate(None, None, None, None)
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    if w.shape != (n,) or np.any(~np.isfinite(w)) or np.any(w <= 0):
+        raise ValueError("weights must be positive, finite and one per labelled unit")
+    w = w * n / w.sum()
+    rectifier = w * (y_arr - yhat_arr)
+    cl = None if clusters is None else np.asarray(clusters)
+    cl_all = None if clusters_all is None else np.asarray(clusters_all)
+    if cl is not None and cl.shape != (n,):
+        raise ValueError("clusters must have one id per labelled unit")
+    if cl_all is not None and cl_all.shape != (big_n,):
+        raise ValueError("clusters_all must have one id per unit of yhat_all")
+    value = all_arr.mean() + rectifier.mean()
+    var = _mean_var(all_arr, cl_all) + _mean_var(rectifier, cl)
+    return _estimate(value, var, z)
+
+
+def _weighted_mean(y: np.ndarray, w: np.ndarray, clusters: np.ndarray, z: float) -> PPIEstimate:
+    """Hájek mean with a linearised cluster-robust variance."""
+    if y.size == 0:
+        return PPIEstimate(None, None, None, None)
+    w = w * y.size / w.sum()
+    value = float(np.sum(w * y) / y.size)
+    _, codes = np.unique(clusters, return_inverse=True)
+    sums = np.bincount(codes, weights=w * (y - value))
+    return _estimate(value, float(np.sum(sums**2) / y.size**2), z)
+
+
+def _difference(a: PPIEstimate, b: PPIEstimate, z: float) -> PPIEstimate:
+    if a.estimate is None or b.estimate is None or a.se is None or b.se is None:
+        return PPIEstimate(None, None, None, None)
+    return _estimate(a.estimate - b.estimate, a.se**2 + b.se**2, z)
+
+
+def _step_weights(experts: pd.DataFrame) -> pd.Series:
+    """1/π per step (mean over its expert rows), or ``weight``, or 1."""
+    for column, invert in (("inclusion_probability", True), ("weight", False)):
+        if column in experts.columns and experts[column].notna().any():
+            missing = experts[column].isna().to_numpy()
+            if missing.any():
+                row = experts.index[int(np.flatnonzero(missing)[0])]
+                raise ValueError(
+                    f"labels row {row}, column {column!r}: value is missing while other "
+                    f"expert rows have one; give it for every expert label or none"
+                )
+            per_step = experts.groupby("step_id")[column].mean()
+            return 1.0 / per_step if invert else per_step
+    return pd.Series(1.0, index=pd.Index(experts["step_id"].unique(), name="step_id"))
+
+
+def ppi_error_rates(
+    labels: pd.DataFrame,
+    *,
+    confidence_level: float = 0.95,
+    cluster: bool = True,
+    validate: bool = True,
+) -> tuple[list[PPIRow], list[PPIDifference]]:
+    """Prediction-powered error rate per judge × condition and all condition differences.
+
+    Parameters
+    ----------
+    labels : pandas.DataFrame
+        The labels long format; expert rows may carry ``inclusion_probability`` (or
+        ``weight``).
+    confidence_level : float, keyword-only
+    cluster : bool, keyword-only
+        Cluster-robust variances over traces (default); False gives ``ppi_py``'s i.i.d.
+        formula.
+    validate : bool, keyword-only
+
+    Returns
+    -------
+    (rows, differences) : tuple of lists
+        Empty when there is no judge or no expert label.
+    """
+    z = _z(confidence_level)
+    frame = labels_validate(labels) if validate else labels
+    experts = frame[(frame["evaluator_kind"] == "expert") & (frame["verdict"] != "abstain")]
+    judges = frame[(frame["evaluator_kind"] == "judge") & (frame["verdict"] != "abstain")]
+    if experts.empty or judges.empty:
+        return [], []
+    y_step = (experts["verdict"] == "error").astype(float).groupby(experts["step_id"]).mean()
+    w_step = _step_weights(experts)
+
+    rows: list[PPIRow] = []
+    differences: list[PPIDifference] = []
+    for judge, by_judge in judges.groupby("evaluator", sort=True):
+        per_condition: dict[str, PPIRow] = {}
+        for condition, group in by_judge.groupby("condition", sort=True):
+            yhat_all = (group["verdict"] == "error").to_numpy(dtype=float)
+            traces_all = group["trace_id"].to_numpy()
+            labelled = group[group["step_id"].isin(y_step.index)]
+            step_ids = labelled["step_id"].to_numpy()
+            y = y_step.reindex(step_ids).to_numpy()
+            w = w_step.reindex(step_ids).to_numpy()
+            yhat = (labelled["verdict"] == "error").to_numpy(dtype=float)
+            traces = labelled["trace_id"].to_numpy()
+            if cluster:
+                ppi = ppi_mean(
+                    y,
+                    yhat,
+                    yhat_all,
+                    weights=w,
+                    clusters=traces,
+                    clusters_all=traces_all,
+                    confidence_level=confidence_level,
+                )
+            else:
+                ppi = ppi_mean(y, yhat, yhat_all, weights=w, confidence_level=confidence_level)
+            singleton_all = traces_all if cluster else np.arange(yhat_all.size)
+            singleton = traces if cluster else np.arange(y.size)
+            judge_only = _estimate(float(yhat_all.mean()), _mean_var(yhat_all, singleton_all), z)
+            expert_only = _weighted_mean(y, w, singleton, z)
+            row = PPIRow(
+                judge=str(judge),
+                condition=str(condition),
+                n_judged=int(yhat_all.size),
+                n_labelled=int(y.size),
+                ppi=ppi,
+                judge_only=judge_only,
+                expert_only=expert_only,
+            )
+            per_condition[str(condition)] = row
+            rows.append(row)
+        for ca, cb in itertools.combinations(sorted(per_condition), 2):
+            a, b = per_condition[ca], per_condition[cb]
+            differences.append(
+                PPIDifference(
+                    judge=str(judge),
+                    condition_a=ca,
+                    condition_b=cb,
+                    ppi=_difference(a.ppi, b.ppi, z),
+                    judge_only=_difference(a.judge_only, b.judge_only, z),
+                    expert_only=_difference(a.expert_only, b.expert_only, z),
+                )
+            )
+    return rows, differences
