@@ -126,7 +126,6 @@ def expected_calibration_error(
         return None
     # floor(c·M) puts 0.3 in bin 3 of 10 (np.linspace edges would put it in bin 2).
     index = np.minimum(np.floor(conf * bins).astype(np.int64), bins - 1)
-    count = np.bincount(index, minlength=bins)
     sum_conf = np.bincount(index, weights=conf, minlength=bins)
     sum_hit = np.bincount(index, weights=hit, minlength=bins)
     return float(np.sum(np.abs(sum_hit - sum_conf)) / conf.size)
