@@ -371,9 +371,11 @@ def fake_server(**config: Any) -> Iterator[RunningServer]:
         nonlocal stop
         # handler_cancellation: a hung handler ends when the client gives up, so in-flight
         # counts reflect the client's real concurrency.
-        runner = web.AppRunner(server.app(), handler_cancellation=True, access_log=None)
+        runner = web.AppRunner(
+            server.app(), handler_cancellation=True, access_log=None, shutdown_timeout=0.5
+        )
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port, shutdown_timeout=0.5).start()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
         stop = loop.create_future()
         started.set()
         try:

@@ -1,0 +1,410 @@
+import asyncio
+import threading
+import time
+
+import pytest
+
+from judges.clients.fake_server import expected_verdict, fake_server
+from judges.clients.openai_compat import (
+    PARSE_NUDGE,
+    ClientSettings,
+    JudgeConfigError,
+    JudgeRequest,
+    aggregate_samples,
+    backoff_delay,
+    judge_many,
+    judge_many_sync,
+)
+from judges.clients.parsing import ParsedVerdict
+from judges.prompts import DEFAULT_TEMPLATE, render_messages
+
+
+def _request(step: str, key: str | None = None, **kwargs) -> JudgeRequest:
+    messages = render_messages(
+        DEFAULT_TEMPLATE,
+        question="What is 2 + 2?",
+        options={"A": "4", "B": "5"},
+        context_steps=[],
+        step=step,
+        categories=["reasoning", "factual"],
+    )
+    return JudgeRequest(
+        key=key or step, messages=messages, categories=("reasoning", "factual"), **kwargs
+    )
+
+
+def _settings(server, **overrides) -> ClientSettings:
+    values = {
+        "base_url": server.base_url,
+        "model": "fake-judge",
+        "timeout_s": 5.0,
+        "concurrency": 4,
+        "max_retries": 3,
+        "max_parse_retries": 2,
+        "backoff_base_s": 0.01,
+        "backoff_max_s": 0.05,
+    }
+    values.update(overrides)
+    return ClientSettings(**values)
+
+
+def test_verdicts_follow_the_step_text():
+    # given steps the fake judge marks correct, error and abstain
+    steps = ["2 + 2 = 4", "2 + 2 = 5 [wrong]", "Let us think. [abstain]"]
+    with fake_server(latency_ms=5) as server:
+        # when
+        results = judge_many_sync([_request(s) for s in steps], settings=_settings(server))
+    # then
+    assert [r.key for r in results] == steps
+    assert [r.verdict for r in results] == [expected_verdict(s) for s in steps]
+    assert all(r.ok and r.attempts == 1 and r.error is None for r in results)
+    assert results[1].category == "reasoning"
+    assert all(r.prompt_tokens > 0 and r.completion_tokens > 0 for r in results)
+    assert all(r.json_mode and r.parse_methods == ("json",) for r in results)
+    assert '"verdict"' in results[0].raw_response
+
+
+@pytest.mark.parametrize("fault", ["500", "503", "429", "malformed", "drop", "prose"])
+def test_each_fault_is_retried_and_recovered(fault):
+    # given a server whose next answer is the fault
+    with fake_server(latency_ms=1, retry_after_s="0") as server:
+        server.push_faults([fault])
+        # when
+        (result,) = judge_many_sync([_request("2 + 2 = 5 [wrong]")], settings=_settings(server))
+        stats = server.stats()
+    # then one more call recovers the right verdict
+    assert result.ok and result.verdict == "error"
+    assert result.attempts == 2
+    assert stats["by_fault"] == {fault: 1}
+
+
+def test_truncated_answer_is_repaired_or_asked_again():
+    # given an answer cut in half inside a valid envelope
+    with fake_server(latency_ms=1) as server:
+        server.push_faults(["truncated"])
+        # when
+        (result,) = judge_many_sync([_request("2 + 2 = 5 [wrong]")], settings=_settings(server))
+    # then the verdict survives either by repair or by a re-ask
+    assert result.ok and result.verdict == "error"
+    assert result.parse_methods == ("truncated",) or result.attempts == 2
+
+
+def test_retry_after_is_honoured():
+    # given a 429 asking to wait one second, and a back-off that alone would be much shorter
+    with fake_server(latency_ms=1, retry_after_s="1") as server:
+        server.push_faults(["429"])
+        started = time.monotonic()
+        # when
+        (result,) = judge_many_sync([_request("2 + 2 = 4")], settings=_settings(server))
+        elapsed = time.monotonic() - started
+    # then
+    assert result.ok and result.attempts == 2
+    assert 1.0 <= elapsed < 2.5
+
+
+def test_hang_times_out_and_is_retried():
+    # given a server that hangs far longer than the client's timeout
+    with fake_server(latency_ms=1, hang_s=10) as server:
+        server.push_faults(["hang"])
+        started = time.monotonic()
+        # when
+        (result,) = judge_many_sync(
+            [_request("2 + 2 = 4")], settings=_settings(server, timeout_s=0.5)
+        )
+        elapsed = time.monotonic() - started
+    # then
+    assert result.ok and result.verdict == "correct" and result.attempts == 2
+    assert 0.5 <= elapsed < 3
+
+
+def test_client_error_fails_at_once_without_retry():
+    # given a 400 that is not about JSON mode
+    with fake_server(latency_ms=1) as server:
+        server.push_faults(["400"])
+        # when
+        (result,) = judge_many_sync([_request("2 + 2 = 4")], settings=_settings(server))
+        stats = server.stats()
+    # then
+    assert not result.ok and result.verdict is None
+    assert result.failure == "client_error" and not result.retryable
+    assert result.attempts == 1 and stats["requests"] == 1
+    assert "HTTP 400" in result.error and "injected bad request" in result.error
+
+
+def test_transient_errors_beyond_max_retries_are_a_retryable_failure():
+    # given more 500s than retries
+    with fake_server(latency_ms=1) as server:
+        server.push_faults(["500", "500", "500"])
+        # when
+        (result,) = judge_many_sync(
+            [_request("2 + 2 = 4")], settings=_settings(server, max_retries=2)
+        )
+    # then
+    assert not result.ok
+    assert result.failure == "retries_exhausted" and result.retryable
+    assert result.attempts == 3
+    assert "HTTP 500" in result.error
+
+
+def test_unparseable_answers_are_asked_again_then_stored_invalid_with_raw():
+    # given a step the fake judge always answers in prose
+    with fake_server(latency_ms=1) as server:
+        # when
+        (result,) = judge_many_sync(
+            [_request("2 + 2 = 4 [unparseable]")], settings=_settings(server, max_parse_retries=2)
+        )
+        last_body = server.recent_requests()[-1]
+    # then it is kept, not dropped, with every raw answer
+    assert result.ok and result.verdict == "invalid"
+    assert result.attempts == 3
+    assert result.raw_response.count("After careful thought") == 3
+    assert "unparseable after 2 re-asks" in result.error
+    assert result.samples == ("invalid",)
+    # and the re-ask showed the judge its unreadable answer
+    assert last_body["messages"][-1]["content"] == PARSE_NUDGE
+    assert last_body["messages"][-2]["role"] == "assistant"
+
+
+def test_json_mode_falls_back_to_plain_prompting_for_the_batch():
+    # given a server that rejects response_format
+    with fake_server(latency_ms=1, json_mode_unsupported=True) as server:
+        # when
+        results = judge_many_sync(
+            [_request(f"step {i}") for i in range(5)], settings=_settings(server, concurrency=1)
+        )
+        bodies = server.recent_requests()
+    # then one rejected call, then plain prompting for everyone
+    assert all(r.ok and r.verdict == "correct" for r in results)
+    assert [r.attempts for r in results] == [2, 1, 1, 1, 1]
+    assert not any(r.json_mode for r in results)
+    assert sum("response_format" in b for b in bodies) == 1
+
+
+@pytest.mark.parametrize("ignore_n", [False, True], ids=["n-honoured", "n-ignored"])
+def test_samples_are_aggregated_by_majority(ignore_n):
+    # given a step whose samples vote error, error, correct
+    with fake_server(latency_ms=1, ignore_n=ignore_n) as server:
+        # when
+        results = judge_many_sync(
+            [_request("x [vote:e,e,c]", n_samples=3), _request("y [vote:c,c,e]", n_samples=3)],
+            settings=_settings(server, concurrency=1),
+        )
+        stats = server.stats()
+    # then
+    assert [r.verdict for r in results] == ["error", "correct"]
+    assert results[0].samples == ("error", "error", "correct")
+    assert results[0].raw_response.count("--- sample") == 3
+    # one call each with n; without n: 1 + 2 calls, then repeated calls only
+    assert stats["requests"] == (2 if not ignore_n else 3 + 3)
+
+
+def test_sample_tie_is_abstain():
+    # given two samples that disagree
+    with fake_server(latency_ms=1) as server:
+        # when
+        (result,) = judge_many_sync(
+            [_request("x [vote:c,e]", n_samples=2)], settings=_settings(server)
+        )
+    # then
+    assert result.verdict == "abstain"
+    assert result.samples == ("correct", "error")
+    assert "tie" in result.rationale
+
+
+def test_aggregate_ignores_unparseable_samples_and_takes_majority_category():
+    # given
+    def v(verdict, category=None):
+        return ParsedVerdict(verdict, category, verdict, "json")
+
+    samples = [v("error", "factual"), None, v("error", "reasoning"), v("error", "factual")]
+    # when
+    verdict, category, rationale = aggregate_samples(samples)
+    # then
+    assert (verdict, category, rationale) == ("error", "factual", "error")
+
+
+def test_concurrency_bound_is_never_exceeded():
+    # given many requests and a small bound
+    with fake_server(latency_ms=20, jitter_ms=10) as server:
+        # when
+        results = judge_many_sync(
+            [_request(f"step {i}") for i in range(120)], settings=_settings(server, concurrency=6)
+        )
+        stats = server.stats()
+    # then
+    assert len(results) == 120 and all(r.ok for r in results)
+    assert stats["max_in_flight"] == 6
+
+
+def test_concurrency_bound_holds_with_faults_and_samples():
+    # given faults (no hangs: a hung handler outlives the client's timeout) and repeated samples
+    with fake_server(
+        latency_ms=5,
+        fault_rate=0.3,
+        faults=("500", "429", "drop", "malformed"),
+        retry_after_s="0",
+        ignore_n=True,
+    ) as server:
+        # when
+        results = judge_many_sync(
+            [_request(f"step {i}", n_samples=2) for i in range(60)],
+            settings=_settings(server, concurrency=5, max_retries=10),
+        )
+        stats = server.stats()
+    # then
+    assert all(r.ok for r in results)
+    assert stats["max_in_flight"] <= 5
+
+
+def test_api_key_is_sent_as_bearer_and_never_in_errors(monkeypatch):
+    # given a key in an environment variable named in the settings
+    secret = "sk-test-0123456789abcdef"
+    monkeypatch.setenv("STEPAUDIT_TEST_JUDGE_KEY", secret)
+    with fake_server(latency_ms=1) as server:
+        settings = _settings(
+            server, api_key_env="STEPAUDIT_TEST_JUDGE_KEY", max_retries=0, concurrency=1
+        )
+        server.push_faults(["400", "500"])
+        # when
+        results = judge_many_sync([_request("a"), _request("b")], settings=settings)
+        stats = server.stats()
+    # then
+    assert stats["auth_headers"] == {f"Bearer {secret}": 2}
+    assert [r.failure for r in results] == ["client_error", "retries_exhausted"]
+    assert all(secret not in repr(r) for r in results)
+    assert secret not in repr(settings)
+
+
+def test_key_in_an_error_body_is_scrubbed(monkeypatch):
+    # given a server that echoes the key back in its error (some proxies do)
+    from aiohttp import web
+
+    from judges.clients.fake_server import FakeServer
+
+    secret = "sk-echoed-key-42"
+    monkeypatch.setenv("STEPAUDIT_TEST_JUDGE_KEY", secret)
+
+    async def echo(self: FakeServer, request: web.Request) -> web.Response:
+        return web.Response(status=401, text=f"bad key {request.headers['Authorization']}")
+
+    monkeypatch.setattr(FakeServer, "chat", echo)
+    with fake_server(latency_ms=1) as server:
+        # when
+        (result,) = judge_many_sync(
+            [_request("a")], settings=_settings(server, api_key_env="STEPAUDIT_TEST_JUDGE_KEY")
+        )
+    # then
+    assert result.failure == "client_error"
+    assert secret not in result.error and "***" in result.error
+
+
+def test_missing_key_variable_is_a_config_error_naming_the_variable(monkeypatch):
+    # given
+    monkeypatch.delenv("STEPAUDIT_MISSING_KEY", raising=False)
+    settings = ClientSettings(
+        base_url="http://127.0.0.1:9/v1", model="m", api_key_env="STEPAUDIT_MISSING_KEY"
+    )
+    # when / then
+    with pytest.raises(JudgeConfigError, match="STEPAUDIT_MISSING_KEY"):
+        judge_many_sync([_request("a")], settings=settings)
+
+
+def test_authorization_in_extra_headers_is_rejected():
+    # when / then
+    with pytest.raises(ValueError, match="api_key_env"):
+        ClientSettings(base_url="x", model="m", extra_headers={"Authorization": "Bearer k"})
+
+
+def test_should_stop_stops_launching_new_requests():
+    # given a long batch and a stop flag raised after a few results
+    seen = []
+    with fake_server(latency_ms=20) as server:
+        settings = _settings(server, concurrency=2, stop_poll_s=0.0)
+        # when
+        results = judge_many_sync(
+            [_request(f"step {i}") for i in range(200)],
+            settings=settings,
+            on_result=seen.append,
+            should_stop=lambda: len(seen) >= 4,
+        )
+        requests_sent = server.stats()["requests"]
+    # then in-flight calls finished, nothing else was sent, stopped ones are reported
+    done = [r for r in results if r.ok]
+    stopped = [r for r in results if r.failure == "stopped"]
+    assert len(results) == 200
+    assert 4 <= len(done) <= 8 and len(done) + len(stopped) == 200
+    assert len(seen) == len(done) and requests_sent == len(done)
+
+
+def test_sync_on_result_runs_in_the_calling_thread():
+    # given
+    threads = set()
+    with fake_server(latency_ms=1) as server:
+        # when
+        judge_many_sync(
+            [_request(f"s{i}") for i in range(10)],
+            settings=_settings(server),
+            on_result=lambda r: threads.add(threading.get_ident()),
+        )
+    # then (so Django ORM calls in on_result are safe)
+    assert threads == {threading.get_ident()}
+
+
+def test_async_on_result_is_awaited_and_its_error_propagates():
+    # given an async callback that fails on the third result
+    calls = []
+
+    async def on_result(result):
+        calls.append(result.key)
+        if len(calls) == 3:
+            raise RuntimeError("database down")
+
+    # when / then
+    with fake_server(latency_ms=1) as server, pytest.raises(RuntimeError, match="database down"):
+        asyncio.run(
+            judge_many(
+                [_request(f"s{i}") for i in range(50)],
+                settings=_settings(server, concurrency=1),
+                on_result=on_result,
+            )
+        )
+    assert len(calls) == 3
+
+
+def test_sync_on_result_error_propagates_after_in_flight_calls():
+    # given
+    def on_result(result):
+        raise RuntimeError("database down")
+
+    with fake_server(latency_ms=5) as server:
+        # when / then
+        with pytest.raises(RuntimeError, match="database down"):
+            judge_many_sync(
+                [_request(f"s{i}") for i in range(100)],
+                settings=_settings(server, stop_poll_s=0.01),
+                on_result=on_result,
+            )
+        assert server.stats()["requests"] < 100
+
+
+def test_backoff_is_full_jitter_and_capped():
+    # given
+    settings = ClientSettings(base_url="x", model="m", backoff_base_s=0.5, backoff_max_s=4)
+    # when
+    delays = [backoff_delay(10, settings) for _ in range(200)]
+    # then
+    assert all(0 <= d <= 4 for d in delays)
+    assert min(delays) < 1 and max(delays) > 3
+    assert 2.0 <= backoff_delay(0, settings, retry_after_s=2.0) <= 2.3
+
+
+def test_requests_log_lets_tests_inspect_prompts():
+    # given
+    with fake_server(latency_ms=1) as server:
+        # when
+        judge_many_sync([_request("the step text")], settings=_settings(server))
+        (body,) = server.recent_requests()
+    # then
+    assert body["model"] == "fake-judge"
+    assert body["response_format"] == {"type": "json_object"}
+    assert "the step text" in body["messages"][1]["content"]

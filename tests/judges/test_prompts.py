@@ -1,0 +1,115 @@
+import pytest
+
+from judges.prompts import (
+    DEFAULT_TEMPLATE,
+    PLACEHOLDERS,
+    PromptTemplate,
+    prompt_hash,
+    render_messages,
+    template_placeholders,
+)
+
+
+def _render(**overrides):
+    kwargs = {
+        "question": "Which organ produces insulin?",
+        "options": {"A": "Liver", "B": "Pancreas"},
+        "context_steps": ["Insulin is a peptide hormone."],
+        "step": "It is made by the beta cells of the pancreas.",
+        "categories": {"factual": "a false statement of fact", "logic": ""},
+    }
+    kwargs.update(overrides)
+    return render_messages(DEFAULT_TEMPLATE, **kwargs)
+
+
+def test_default_template_renders_every_part():
+    # given / when
+    system, user = _render()
+    # then
+    assert system["role"] == "system"
+    text = user["content"]
+    assert "Which organ produces insulin?" in text
+    assert "A. Liver\nB. Pancreas" in text
+    assert "Step 1: Insulin is a peptide hormone." in text
+    assert "<step>\nIt is made by the beta cells of the pancreas.\n</step>" in text
+    assert "- factual: a false statement of fact\n- logic" in text
+    assert '"verdict"' in text and "abstain" in text
+    assert "$" not in text
+
+
+def test_context_none_and_empty_render_differently():
+    # given / when
+    hidden = _render(context_steps=None)[1]["content"]
+    first = _render(context_steps=[])[1]["content"]
+    # then the judge is told which situation it is in
+    assert "(not shown)" in hidden
+    assert "(this is the first step)" in first
+
+
+def test_final_answer_is_shown_only_when_asked():
+    # given / when
+    hidden = _render(final_answer="B")[1]["content"]
+    shown = _render(show_final_answer=True, final_answer="B")[1]["content"]
+    # then
+    assert "Final answer" not in hidden
+    assert "Final answer the reasoning reached: B" in shown
+
+
+def test_show_final_answer_without_answer_is_rejected():
+    # when / then
+    with pytest.raises(ValueError, match="final_answer"):
+        _render(show_final_answer=True)
+
+
+def test_options_as_list_are_lettered():
+    # given / when
+    text = _render(options=["yes", "no"])[1]["content"]
+    # then
+    assert "A. yes\nB. no" in text
+
+
+@pytest.mark.parametrize("name", ["condition", "model", "trace_id", "step_id"])
+def test_template_with_identity_placeholder_is_rejected_by_name(name):
+    # given a custom template asking for something the judge must not see
+    # when / then
+    with pytest.raises(ValueError, match=rf"unknown placeholder '\${name}'"):
+        PromptTemplate(system="", user=f"Judge $step from ${{{name}}}")
+
+
+def test_template_without_step_is_rejected():
+    # when / then
+    with pytest.raises(ValueError, match=r"\$step"):
+        PromptTemplate(system="", user="Question: $question")
+
+
+def test_lone_dollar_is_reported_with_its_line():
+    # when / then
+    with pytest.raises(ValueError, match="line 2"):
+        PromptTemplate(system="", user="$step\ncosts $ 5")
+
+
+def test_custom_template_with_known_placeholders_and_literal_braces():
+    # given a template with a JSON example (braces need no escaping) and $$
+    template = PromptTemplate(system="", user='$step costs $$5. Reply {"verdict": ...}')
+    # when
+    (message,) = render_messages(
+        template, question="q", options=None, context_steps=None, step="S", categories=[]
+    )
+    # then the empty system message is omitted and the literal text survives
+    assert message == {"role": "user", "content": 'S costs $5. Reply {"verdict": ...}'}
+
+
+def test_template_placeholders_lists_what_the_default_uses():
+    # given / when / then
+    assert template_placeholders(DEFAULT_TEMPLATE.user) == PLACEHOLDERS
+
+
+def test_prompt_hash_is_canonical_and_sensitive():
+    # given
+    messages = _render()
+    reordered = [{"content": m["content"], "role": m["role"]} for m in messages]
+    changed = _render(step="It is made by the liver.")
+    # when / then
+    assert prompt_hash(messages) == prompt_hash(reordered)
+    assert prompt_hash(messages) != prompt_hash(changed)
+    assert len(prompt_hash(messages)) == 64
