@@ -1,0 +1,227 @@
+"""Shared fixtures: roles, a small imported audit, and the real services (PostgreSQL, Redis,
+a Celery worker process, the web server as a process, Chromium).
+
+Tests that need a service carry a marker (postgres, redis, celery, browser). Without the
+service they are skipped — unless STEPAUDIT_REQUIRE_SERVICES=1 (as in .ci/run), which turns a
+missing service into a failure.
+"""
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "support"))
+
+from processes import ManagedProcess, free_port, wait_for_http  # noqa: E402
+
+REQUIRE_SERVICES = os.environ.get("STEPAUDIT_REQUIRE_SERVICES") == "1"
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def service_missing(reason: str) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"required service missing: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _check_service_markers(request):
+    marker_names = {m.name for m in request.node.iter_markers()}
+    if "postgres" in marker_names:
+        from django.db import connection
+
+        if connection.vendor != "postgresql":
+            service_missing("needs PostgreSQL: set DATABASE_URL=postgres://...")
+    if "redis" in marker_names and not os.environ.get("REDIS_URL"):
+        service_missing("needs Redis: set REDIS_URL=redis://...")
+    if "browser" in marker_names and not Path(CHROMIUM).exists():
+        service_missing("needs Debian's chromium (apt-get install chromium)")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        service_missing("needs Redis: set REDIS_URL=redis://...")
+    return url
+
+
+# --- roles -------------------------------------------------------------------------------
+def _user(username: str, role: str):
+    from annotations.roles import Role
+    from annotations.services.users import user_create_or_update
+
+    user = user_create_or_update(username=username, role=Role(role), password="pw-" + username)
+    user.raw_password = "pw-" + username
+    return user
+
+
+@pytest.fixture
+def admin_user(db):
+    return _user("admin1", "admin")
+
+
+@pytest.fixture
+def researcher(db):
+    return _user("researcher1", "researcher")
+
+
+@pytest.fixture
+def clinician(db):
+    return _user("clinician1", "clinician")
+
+
+@pytest.fixture
+def other_clinician(db):
+    return _user("clinician2", "clinician")
+
+
+@pytest.fixture
+def api_client():
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+# --- data ----------------------------------------------------------------------------------
+EXAMPLES = ROOT / "docs" / "examples"
+
+
+@pytest.fixture
+def demo_audit(db):
+    """The demo audit: 60 traces of 3 conditions, segmented as 'given' and 'sentences'."""
+    from annotations.services.audits import audit_create
+    from annotations.services.imports import import_file
+
+    audit = audit_create(slug="demo-test", name="Demo for tests")
+    import_file(audit=audit, path=EXAMPLES / "traces.jsonl", segmenter_names=["given", "sentences"])
+    return audit
+
+
+# --- processes ---------------------------------------------------------------------------
+def _process_env(extra: dict | None = None) -> dict:
+    """The environment a child process needs to see the test database and broker."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "auditapp.settings.test"
+    env["PYTHONPATH"] = str(ROOT)
+    if db["ENGINE"].endswith("postgresql"):
+        user = db.get("USER") or ""
+        auth = f"{user}:{db.get('PASSWORD') or ''}@" if user else ""
+        env["DATABASE_URL"] = (
+            f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+        )
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    env.update(extra or {})
+    return env
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, tmp_path):
+    """A real `celery worker` process on the test database and the configured broker."""
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["NAME"] in (":memory:", "") or "mode=memory" in str(
+        settings.DATABASES["default"]["NAME"]
+    ):
+        service_missing("a worker process needs a file or server database")
+    started: list[ManagedProcess] = []
+
+    def start(
+        *, concurrency: int = 1, queues: str | None = None, name: str = "w"
+    ) -> ManagedProcess:
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "auditapp",
+            "worker",
+            "--loglevel=INFO",
+            f"--concurrency={concurrency}",
+            "--pool=prefork",
+            f"--hostname={name}-{len(started)}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+        if queues:
+            cmd += ["-Q", queues]
+        proc = ManagedProcess(
+            cmd, env=_process_env(), cwd=ROOT, log=tmp_path / f"worker-{len(started)}.log"
+        )
+        proc.start()
+        proc.wait_for_log("ready", timeout=60)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def web_process(transactional_db, tmp_path):
+    """The production web command (gunicorn) as a process on a free port; returns its URL."""
+    port = free_port()
+    proc = ManagedProcess(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "auditapp.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--access-logfile",
+            "-",
+        ],
+        env=_process_env({"DEBUG": "1"}),
+        cwd=ROOT,
+        log=tmp_path / "web.log",
+    )
+    proc.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(url + "/accounts/login/", timeout=60, process=proc)
+    yield url
+    proc.stop()
+
+
+@pytest.fixture
+def browser():
+    """Headless Debian chromium driven by Playwright (no browser download)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
+        yield instance
+        instance.close()
+
+
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
