@@ -48,6 +48,7 @@ from auditapp.agreement._validate import (
     require_no_duplicates,
     require_one_of,
 )
+from auditapp.agreement.formats import VERDICTS  # correct, error, abstain: confusion order
 
 __all__ = [
     "VERDICTS",
@@ -69,8 +70,6 @@ AbstainRule = Literal["category", "missing"]
 
 LEVELS: tuple[str, ...] = ("nominal", "ordinal", "interval", "ratio")
 ABSTAIN_RULES: tuple[str, ...] = ("category", "missing")
-#: The verdict scheme of the labels format, in the order confusion tables use.
-VERDICTS: tuple[str, ...] = ("correct", "error", "abstain")
 
 
 @dataclass(frozen=True)
