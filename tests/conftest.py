@@ -114,9 +114,8 @@ def _process_env(extra: dict | None = None) -> dict:
     if db["ENGINE"].endswith("postgresql"):
         user = db.get("USER") or ""
         auth = f"{user}:{db.get('PASSWORD') or ''}@" if user else ""
-        env["DATABASE_URL"] = (
-            f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
-        )
+        host = f"{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}"
+        env["DATABASE_URL"] = f"postgres://{auth}{host}/{db['NAME']}"
     else:
         env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
     env.update(extra or {})
