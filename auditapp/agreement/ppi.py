@@ -94,9 +94,15 @@ def _mean_var(values: np.ndarray, clusters: np.ndarray | None) -> float:
     centred = values - values.mean()
     if clusters is None:
         return float(np.sum(centred**2) / n**2)
-    _, codes = np.unique(clusters, return_inverse=True)
-    sums = np.bincount(codes, weights=centred)
+    sums = np.bincount(_codes(clusters), weights=centred)
     return float(np.sum(sums**2) / n**2)
+
+
+def _codes(clusters: np.ndarray) -> np.ndarray:
+    """Dense integer codes of cluster ids (non-negative ints pass through)."""
+    if np.issubdtype(clusters.dtype, np.integer) and (clusters.size == 0 or clusters.min() >= 0):
+        return clusters
+    return pd.factorize(clusters)[0]
 
 
 def ppi_mean(
@@ -172,8 +178,7 @@ def _weighted_mean(y: np.ndarray, w: np.ndarray, clusters: np.ndarray, z: float)
         return PPIEstimate(None, None, None, None)
     w = w * y.size / w.sum()
     value = float(np.sum(w * y) / y.size)
-    _, codes = np.unique(clusters, return_inverse=True)
-    sums = np.bincount(codes, weights=w * (y - value))
+    sums = np.bincount(_codes(clusters), weights=w * (y - value))
     return _estimate(value, float(np.sum(sums**2) / y.size**2), z)
 
 
@@ -239,13 +244,14 @@ def ppi_error_rates(
         per_condition: dict[str, PPIRow] = {}
         for condition, group in by_judge.groupby("condition", sort=True):
             yhat_all = (group["verdict"] == "error").to_numpy(dtype=float)
-            traces_all = group["trace_id"].to_numpy()
-            labelled = group[group["step_id"].isin(y_step.index)]
-            step_ids = labelled["step_id"].to_numpy()
+            # Integer trace codes: variance sums by bincount instead of sorting strings.
+            traces_all = pd.factorize(group["trace_id"])[0]
+            is_labelled = group["step_id"].isin(y_step.index).to_numpy()
+            step_ids = group["step_id"].to_numpy()[is_labelled]
             y = y_step.reindex(step_ids).to_numpy()
             w = w_step.reindex(step_ids).to_numpy()
-            yhat = (labelled["verdict"] == "error").to_numpy(dtype=float)
-            traces = labelled["trace_id"].to_numpy()
+            yhat = yhat_all[is_labelled]
+            traces = traces_all[is_labelled]
             if cluster:
                 ppi = ppi_mean(
                     y,

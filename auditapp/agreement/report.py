@@ -1,0 +1,476 @@
+"""The agreement report: every statistic of an audit as one JSON-serialisable dict.
+
+:func:`report_compute` reads the three long formats and returns exactly these keys:
+
+``error_rates``, ``orderings``, ``ordering_agreement``, ``pairwise_agreement``,
+``multi_rater``, ``answer_metrics``, ``trace_vs_answer``, ``likert``, ``ppi``,
+``judge_by_condition``, ``robustness``, ``methods``.
+
+No value is NaN (undefined numbers are ``None``); a section without input is an empty list or
+``None``, never an error.
+
+Examples
+--------
+>>> import numpy as np, pandas as pd
+>>> labels = pd.DataFrame({"step_id": ["s1", "s2", "s3", "s4"],
+...     "trace_id": ["t1", "t1", "t2", "t2"], "question_id": "q",
+...     "condition": ["A", "A", "B", "B"], "evaluator": "judge-1",
+...     "evaluator_kind": "judge", "verdict": ["error", "correct", "correct", "correct"]})
+>>> report = report_compute(labels, rng=np.random.default_rng(0), resamples=50)
+>>> list(report) == list(REPORT_KEYS)
+True
+>>> [(r["condition"], r["error_rate"]) for r in report["error_rates"]]
+[('A', 0.5), ('B', 0.0)]
+>>> report["answer_metrics"], report["likert"]
+([], None)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from auditapp.agreement.answers import answer_metrics, trace_vs_answer
+from auditapp.agreement.formats import answers_validate, labels_validate, ratings_validate
+from auditapp.agreement.judge_bias import judge_by_condition
+from auditapp.agreement.orderings import ordering_agreement, orderings
+from auditapp.agreement.ppi import PPIEstimate, ppi_error_rates
+from auditapp.agreement.rates import ABSTAIN_RULES, AbstainRule, ErrorRates, error_rates
+from auditapp.agreement.robustness import gaps_from_rates, segmentation_gaps
+
+__all__ = ["REPORT_KEYS", "report_compute"]
+
+REPORT_KEYS: tuple[str, ...] = (
+    "error_rates",
+    "orderings",
+    "ordering_agreement",
+    "pairwise_agreement",
+    "multi_rater",
+    "answer_metrics",
+    "trace_vs_answer",
+    "likert",
+    "ppi",
+    "judge_by_condition",
+    "robustness",
+    "methods",
+)
+
+
+def _sibling(module: str, name: str) -> Callable[..., Any]:
+    # coefficients/likert are written in parallel; look them up at call time.
+    return getattr(importlib.import_module(f"auditapp.agreement.{module}"), name)
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types: dataclasses to dicts, numpy scalars to Python, NaN/inf to None."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.bool_ | bool):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating | float):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if value is None or isinstance(value, int | str):
+        return value
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return str(value)
+
+
+def _rate_rows(result: ErrorRates) -> list[dict[str, Any]]:
+    return [
+        {
+            "evaluator": r.evaluator,
+            "evaluator_kind": r.evaluator_kind,
+            "condition": r.condition,
+            "pooled": r.pooled,
+            "n": r.n,
+            "n_traces": r.n_traces,
+            "n_abstain": r.n_abstain,
+            "n_error": r.n_error,
+            "error_rate": r.rate,
+            "ci_low": r.ci_low,
+            "ci_high": r.ci_high,
+            "wilson_low": r.wilson_low,
+            "wilson_high": r.wilson_high,
+            "abstain_rate": r.abstain_rate,
+            "error_rate_abstain_as_error": r.rate_abstain_as_error,
+            "error_rate_abstain_as_correct": r.rate_abstain_as_correct,
+        }
+        for r in result.rows
+    ]
+
+
+def _ordering_pairs(result: ErrorRates) -> list[tuple[str, str]]:
+    """Every pair of evaluators, except a pooled kind with one of its own members."""
+    series = result.evaluators()
+    pairs = []
+    for i, (a, kind_a, pooled_a) in enumerate(series):
+        for b, kind_b, pooled_b in series[i + 1 :]:
+            if (pooled_a and kind_a == kind_b) or (pooled_b and kind_a == kind_b):
+                continue
+            pairs.append((a, b))
+    return pairs
+
+
+def _flat_estimate(prefix: str, estimate: PPIEstimate) -> dict[str, float | None]:
+    head = f"{prefix}_" if prefix else ""
+    return {
+        f"{prefix}" if prefix else "estimate": estimate.estimate,
+        f"{head}se": estimate.se,
+        f"{head}ci_low": estimate.ci_low,
+        f"{head}ci_high": estimate.ci_high,
+    }
+
+
+def _primary_segmentation(frame: pd.DataFrame, requested: str | None) -> str | None:
+    if "segmentation" not in frame.columns:
+        if requested is not None:
+            raise ValueError(
+                f"segmentation {requested!r} requested but labels have no 'segmentation' column"
+            )
+        return None
+    counts = frame["segmentation"].value_counts()
+    if requested is not None:
+        if requested not in counts.index:
+            raise ValueError(
+                f"segmentation {requested!r} not in labels; have "
+                f"{', '.join(map(repr, sorted(counts.index)))}"
+            )
+        return requested
+    # The segmentation with the most labels; ties go to the first name.
+    return str(sorted(counts.index, key=lambda s: (-counts[s], s))[0])
+
+
+def _methods(
+    *,
+    resamples: int,
+    confidence_level: float,
+    abstain_rule: str,
+    ece_bins: int,
+    segmentation: str | None,
+    segmentations: list[str],
+) -> dict[str, str]:
+    level = (
+        f"{confidence_level:.0%}"
+        if confidence_level * 100 == int(confidence_level * 100)
+        else (f"{confidence_level * 100:g}%")
+    )
+    abstain_text = {
+        "exclude": "errors / (steps labelled − abstentions): abstentions are left out",
+        "error": "(errors + abstentions) / steps labelled: abstentions count as errors",
+        "correct": "errors / steps labelled: abstentions count as correct",
+    }[abstain_rule]
+    return {
+        "error_rate": (
+            f"Step error rate of an evaluator in a condition = {abstain_text}. Every row also "
+            "gives the abstention rate and the rate with abstentions counted as errors and as "
+            "correct. A pooled row per evaluator kind with several evaluators (evaluator = the "
+            "kind) pools all their labels."
+        ),
+        "abstain_rule": abstain_rule,
+        "confidence_level": f"{level} two-sided intervals throughout.",
+        "bootstrap": (
+            f"Nonparametric cluster bootstrap over traces with {resamples} resamples, drawn "
+            "independently within each condition (traces are nested in conditions) from the "
+            "report's seeded random generator; percentile intervals. Each resample draws as "
+            "many traces as the condition has, with replacement; all evaluators share the "
+            "same draws, so differences and ordering agreement are paired (joint bootstrap)."
+        ),
+        "wilson": (
+            "Wilson score interval without continuity correction, treating steps as "
+            "independent; shown as the naive comparison (it is too narrow when steps of a "
+            "trace are correlated)."
+        ),
+        "orderings": (
+            "Conditions ranked by error rate, lowest first (ties by name). Pairwise "
+            "differences a − b with cluster-bootstrap percentile intervals; the two-proportion "
+            "z test (pooled) and Fisher's exact test (two-sided) treat steps as independent."
+        ),
+        "ordering_agreement": (
+            "Kendall's tau-b between two evaluators' error rates over their common "
+            "conditions; same_ordering when every pairwise difference has the same sign "
+            "(zero only matches zero); p_same_ordering = share of bootstrap resamples in "
+            "which the orderings agree. Pooled kinds are not paired with their own members."
+        ),
+        "agreement": (
+            "Step-level agreement reported twice: abstain as a third category, and abstain "
+            "as missing (agreement on jointly non-abstained steps). Cohen's kappa with its "
+            "asymptotic interval, Gwet's AC1, percent agreement, confusion matrices per pair; "
+            "Fleiss' kappa, Krippendorff's alpha (nominal) and AC1 among all evaluators (over "
+            "the steps labelled by two or more evaluators) and among the evaluators of each "
+            "kind that has several (over all their steps)."
+        ),
+        "answer_metrics": (
+            "Answer correct = answer equals gold after trimming whitespace; missing answers "
+            "are incorrect. Accuracy over all traces (every sample counts)."
+        ),
+        "self_consistency": (
+            "sc_at_k: per (condition, question) the k sampled answers vote; the most frequent "
+            "answer wins; a tie goes to the tied answer first seen at the lowest sample_index; "
+            "missing answers do not vote. k_min/k_max give the sample counts."
+        ),
+        "ece": (
+            f"Expected calibration error with {ece_bins} equal-width confidence bins over "
+            f"[0, 1] (bin b holds [b/{ece_bins}, (b+1)/{ece_bins}), the last bin also holds "
+            "1.0); traces without a confidence are left out."
+        ),
+        "ece_bins": str(ece_bins),
+        "brier": "Binary Brier score: mean of (confidence of the given answer − correct)².",
+        "trace_vs_answer": (
+            "Reference-labelled (verifiable) traces only: a trace is correct when none of its "
+            "steps is an error (abstentions are not errors); crossed with answer correctness."
+        ),
+        "judge_by_condition": (
+            "Judge vs experts per condition with error as the positive class: expert "
+            "reference = majority of non-abstaining experts per step (ties dropped); judge "
+            "abstentions dropped. Wilson intervals. A judge is flagged when sensitivity or "
+            "specificity differs across conditions: chi-square test of homogeneity (Fisher's "
+            "exact test for two conditions), p < 0.05."
+        ),
+        "ppi": (
+            "Prediction-powered inference (Angelopoulos et al. 2023), lambda = 1: mean of the "
+            "judge's error indicator over every judged (non-abstained) step + mean of w·(Y − "
+            "Y_hat) over expert-labelled steps, Y = share of non-abstaining experts calling "
+            "the step an error, w = Horvitz–Thompson weight 1/inclusion_probability "
+            "(or the weight column; uniform when absent) normalised to mean 1. Normal "
+            "interval; variances cluster-robust over traces. Differences between conditions "
+            "add the two variances. Judge-only = mean of the judge indicator; expert-only = "
+            "weighted (Hájek) mean of Y over the labelled steps."
+        ),
+        "segmentation": (
+            "Main sections use segmentation "
+            f"{segmentation!r}; robustness repeats the condition gaps under each of "
+            f"{', '.join(map(repr, segmentations))}."
+            if segmentation is not None
+            else "Labels carry one segmentation."
+        ),
+        "likert": (
+            "Per trace type and item: mean, median, bootstrap interval; Kruskal–Wallis across "
+            "trace types per item; pairwise Mann–Whitney with Holm correction."
+        ),
+    }
+
+
+def report_compute(
+    labels: pd.DataFrame,
+    answers: pd.DataFrame | None = None,
+    ratings: pd.DataFrame | None = None,
+    *,
+    rng: np.random.Generator,
+    resamples: int = 2000,
+    ece_bins: int = 10,
+    abstain_rule: AbstainRule = "exclude",
+    confidence_level: float = 0.95,
+    segmentation: str | None = None,
+) -> dict[str, Any]:
+    """Compute the whole agreement report as a JSON-serialisable dict.
+
+    Parameters
+    ----------
+    labels : pandas.DataFrame
+        Labels long format (:data:`auditapp.agreement.formats.LABEL_COLUMNS`).
+    answers : pandas.DataFrame, optional
+        Answers long format; without it ``answer_metrics`` and ``trace_vs_answer`` are empty.
+    ratings : pandas.DataFrame, optional
+        Ratings long format; without it ``likert`` is None.
+    rng : numpy.random.Generator, keyword-only
+        The only source of randomness; seed it to make the report reproducible.
+    resamples : int, keyword-only
+        Bootstrap resamples (default 2000).
+    ece_bins : int, keyword-only
+        ECE bins (default 10).
+    abstain_rule : {"exclude", "error", "correct"}, keyword-only
+        How ``error_rate`` treats abstentions (default: left out).
+    confidence_level : float, keyword-only
+        Level of every interval (default 0.95).
+    segmentation : str, optional, keyword-only
+        The segmentation the main sections use when labels carry several (default: the one
+        with the most labels); ``robustness`` always covers all of them.
+
+    Returns
+    -------
+    dict
+        Exactly the keys of :data:`REPORT_KEYS`; see ``docs/report.md``.
+
+    Raises
+    ------
+    ValueError
+        On bad options or a bad value in any table (naming row and column).
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, not {type(rng).__name__}")
+    if not isinstance(resamples, int | np.integer) or resamples < 1:
+        raise ValueError(f"resamples must be a positive integer, got {resamples!r}")
+    if not isinstance(ece_bins, int | np.integer) or ece_bins < 1:
+        raise ValueError(f"ece_bins must be a positive integer, got {ece_bins!r}")
+    if abstain_rule not in ABSTAIN_RULES:
+        raise ValueError(f"abstain_rule must be one of {ABSTAIN_RULES}, got {abstain_rule!r}")
+    if not 0.0 < confidence_level < 1.0:
+        raise ValueError(f"confidence_level must lie in (0, 1), got {confidence_level!r}")
+
+    all_labels = labels_validate(labels)
+    answer_frame = answers_validate(answers) if answers is not None else None
+    rating_frame = ratings_validate(ratings) if ratings is not None else None
+    primary = _primary_segmentation(all_labels, segmentation)
+    segmentations = (
+        sorted(all_labels["segmentation"].unique().tolist()) if primary is not None else []
+    )
+    main = all_labels if primary is None else all_labels[all_labels["segmentation"] == primary]
+
+    rates = error_rates(
+        main,
+        rng=rng,
+        resamples=resamples,
+        confidence_level=confidence_level,
+        abstain=abstain_rule,
+        validate=False,
+    )
+    ordering_rows = [
+        {
+            "evaluator": o.evaluator,
+            "evaluator_kind": o.evaluator_kind,
+            "ranking": list(o.ranking),
+            "rates": o.rates,
+            "differences": o.differences,
+        }
+        for o in orderings(rates)
+    ]
+    agreement_rows = []
+    for a, b in _ordering_pairs(rates):
+        agreement = ordering_agreement(rates, a, b)
+        agreement_rows.append(
+            {
+                "a": agreement.a,
+                "b": agreement.b,
+                "conditions": list(agreement.conditions),
+                "kendall_tau": agreement.kendall_tau,
+                "same_ordering": agreement.same_ordering,
+                "p_same_ordering": agreement.p_same_ordering,
+                "n_resamples": agreement.n_resamples,
+            }
+        )
+
+    pairwise = _sibling("coefficients", "pairwise_agreement")
+    multi = _sibling("coefficients", "multi_rater_agreement")
+    pairwise_rows: list[dict[str, Any]] = []
+    multi_rows: list[dict[str, Any]] = []
+    if not main.empty:
+        # Only steps with two or more labels can agree or disagree; dropping the rest first
+        # keeps 1M single-judge steps out of the pivots (pairwise results are unchanged).
+        step_code = pd.factorize(main["step_id"])[0]
+        shared = main[np.bincount(step_code)[step_code] >= 2]
+        for abstain in ("category", "missing"):
+            pairwise_rows.extend(pairwise(shared, abstain=abstain))
+        for abstain in ("category", "missing"):
+            multi_rows.append(dict(multi(shared, abstain=abstain, evaluator_kind=None)))
+        kinds_with_several = [
+            kind
+            for kind, n in main.groupby("evaluator_kind")["evaluator"].nunique().items()
+            if n >= 2
+        ]
+        for kind in sorted(kinds_with_several):
+            of_kind = main[main["evaluator_kind"] == kind]
+            for abstain in ("category", "missing"):
+                multi_rows.append(dict(multi(of_kind, abstain=abstain, evaluator_kind=kind)))
+
+    answer_rows: list[Any] = []
+    trace_answer_rows: list[Any] = []
+    if answer_frame is not None and not answer_frame.empty:
+        answer_rows = list(answer_metrics(answer_frame, bins=ece_bins, validate=False))
+        trace_answer_rows = list(trace_vs_answer(main, answer_frame, validate=False))
+
+    likert = None
+    if rating_frame is not None and not rating_frame.empty:
+        likert = _sibling("likert", "likert_summary")(
+            rating_frame, rng=rng, confidence_level=confidence_level, resamples=resamples
+        )
+
+    ppi_rows, ppi_differences = ppi_error_rates(
+        main, confidence_level=confidence_level, validate=False
+    )
+    ppi = None
+    if ppi_rows:
+        ppi = {
+            "rows": [
+                {
+                    "judge": r.judge,
+                    "condition": r.condition,
+                    "n_judged": r.n_judged,
+                    "n_labelled": r.n_labelled,
+                    **_flat_estimate("", r.ppi),
+                    **_flat_estimate("judge_only", r.judge_only),
+                    **_flat_estimate("expert_only", r.expert_only),
+                }
+                for r in ppi_rows
+            ],
+            "differences": [
+                {
+                    "judge": d.judge,
+                    "condition_a": d.condition_a,
+                    "condition_b": d.condition_b,
+                    **_flat_estimate("", d.ppi),
+                    **_flat_estimate("judge_only", d.judge_only),
+                    **_flat_estimate("expert_only", d.expert_only),
+                }
+                for d in ppi_differences
+            ],
+        }
+
+    bias = judge_by_condition(main, confidence_level=confidence_level, validate=False)
+    judge_section = (
+        {"rows": bias.rows, "homogeneity": bias.homogeneity, "reference": bias.reference}
+        if bias.rows
+        else None
+    )
+
+    if len(segmentations) > 1:
+        gaps = segmentation_gaps(
+            all_labels,
+            rng=rng,
+            resamples=resamples,
+            confidence_level=confidence_level,
+            abstain=abstain_rule,
+            validate=False,
+        )
+    else:
+        # One segmentation: its gaps are the main orderings' differences; no second bootstrap.
+        gaps = gaps_from_rates(rates, segmentation=primary or "default")
+    robustness = {"segmentation_gaps": gaps}
+
+    report = {
+        "error_rates": _rate_rows(rates),
+        "orderings": ordering_rows,
+        "ordering_agreement": agreement_rows,
+        "pairwise_agreement": pairwise_rows,
+        "multi_rater": multi_rows,
+        "answer_metrics": answer_rows,
+        "trace_vs_answer": trace_answer_rows,
+        "likert": likert,
+        "ppi": ppi,
+        "judge_by_condition": judge_section,
+        "robustness": robustness,
+        "methods": _methods(
+            resamples=resamples,
+            confidence_level=confidence_level,
+            abstain_rule=abstain_rule,
+            ece_bins=ece_bins,
+            segmentation=primary,
+            segmentations=segmentations,
+        ),
+    }
+    return _jsonable(report)
