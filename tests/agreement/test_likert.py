@@ -1,0 +1,250 @@
+"""Likert summaries checked against scipy.stats, statsmodels and the krippendorff package."""
+
+import krippendorff
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+from auditapp.agreement.likert import likert_summary
+
+ITEMS = ("cognitive_load", "interpretability")
+TYPES = ("cot", "distilled", "structured")
+
+
+@pytest.fixture
+def ratings() -> pd.DataFrame:
+    """3 trace types x 12 traces x 3 raters x 2 items on a 1-5 scale, types shifted apart."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for shift, trace_type in enumerate(TYPES):
+        for t in range(12):
+            trace_quality = rng.normal(shift, 0.8)
+            for rater in ("r1", "r2", "r3"):
+                for item in ITEMS:
+                    value = int(np.clip(np.rint(2 + trace_quality + rng.normal(0, 0.7)), 1, 5))
+                    rows.append((f"{trace_type}-{t}", trace_type, rater, item, value))
+    return pd.DataFrame(rows, columns=["trace_id", "trace_type", "rater", "item", "value"])
+
+
+def _item(summary, item):
+    return next(i for i in summary["items"] if i["item"] == item)
+
+
+def test_rows_describe_each_trace_type_and_item(ratings):
+    # when
+    summary = likert_summary(ratings, rng=np.random.default_rng(0), resamples=500)
+
+    # then one row per (type, item), matching pandas
+    expected = ratings.groupby(["trace_type", "item"])["value"].agg(["size", "mean", "median"])
+    assert [(r["trace_type"], r["item"]) for r in summary["rows"]] == list(expected.index)
+    for row in summary["rows"]:
+        size, mean, median = expected.loc[(row["trace_type"], row["item"])]
+        assert (row["n"], row["n_traces"]) == (size, 12)
+        assert row["mean"] == pytest.approx(mean)
+        assert row["median"] == median
+        assert row["ci_low"] < row["mean"] < row["ci_high"]
+
+
+def test_interval_is_reproducible_from_the_seed(ratings):
+    # when
+    first = likert_summary(ratings, rng=np.random.default_rng(3), resamples=300)
+    second = likert_summary(ratings, rng=np.random.default_rng(3), resamples=300)
+
+    # then
+    assert first == second
+
+
+def test_interval_is_close_to_the_t_interval_with_one_rating_per_trace():
+    # given 200 traces of one type, each rated once, so the cluster bootstrap is an ordinary one
+    rng = np.random.default_rng(11)
+    values = rng.integers(1, 6, size=200)
+    ratings = pd.DataFrame(
+        {
+            "trace_id": [f"t{i}" for i in range(200)],
+            "trace_type": "cot",
+            "rater": "r1",
+            "item": "load",
+            "value": values,
+        }
+    )
+
+    # when
+    row = likert_summary(ratings, rng=np.random.default_rng(0), resamples=4000)["rows"][0]
+
+    # then within a few hundredths of the t interval
+    low, high = stats.t.interval(0.95, len(values) - 1, values.mean(), stats.sem(values))
+    assert row["ci_low"] == pytest.approx(low, abs=0.03)
+    assert row["ci_high"] == pytest.approx(high, abs=0.03)
+
+
+def test_interval_is_none_with_a_single_trace():
+    # given
+    ratings = pd.DataFrame(
+        {
+            "trace_id": ["t1", "t1", "t2"],
+            "trace_type": ["a", "a", "b"],
+            "rater": ["r1", "r2", "r1"],
+            "item": "load",
+            "value": [3, 4, 2],
+        }
+    )
+
+    # when
+    rows = likert_summary(ratings, rng=np.random.default_rng(0), resamples=10)["rows"]
+
+    # then
+    assert rows[0]["ci_low"] is None and rows[0]["ci_high"] is None
+
+
+@pytest.mark.parametrize("item", ITEMS, ids=list(ITEMS))
+def test_kruskal_wallis_matches_scipy(ratings, item):
+    # given
+    groups = [
+        ratings[(ratings["item"] == item) & (ratings["trace_type"] == t)]["value"] for t in TYPES
+    ]
+
+    # when
+    result = _item(likert_summary(ratings, rng=np.random.default_rng(0), resamples=10), item)
+
+    # then
+    reference = stats.kruskal(*groups)
+    assert result["kruskal_wallis"]["H"] == pytest.approx(reference.statistic)
+    assert result["kruskal_wallis"]["p"] == pytest.approx(reference.pvalue)
+    assert result["kruskal_wallis"]["df"] == 2
+
+
+def test_mann_whitney_pairs_match_scipy_and_holm_matches_statsmodels(ratings):
+    # given
+    item = "interpretability"
+    subset = ratings[ratings["item"] == item]
+    sample = {t: subset[subset["trace_type"] == t]["value"].to_numpy() for t in TYPES}
+
+    # when
+    pairs = _item(likert_summary(ratings, rng=np.random.default_rng(0), resamples=10), item)[
+        "mann_whitney"
+    ]
+
+    # then
+    assert [(p["a"], p["b"]) for p in pairs] == [
+        ("cot", "distilled"),
+        ("cot", "structured"),
+        ("distilled", "structured"),
+    ]
+    raw = []
+    for pair in pairs:
+        reference = stats.mannwhitneyu(sample[pair["a"]], sample[pair["b"]])
+        assert pair["U"] == pytest.approx(reference.statistic)
+        assert pair["p"] == pytest.approx(reference.pvalue)
+        assert (pair["n_a"], pair["n_b"]) == (36, 36)
+        raw.append(reference.pvalue)
+    holm = multipletests(raw, method="holm")[1]
+    assert [p["p_holm"] for p in pairs] == pytest.approx(list(holm))
+
+
+def test_tests_on_trace_means_use_one_value_per_trace(ratings):
+    # given each trace's mean rating of one item
+    item = "cognitive_load"
+    means = ratings[ratings["item"] == item].groupby(["trace_type", "trace_id"])["value"].mean()
+    groups = [means.loc[t].to_numpy() for t in TYPES]
+
+    # when
+    result = _item(
+        likert_summary(ratings, rng=np.random.default_rng(0), resamples=10, test_unit="trace"),
+        item,
+    )
+
+    # then
+    reference = stats.kruskal(*groups)
+    assert result["kruskal_wallis"]["H"] == pytest.approx(reference.statistic)
+    assert result["mann_whitney"][0]["n_a"] == 12
+
+
+def test_krippendorff_alpha_is_ordinal_across_raters_per_item(ratings):
+    # given a raters x traces matrix for one item
+    item = "interpretability"
+    matrix = (
+        ratings[ratings["item"] == item]
+        .pivot(index="rater", columns="trace_id", values="value")
+        .to_numpy(dtype=float)
+    )
+
+    # when
+    result = _item(likert_summary(ratings, rng=np.random.default_rng(0), resamples=10), item)
+
+    # then
+    assert result["krippendorff_alpha"] == pytest.approx(
+        krippendorff.alpha(reliability_data=matrix, level_of_measurement="ordinal")
+    )
+    assert (result["n_raters"], result["n_traces"]) == (3, 36)
+
+
+def test_constant_ratings_leave_tests_undefined():
+    # given every rating equal
+    ratings = pd.DataFrame(
+        {
+            "trace_id": ["t1", "t2", "t3", "t4"],
+            "trace_type": ["a", "a", "b", "b"],
+            "rater": "r1",
+            "item": "load",
+            "value": [3, 3, 3, 3],
+        }
+    )
+
+    # when
+    item = likert_summary(ratings, rng=np.random.default_rng(0), resamples=10)["items"][0]
+
+    # then
+    assert item["kruskal_wallis"] == {"H": None, "p": None, "df": 1}
+    assert item["krippendorff_alpha"] is None
+
+
+def test_missing_values_are_skipped(ratings):
+    # given one value blanked
+    blanked = ratings.astype({"value": float})
+    blanked.loc[0, "value"] = np.nan
+
+    # when
+    summary = likert_summary(blanked, rng=np.random.default_rng(0), resamples=10)
+
+    # then
+    assert sum(row["n"] for row in summary["rows"]) == len(ratings) - 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f.drop(columns="item"), "missing column\\(s\\) 'item'"),
+        (lambda f: f.astype({"value": object}).assign(value="four"), "'four' is not a number"),
+        (lambda f: pd.concat([f, f.iloc[[0]]]), "repeats trace_id='cot-0', rater='r1'"),
+        (
+            lambda f: f.assign(trace_type=["cot", "distilled"] * (len(f) // 2)),
+            "appears under two trace types",
+        ),
+    ],
+    ids=["missing-column", "not-a-number", "duplicate", "two-types"],
+)
+def test_bad_ratings_are_rejected(ratings, change, message):
+    # when / then
+    with pytest.raises(ValueError, match=message):
+        likert_summary(change(ratings), rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"rng": 0}, TypeError, "numpy.random.Generator"),
+        ({"resamples": 0}, ValueError, "resamples must be an integer >= 1"),
+        ({"confidence_level": 1.0}, ValueError, "confidence_level"),
+        ({"test_unit": "rater"}, ValueError, "test_unit must be one of"),
+    ],
+    ids=["rng-int", "resamples-zero", "level-one", "test-unit"],
+)
+def test_bad_options_are_rejected(ratings, kwargs, error, message):
+    # given
+    options = {"rng": np.random.default_rng(0)} | kwargs
+
+    # when / then
+    with pytest.raises(error, match=message):
+        likert_summary(ratings, **options)
