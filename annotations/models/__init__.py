@@ -1,7 +1,25 @@
 """Domain models of the annotations app, split by concern."""
 
 from .audits import Audit, Condition, Verdict
+from .batches import Assignment, AssignmentItem, Batch, BatchItem
 from .imports import ImportJob
+from .labels import Label, LabelRevision, TraceRating, TraceRatingRevision
 from .traces import Question, Step, Trace
 
-__all__ = ["Audit", "Condition", "ImportJob", "Question", "Step", "Trace", "Verdict"]
+__all__ = [
+    "Assignment",
+    "AssignmentItem",
+    "Audit",
+    "Batch",
+    "BatchItem",
+    "Condition",
+    "ImportJob",
+    "Label",
+    "LabelRevision",
+    "Question",
+    "Step",
+    "Trace",
+    "TraceRating",
+    "TraceRatingRevision",
+    "Verdict",
+]

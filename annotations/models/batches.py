@@ -1,0 +1,132 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from .audits import Audit, Verdict
+from .traces import Step, Trace
+
+
+class Batch(models.Model):
+    """A sample of steps (or, for trace-rating audits, traces), reproducible from its seed.
+
+    ``design`` records how it was drawn — strata with population and sample sizes and the
+    inclusion probability of each — so the report can weight labels back to the population.
+    """
+
+    audit = models.ForeignKey(Audit, on_delete=models.CASCADE, related_name="batches")
+    name = models.CharField(max_length=120)
+    segmentation = models.CharField(max_length=32)
+    # Not a secret on its own: every stream is HMAC(audit.blinding_seed, "batch:<seed>:…").
+    seed = models.CharField(max_length=64)
+    design = models.JSONField(default=dict)
+    overlap = models.PositiveSmallIntegerField(default=1)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["audit", "name"], name="batch_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.audit.slug}:{self.name}"
+
+
+class BatchItem(models.Model):
+    """One sampled unit: a step (step-label audits) or a trace (trace-rating audits)."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="items")
+    step = models.ForeignKey(
+        Step, null=True, blank=True, on_delete=models.CASCADE, related_name="batch_items"
+    )
+    trace = models.ForeignKey(
+        Trace, null=True, blank=True, on_delete=models.CASCADE, related_name="batch_items"
+    )
+    stratum = models.CharField(max_length=200)
+    # NULL for gold items: they are mixed in on purpose, not drawn from the population.
+    inclusion_probability = models.FloatField(null=True, blank=True)
+    is_gold = models.BooleanField(default=False)
+    gold_verdict = models.CharField(  # noqa: DJ001 (NULL: not a gold item)
+        max_length=8, choices=Verdict.choices, null=True, blank=True
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "step"], name="batchitem_unique_step"),
+            models.UniqueConstraint(fields=["batch", "trace"], name="batchitem_unique_trace"),
+            models.CheckConstraint(
+                condition=Q(step__isnull=False, trace__isnull=True)
+                | Q(step__isnull=True, trace__isnull=False),
+                name="batchitem_step_xor_trace",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"batch item {self.pk}"
+
+
+class Assignment(models.Model):
+    """A batch's share given to one annotator, in the annotator's own shuffled order."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="assignments"
+    )
+    # Random from the audit's seed; the only handle a clinician ever sees.
+    public_id = models.CharField(max_length=24, unique=True)
+    due_date = models.DateField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    reassigned_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["batch", "annotator"], name="assignment_unique_annotator"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+    @property
+    def is_locked(self) -> bool:
+        return self.submitted_at is not None
+
+
+class AssignmentItem(models.Model):
+    assignment = models.ForeignKey(Assignment, on_delete=models.CASCADE, related_name="items")
+    position = models.PositiveIntegerField()  # 1-based, the annotator's order
+    batch_item = models.ForeignKey(
+        BatchItem, on_delete=models.CASCADE, related_name="assignment_items"
+    )
+    is_hidden_repeat = models.BooleanField(default=False)
+    repeat_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="repeats"
+    )
+
+    class Meta:
+        ordering = ["assignment", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["assignment", "position"], name="assignmentitem_unique_position"
+            ),
+            models.UniqueConstraint(
+                fields=["assignment", "batch_item"],
+                condition=Q(is_hidden_repeat=False),
+                name="assignmentitem_unique_item",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.assignment_id}#{self.position}"
+
+    @property
+    def repeat_of_position(self) -> int | None:
+        return self.repeat_of.position if self.repeat_of_id else None

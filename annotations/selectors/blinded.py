@@ -1,0 +1,328 @@
+"""The one door through which clinician-facing code reads steps, traces and labels.
+
+Everything returned is a frozen dataclass holding only what a clinician may see: blinded text,
+the question and its options, the audit's categories and guidelines, and this clinician's own
+label. Items are addressed by the assignment's random public id and a position in the
+clinician's own order — never by a step, trace or database id (a step's public id is not shown
+either: it would give a hidden repeat away). Serializers and templates are built from these
+dataclasses only, so a new model field cannot reach a clinician by accident.
+"""
+
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Count, Exists, Min, OuterRef, Q
+
+from annotations.models import (
+    Assignment,
+    AssignmentItem,
+    Audit,
+    Label,
+    Step,
+    Trace,
+    TraceRating,
+)
+from annotations.selectors.access import (
+    NOT_FOUND,
+    assignment_get_for_annotator,
+    assignment_item_get_for_annotator,
+)
+from annotations.services.labels import PROBE_NO_IDEA
+from auditapp.exceptions import NotFoundError
+
+
+@dataclass(frozen=True)
+class BlindedLabel:
+    verdict: str
+    error_category: str
+    comment: str
+    probe_guess: str
+    elapsed_ms: int
+    revision: int
+
+
+@dataclass(frozen=True)
+class BlindedRating:
+    answers: dict[str, int]
+    comment: str
+    elapsed_ms: int
+    revision: int
+
+
+@dataclass(frozen=True)
+class LikertItem:
+    key: str
+    label: str
+    min: int
+    max: int
+    min_label: str
+    max_label: str
+
+
+@dataclass(frozen=True)
+class BlindedItem:
+    assignment_public_id: str
+    position: int
+    total: int
+    done: int
+    kind: str  # "step" or "trace"
+    question: str
+    options: tuple[tuple[str, str], ...]
+    context: tuple[str, ...]  # preceding steps (blinded), when the audit allows
+    step: str  # the step to judge (blinded); empty for trace ratings
+    trace: tuple[str, ...]  # the whole trace's steps (blinded), for trace ratings
+    final_answer: str  # only when the audit shows it
+    error_categories: tuple[str, ...]
+    guidelines: str
+    probe_options: tuple[str, ...]
+    likert_items: tuple[LikertItem, ...]
+    locked: bool
+    label: BlindedLabel | None
+    rating: BlindedRating | None
+
+
+@dataclass(frozen=True)
+class AssignmentSummary:
+    public_id: str
+    title: str
+    kind: str
+    total: int
+    done: int
+    due_date: object
+    submitted: bool
+    first_open_position: int | None
+
+
+@dataclass(frozen=True)
+class OverviewEntry:
+    position: int
+    done: bool
+    verdict: str  # this clinician's own verdict, "" when none (ratings: "rated")
+
+
+def _probe_options(audit: Audit) -> tuple[str, ...]:
+    if not audit.blinding_probe_options:
+        return ()
+    return (*audit.blinding_probe_options, PROBE_NO_IDEA)
+
+
+def _likert(audit: Audit) -> tuple[LikertItem, ...]:
+    return tuple(
+        LikertItem(
+            key=str(i["key"]),
+            label=str(i.get("label", i["key"])),
+            min=int(i.get("min", 1)),
+            max=int(i.get("max", 5)),
+            min_label=str(i.get("min_label", "")),
+            max_label=str(i.get("max_label", "")),
+        )
+        for i in audit.likert_items
+    )
+
+
+def _title(assignment: Assignment, index: int) -> str:
+    # The batch's name is written by an admin and may say anything ("teacher vs student"):
+    # the clinician sees a neutral title instead.
+    audit = assignment.batch.audit
+    return f"{audit.name} — assignment {index}"
+
+
+def _done_filter(audit_kind: str):
+    if audit_kind == Audit.Kind.TRACE_RATINGS:
+        return Exists(TraceRating.objects.filter(assignment_item=OuterRef("pk")))
+    return Exists(Label.objects.filter(assignment_item=OuterRef("pk")))
+
+
+def item_get_blinded(
+    *, clinician: AbstractBaseUser, assignment_public_id: str, position: int
+) -> BlindedItem:
+    item = assignment_item_get_for_annotator(
+        annotator=clinician, assignment_public_id=assignment_public_id, position=position
+    )
+    return _blind(item)
+
+
+def item_get_next_blinded(
+    *, clinician: AbstractBaseUser, assignment_public_id: str
+) -> BlindedItem | None:
+    """The first item without a label in the clinician's order, or None when all are done."""
+    assignment = assignment_get_for_annotator(
+        annotator=clinician, assignment_public_id=assignment_public_id
+    )
+    position = _first_open_position(assignment)
+    if position is None:
+        return None
+    return item_get_blinded(
+        clinician=clinician, assignment_public_id=assignment_public_id, position=position
+    )
+
+
+def _first_open_position(assignment: Assignment) -> int | None:
+    if assignment.batch.audit.kind == Audit.Kind.TRACE_RATINGS:
+        open_items = assignment.items.filter(rating__isnull=True)
+    else:
+        open_items = assignment.items.filter(label__isnull=True)
+    return open_items.order_by("position").values_list("position", flat=True).first()
+
+
+def _blind(item: AssignmentItem) -> BlindedItem:
+    assignment = item.assignment
+    audit = assignment.batch.audit
+    counts = AssignmentItem.objects.filter(assignment_id=assignment.pk).aggregate(
+        total=Count("pk"),
+        done=Count("pk", filter=Q(label__isnull=False) | Q(rating__isnull=False)),
+    )
+    step = item.batch_item.step
+    context: tuple[str, ...] = ()
+    trace_steps: tuple[str, ...] = ()
+    label = rating = None
+    if step is not None:
+        kind = "step"
+        trace_id = step.trace_id
+        if audit.context_mode == Audit.ContextMode.PRECEDING and step.index > 0:
+            context = tuple(
+                Step.objects.filter(
+                    trace_id=trace_id, segmentation=step.segmentation, index__lt=step.index
+                )
+                .order_by("index")
+                .values_list("blinded_text", flat=True)
+            )
+        own = (
+            Label.objects.filter(assignment_item=item)
+            .only("verdict", "error_category", "comment", "probe_guess", "elapsed_ms", "revision")
+            .first()
+        )
+        if own is not None:
+            label = BlindedLabel(
+                verdict=own.verdict,
+                error_category=own.error_category,
+                comment=own.comment,
+                probe_guess=own.probe_guess,
+                elapsed_ms=own.elapsed_ms,
+                revision=own.revision,
+            )
+    else:
+        kind = "trace"
+        trace_id = item.batch_item.trace_id
+        trace_steps = tuple(
+            Step.objects.filter(trace_id=trace_id, segmentation=assignment.batch.segmentation)
+            .order_by("index")
+            .values_list("blinded_text", flat=True)
+        )
+        own_rating = TraceRating.objects.filter(assignment_item=item).first()
+        if own_rating is not None:
+            rating = BlindedRating(
+                answers=dict(own_rating.answers),
+                comment=own_rating.comment,
+                elapsed_ms=own_rating.elapsed_ms,
+                revision=own_rating.revision,
+            )
+    question_stem, options, final_answer = (
+        Trace.objects.filter(pk=trace_id)
+        .values_list("question__stem", "question__options", "final_answer")
+        .get()
+    )
+    return BlindedItem(
+        assignment_public_id=assignment.public_id,
+        position=item.position,
+        total=counts["total"],
+        done=counts["done"],
+        kind=kind,
+        question=question_stem,
+        options=tuple((str(k), str(v)) for k, v in (options or {}).items()),
+        context=context,
+        step=step.blinded_text if step is not None else "",
+        trace=trace_steps,
+        final_answer=final_answer if audit.show_final_answer else "",
+        error_categories=tuple(audit.error_categories),
+        guidelines=audit.guidelines,
+        probe_options=_probe_options(audit),
+        likert_items=_likert(audit),
+        locked=assignment.is_locked,
+        label=label,
+        rating=rating,
+    )
+
+
+def assignment_list_for_clinician(*, clinician: AbstractBaseUser) -> list[AssignmentSummary]:
+    """The clinician's own assignments with progress, in two queries whatever their number."""
+    label_done = Exists(Label.objects.filter(assignment_item=OuterRef("pk")))
+    rating_done = Exists(TraceRating.objects.filter(assignment_item=OuterRef("pk")))
+    assignments = list(
+        Assignment.objects.filter(annotator=clinician)
+        .select_related("batch__audit")
+        .only(
+            "public_id",
+            "due_date",
+            "submitted_at",
+            "created_at",
+            "batch__audit__name",
+            "batch__audit__kind",
+        )
+        .order_by("created_at", "pk")
+    )
+    stats = {
+        row["assignment_id"]: row
+        for row in AssignmentItem.objects.filter(assignment__annotator=clinician)
+        .annotate(done=label_done | rating_done)
+        .values("assignment_id")
+        .annotate(
+            total=Count("pk"),
+            n_done=Count("pk", filter=Q(done=True)),
+        )
+        .order_by()
+    }
+    first_open = dict(
+        AssignmentItem.objects.filter(assignment__annotator=clinician)
+        .annotate(done=label_done | rating_done)
+        .filter(done=False)
+        .values("assignment_id")
+        .annotate(first=Min("position"))
+        .order_by()
+        .values_list("assignment_id", "first")
+    )
+    return [
+        AssignmentSummary(
+            public_id=a.public_id,
+            title=_title(a, index),
+            kind="trace" if a.batch.audit.kind == Audit.Kind.TRACE_RATINGS else "step",
+            total=stats.get(a.pk, {}).get("total", 0),
+            done=stats.get(a.pk, {}).get("n_done", 0),
+            due_date=a.due_date,
+            submitted=a.is_locked,
+            first_open_position=first_open.get(a.pk),
+        )
+        for index, a in enumerate(assignments, start=1)
+    ]
+
+
+def assignment_get_for_clinician(
+    *, clinician: AbstractBaseUser, assignment_public_id: str
+) -> AssignmentSummary:
+    public_id = assignment_public_id
+    for summary in assignment_list_for_clinician(clinician=clinician):
+        if summary.public_id == public_id:
+            return summary
+    raise NotFoundError(NOT_FOUND)
+
+
+def assignment_overview_for_clinician(
+    *, clinician: AbstractBaseUser, assignment_public_id: str
+) -> list[OverviewEntry]:
+    """Every position with whether it is done and the clinician's own verdict (one query)."""
+    assignment = assignment_get_for_annotator(
+        annotator=clinician, assignment_public_id=assignment_public_id
+    )
+    rows = (
+        AssignmentItem.objects.filter(assignment=assignment)
+        .order_by("position")
+        .values_list("position", "label__verdict", "rating__id")
+    )
+    return [
+        OverviewEntry(
+            position=position,
+            done=verdict is not None or rating_id is not None,
+            verdict=verdict or ("rated" if rating_id is not None else ""),
+        )
+        for position, verdict, rating_id in rows
+    ]

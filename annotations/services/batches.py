@@ -1,0 +1,518 @@
+"""Batches: stratified samples of steps (or traces), assigned to annotators.
+
+Every random choice flows from ``audit.blinding_seed`` through named streams
+(``batch:<seed>:…``), so a batch is reproducible by whoever holds the audit's secret and
+unpredictable for everyone else.
+"""
+
+import random
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
+
+from annotations.models import (
+    Assignment,
+    AssignmentItem,
+    Audit,
+    Batch,
+    BatchItem,
+    Label,
+    Step,
+    Trace,
+    TraceRating,
+)
+from annotations.services.randomness import public_ids, seeded_random
+from annotations.services.sampling import Allocation, Stratum, StratumFunction, allocate, draw
+from auditapp.exceptions import ApplicationError, ConflictError
+
+STRATIFIERS = ("answer_correct", "trace_type")
+# A hidden repeat comes at least this many items after its original (when there is room),
+# so it is not recognised from the item just labelled.
+REPEAT_MIN_GAP = 5
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """What ``batch_build`` would draw: the design, before anything is written."""
+
+    unit: str  # "step" or "trace"
+    segmentation: str
+    size: int
+    seed: str
+    allocation: str
+    stratify_by: tuple[str, ...]
+    population: int
+    excluded: int
+    strata: tuple[Stratum, ...]
+    gold: int
+    gold_available: int
+    drawn: Mapping[str, Sequence[int]] = field(repr=False, default_factory=dict)
+    gold_units: Sequence[tuple[int, str]] = field(repr=False, default=())
+
+    @property
+    def sample_size(self) -> int:
+        return sum(s.sample for s in self.strata)
+
+    def design(self) -> dict:
+        return {
+            "unit": self.unit,
+            "segmentation": self.segmentation,
+            "size": self.sample_size,
+            "requested_size": self.size,
+            "seed": self.seed,
+            "allocation": self.allocation,
+            "stratify_by": ["condition", *self.stratify_by],
+            "population": self.population,
+            "excluded_already_batched": self.excluded,
+            "strata": [s.as_dict() for s in self.strata],
+            "gold": self.gold,
+        }
+
+
+def _stratum_key(blind_code: str, extras: Sequence[tuple[str, str]]) -> str:
+    return " | ".join([blind_code, *(f"{name}={value}" for name, value in extras)])
+
+
+def _answer_label(value: bool | None) -> str:
+    return {True: "correct", False: "wrong", None: "unknown"}[value]
+
+
+def batch_preview(
+    *,
+    audit: Audit,
+    size: int,
+    segmentation: str = "",
+    seed: str = "",
+    stratify_by: Sequence[str] = (),
+    stratum_functions: Mapping[str, StratumFunction] | None = None,
+    allocation: str = Allocation.EQUAL,
+    include_batched: bool = False,
+    gold: int = 0,
+) -> BatchPlan:
+    """Plan a stratified sample: always by condition, optionally by the trace's answer
+    correctness, its trace type, or any ``stratum_functions`` (e.g. a judge run's verdict)."""
+    stratum_functions = dict(stratum_functions or {})
+    unknown = [s for s in stratify_by if s not in STRATIFIERS and s not in stratum_functions]
+    if unknown:
+        raise ApplicationError(f"Unknown stratifier: {', '.join(unknown)}.", code="stratifier")
+    if size < 1:
+        raise ApplicationError("A batch needs at least one item.", code="size")
+    if allocation not in Allocation.choices:
+        raise ApplicationError(f"Unknown allocation {allocation!r}.", code="allocation")
+    rating = audit.kind == Audit.Kind.TRACE_RATINGS
+    if not segmentation:
+        raise ApplicationError("Choose a segmentation.", code="segmentation")
+    if rating:
+        units = Trace.objects.filter(audit=audit)
+        batched = BatchItem.objects.filter(batch__audit=audit, trace=OuterRef("pk"))
+        fields = ("pk", "condition__blind_code", "answer_correct", "trace_type")
+    else:
+        units = Step.objects.filter(audit=audit, segmentation=segmentation)
+        batched = BatchItem.objects.filter(batch__audit=audit, step=OuterRef("pk"))
+        fields = (
+            "pk",
+            "trace__condition__blind_code",
+            "trace__answer_correct",
+            "trace__trace_type",
+            "reference_verdict",
+        )
+    total = units.count()
+    if total == 0:
+        raise ApplicationError("The audit has no units under this segmentation.", code="empty")
+    if not include_batched:
+        units = units.exclude(Exists(batched))
+    rows = list(units.values_list(*fields))
+    excluded = total - len(rows)
+    extra_labels = {
+        name: fn([r[0] for r in rows])
+        for name, fn in stratum_functions.items()
+        if name in stratify_by
+    }
+
+    populations: dict[str, int] = defaultdict(int)
+    conditions: dict[str, str] = {}
+    units_by_stratum: dict[str, list[int]] = defaultdict(list)
+    for row in rows:
+        extras = []
+        for name in stratify_by:
+            if name == "answer_correct":
+                extras.append((name, _answer_label(row[2])))
+            elif name == "trace_type":
+                extras.append((name, row[3] or "-"))
+            else:
+                extras.append((name, str(extra_labels[name].get(row[0], "none"))))
+        key = _stratum_key(row[1], extras)
+        populations[key] += 1
+        conditions[key] = row[1]
+        units_by_stratum[key].append(row[0])
+    seed = seed or "0"
+    strata = allocate(populations, conditions, size=size, allocation=allocation)
+    drawn = draw(
+        units_by_stratum,
+        strata,
+        lambda key: seeded_random(audit.blinding_seed, f"batch:{seed}:stratum:{key}"),
+    )
+    gold_units: list[tuple[int, str]] = []
+    gold_available = 0
+    if not rating:
+        in_sample = {pk for pks in drawn.values() for pk in pks}
+        candidates = sorted((r[0], r[4]) for r in rows if r[4] and r[0] not in in_sample)
+        gold_available = len(candidates)
+        if gold > gold_available:
+            raise ApplicationError(
+                f"Only {gold_available} steps with a reference verdict are left for gold items.",
+                code="gold",
+                extra={"available": gold_available},
+            )
+        gold_units = seeded_random(audit.blinding_seed, f"batch:{seed}:gold").sample(
+            candidates, gold
+        )
+    elif gold:
+        raise ApplicationError("Trace-rating batches have no gold items.", code="gold")
+    return BatchPlan(
+        unit="trace" if rating else "step",
+        segmentation=segmentation,
+        size=size,
+        seed=seed,
+        allocation=allocation,
+        stratify_by=tuple(stratify_by),
+        population=total,
+        excluded=excluded,
+        strata=tuple(strata),
+        gold=len(gold_units),
+        gold_available=gold_available,
+        drawn=drawn,
+        gold_units=gold_units,
+    )
+
+
+@transaction.atomic
+def batch_build(
+    *,
+    audit: Audit,
+    name: str,
+    size: int,
+    segmentation: str = "",
+    overlap: int = 1,
+    seed: str = "",
+    stratify_by: Sequence[str] = (),
+    stratum_functions: Mapping[str, StratumFunction] | None = None,
+    allocation: str = Allocation.EQUAL,
+    include_batched: bool = False,
+    gold: int = 0,
+    hidden_repeat_share: float | None = None,
+    created_by: AbstractBaseUser | None = None,
+) -> Batch:
+    """Draw and store a batch. The same audit, seed and options draw the same units."""
+    if overlap < 1:
+        raise ApplicationError("Overlap must be at least 1.", code="overlap")
+    if not name.strip():
+        raise ApplicationError("Give the batch a name.", code="name")
+    if Batch.objects.filter(audit=audit, name=name).exists():
+        raise ConflictError(f"The audit already has a batch named {name!r}.", code="batch_exists")
+    # Lock the audit: two admins building at once must not both take the same free steps.
+    Audit.objects.select_for_update().filter(pk=audit.pk).first()
+    plan = batch_preview(
+        audit=audit,
+        size=size,
+        segmentation=segmentation,
+        seed=seed or name,
+        stratify_by=stratify_by,
+        stratum_functions=stratum_functions,
+        allocation=allocation,
+        include_batched=include_batched,
+        gold=gold,
+    )
+    share = audit.hidden_repeat_share if hidden_repeat_share is None else hidden_repeat_share
+    if not 0 <= share <= 0.5:
+        raise ApplicationError("The hidden repeat share must be between 0 and 0.5.", code="share")
+    design = plan.design() | {"overlap": overlap, "hidden_repeat_share": share}
+    batch = Batch.objects.create(
+        audit=audit,
+        name=name,
+        segmentation=plan.segmentation,
+        seed=plan.seed,
+        design=design,
+        overlap=overlap,
+        created_by=created_by,
+    )
+    unit = "trace_id" if audit.kind == Audit.Kind.TRACE_RATINGS else "step_id"
+    items = [
+        BatchItem(
+            batch=batch,
+            stratum=s.key,
+            inclusion_probability=s.inclusion_probability,
+            **{unit: pk},
+        )
+        for s in plan.strata
+        for pk in plan.drawn[s.key]
+    ]
+    items += [
+        BatchItem(batch=batch, step_id=pk, stratum="gold", is_gold=True, gold_verdict=verdict)
+        for pk, verdict in plan.gold_units
+    ]
+    BatchItem.objects.bulk_create(items, batch_size=2000)
+    return batch
+
+
+# --- assignment ----------------------------------------------------------------------------
+def williams_square(t: int) -> list[list[int]]:
+    """Rows of a Williams design: a Latin square (each type once per row and per column)
+    where each type also follows every other type equally often; 2t rows when t is odd.
+
+    >>> williams_square(4)
+    [[0, 1, 3, 2], [1, 2, 0, 3], [2, 3, 1, 0], [3, 0, 2, 1]]
+    """
+    first, low, high = [0], 1, t - 1
+    while len(first) < t:
+        if len(first) % 2:
+            first.append(low)
+            low += 1
+        else:
+            first.append(high)
+            high -= 1
+    rows = [[(x + r) % t for x in first] for r in range(t)]
+    if t % 2:
+        rows += [list(reversed(row)) for row in rows]
+    return rows
+
+
+def _latin_square_order(
+    items: list[BatchItem], row: list[int], types: list[str], rng: random.Random
+) -> list[BatchItem]:
+    by_type: dict[str, list[BatchItem]] = defaultdict(list)
+    for item in items:
+        by_type[item.trace.trace_type].append(item)
+    for group in by_type.values():
+        rng.shuffle(group)
+    ordered: list[BatchItem] = []
+    while any(by_type.values()):
+        for index in row:
+            group = by_type.get(types[index])
+            if group:
+                ordered.append(group.pop())
+    return ordered
+
+
+@dataclass
+class _Slot:
+    batch_item: BatchItem
+    repeat_of: "_Slot | None" = None
+
+
+def _with_hidden_repeats(order: list[BatchItem], share: float, rng: random.Random) -> list[_Slot]:
+    slots = [_Slot(item) for item in order]
+    eligible = [s for s in slots[:-1] if not s.batch_item.is_gold]
+    count = min(round(share * len(order)), len(eligible))
+    for original in rng.sample(eligible, count):
+        start = slots.index(original) + 1 + REPEAT_MIN_GAP
+        start = min(start, len(slots))
+        slots.insert(rng.randint(start, len(slots)), _Slot(original.batch_item, original))
+    return slots
+
+
+def _assignment_create(
+    *,
+    batch: Batch,
+    annotator: AbstractBaseUser,
+    order: list[BatchItem],
+    share: float,
+    due_date: date | None,
+    reassigned_from: Assignment | None = None,
+    label_items: Sequence[tuple[BatchItem, bool, int | None]] | None = None,
+) -> Assignment:
+    seed = batch.audit.blinding_seed
+    serial = Assignment.objects.filter(batch=batch).count()
+    (public_id,) = public_ids(
+        seeded_random(seed, f"assignment-id:{batch.pk}:{annotator.pk}:{serial}"), 1
+    )
+    assignment = Assignment.objects.create(
+        batch=batch,
+        annotator=annotator,
+        public_id=public_id,
+        due_date=due_date,
+        reassigned_from=reassigned_from,
+    )
+    slots = _with_hidden_repeats(order, share, seeded_random(seed, f"repeats:{public_id}"))
+    originals = [s for s in slots if s.repeat_of is None]
+    rows = {
+        id(s): AssignmentItem(
+            assignment=assignment,
+            position=i,
+            batch_item=s.batch_item,
+            is_hidden_repeat=s.repeat_of is not None,
+        )
+        for i, s in enumerate(slots, start=1)
+    }
+    AssignmentItem.objects.bulk_create([rows[id(s)] for s in originals], batch_size=2000)
+    repeats = []
+    for s in slots:
+        if s.repeat_of is not None:
+            row = rows[id(s)]
+            row.repeat_of = rows[id(s.repeat_of)]
+            repeats.append(row)
+    AssignmentItem.objects.bulk_create(repeats, batch_size=2000)
+    return assignment
+
+
+@transaction.atomic
+def batch_assign(
+    *,
+    batch: Batch,
+    annotators: Sequence[AbstractBaseUser],
+    due_date: date | None = None,
+) -> list[Assignment]:
+    """Give each sampled item to ``batch.overlap`` annotators (loads balanced), gold items to
+    everyone; each annotator gets an independent shuffled order (trace-rating audits: a
+    Williams Latin square over trace types) with the batch's share of hidden repeats."""
+    batch = Batch.objects.select_for_update().select_related("audit").get(pk=batch.pk)
+    if batch.assignments.exists():
+        raise ConflictError(
+            "The batch is already assigned; reassign unfinished work instead.",
+            code="already_assigned",
+        )
+    annotators = list(dict.fromkeys(annotators))
+    if not annotators:
+        raise ApplicationError("Choose at least one annotator.", code="annotators")
+    if batch.overlap > len(annotators):
+        raise ApplicationError(
+            f"An overlap of {batch.overlap} needs at least {batch.overlap} annotators.",
+            code="overlap",
+        )
+    audit = batch.audit
+    seed = audit.blinding_seed
+    items = list(batch.items.select_related("trace").order_by("pk"))
+    sampled = [i for i in items if not i.is_gold]
+    gold = [i for i in items if i.is_gold]
+    rng = seeded_random(seed, f"batch:{batch.seed}:overlap")
+    rng.shuffle(sampled)
+    slots = list(range(len(annotators)))
+    rng.shuffle(slots)  # which annotator takes the first share: not the order given
+    rating = audit.kind == Audit.Kind.TRACE_RATINGS
+    if rating:
+        # Deal each trace type separately so that every participant gets each type equally.
+        sampled.sort(key=lambda i: i.trace.trace_type)
+    shares: dict[int, list[BatchItem]] = defaultdict(list)
+    k, m = batch.overlap, len(annotators)
+    for i, item in enumerate(sampled):
+        for j in range(k):
+            shares[slots[(i * k + j) % m]].append(item)
+    share = float(batch.design.get("hidden_repeat_share", 0.0))
+    types = sorted({i.trace.trace_type for i in sampled}) if rating else []
+    square = williams_square(len(types)) if types else []
+    assignments = []
+    for p, annotator in enumerate(annotators):
+        own = shares[p] + gold
+        order_rng = seeded_random(seed, f"batch:{batch.seed}:order:{annotator.pk}")
+        if rating:
+            order = _latin_square_order(own, square[p % len(square)], types, order_rng)
+            repeat_share = 0.0
+        else:
+            order = sorted(own, key=lambda i: i.pk)
+            order_rng.shuffle(order)
+            repeat_share = share
+        assignments.append(
+            _assignment_create(
+                batch=batch,
+                annotator=annotator,
+                order=order,
+                share=repeat_share,
+                due_date=due_date,
+            )
+        )
+    return assignments
+
+
+@transaction.atomic
+def assignment_reassign(
+    *, assignment: Assignment, to_annotator: AbstractBaseUser, due_date: date | None = None
+) -> Assignment:
+    """Move the unfinished items of ``assignment`` to a new assignment of ``to_annotator``.
+    Labels already given stay where they are; hidden repeats whose original stays are dropped
+    (a repeat only measures consistency with oneself)."""
+    assignment = (
+        Assignment.objects.select_for_update().select_related("batch__audit").get(pk=assignment.pk)
+    )
+    if assignment.is_locked:
+        raise ConflictError(
+            "The assignment is submitted; nothing is left to move.", code="assignment_locked"
+        )
+    if assignment.annotator_id == to_annotator.pk:
+        raise ApplicationError("Choose another annotator.", code="same_annotator")
+    batch = assignment.batch
+    if Assignment.objects.filter(batch=batch, annotator=to_annotator).exists():
+        raise ConflictError(
+            f"{to_annotator.get_username()} already has an assignment in this batch.",
+            code="already_assigned",
+        )
+    done = Exists(Label.objects.filter(assignment_item=OuterRef("pk"))) | Exists(
+        TraceRating.objects.filter(assignment_item=OuterRef("pk"))
+    )
+    items = list(
+        assignment.items.annotate(done=done).select_related("batch_item").order_by("position")
+    )
+    moving = [
+        i
+        for i in items
+        if not i.done
+        and (
+            not i.is_hidden_repeat
+            or (i.repeat_of_id and not next(o for o in items if o.pk == i.repeat_of_id).done)
+        )
+    ]
+    moving_ids = {i.pk for i in moving}
+    dropped = [i for i in items if not i.done and i.pk not in moving_ids]
+    if not moving:
+        raise ApplicationError("Nothing unfinished to move.", code="nothing_to_move")
+    new = Assignment.objects.create(
+        batch=batch,
+        annotator=to_annotator,
+        public_id=public_ids(
+            seeded_random(
+                batch.audit.blinding_seed,
+                f"assignment-id:{batch.pk}:{to_annotator.pk}:reassign:{assignment.pk}",
+            ),
+            1,
+        )[0],
+        due_date=due_date or assignment.due_date,
+        reassigned_from=assignment,
+    )
+    # Relative order kept (it was already a private shuffle); positions renumbered 1..n.
+    for position, item in enumerate(moving, start=1):
+        item.assignment = new
+        item.position = 1_000_000 + position
+    AssignmentItem.objects.bulk_update(moving, ["assignment", "position"], batch_size=2000)
+    AssignmentItem.objects.filter(pk__in=[i.pk for i in dropped]).delete()
+    for item in moving:
+        item.position -= 1_000_000
+    AssignmentItem.objects.bulk_update(moving, ["position"], batch_size=2000)
+    _renumber(assignment)
+    return new
+
+
+def _renumber(assignment: Assignment) -> None:
+    """Close the gaps left by moved items, keeping the order (two passes: unique positions)."""
+    items = list(assignment.items.order_by("position"))
+    for position, item in enumerate(items, start=1):
+        item.position = 1_000_000 + position
+    AssignmentItem.objects.bulk_update(items, ["position"], batch_size=2000)
+    for item in items:
+        item.position -= 1_000_000
+    AssignmentItem.objects.bulk_update(items, ["position"], batch_size=2000)
+
+
+def batch_build_and_assign(
+    *, annotators: Sequence[AbstractBaseUser], due_date: date | None = None, **options
+) -> tuple[Batch, list[Assignment]]:
+    with transaction.atomic():
+        batch = batch_build(**options)
+        try:
+            assignments = batch_assign(batch=batch, annotators=annotators, due_date=due_date)
+        except IntegrityError as exc:  # pragma: no cover - guarded above
+            raise ConflictError("Could not assign the batch.") from exc
+    return batch, assignments

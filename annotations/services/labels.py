@@ -1,0 +1,285 @@
+"""Labels and ratings: create or revise, one current row per item, every change kept."""
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from annotations.models import (
+    Assignment,
+    AssignmentItem,
+    Audit,
+    Label,
+    LabelRevision,
+    TraceRating,
+    TraceRatingRevision,
+    Verdict,
+)
+from annotations.selectors.access import (
+    assignment_get_for_annotator,
+    assignment_item_get_for_annotator,
+)
+from auditapp.exceptions import ApplicationError, ConflictError
+
+PROBE_NO_IDEA = "no idea"
+BLINDING_SCHEME = 1  # bump when what a clinician sees changes in kind
+
+
+def _check_open(assignment: Assignment) -> None:
+    if assignment.is_locked:
+        raise ConflictError("The assignment is submitted and locked.", code="assignment_locked")
+
+
+def shown_for(item: AssignmentItem) -> dict:
+    """What the clinician saw for this item — stored with the label for the report."""
+    audit = item.assignment.batch.audit
+    step = item.batch_item.step
+    return {
+        "scheme": BLINDING_SCHEME,
+        "context_mode": audit.context_mode,
+        "context_steps": (step.index if step and audit.context_mode == "preceding" else 0),
+        "final_answer_visible": audit.show_final_answer,
+        "gold_answer_visible": False,
+        "style_normalisation": audit.style_normalisation,
+        "blinding_version": step.blinding_version if step else "",
+    }
+
+
+def _validate_label(audit: Audit, verdict: str, error_category: str, probe_guess: str) -> str:
+    if verdict not in Verdict.values:
+        raise ApplicationError(f"Unknown verdict {verdict!r}.", code="verdict")
+    if verdict != Verdict.ERROR:
+        error_category = ""
+    elif audit.error_categories and error_category not in audit.error_categories:
+        raise ApplicationError(
+            "Choose an error category from the list.",
+            code="error_category",
+            extra={"categories": list(audit.error_categories)},
+        )
+    if probe_guess and (
+        not audit.blinding_probe_options
+        or probe_guess not in [*audit.blinding_probe_options, PROBE_NO_IDEA]
+    ):
+        raise ApplicationError("Unknown answer to the blinding question.", code="probe_guess")
+    return error_category
+
+
+def label_save(
+    *,
+    annotator: AbstractBaseUser,
+    assignment_public_id: str,
+    position: int,
+    verdict: str,
+    error_category: str = "",
+    comment: str = "",
+    probe_guess: str = "",
+    elapsed_ms: int = 0,
+) -> Label:
+    """Create or revise the annotator's label of one item (a PUT: sending the same state
+    twice changes nothing). ``elapsed_ms`` is the time on the item as the page counts it in
+    total; the stored time only grows, so two tabs or a double submit never add it twice."""
+    for attempt in range(2):
+        try:
+            return _label_save(
+                annotator=annotator,
+                assignment_public_id=assignment_public_id,
+                position=position,
+                verdict=verdict,
+                error_category=error_category,
+                comment=comment,
+                probe_guess=probe_guess,
+                elapsed_ms=elapsed_ms,
+            )
+        except IntegrityError:
+            # Only without row locks (SQLite) can a concurrent first save win the insert;
+            # the retry finds its label and revises it.
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+@transaction.atomic
+def _label_save(
+    *,
+    annotator,
+    assignment_public_id,
+    position,
+    verdict,
+    error_category,
+    comment,
+    probe_guess,
+    elapsed_ms,
+) -> Label:
+    item = assignment_item_get_for_annotator(
+        annotator=annotator,
+        assignment_public_id=assignment_public_id,
+        position=position,
+        for_update=True,
+    )
+    _check_open(item.assignment)
+    audit = item.assignment.batch.audit
+    if item.batch_item.step_id is None:
+        raise ApplicationError("This item asks for a rating, not a label.", code="wrong_kind")
+    error_category = _validate_label(audit, verdict, error_category, probe_guess)
+    comment = comment.strip()
+    elapsed_ms = max(0, int(elapsed_ms))
+    # Read after the lock: a label committed while we waited is seen here.
+    label = Label.objects.filter(assignment_item=item).first()
+    if label is None:
+        label = Label.objects.create(
+            assignment_item=item,
+            assignment_id=item.assignment_id,
+            step_id=item.batch_item.step_id,
+            verdict=verdict,
+            error_category=error_category,
+            comment=comment,
+            probe_guess=probe_guess,
+            elapsed_ms=elapsed_ms,
+            shown=shown_for(item),
+        )
+    else:
+        state = (verdict, error_category, comment, probe_guess)
+        if state == (label.verdict, label.error_category, label.comment, label.probe_guess):
+            if elapsed_ms > label.elapsed_ms:
+                label.elapsed_ms = elapsed_ms
+                label.save(update_fields=["elapsed_ms", "updated_at"])
+            return label
+        label.verdict, label.error_category, label.comment, label.probe_guess = state
+        label.elapsed_ms = max(label.elapsed_ms, elapsed_ms)
+        label.revision += 1
+        label.shown = shown_for(item)
+        label.save()
+    LabelRevision.objects.create(
+        label=label,
+        revision=label.revision,
+        verdict=verdict,
+        error_category=error_category,
+        comment=comment,
+        probe_guess=probe_guess,
+        elapsed_ms=label.elapsed_ms,
+        changed_by=annotator,
+    )
+    return label
+
+
+def _validate_answers(audit: Audit, answers: dict) -> dict[str, int]:
+    items = {i["key"]: i for i in audit.likert_items}
+    missing = [key for key in items if key not in answers]
+    if missing:
+        raise ApplicationError(
+            "Answer every rating item.", code="answers", extra={"missing": missing}
+        )
+    unknown = sorted(set(answers) - set(items))
+    if unknown:
+        raise ApplicationError(f"Unknown rating items: {', '.join(unknown)}.", code="answers")
+    clean = {}
+    for key, value in answers.items():
+        spec = items[key]
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or not (spec.get("min", 1) <= value <= spec.get("max", 5))
+        ):
+            raise ApplicationError(
+                f"{spec.get('label', key)}: choose a value from {spec.get('min', 1)} to "
+                f"{spec.get('max', 5)}.",
+                code="answers",
+                extra={"item": key},
+            )
+        clean[key] = value
+    return clean
+
+
+@transaction.atomic
+def rating_save(
+    *,
+    annotator: AbstractBaseUser,
+    assignment_public_id: str,
+    position: int,
+    answers: dict,
+    comment: str = "",
+    elapsed_ms: int = 0,
+) -> TraceRating:
+    """Create or revise the Likert answers of one trace (same guarantees as ``label_save``).
+    Every Likert item must be answered."""
+    item = assignment_item_get_for_annotator(
+        annotator=annotator,
+        assignment_public_id=assignment_public_id,
+        position=position,
+        for_update=True,
+    )
+    _check_open(item.assignment)
+    audit = item.assignment.batch.audit
+    if item.batch_item.trace_id is None:
+        raise ApplicationError("This item asks for a label, not a rating.", code="wrong_kind")
+    answers = _validate_answers(audit, answers)
+    comment = comment.strip()
+    elapsed_ms = max(0, int(elapsed_ms))
+    rating = TraceRating.objects.filter(assignment_item=item).first()
+    if rating is None:
+        rating = TraceRating.objects.create(
+            assignment_item=item,
+            assignment_id=item.assignment_id,
+            trace_id=item.batch_item.trace_id,
+            answers=answers,
+            comment=comment,
+            elapsed_ms=elapsed_ms,
+            shown={
+                "scheme": BLINDING_SCHEME,
+                "segmentation": item.assignment.batch.segmentation,
+                "style_normalisation": audit.style_normalisation,
+                "final_answer_visible": audit.show_final_answer,
+            },
+        )
+    else:
+        if (answers, comment) == (rating.answers, rating.comment):
+            if elapsed_ms > rating.elapsed_ms:
+                rating.elapsed_ms = elapsed_ms
+                rating.save(update_fields=["elapsed_ms", "updated_at"])
+            return rating
+        rating.answers, rating.comment = answers, comment
+        rating.elapsed_ms = max(rating.elapsed_ms, elapsed_ms)
+        rating.revision += 1
+        rating.save()
+    TraceRatingRevision.objects.create(
+        rating=rating,
+        revision=rating.revision,
+        answers=answers,
+        comment=comment,
+        elapsed_ms=rating.elapsed_ms,
+        changed_by=annotator,
+    )
+    return rating
+
+
+def _complete_rating(audit: Audit) -> dict:
+    return {"answers__has_keys": [i["key"] for i in audit.likert_items]}
+
+
+@transaction.atomic
+def assignment_submit(*, annotator: AbstractBaseUser, assignment_public_id: str) -> Assignment:
+    """Lock a complete assignment; submitting twice is harmless."""
+    assignment = assignment_get_for_annotator(
+        annotator=annotator, assignment_public_id=assignment_public_id, for_update=True
+    )
+    if assignment.is_locked:
+        return assignment
+    audit = assignment.batch.audit
+    if audit.kind == Audit.Kind.TRACE_RATINGS:
+        done = Exists(
+            TraceRating.objects.filter(assignment_item=OuterRef("pk"), **_complete_rating(audit))
+        )
+    else:
+        done = Exists(Label.objects.filter(assignment_item=OuterRef("pk")))
+    missing = list(
+        assignment.items.filter(~done).order_by("position").values_list("position", flat=True)
+    )
+    if missing:
+        raise ConflictError(
+            f"{len(missing)} item{'s are' if len(missing) != 1 else ' is'} not done yet.",
+            code="incomplete",
+            extra={"positions": missing[:50]},
+        )
+    assignment.submitted_at = timezone.now()
+    assignment.save(update_fields=["submitted_at"])
+    return assignment
