@@ -235,28 +235,35 @@ class _Batch:
 
     # -- one logical call, with transport retries ----------------------------------------------
 
-    async def call(self, request: JudgeRequest, messages: list[dict[str, str]], n: int) -> _Reply:
+    async def call(
+        self,
+        request: JudgeRequest,
+        messages: list[dict[str, str]],
+        n: int,
+        first_send: list[float] | None = None,
+    ) -> _Reply:
         s = self.settings
         attempts = 0
         retries = 0
         while True:
-            json_mode = self.json_mode and request.response_format_json
-            payload: dict[str, Any] = {
-                "model": s.model,
-                "messages": messages,
-                "max_tokens": request.max_tokens,
-                "temperature": request.temperature,
-            }
-            if n > 1:
-                payload["n"] = n
-            if json_mode:
-                payload["response_format"] = {"type": "json_object"}
             estimate = estimate_tokens(messages, max_tokens=request.max_tokens, n=n)
             await self.limiter.acquire(estimate)
             attempts += 1
             delay: float | None = None
             problem: str
             async with self.semaphore:
+                if self.stopped():
+                    # Queued behind the bound while the run was paused or cancelled: don't send.
+                    await self.limiter.reconcile(estimate, 0)
+                    raise _CallFailed(
+                        "stopped", "stopped before sending", retryable=True, attempts=attempts - 1
+                    )
+                if first_send is not None and not first_send:
+                    first_send.append(time.monotonic())
+                # Decided here, not before queueing: a request that waited for the slot must
+                # see a JSON-mode fallback learned meanwhile.
+                json_mode = self.json_mode and request.response_format_json
+                payload = _payload(s, request, messages, n=n, json_mode=json_mode)
                 try:
                     async with self.session.post(
                         s.completions_url, data=orjson.dumps(payload)
@@ -316,11 +323,11 @@ class _Batch:
     # -- one request: samples, parse re-asks, aggregation -------------------------------------
 
     async def judge(self, request: JudgeRequest) -> JudgeResult:
-        started = time.monotonic()
+        first_send: list[float] = []  # latency counts from the first send, not from queueing
         counters = {"attempts": 0, "prompt": 0, "completion": 0, "json_mode": False}
 
         async def call(messages: list[dict[str, str]], n: int) -> list[str]:
-            reply = await self.call(request, messages, n)
+            reply = await self.call(request, messages, n, first_send)
             counters["attempts"] += reply.attempts
             counters["prompt"] += reply.prompt_tokens
             counters["completion"] += reply.completion_tokens
@@ -359,7 +366,7 @@ class _Batch:
                 rationale="",
                 raw_response="",
                 attempts=counters["attempts"] + exc.attempts,
-                latency_ms=int((time.monotonic() - started) * 1000),
+                latency_ms=_elapsed_ms(first_send),
                 prompt_tokens=counters["prompt"],
                 completion_tokens=counters["completion"],
                 error=exc.message,
@@ -380,7 +387,7 @@ class _Batch:
             rationale=rationale,
             raw_response=_join_raws(samples),
             attempts=int(counters["attempts"]),
-            latency_ms=int((time.monotonic() - started) * 1000),
+            latency_ms=_elapsed_ms(first_send),
             prompt_tokens=int(counters["prompt"]),
             completion_tokens=int(counters["completion"]),
             error=error,
@@ -407,6 +414,31 @@ class _Batch:
             firsts = [None]
         firsts += [None] * (n - len(firsts))
         return list(await asyncio.gather(*(sample(raw) for raw in firsts)))
+
+
+def _payload(
+    settings: ClientSettings,
+    request: JudgeRequest,
+    messages: list[dict[str, str]],
+    *,
+    n: int,
+    json_mode: bool,
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "model": settings.model,
+        "messages": messages,
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+    }
+    if n > 1:
+        payload["n"] = n
+    if json_mode:
+        payload["response_format"] = {"type": "json_object"}
+    return payload
+
+
+def _elapsed_ms(first_send: list[float]) -> int:
+    return int((time.monotonic() - first_send[0]) * 1000) if first_send else 0
 
 
 def _join_raws(samples: Sequence[_Sample]) -> str:
@@ -558,7 +590,12 @@ async def judge_many(
                     if inspect.isawaitable(maybe):
                         await maybe
 
-        workers = [asyncio.create_task(worker()) for _ in range(settings.concurrency)]
+        # More workers than HTTP slots: a request sleeping on a back-off or a Retry-After does
+        # not hold a slot, so a queued request takes it (a 429 with Retry-After 1 s would
+        # otherwise idle a slot for ten 100 ms calls), and parsing and on_result of one
+        # request overlap the next call. The semaphore alone bounds the HTTP concurrency.
+        n_workers = settings.concurrency + max(4, settings.concurrency // 2)
+        workers = [asyncio.create_task(worker()) for _ in range(n_workers)]
         try:
             await asyncio.gather(*workers)
         except BaseException:
