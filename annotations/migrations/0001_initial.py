@@ -104,7 +104,7 @@ class Migration(migrations.Migration):
                 ('confidence', models.FloatField(blank=True, null=True)),
                 ('trace_type', models.CharField(blank=True, max_length=80)),
                 ('metadata', models.JSONField(blank=True, default=dict)),
-                ('audit', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='traces', to='annotations.audit')),
+                ('audit', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='traces', to='annotations.audit')),
                 ('condition', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='traces', to='annotations.condition')),
                 ('import_job', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='annotations.importjob')),
                 ('question', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='traces', to='annotations.question')),
@@ -121,11 +121,11 @@ class Migration(migrations.Migration):
                 ('blinding_version', models.CharField(max_length=16)),
                 ('char_start', models.IntegerField(blank=True, null=True)),
                 ('char_end', models.IntegerField(blank=True, null=True)),
-                ('public_id', models.CharField(max_length=24, unique=True)),
+                ('public_id', models.CharField(max_length=24)),
                 ('reference_verdict', models.CharField(blank=True, choices=[('correct', 'Correct'), ('error', 'Error')], max_length=8, null=True)),
                 ('kind', models.CharField(blank=True, max_length=40)),
-                ('audit', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='steps', to='annotations.audit')),
-                ('trace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='steps', to='annotations.trace')),
+                ('audit', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='steps', to='annotations.audit')),
+                ('trace', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='steps', to='annotations.trace')),
             ],
         ),
         migrations.AddConstraint(
@@ -155,5 +155,9 @@ class Migration(migrations.Migration):
         migrations.AddConstraint(
             model_name='step',
             constraint=models.UniqueConstraint(fields=('trace', 'segmentation', 'index'), name='step_unique_position'),
+        ),
+        migrations.AddConstraint(
+            model_name='step',
+            constraint=models.UniqueConstraint(fields=('public_id',), name='step_unique_public_id'),
         ),
     ]

@@ -6,14 +6,15 @@ which streams it again and writes in chunks — COPY on PostgreSQL, bulk inserts
 inside one transaction, so a failure at any point leaves the database as it was.
 """
 
-import base64
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 from django.conf import settings
 from django.db import connection, transaction
+from psycopg.copy import QueuedLibpqWriter
 
 from annotations.models import Audit, ImportJob, Question, Step, Trace
 from annotations.services import segmenters
@@ -28,7 +29,7 @@ from annotations.services.import_formats import (
     sniff_head,
 )
 from annotations.services.normalise import blind_text
-from annotations.services.randomness import seeded_random
+from annotations.services.randomness import public_ids, seeded_random
 from auditapp.exceptions import ImportRejected
 
 # Traces per write; 2,000 traces ≈ 20,000 steps keeps each COPY large and memory flat
@@ -219,7 +220,42 @@ def _answer_correct(final_answer: str, gold: str) -> bool | None:
 
 
 class _RowWriter:
-    """Bulk writer: COPY on PostgreSQL, bulk_create elsewhere (SQLite)."""
+    """Bulk writer: COPY on PostgreSQL, bulk_create elsewhere (SQLite).
+
+    On PostgreSQL the step rows stream into COPY through a queued writer thread as they are
+    made, so the server indexes one batch while Python segments the next, instead of each
+    waiting for the other.
+    """
+
+    TRACE_COLUMNS = (
+        "id",
+        "audit_id",
+        "question_id",
+        "condition_id",
+        "external_id",
+        "sample_index",
+        "text",
+        "final_answer",
+        "answer_correct",
+        "confidence",
+        "trace_type",
+        "metadata",
+        "import_job_id",
+    )
+    STEP_COLUMNS = (
+        "audit_id",
+        "trace_id",
+        "segmentation",
+        "index",
+        "text",
+        "blinded_text",
+        "blinding_version",
+        "char_start",
+        "char_end",
+        "public_id",
+        "reference_verdict",
+        "kind",
+    )
 
     def __init__(self) -> None:
         self.postgres = connection.vendor == "postgresql"
@@ -227,101 +263,61 @@ class _RowWriter:
     def insert_questions(self, questions: list[Question]) -> None:
         Question.objects.bulk_create(questions, batch_size=1000)
 
-    def insert_traces(self, traces: list[Trace]) -> None:
+    def trace_ids(self, count: int) -> list[int | None]:
+        """Primary keys for the next traces, reserved up front (None off PostgreSQL)."""
         if not self.postgres:
-            Trace.objects.bulk_create(traces, batch_size=500)
-            return
+            return [None] * count
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT nextval(pg_get_serial_sequence('annotations_trace', 'id')) "
                 "FROM generate_series(1, %s)",
-                [len(traces)],
+                [count],
             )
-            for trace, (pk,) in zip(traces, cursor.fetchall(), strict=True):
-                trace.pk = pk
-            columns = (
-                "id",
-                "audit_id",
-                "question_id",
-                "condition_id",
-                "external_id",
-                "sample_index",
-                "text",
-                "final_answer",
-                "answer_correct",
-                "confidence",
-                "trace_type",
-                "metadata",
-                "import_job_id",
-            )
-            with cursor.cursor.copy(
-                f"COPY annotations_trace ({', '.join(columns)}) FROM STDIN"
-            ) as copy:
-                for t in traces:
-                    copy.write_row(
-                        (
-                            t.pk,
-                            t.audit_id,
-                            t.question_id,
-                            t.condition_id,
-                            t.external_id,
-                            t.sample_index,
-                            t.text,
-                            t.final_answer,
-                            t.answer_correct,
-                            t.confidence,
-                            t.trace_type,
-                            orjson.dumps(t.metadata).decode(),
-                            t.import_job_id,
-                        )
-                    )
+            return [pk for (pk,) in cursor.fetchall()]
 
-    def insert_steps(self, rows: list[tuple]) -> None:
+    def insert_traces(self, rows: list[tuple]) -> list[int]:
+        """Insert rows in TRACE_COLUMNS order and return their ids."""
         if not self.postgres:
-            Step.objects.bulk_create(
-                [
-                    Step(
-                        audit_id=r[0],
-                        trace_id=r[1],
-                        segmentation=r[2],
-                        index=r[3],
-                        text=r[4],
-                        blinded_text=r[5],
-                        blinding_version=r[6],
-                        char_start=r[7],
-                        char_end=r[8],
-                        public_id=r[9],
-                        reference_verdict=r[10],
-                        kind=r[11],
-                    )
-                    for r in rows
-                ],
-                batch_size=1000,
+            objects = Trace.objects.bulk_create(
+                [Trace(**dict(zip(self.TRACE_COLUMNS[1:], row[1:], strict=True))) for row in rows],
+                batch_size=500,
             )
-            return
+            return [t.pk for t in objects]
         with (
             connection.cursor() as cursor,
             cursor.cursor.copy(
-                "COPY annotations_step (audit_id, trace_id, segmentation, index, text,"
-                " blinded_text, blinding_version, char_start, char_end, public_id,"
-                " reference_verdict, kind)"
-                " FROM STDIN"
+                f"COPY annotations_trace ({', '.join(self.TRACE_COLUMNS)}) FROM STDIN"
             ) as copy,
         ):
             for row in rows:
-                copy.write_row(row)
+                copy.write_row((*row[:11], orjson.dumps(row[11]).decode(), row[12]))
+        return [row[0] for row in rows]
+
+    @contextmanager
+    def step_sink(self) -> Iterator[Callable[[tuple], None]]:
+        """A function taking step rows (STEP_COLUMNS order) until the block ends."""
+        if not self.postgres:
+            pending: list[Step] = []
+
+            def put(row: tuple) -> None:
+                pending.append(Step(**dict(zip(self.STEP_COLUMNS, row, strict=True))))
+
+            yield put
+            Step.objects.bulk_create(pending, batch_size=1000)
+            return
+        sql = f"COPY annotations_step ({', '.join(self.STEP_COLUMNS)}) FROM STDIN"
+        with connection.cursor() as cursor:
+            raw = cursor.cursor
+            with raw.copy(sql, writer=QueuedLibpqWriter(raw)) as copy:
+                yield copy.write_row
 
 
-def _public_id_stream(audit: Audit) -> Callable[[], str]:
+def _public_id_stream(audit: Audit) -> Callable[[int], list[str]]:
     # One stream per import, numbered by the steps already there: the same imports into a
     # fresh database with the same seed give the same ids; no id says anything about its step.
     existing = Step.objects.filter(audit=audit).count()
-    getrandbits = seeded_random(audit.blinding_seed, f"public-ids:{existing}").getrandbits
-
-    def next_id() -> str:
-        return base64.b32encode(getrandbits(80).to_bytes(10, "big")).decode().lower()
-
-    return next_id
+    rng = seeded_random(audit.blinding_seed, f"public-ids:{existing}")
+    return lambda count: public_ids(rng, count)
 
 
 def import_run(
@@ -334,15 +330,13 @@ def import_run(
     """Pass 2: write a validated file in one transaction (rolled back on any problem)."""
     writer = _RowWriter()
     problems: list[ImportProblem] = []
-    max_steps = settings.STEPAUDIT_MAX_STEPS_PER_TRACE
     n_traces = n_steps = n_skipped = done = 0
     with transaction.atomic():
         # One import per audit at a time: the id stream and the duplicate check rely on it.
         audit = Audit.objects.select_for_update().get(pk=audit.pk)
         conditions = conditions_ensure(audit=audit, names=plan.condition_names)
         question_ids = dict(Question.objects.filter(audit=audit).values_list("external_id", "id"))
-        next_public_id = _public_id_stream(audit)
-        normalise = audit.style_normalisation
+        new_public_ids = _public_id_stream(audit)
         records = read_records(
             plan.path,
             plan.file_format,
@@ -353,84 +347,41 @@ def import_run(
             done += len(chunk)
             kept = [r for r in chunk if r.trace_id not in plan.skip_trace_ids]
             n_skipped += len(chunk) - len(kept)
-            chunk = kept
-            new_questions = {}
-            for r in chunk:
-                if r.question_id not in question_ids and r.question_id not in new_questions:
-                    new_questions[r.question_id] = Question(
-                        audit=audit,
-                        external_id=r.question_id,
-                        stem=r.question,
-                        options=r.options,
-                        gold_answer=r.gold_answer,
-                        dataset=r.dataset,
+            _insert_new_questions(writer, audit, kept, question_ids)
+            trace_pks = writer.insert_traces(
+                [
+                    (
+                        pk,
+                        audit.pk,
+                        question_ids[r.question_id],
+                        conditions[r.condition].pk,
+                        r.trace_id,
+                        r.sample_index,
+                        r.trace,
+                        r.final_answer,
+                        _answer_correct(r.final_answer, r.gold_answer),
+                        r.confidence,
+                        r.trace_type,
+                        r.metadata,
+                        job.pk if job else None,
                     )
-            if new_questions:
-                writer.insert_questions(list(new_questions.values()))
-                question_ids.update({q.external_id: q.pk for q in new_questions.values()})
-            traces = [
-                Trace(
-                    audit_id=audit.pk,
-                    question_id=question_ids[r.question_id],
-                    condition_id=conditions[r.condition].pk,
-                    external_id=r.trace_id,
-                    sample_index=r.sample_index,
-                    text=r.trace,
-                    final_answer=r.final_answer,
-                    answer_correct=_answer_correct(r.final_answer, r.gold_answer),
-                    confidence=r.confidence,
-                    trace_type=r.trace_type,
-                    metadata=r.metadata,
-                    import_job_id=job.pk if job else None,
-                )
-                for r in chunk
-            ]
-            writer.insert_traces(traces)
-            step_rows: list[tuple] = []
-            for record, trace in zip(chunk, traces, strict=True):
-                given = [s.text for s in record.steps] if record.steps else None
-                for name in plan.segmenters:
-                    segments = segmenters.segment_trace(name, text=record.trace, given_steps=given)
-                    if not segments:
-                        problems.append(
-                            ImportProblem(
-                                record.line, f"segmenter {name!r} yields no steps", field="trace"
-                            )
-                        )
-                    elif len(segments) > max_steps:
-                        problems.append(
-                            ImportProblem(
-                                record.line,
-                                f"segmenter {name!r} yields {len(segments)} steps; "
-                                f"the limit is {max_steps}",
-                                field="trace",
-                            )
-                        )
-                    extras = _given_extras(record) if name == "given" else None
-                    for index, segment in enumerate(segments):
-                        blinded, version = blind_text(segment.text, normalise=normalise)
-                        verdict, kind = extras[index] if extras else (None, "")
-                        step_rows.append(
-                            (
-                                audit.pk,
-                                trace.pk,
-                                name,
-                                index,
-                                segment.text,
-                                blinded,
-                                version,
-                                segment.start,
-                                segment.end,
-                                next_public_id(),
-                                verdict,
-                                kind,
-                            )
-                        )
+                    for pk, r in zip(writer.trace_ids(len(kept)), kept, strict=True)
+                ]
+            )
+            with writer.step_sink() as put:
+                for record, trace_pk in zip(kept, trace_pks, strict=True):
+                    n_steps += _write_steps(
+                        record,
+                        trace_pk,
+                        audit=audit,
+                        names=plan.segmenters,
+                        new_ids=new_public_ids,
+                        put=put,
+                        problems=problems,
+                    )
             if problems:
                 break
-            writer.insert_steps(step_rows)
-            n_traces += len(chunk)
-            n_steps += len(step_rows)
+            n_traces += len(kept)
             if progress:
                 progress(done, plan.n_records)
         if problems:
@@ -446,8 +397,80 @@ def import_run(
     )
 
 
-def _given_extras(record: TraceRecord) -> list[tuple[str | None, str]]:
-    return [(s.reference_verdict, s.kind) for s in record.steps or [] if s.text.strip()]
+def _insert_new_questions(
+    writer: _RowWriter, audit: Audit, records: list[TraceRecord], question_ids: dict[str, int]
+) -> None:
+    new: dict[str, Question] = {}
+    for r in records:
+        if r.question_id not in question_ids and r.question_id not in new:
+            new[r.question_id] = Question(
+                audit=audit,
+                external_id=r.question_id,
+                stem=r.question,
+                options=r.options,
+                gold_answer=r.gold_answer,
+                dataset=r.dataset,
+            )
+    if new:
+        writer.insert_questions(list(new.values()))
+        question_ids.update({q.external_id: q.pk for q in new.values()})
+
+
+def _write_steps(
+    record: TraceRecord,
+    trace_pk: int,
+    *,
+    audit: Audit,
+    names: list[str],
+    new_ids: Callable[[int], list[str]],
+    put: Callable[[tuple], None],
+    problems: list[ImportProblem],
+) -> int:
+    """Segment one trace under each segmentation and hand its step rows to ``put``."""
+    given = [s.text for s in record.steps] if record.steps else None
+    # Reference verdicts and kinds belong to the given steps (blank ones are dropped).
+    extras = [(s.reference_verdict, s.kind) for s in record.steps or [] if s.text.strip()]
+    max_steps = settings.STEPAUDIT_MAX_STEPS_PER_TRACE
+    written = 0
+    for name in names:
+        segments = segmenters.segment_trace(name, text=record.trace, given_steps=given)
+        if not segments:
+            problems.append(
+                ImportProblem(record.line, f"segmenter {name!r} yields no steps", field="trace")
+            )
+            continue
+        if len(segments) > max_steps:
+            problems.append(
+                ImportProblem(
+                    record.line,
+                    f"segmenter {name!r} yields {len(segments)} steps; the limit is {max_steps}",
+                    field="trace",
+                )
+            )
+            continue
+        for index, (segment, public_id) in enumerate(
+            zip(segments, new_ids(len(segments)), strict=True)
+        ):
+            blinded, version = blind_text(segment.text, normalise=audit.style_normalisation)
+            verdict, kind = extras[index] if name == "given" else (None, "")
+            put(
+                (
+                    audit.pk,
+                    trace_pk,
+                    name,
+                    index,
+                    segment.text,
+                    blinded,
+                    version,
+                    segment.start,
+                    segment.end,
+                    public_id,
+                    verdict,
+                    kind,
+                )
+            )
+        written += len(segments)
+    return written
 
 
 def import_file(
