@@ -14,7 +14,7 @@ def test_public_ids_are_random_looking_fixed_length_and_unique():
     ids = public_ids(seeded_random("seed", "public-ids:0"), 50_000)
     # then
     assert len(set(ids)) == len(ids)
-    assert all(re.fullmatch(r"[a-z2-7]{%d}" % PUBLIC_ID_LENGTH, i) for i in ids)
+    assert all(re.fullmatch(rf"[a-z2-7]{{{PUBLIC_ID_LENGTH}}}", i) for i in ids)
     # no order: sorted ids are not the draw order
     assert ids != sorted(ids)
 
