@@ -1,0 +1,157 @@
+"""A report's sections as flat tables (CSV, Parquet), and the long tables as files.
+
+Every table is one pandas DataFrame with scalar cells: nested parts of a section either
+become their own table (pairwise differences, Mann–Whitney pairs) or a JSON string cell
+(confusion matrices).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["REPORT_TABLES", "frame_to_bytes", "report_tables", "tables_zip"]
+
+
+def _rows(rows: list[dict[str, Any]] | None) -> pd.DataFrame:
+    if not rows:
+        return pd.DataFrame()
+    flat = [
+        {
+            k: (json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v)
+            for k, v in r.items()
+        }
+        for r in rows
+    ]
+    return pd.DataFrame(flat)
+
+
+def _orderings(report: dict) -> pd.DataFrame:
+    rows = []
+    for o in report.get("orderings") or []:
+        for rank, condition in enumerate(o["ranking"], start=1):
+            rows.append(
+                {
+                    "evaluator": o["evaluator"],
+                    "evaluator_kind": o["evaluator_kind"],
+                    "rank": rank,
+                    "condition": condition,
+                    "error_rate": o["rates"].get(condition),
+                }
+            )
+    return _rows(rows)
+
+
+def _differences(report: dict) -> pd.DataFrame:
+    rows = []
+    for o in report.get("orderings") or []:
+        for d in o.get("differences") or []:
+            rows.append({"evaluator": o["evaluator"], "evaluator_kind": o["evaluator_kind"], **d})
+    return _rows(rows)
+
+
+def _section(name: str, part: str | None = None) -> Callable[[dict], pd.DataFrame]:
+    def build(report: dict) -> pd.DataFrame:
+        value = report.get(name)
+        if value is None:
+            return pd.DataFrame()
+        if part is not None:
+            value = value.get(part) if isinstance(value, dict) else None
+        return _rows(value if isinstance(value, list) else None)
+
+    return build
+
+
+def _likert_tests(report: dict) -> pd.DataFrame:
+    likert = report.get("likert") or {}
+    rows = []
+    for item in likert.get("items") or []:
+        kw = item.get("kruskal_wallis") or {}
+        rows.append(
+            {
+                "item": item["item"],
+                "n": item.get("n"),
+                "n_traces": item.get("n_traces"),
+                "n_raters": item.get("n_raters"),
+                "kruskal_wallis_H": kw.get("H"),
+                "kruskal_wallis_p": kw.get("p"),
+                "kruskal_wallis_df": kw.get("df"),
+                "krippendorff_alpha_ordinal": item.get("krippendorff_alpha"),
+            }
+        )
+    return _rows(rows)
+
+
+def _likert_pairs(report: dict) -> pd.DataFrame:
+    likert = report.get("likert") or {}
+    rows = [
+        {"item": item["item"], **pair}
+        for item in likert.get("items") or []
+        for pair in item.get("mann_whitney") or []
+    ]
+    return _rows(rows)
+
+
+# name → (builder, one-line description for docs and the page)
+REPORT_TABLES: dict[str, tuple[Callable[[dict], pd.DataFrame], str]] = {
+    "error_rates": (_section("error_rates"), "error rate per evaluator × condition"),
+    "orderings": (_orderings, "conditions ranked by error rate, per evaluator"),
+    "ordering_differences": (_differences, "pairwise differences between conditions"),
+    "ordering_agreement": (
+        _section("ordering_agreement"),
+        "does one evaluator reproduce another's ordering",
+    ),
+    "pairwise_agreement": (_section("pairwise_agreement"), "agreement between two evaluators"),
+    "multi_rater": (_section("multi_rater"), "agreement among all evaluators / experts"),
+    "answer_metrics": (_section("answer_metrics"), "accuracy, sc@k, ECE, Brier per condition"),
+    "trace_vs_answer": (_section("trace_vs_answer"), "trace correct × answer correct"),
+    "likert": (_section("likert", "rows"), "Likert items per trace type"),
+    "likert_tests": (_likert_tests, "Kruskal–Wallis and ordinal alpha per Likert item"),
+    "likert_pairs": (_likert_pairs, "pairwise Mann–Whitney with Holm correction"),
+    "ppi": (_section("ppi", "rows"), "prediction-powered error rates"),
+    "ppi_differences": (_section("ppi", "differences"), "prediction-powered differences"),
+    "judge_by_condition": (
+        _section("judge_by_condition", "rows"),
+        "judge sensitivity/specificity per condition",
+    ),
+    "judge_homogeneity": (
+        _section("judge_by_condition", "homogeneity"),
+        "does the judge's accuracy differ by condition",
+    ),
+    "segmentation_gaps": (
+        _section("robustness", "segmentation_gaps"),
+        "condition gaps under each segmentation",
+    ),
+}
+
+
+def report_tables(report: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """Every table of a report (empty frames included), in a stable order."""
+    return {name: build(report) for name, (build, _) in REPORT_TABLES.items()}
+
+
+def frame_to_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
+    """CSV (UTF-8, header, no index) or Parquet bytes of a frame."""
+    if fmt == "csv":
+        return frame.to_csv(index=False).encode("utf-8")
+    if fmt == "parquet":
+        buffer = io.BytesIO()
+        # Object columns of mixed None/str are fine for pyarrow; floats stay floats.
+        frame.to_parquet(buffer, index=False)
+        return buffer.getvalue()
+    raise ValueError(f"unknown table format {fmt!r}; use csv or parquet")
+
+
+def tables_zip(report: dict[str, Any]) -> bytes:
+    """Every report table as CSV plus the whole report as JSON, in one zip."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, frame in report_tables(report).items():
+            archive.writestr(f"{name}.csv", frame.to_csv(index=False))
+        archive.writestr("report.json", json.dumps(report, indent=2, ensure_ascii=False))
+    return buffer.getvalue()

@@ -1,0 +1,440 @@
+"""Turn a computed report into what templates show: formatted tables, figures, headlines.
+
+The page and the stand-alone HTML report share one body template
+(``reports/_report_body.html``); the page embeds figures as inline SVG, the stand-alone file
+as data URIs (so it is one file for a paper's supplement).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.template.loader import render_to_string
+
+from auditapp.reports.exports import report_tables
+from auditapp.reports.figures import answer_vs_step_svg, error_rate_svg, svg_data_uri
+
+__all__ = ["DisplayTable", "report_context", "report_html"]
+
+CSS_PATH = Path(__file__).parent / "static" / "reports" / "report.css"
+
+
+@dataclass
+class DisplayTable:
+    name: str  # the table's export name (report_tables) — also its download name
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    note: str = ""
+    numeric_from: int = 1  # columns from here on are numbers (right-aligned)
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _pct(value: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:.1f}%"
+
+
+def _interval(low: Any, high: Any, *, pct: bool = True) -> str:
+    if low is None or high is None:
+        return "–"
+    fmt = _pct if pct else _num
+    return f"{fmt(low)} – {fmt(high)}"
+
+
+def _p(value: Any) -> str:
+    if value is None:
+        return "–"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _table(name, title, columns, rows, note="", numeric_from=1) -> DisplayTable:
+    return DisplayTable(
+        name=name,
+        title=title,
+        columns=columns,
+        rows=rows,
+        note=note,
+        numeric_from=numeric_from,
+    )
+
+
+def _error_rate_table(report: dict) -> DisplayTable:
+    rows = [
+        [
+            r["evaluator"] + (" (pooled)" if r.get("pooled") else ""),
+            r["evaluator_kind"],
+            r["condition"],
+            _num(r["n"]),
+            _num(r["n_abstain"]),
+            _num(r["n_error"]),
+            _pct(r["error_rate"]),
+            _interval(r["ci_low"], r["ci_high"]),
+            _interval(r["wilson_low"], r["wilson_high"]),
+            _pct(r.get("abstain_rate")),
+            _pct(r.get("error_rate_abstain_as_error")),
+            _pct(r.get("error_rate_abstain_as_correct")),
+        ]
+        for r in report.get("error_rates") or []
+    ]
+    return _table(
+        "error_rates",
+        "Error rates",
+        [
+            "evaluator",
+            "kind",
+            "condition",
+            "steps",
+            "abstain",
+            "errors",
+            "error rate",
+            "cluster bootstrap CI",
+            "Wilson CI (naive)",
+            "abstain rate",
+            "abstain → error",
+            "abstain → correct",
+        ],
+        rows,
+        numeric_from=3,
+    )
+
+
+def _ordering_text(ordering: dict) -> str:
+    rates = ordering["rates"]
+    return " < ".join(f"{c} ({_pct(rates.get(c))})" for c in ordering["ranking"])
+
+
+def ordering_headlines(report: dict) -> list[dict[str, Any]]:
+    """ "Does the expert reproduce the judge?" — one answer per (expert, judge) pair, or per
+    evaluator pair when there are no experts or no judges."""
+    orderings = {o["evaluator"]: o for o in report.get("orderings") or []}
+    kinds = {o["evaluator"]: o["evaluator_kind"] for o in orderings.values()}
+    pairs = report.get("ordering_agreement") or []
+    expert_judge = [
+        p for p in pairs if {kinds.get(p["a"]), kinds.get(p["b"])} == {"expert", "judge"}
+    ]
+    chosen = expert_judge or pairs
+    headlines = []
+    for p in chosen:
+        a, b = p["a"], p["b"]
+        if kinds.get(a) == "judge" and kinds.get(b) == "expert":
+            a, b = b, a
+        same = p.get("same_ordering")
+        headlines.append(
+            {
+                "a": a,
+                "b": b,
+                "a_kind": kinds.get(a),
+                "b_kind": kinds.get(b),
+                "a_ordering": _ordering_text(orderings[a]) if a in orderings else "–",
+                "b_ordering": _ordering_text(orderings[b]) if b in orderings else "–",
+                "answer": "yes" if same else ("no" if same is not None else "undetermined"),
+                "same_ordering": same,
+                "kendall_tau": _num(p.get("kendall_tau")),
+                "p_same_ordering": _num(p.get("p_same_ordering")),
+                "n_resamples": p.get("n_resamples"),
+                "conditions": len(p.get("conditions") or []),
+            }
+        )
+    return headlines
+
+
+def _tables(report: dict) -> dict[str, DisplayTable]:
+    out: dict[str, DisplayTable] = {"error_rates": _error_rate_table(report)}
+    out["ordering_agreement"] = _table(
+        "ordering_agreement",
+        "Ordering agreement between evaluators",
+        ["a", "b", "conditions", "Kendall's τb", "same ordering", "P(same ordering)"],
+        [
+            [
+                r["a"],
+                r["b"],
+                " · ".join(r.get("conditions") or []),
+                _num(r["kendall_tau"]),
+                _num(r["same_ordering"]),
+                _num(r["p_same_ordering"]),
+            ]
+            for r in report.get("ordering_agreement") or []
+        ],
+        numeric_from=3,
+    )
+    out["ordering_differences"] = _table(
+        "ordering_differences",
+        "Pairwise differences between conditions",
+        ["evaluator", "a", "b", "a − b", "bootstrap CI", "z test p", "Fisher p"],
+        [
+            [
+                o["evaluator"],
+                d["condition_a"],
+                d["condition_b"],
+                _pct(d["difference"]),
+                _interval(d["ci_low"], d["ci_high"]),
+                _p(d.get("p_z")),
+                _p(d.get("p_fisher")),
+            ]
+            for o in report.get("orderings") or []
+            for d in o.get("differences") or []
+        ],
+        numeric_from=3,
+    )
+    out["pairwise_agreement"] = _table(
+        "pairwise_agreement",
+        "Step-level agreement, pairs of evaluators",
+        ["a", "b", "abstain as", "steps", "agreement", "Cohen's κ", "κ 95% CI", "Gwet's AC1"],
+        [
+            [
+                r["a"],
+                r["b"],
+                r.get("abstain", ""),
+                _num(r.get("n")),
+                _pct(r.get("percent_agreement")),
+                _num(r.get("cohen_kappa")),
+                _interval(r.get("kappa_ci_low"), r.get("kappa_ci_high"), pct=False),
+                _num(r.get("gwet_ac1")),
+            ]
+            for r in report.get("pairwise_agreement") or []
+        ],
+        note="“abstain as category”: abstain is a third verdict; “missing”: only steps where "
+        "both evaluators gave correct/error.",
+        numeric_from=3,
+    )
+    out["multi_rater"] = _table(
+        "multi_rater",
+        "Agreement among several evaluators",
+        [
+            "evaluators",
+            "abstain as",
+            "units",
+            "pairable",
+            "raters",
+            "agreement",
+            "Fleiss' κ",
+            "Krippendorff's α",
+            "Gwet's AC1",
+        ],
+        [
+            [
+                r.get("evaluator_kind") or "all",
+                r.get("abstain", ""),
+                _num(r.get("n_units")),
+                _num(r.get("n_pairable_units")),
+                _num(r.get("n_raters")),
+                _pct(r.get("percent_agreement")),
+                _num(r.get("fleiss_kappa")),
+                _num(r.get("krippendorff_alpha")),
+                _num(r.get("gwet_ac1")),
+            ]
+            for r in report.get("multi_rater") or []
+            if r.get("n_raters")
+        ],
+        numeric_from=2,
+    )
+    out["answer_metrics"] = _table(
+        "answer_metrics",
+        "Answer metrics",
+        ["condition", "traces", "questions", "accuracy", "sc@k", "k", "ECE", "Brier"],
+        [
+            [
+                r["condition"],
+                _num(r.get("n")),
+                _num(r.get("n_questions")),
+                _pct(r.get("accuracy")),
+                _pct(r.get("sc_at_k")),
+                f"{r.get('k_min')}–{r.get('k_max')}"
+                if r.get("k_min") != r.get("k_max")
+                else _num(r.get("k_min")),
+                _num(r.get("ece")),
+                _num(r.get("brier")),
+            ]
+            for r in report.get("answer_metrics") or []
+        ],
+    )
+    out["trace_vs_answer"] = _table(
+        "trace_vs_answer",
+        "Trace correct × answer correct (verifiable traces)",
+        [
+            "condition",
+            "traces",
+            "trace ✓ answer ✓",
+            "trace ✓ answer ✗",
+            "trace ✗ answer ✓",
+            "trace ✗ answer ✗",
+            "P(answer ✓ | trace ✓)",
+            "P(answer ✓ | trace ✗)",
+        ],
+        [
+            [
+                r["condition"],
+                _num(r.get("n")),
+                _num(r.get("trace_correct_answer_correct")),
+                _num(r.get("trace_correct_answer_wrong")),
+                _num(r.get("trace_wrong_answer_correct")),
+                _num(r.get("trace_wrong_answer_wrong")),
+                _pct(r.get("p_answer_correct_given_trace_correct")),
+                _pct(r.get("p_answer_correct_given_trace_wrong")),
+            ]
+            for r in report.get("trace_vs_answer") or []
+        ],
+    )
+    judge = report.get("judge_by_condition") or {}
+    out["judge_by_condition"] = _table(
+        "judge_by_condition",
+        "The judge against the experts, per condition",
+        ["judge", "condition", "steps", "sensitivity", "95% CI", "specificity", "95% CI"],
+        [
+            [
+                r["judge"],
+                r["condition"],
+                _num(r.get("n")),
+                _pct(r.get("sensitivity")),
+                _interval(r.get("sensitivity_low"), r.get("sensitivity_high")),
+                _pct(r.get("specificity")),
+                _interval(r.get("specificity_low"), r.get("specificity_high")),
+            ]
+            for r in judge.get("rows") or []
+        ],
+        note=" ".join(
+            f"{h['judge']}: sensitivity p = {_p(h.get('sensitivity_p'))}, specificity p = "
+            f"{_p(h.get('specificity_p'))}"
+            + (
+                " — FLAGGED: accuracy differs by condition, the ordering may be biased."
+                if h.get("flagged")
+                else "."
+            )
+            for h in judge.get("homogeneity") or []
+        ),
+        numeric_from=2,
+    )
+    ppi = report.get("ppi") or {}
+    out["ppi"] = _table(
+        "ppi",
+        "Prediction-powered error rates",
+        [
+            "judge",
+            "condition",
+            "judged",
+            "expert-labelled",
+            "PPI",
+            "PPI CI",
+            "judge only",
+            "expert only",
+        ],
+        [
+            [
+                r["judge"],
+                r["condition"],
+                _num(r.get("n_judged")),
+                _num(r.get("n_labelled")),
+                _pct(r.get("estimate")),
+                _interval(r.get("ci_low"), r.get("ci_high")),
+                _pct(r.get("judge_only")),
+                _pct(r.get("expert_only")),
+            ]
+            for r in ppi.get("rows") or []
+        ],
+        numeric_from=2,
+    )
+    likert = report.get("likert") or {}
+    out["likert"] = _table(
+        "likert",
+        "Likert ratings per trace type",
+        ["trace type", "item", "ratings", "traces", "mean", "median", "95% CI of mean"],
+        [
+            [
+                r["trace_type"],
+                r["item"],
+                _num(r.get("n")),
+                _num(r.get("n_traces")),
+                _num(r.get("mean"), 2),
+                _num(r.get("median"), 1),
+                _interval(r.get("ci_low"), r.get("ci_high"), pct=False),
+            ]
+            for r in likert.get("rows") or []
+        ],
+        numeric_from=2,
+    )
+    out["likert_tests"] = _table(
+        "likert_tests",
+        "Likert tests per item",
+        ["item", "ratings", "raters", "Kruskal–Wallis H", "p", "Krippendorff's α (ordinal)"],
+        [
+            [
+                i["item"],
+                _num(i.get("n")),
+                _num(i.get("n_raters")),
+                _num((i.get("kruskal_wallis") or {}).get("H")),
+                _p((i.get("kruskal_wallis") or {}).get("p")),
+                _num(i.get("krippendorff_alpha")),
+            ]
+            for i in likert.get("items") or []
+        ],
+    )
+    gaps = (report.get("robustness") or {}).get("segmentation_gaps") or []
+    out["segmentation_gaps"] = _table(
+        "segmentation_gaps",
+        "Robustness: condition gaps under each segmentation",
+        ["segmentation", "evaluator", "a", "b", "a − b", "bootstrap CI"],
+        [
+            [
+                g["segmentation"],
+                g["evaluator"],
+                g["condition_a"],
+                g["condition_b"],
+                _pct(g.get("gap")),
+                _interval(g.get("ci_low"), g.get("ci_high")),
+            ]
+            for g in gaps
+        ],
+        numeric_from=4,
+    )
+    return out
+
+
+def report_context(report: dict[str, Any], *, standalone: bool) -> dict[str, Any]:
+    """Everything the body template needs; figures inline (page) or as data URIs (file)."""
+    figures = {}
+    for name, svg in (
+        ("error_rates", error_rate_svg(report)),
+        ("answer_vs_step", answer_vs_step_svg(report)),
+    ):
+        if svg is not None:
+            figures[name] = svg_data_uri(svg) if standalone else svg
+    summary = {
+        "parameters": report.get("parameters"),
+        "blinding": report.get("blinding"),
+        "error_rates": report.get("error_rates"),
+        "ordering_agreement": report.get("ordering_agreement"),
+    }
+    methods = report.get("methods") or {}
+    return {
+        "report": report,
+        "tables": _tables(report),
+        "headlines": ordering_headlines(report),
+        "figures": figures,
+        "standalone": standalone,
+        "methods": [(k.replace("_", " "), v) for k, v in methods.items()],
+        "summary": summary,
+        "table_names": list(report_tables(report)),
+    }
+
+
+def report_html(report: dict[str, Any]) -> str:
+    """The stand-alone HTML report: one file, CSS inline, figures as data URIs, no scripts."""
+    context = report_context(report, standalone=True)
+    context["css"] = CSS_PATH.read_text(encoding="utf-8")
+    return render_to_string("reports/report_standalone.html", context)

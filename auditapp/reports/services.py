@@ -1,0 +1,516 @@
+"""Report services: build a report from the database or from files; lock the analysis plan;
+unblind an audit.
+
+The statistics live in ``auditapp.agreement`` (pure, no Django); this module adds what only the
+database knows: the audit, its blinding state, the locked analysis plan and whether the report
+followed it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from annotations.models import Audit, Condition
+from annotations.roles import Role, user_has_role, user_is_researcher_or_admin
+from auditapp.agreement.formats import answers_read, labels_read, ratings_read
+from auditapp.agreement.rates import ABSTAIN_RULES
+from auditapp.agreement.report import REPORT_KEYS, report_compute
+from auditapp.exceptions import ApplicationError, ConflictError, ForbiddenError
+from auditapp.reports.collect import AuditTables, audit_tables_collect, tables_fingerprint
+from auditapp.reports.models import AnalysisPlan, UnblindingEvent
+
+__all__ = [
+    "ReportParams",
+    "analysis_plan_lock",
+    "analysis_plan_normalise",
+    "audit_unblind",
+    "plan_hash",
+    "report_build",
+    "report_cached",
+    "report_from_files",
+]
+
+# Bump when the report's shape changes, so cached reports of the old shape are not served.
+REPORT_VERSION = 1
+CACHE_SECONDS = 24 * 3600
+EXCLUSION_KEYS = ("evaluators", "evaluator_kinds", "trace_ids", "step_ids")
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    """Everything that changes the numbers of a report besides the data."""
+
+    seed: int = 0
+    resamples: int = 2000
+    ece_bins: int = 10
+    abstain_rule: str = "exclude"
+    confidence_level: float = 0.95
+
+    def check(self) -> ReportParams:
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ApplicationError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.resamples, int) or not 1 <= self.resamples <= 100_000:
+            raise ApplicationError(f"resamples must lie in 1..100000, got {self.resamples!r}")
+        if not isinstance(self.ece_bins, int) or not 1 <= self.ece_bins <= 1000:
+            raise ApplicationError(f"ece_bins must lie in 1..1000, got {self.ece_bins!r}")
+        if self.abstain_rule not in ABSTAIN_RULES:
+            raise ApplicationError(
+                f"abstain_rule must be one of {', '.join(ABSTAIN_RULES)}, got {self.abstain_rule!r}"
+            )
+        if not 0.5 <= float(self.confidence_level) < 1.0:
+            raise ApplicationError(
+                f"confidence_level must lie in [0.5, 1), got {self.confidence_level!r}"
+            )
+        return self
+
+
+# --- the analysis plan -------------------------------------------------------------------------
+def analysis_plan_normalise(plan: dict[str, Any]) -> dict[str, Any]:
+    """Check a plan and return it complete, with every default written out.
+
+    A plan is ``{"metrics": [...], "abstain_rule": ..., "exclusions": {...}, "bootstrap":
+    {"resamples": n, "confidence_level": x}, "ece_bins": n, "seed": n, "notes": "..."}``;
+    missing parts take the report defaults, unknown keys are refused (a typo in a plan must
+    not silently mean "no exclusion").
+    """
+    if not isinstance(plan, dict):
+        raise ApplicationError("the analysis plan must be a JSON object", code="invalid_plan")
+    allowed = {"metrics", "abstain_rule", "exclusions", "bootstrap", "ece_bins", "seed", "notes"}
+    unknown = sorted(set(plan) - allowed)
+    if unknown:
+        raise ApplicationError(
+            f"unknown analysis-plan key(s): {', '.join(unknown)}",
+            code="invalid_plan",
+            extra={"allowed": sorted(allowed)},
+        )
+    defaults = ReportParams()
+    metrics = plan.get("metrics", [k for k in REPORT_KEYS if k != "methods"])
+    if not isinstance(metrics, list) or not all(m in REPORT_KEYS for m in metrics):
+        raise ApplicationError(
+            "metrics must be a list of report sections",
+            code="invalid_plan",
+            extra={"allowed": list(REPORT_KEYS)},
+        )
+    exclusions = plan.get("exclusions", {}) or {}
+    if not isinstance(exclusions, dict) or set(exclusions) - set(EXCLUSION_KEYS):
+        raise ApplicationError(
+            f"exclusions must be an object with keys among {', '.join(EXCLUSION_KEYS)}",
+            code="invalid_plan",
+        )
+    for key, values in exclusions.items():
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ApplicationError(
+                f"exclusions.{key} must be a list of strings", code="invalid_plan"
+            )
+    bootstrap = plan.get("bootstrap", {}) or {}
+    if not isinstance(bootstrap, dict) or set(bootstrap) - {"resamples", "confidence_level"}:
+        raise ApplicationError(
+            "bootstrap must be an object with resamples and confidence_level",
+            code="invalid_plan",
+        )
+    params = ReportParams(
+        seed=plan.get("seed", defaults.seed),
+        resamples=bootstrap.get("resamples", defaults.resamples),
+        ece_bins=plan.get("ece_bins", defaults.ece_bins),
+        abstain_rule=plan.get("abstain_rule", defaults.abstain_rule),
+        confidence_level=bootstrap.get("confidence_level", defaults.confidence_level),
+    )
+    try:
+        params.check()
+    except ApplicationError as exc:
+        raise ApplicationError(exc.message, code="invalid_plan") from exc
+    notes = plan.get("notes", "")
+    if not isinstance(notes, str):
+        raise ApplicationError("notes must be text", code="invalid_plan")
+    return {
+        "metrics": list(metrics),
+        "abstain_rule": params.abstain_rule,
+        "exclusions": {k: sorted(set(exclusions.get(k, []))) for k in EXCLUSION_KEYS},
+        "bootstrap": {
+            "method": "cluster bootstrap over traces, percentile intervals",
+            "resamples": params.resamples,
+            "confidence_level": float(params.confidence_level),
+        },
+        "ece_bins": params.ece_bins,
+        "seed": params.seed,
+        "notes": notes,
+    }
+
+
+def plan_canonical_json(plan: dict[str, Any]) -> str:
+    """The bytes the hash is over: sorted keys, no spaces, UTF-8 kept as is."""
+    return json.dumps(plan, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def plan_hash(plan: dict[str, Any]) -> str:
+    return hashlib.sha256(plan_canonical_json(plan).encode("utf-8")).hexdigest()
+
+
+def plan_params(plan: dict[str, Any]) -> ReportParams:
+    return ReportParams(
+        seed=plan["seed"],
+        resamples=plan["bootstrap"]["resamples"],
+        ece_bins=plan["ece_bins"],
+        abstain_rule=plan["abstain_rule"],
+        confidence_level=plan["bootstrap"]["confidence_level"],
+    )
+
+
+@transaction.atomic
+def analysis_plan_lock(*, audit: Audit, user, plan: dict[str, Any]) -> AnalysisPlan:
+    """Lock the analysis plan of a blinded audit: once, before unblinding, never changed."""
+    if not user_is_researcher_or_admin(user):
+        raise ForbiddenError("only researchers and admins lock analysis plans")
+    audit = Audit.objects.select_for_update().get(pk=audit.pk)
+    if audit.unblinded_at is not None:
+        raise ConflictError(
+            "the audit is already unblinded: a plan locked now would not be blind",
+            code="already_unblinded",
+        )
+    if AnalysisPlan.objects.filter(audit=audit).exists():
+        raise ConflictError("the analysis plan is already locked", code="plan_locked")
+    complete = analysis_plan_normalise(plan)
+    return AnalysisPlan.objects.create(
+        audit=audit,
+        plan=complete,
+        sha256=plan_hash(complete),
+        locked_by=user,
+        locked_at=timezone.now(),
+    )
+
+
+def analysis_plan_get(*, audit: Audit) -> AnalysisPlan | None:
+    return AnalysisPlan.objects.filter(audit=audit).select_related("locked_by").first()
+
+
+# --- unblinding ------------------------------------------------------------------------------
+@transaction.atomic
+def audit_unblind(
+    *, audit: Audit, user, confirm_slug: str, ip_address: str | None = None
+) -> UnblindingEvent:
+    """Reveal condition names: admins only, typed confirmation, logged, once and for ever."""
+    if not user_has_role(user, Role.ADMIN):
+        raise ForbiddenError("only admins unblind an audit")
+    # Locked so two admins confirming at once cannot both "be first".
+    audit = Audit.objects.select_for_update().get(pk=audit.pk)
+    if audit.unblinded_at is not None:
+        raise ConflictError(
+            f"audit {audit.slug!r} was unblinded on {audit.unblinded_at:%Y-%m-%d %H:%M} UTC; "
+            "unblinding cannot be repeated or undone",
+            code="already_unblinded",
+        )
+    if (confirm_slug or "").strip() != audit.slug:
+        raise ApplicationError(
+            f"type the audit's slug ({audit.slug}) to confirm unblinding",
+            code="confirmation_required",
+        )
+    now = timezone.now()
+    # unblinded_at/unblinded_by are editable=False in forms, not in the ORM.
+    Audit.objects.filter(pk=audit.pk, unblinded_at__isnull=True).update(
+        unblinded_at=now, unblinded_by=user
+    )
+    plan = AnalysisPlan.objects.filter(audit=audit).first()
+    return UnblindingEvent.objects.create(
+        audit=audit,
+        user=user,
+        at=now,
+        plan_sha256=plan.sha256 if plan else "",
+        ip_address=ip_address,
+    )
+
+
+# --- reports ------------------------------------------------------------------------------
+def _exclude(labels: pd.DataFrame, exclusions: dict[str, list[str]]) -> pd.DataFrame:
+    keep = np.ones(len(labels), dtype=bool)
+    for key, column in (
+        ("evaluators", "evaluator"),
+        ("evaluator_kinds", "evaluator_kind"),
+        ("trace_ids", "trace_id"),
+        ("step_ids", "step_id"),
+    ):
+        values = exclusions.get(key) or []
+        if values:
+            keep &= ~labels[column].astype(str).isin(values).to_numpy()
+    return labels[keep] if not keep.all() else labels
+
+
+def _plan_section(plan: AnalysisPlan | None, params: ReportParams) -> dict[str, Any]:
+    if plan is None:
+        return {"locked": False, "followed": None, "deviations": []}
+    planned = plan_params(plan.plan)
+    deviations = [
+        {"setting": name, "planned": value, "used": getattr(params, name)}
+        for name, value in asdict(planned).items()
+        if getattr(params, name) != value
+    ]
+    intact = plan_hash(plan.plan) == plan.sha256
+    if not intact:
+        deviations.append({"setting": "plan", "planned": plan.sha256, "used": plan_hash(plan.plan)})
+    return {
+        "locked": True,
+        "sha256": plan.sha256,
+        "hash_verified": intact,
+        "locked_at": plan.locked_at.isoformat(),
+        "locked_by": plan.locked_by.get_username(),
+        "plan": plan.plan,
+        "followed": not deviations,
+        "deviations": deviations,
+    }
+
+
+def _blinding_section(audit: Audit) -> dict[str, Any]:
+    blinded = audit.unblinded_at is None
+    conditions = []
+    for code, name in Condition.objects.filter(audit=audit).values_list("blind_code", "name"):
+        row = {"label": code if blinded else name, "blind_code": code}
+        if not blinded:
+            row["name"] = name
+        conditions.append(row)
+    event = UnblindingEvent.objects.filter(audit=audit).select_related("user").first()
+    return {
+        "blinded": blinded,
+        "unblinded_at": audit.unblinded_at.isoformat() if audit.unblinded_at else None,
+        "unblinded_by": event.user.get_username() if event else None,
+        "conditions": sorted(conditions, key=lambda r: r["label"]),
+        "rule": (
+            "Conditions appear under their blind codes until an admin unblinds the audit; "
+            "unblinding is logged and cannot be undone."
+        ),
+    }
+
+
+def resolve_params(*, audit: Audit | None, **given: Any) -> ReportParams:
+    """Explicit values win; then the locked plan's; then the report defaults."""
+    plan = analysis_plan_get(audit=audit) if audit is not None else None
+    base = plan_params(plan.plan) if plan else ReportParams()
+    return replace(base, **{k: v for k, v in given.items() if v is not None}).check()
+
+
+def report_build(
+    *,
+    audit: Audit,
+    seed: int | None = None,
+    resamples: int | None = None,
+    ece_bins: int | None = None,
+    abstain_rule: str | None = None,
+    confidence_level: float | None = None,
+    tables: AuditTables | None = None,
+) -> dict[str, Any]:
+    """Collect the audit's tables, compute every statistic, and add audit, blinding and plan.
+
+    Settings left as None come from the locked analysis plan if there is one, otherwise the
+    report defaults; the plan's exclusions always apply. ``analysis_plan.followed`` says
+    whether the settings used are the planned ones.
+    """
+    params = resolve_params(
+        audit=audit,
+        seed=seed,
+        resamples=resamples,
+        ece_bins=ece_bins,
+        abstain_rule=abstain_rule,
+        confidence_level=confidence_level,
+    )
+    plan = analysis_plan_get(audit=audit)
+    tables = tables or audit_tables_collect(audit)
+    labels = _exclude(tables.labels, plan.plan["exclusions"]) if plan else tables.labels
+    body = _compute(labels, tables.answers, tables.ratings, params)
+    return {
+        "audit": {
+            "slug": audit.slug,
+            "name": audit.name,
+            "kind": audit.kind,
+            "sources": tables.sources,
+            "n_labels_used": len(labels),
+        },
+        "generated_at": timezone.now().isoformat(),
+        "parameters": asdict(params),
+        "blinding": _blinding_section(audit),
+        "analysis_plan": _plan_section(plan, params),
+        **body,
+    }
+
+
+def _compute(
+    labels: pd.DataFrame,
+    answers: pd.DataFrame | None,
+    ratings: pd.DataFrame | None,
+    params: ReportParams,
+) -> dict[str, Any]:
+    try:
+        return report_compute(
+            labels,
+            answers if answers is not None and not answers.empty else None,
+            ratings if ratings is not None and not ratings.empty else None,
+            rng=np.random.default_rng(params.seed),
+            resamples=params.resamples,
+            ece_bins=params.ece_bins,
+            abstain_rule=params.abstain_rule,
+            confidence_level=params.confidence_level,
+        )
+    except ValueError as exc:
+        raise ApplicationError(str(exc), code="invalid_table") from exc
+
+
+def report_from_files(
+    labels_path: str | os.PathLike[str],
+    answers_path: str | os.PathLike[str] | None = None,
+    ratings_path: str | os.PathLike[str] | None = None,
+    *,
+    seed: int | None = None,
+    resamples: int | None = None,
+    ece_bins: int | None = None,
+    abstain_rule: str | None = None,
+    confidence_level: float | None = None,
+) -> dict[str, Any]:
+    """The same report from CSV files in the long formats (no database, no blinding)."""
+    params = resolve_params(
+        audit=None,
+        seed=seed,
+        resamples=resamples,
+        ece_bins=ece_bins,
+        abstain_rule=abstain_rule,
+        confidence_level=confidence_level,
+    )
+    tables = {}
+    for name, path, reader in (
+        ("labels", labels_path, labels_read),
+        ("answers", answers_path, answers_read),
+        ("ratings", ratings_path, ratings_read),
+    ):
+        if path is None:
+            tables[name] = None
+            continue
+        try:
+            tables[name] = reader(path)
+        except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+            raise ApplicationError(
+                f"cannot read the {name} file {os.fspath(path)!r}: {exc}", code="unreadable"
+            ) from exc
+        except pd.errors.EmptyDataError as exc:
+            raise ApplicationError(
+                f"the {name} file {os.fspath(path)!r} is empty", code="unreadable"
+            ) from exc
+        except ValueError as exc:
+            raise ApplicationError(f"{name} file: {exc}", code="invalid_table") from exc
+    body = _compute(tables["labels"], tables["answers"], tables["ratings"], params)
+    return {
+        "audit": None,
+        "files": {
+            "labels": os.path.basename(os.fspath(labels_path)),
+            "answers": os.path.basename(os.fspath(answers_path)) if answers_path else None,
+            "ratings": os.path.basename(os.fspath(ratings_path)) if ratings_path else None,
+        },
+        "generated_at": timezone.now().isoformat(),
+        "parameters": asdict(params),
+        "blinding": None,
+        "analysis_plan": {"locked": False, "followed": None, "deviations": []},
+        **body,
+    }
+
+
+def agreement_stats_from_csv(
+    source: Any,
+    *,
+    unit: str,
+    rater: str,
+    value: str,
+    level: str = "nominal",
+    name: str = "the file",
+) -> dict[str, Any]:
+    """Agreement coefficients of any long CSV table (one row per unit × rater).
+
+    Rows with an empty value are missing ratings (Krippendorff's alpha allows them). The
+    result is :func:`auditapp.agreement.coefficients.agreement_summary` plus the columns used.
+    """
+    from auditapp.agreement.coefficients import agreement_summary
+
+    if level not in ("nominal", "ordinal", "interval", "ratio"):
+        raise ApplicationError(f"level must be nominal, ordinal, interval or ratio, not {level!r}")
+    try:
+        frame = pd.read_csv(source)
+    except pd.errors.EmptyDataError:
+        raise ApplicationError(f"{name} is empty", code="unreadable") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise ApplicationError(
+            f"{name} is not a readable CSV file: {exc}", code="unreadable"
+        ) from None
+    missing = [c for c in (unit, rater, value) if c not in frame.columns]
+    if missing:
+        raise ApplicationError(
+            f"{name} has no column(s) {', '.join(map(repr, missing))}; "
+            f"its columns are {', '.join(map(repr, map(str, frame.columns)))}",
+            code="missing_column",
+        )
+    table = frame[[unit, rater, value]].dropna(subset=[value])
+    table = table.assign(**{unit: table[unit].astype(str), rater: table[rater].astype(str)})
+    if level in ("interval", "ratio"):
+        numbers = pd.to_numeric(table[value], errors="coerce")
+        if numbers.isna().any():
+            bad = table[value][numbers.isna()].iloc[0]
+            raise ApplicationError(
+                f"level {level!r} needs numbers in column {value!r}; found {bad!r}",
+                code="invalid_table",
+            )
+        table = table.assign(**{value: numbers})
+    if table.empty:
+        raise ApplicationError(f"{name} has no ratings in column {value!r}", code="invalid_table")
+    try:
+        summary = agreement_summary(table, unit=unit, rater=rater, value=value, level=level)
+    except (ValueError, TypeError) as exc:
+        raise ApplicationError(str(exc), code="invalid_table") from exc
+    return {**summary, "unit": unit, "rater": rater, "value": value}
+
+
+def report_cache_key(*, audit: Audit, params: ReportParams) -> str:
+    plan = analysis_plan_get(audit=audit)
+    state = {
+        "v": REPORT_VERSION,
+        "audit": audit.pk,
+        "tables": tables_fingerprint(audit),
+        "plan": plan.sha256 if plan else None,
+        "params": asdict(params),
+    }
+    digest = hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
+    return f"reports:report:{audit.pk}:{digest}"
+
+
+def report_cached(
+    *,
+    audit: Audit,
+    seed: int | None = None,
+    resamples: int | None = None,
+    ece_bins: int | None = None,
+    abstain_rule: str | None = None,
+    confidence_level: float | None = None,
+) -> dict[str, Any]:
+    """:func:`report_build`, cached under the audit's state and the settings.
+
+    The key holds the blinding state, the plan hash, the settings and count/max-id/last-change
+    aggregates of every table the report reads, so any new or revised label, verdict or
+    rating (and unblinding) makes a new key; stale entries simply expire.
+    """
+    audit.refresh_from_db(fields=["unblinded_at", "unblinded_by"])
+    params = resolve_params(
+        audit=audit,
+        seed=seed,
+        resamples=resamples,
+        ece_bins=ece_bins,
+        abstain_rule=abstain_rule,
+        confidence_level=confidence_level,
+    )
+    key = report_cache_key(audit=audit, params=params)
+    report = cache.get(key)
+    if report is None:
+        report = report_build(audit=audit, **asdict(params))
+        cache.set(key, report, CACHE_SECONDS)
+    return report
