@@ -4,14 +4,46 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.models import Audit
-from annotations.permissions import IsAdmin, IsResearcherOrAdmin
-from annotations.serializers import AuditOutputSerializer, ImportCreateInputSerializer
+from annotations.models import Assignment, Audit, Batch
+from annotations.permissions import IsAdmin, IsClinician, IsResearcherOrAdmin
+from annotations.selectors.blinded import (
+    assignment_get_for_clinician,
+    assignment_list_for_clinician,
+    assignment_overview_for_clinician,
+    item_get_blinded,
+    item_get_next_blinded,
+)
+from annotations.selectors.progress import assignment_progress_list, audit_progress
+from annotations.selectors.users import annotators_get_by_usernames
+from annotations.serializers import (
+    AssignmentProgressOutputSerializer,
+    AssignmentSummaryOutputSerializer,
+    AuditOutputSerializer,
+    BatchAssignInputSerializer,
+    BatchCreateInputSerializer,
+    BatchOutputSerializer,
+    BatchPlanInputSerializer,
+    BatchPlanOutputSerializer,
+    BlindedItemOutputSerializer,
+    ImportCreateInputSerializer,
+    LabelInputSerializer,
+    OverviewEntryOutputSerializer,
+    RatingInputSerializer,
+    ReassignInputSerializer,
+    SavedOutputSerializer,
+)
+from annotations.services.batches import (
+    assignment_reassign,
+    batch_assign,
+    batch_build,
+    batch_preview,
+)
 from annotations.services.import_jobs import (
     import_job_create,
     import_job_get,
     import_job_progress,
 )
+from annotations.services.labels import assignment_submit, label_save, rating_save
 
 
 class AuditListApi(APIView):
@@ -53,3 +85,213 @@ class ImportDetailApi(APIView):
 
     def get(self, request, job_id: int):
         return Response(import_job_progress(import_job_get(job_id=job_id)))
+
+
+# --- clinicians: their own assignments, through the blinded selector only -------------------
+class MyAssignmentListApi(APIView):
+    permission_classes = [IsClinician]
+
+    def get(self, request):
+        summaries = assignment_list_for_clinician(clinician=request.user)
+        return Response(AssignmentSummaryOutputSerializer(summaries, many=True).data)
+
+
+class MyAssignmentDetailApi(APIView):
+    permission_classes = [IsClinician]
+
+    def get(self, request, public_id: str):
+        summary = assignment_get_for_clinician(
+            clinician=request.user, assignment_public_id=public_id
+        )
+        overview = assignment_overview_for_clinician(
+            clinician=request.user, assignment_public_id=public_id
+        )
+        data = AssignmentSummaryOutputSerializer(summary).data
+        data["items"] = OverviewEntryOutputSerializer(overview, many=True).data
+        return Response(data)
+
+
+class MyItemApi(APIView):
+    permission_classes = [IsClinician]
+
+    def get(self, request, public_id: str, position: int):
+        item = item_get_blinded(
+            clinician=request.user, assignment_public_id=public_id, position=position
+        )
+        return Response(BlindedItemOutputSerializer(item).data)
+
+
+class MyNextItemApi(APIView):
+    """The first item not yet labelled, in the clinician's order; 204 when all are done."""
+
+    permission_classes = [IsClinician]
+
+    def get(self, request, public_id: str):
+        item = item_get_next_blinded(clinician=request.user, assignment_public_id=public_id)
+        if item is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(BlindedItemOutputSerializer(item).data)
+
+
+class LabelSaveApi(APIView):
+    """PUT the item's label: idempotent; a change is kept as a new revision."""
+
+    permission_classes = [IsClinician]
+
+    def put(self, request, public_id: str, position: int):
+        serializer = LabelInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        label = label_save(
+            annotator=request.user,
+            assignment_public_id=public_id,
+            position=position,
+            **serializer.validated_data,
+        )
+        return Response(
+            SavedOutputSerializer(
+                {"position": position, "revision": label.revision, "elapsed_ms": label.elapsed_ms}
+            ).data
+        )
+
+
+class RatingSaveApi(APIView):
+    permission_classes = [IsClinician]
+
+    def put(self, request, public_id: str, position: int):
+        serializer = RatingInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        rating = rating_save(
+            annotator=request.user,
+            assignment_public_id=public_id,
+            position=position,
+            **serializer.validated_data,
+        )
+        return Response(
+            SavedOutputSerializer(
+                {"position": position, "revision": rating.revision, "elapsed_ms": rating.elapsed_ms}
+            ).data
+        )
+
+
+class AssignmentSubmitApi(APIView):
+    permission_classes = [IsClinician]
+
+    def post(self, request, public_id: str):
+        assignment_submit(annotator=request.user, assignment_public_id=public_id)
+        summary = assignment_get_for_clinician(
+            clinician=request.user, assignment_public_id=public_id
+        )
+        return Response(AssignmentSummaryOutputSerializer(summary).data)
+
+
+# --- admins: batches, assignment, progress --------------------------------------------------
+def _plan_data(plan) -> dict:
+    return BatchPlanOutputSerializer(
+        {
+            "unit": plan.unit,
+            "segmentation": plan.segmentation,
+            "seed": plan.seed,
+            "allocation": plan.allocation,
+            "stratify_by": ["condition", *plan.stratify_by],
+            "population": plan.population,
+            "excluded": plan.excluded,
+            "sample_size": plan.sample_size,
+            "gold": plan.gold,
+            "gold_available": plan.gold_available,
+            "strata": plan.strata,
+        }
+    ).data
+
+
+class BatchPreviewApi(APIView):
+    permission_classes = [IsAdmin]
+
+    def post(self, request, slug: str):
+        audit = get_object_or_404(Audit, slug=slug)
+        serializer = BatchPlanInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        plan = batch_preview(audit=audit, **serializer.validated_data)
+        return Response(_plan_data(plan))
+
+
+class BatchCreateApi(APIView):
+    permission_classes = [IsAdmin]
+
+    def post(self, request, slug: str):
+        audit = get_object_or_404(Audit, slug=slug)
+        serializer = BatchCreateInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        batch = batch_build(audit=audit, created_by=request.user, **serializer.validated_data)
+        return Response(BatchOutputSerializer(batch).data, status=status.HTTP_201_CREATED)
+
+
+class BatchAssignApi(APIView):
+    permission_classes = [IsAdmin]
+
+    def post(self, request, batch_id: int):
+        batch = get_object_or_404(Batch.objects.select_related("audit"), pk=batch_id)
+        serializer = BatchAssignInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        annotators = annotators_get_by_usernames(usernames=serializer.validated_data["annotators"])
+        batch_assign(
+            batch=batch, annotators=annotators, due_date=serializer.validated_data["due_date"]
+        )
+        rows = assignment_progress_list(batch=batch)
+        return Response(
+            AssignmentProgressOutputSerializer(rows, many=True).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class BatchProgressApi(APIView):
+    permission_classes = [IsAdmin]
+
+    def get(self, request, batch_id: int):
+        batch = get_object_or_404(Batch, pk=batch_id)
+        rows = assignment_progress_list(batch=batch)
+        return Response(AssignmentProgressOutputSerializer(rows, many=True).data)
+
+
+class AuditProgressApi(APIView):
+    permission_classes = [IsResearcherOrAdmin]
+
+    def get(self, request, slug: str):
+        audit = get_object_or_404(Audit, slug=slug)
+        progress = audit_progress(audit=audit)
+        return Response(
+            {
+                "total": progress.total,
+                "done": progress.done,
+                "abstention_share": progress.abstention_share,
+                "elapsed_ms": progress.elapsed_ms,
+                "assignments": AssignmentProgressOutputSerializer(
+                    progress.assignments, many=True
+                ).data,
+            }
+        )
+
+
+class AssignmentReassignApi(APIView):
+    permission_classes = [IsAdmin]
+
+    def post(self, request, public_id: str):
+        assignment = get_object_or_404(Assignment, public_id=public_id)
+        serializer = ReassignInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        (to_annotator,) = annotators_get_by_usernames(
+            usernames=[serializer.validated_data["annotator"]]
+        )
+        new = assignment_reassign(
+            assignment=assignment,
+            to_annotator=to_annotator,
+            due_date=serializer.validated_data["due_date"],
+        )
+        rows = [
+            r
+            for r in assignment_progress_list(batch=new.batch)
+            if r.public_id in (assignment.public_id, new.public_id)
+        ]
+        return Response(
+            AssignmentProgressOutputSerializer(rows, many=True).data,
+            status=status.HTTP_201_CREATED,
+        )

@@ -25,3 +25,181 @@ class AuditOutputSerializer(serializers.ModelSerializer):
             "created_at",
             "unblinded_at",
         )
+
+
+# --- labelling (clinicians): built from the blinded dataclasses only, explicit fields ---------
+class BlindedLabelOutputSerializer(serializers.Serializer):
+    verdict = serializers.CharField()
+    error_category = serializers.CharField()
+    comment = serializers.CharField()
+    probe_guess = serializers.CharField()
+    elapsed_ms = serializers.IntegerField()
+    revision = serializers.IntegerField()
+
+
+class BlindedRatingOutputSerializer(serializers.Serializer):
+    answers = serializers.DictField(child=serializers.IntegerField())
+    comment = serializers.CharField()
+    elapsed_ms = serializers.IntegerField()
+    revision = serializers.IntegerField()
+
+
+class LikertItemOutputSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    label = serializers.CharField()
+    min = serializers.IntegerField()
+    max = serializers.IntegerField()
+    min_label = serializers.CharField()
+    max_label = serializers.CharField()
+
+
+class OptionField(serializers.Field):
+    def to_representation(self, value):
+        return [{"key": k, "text": v} for k, v in value]
+
+
+class BlindedItemOutputSerializer(serializers.Serializer):
+    assignment = serializers.CharField(source="assignment_public_id")
+    position = serializers.IntegerField()
+    total = serializers.IntegerField()
+    done = serializers.IntegerField()
+    kind = serializers.CharField()
+    question = serializers.CharField()
+    options = OptionField()
+    context = serializers.ListField(child=serializers.CharField())
+    step = serializers.CharField()
+    trace = serializers.ListField(child=serializers.CharField())
+    final_answer = serializers.CharField()
+    error_categories = serializers.ListField(child=serializers.CharField())
+    guidelines = serializers.CharField()
+    probe_options = serializers.ListField(child=serializers.CharField())
+    likert_items = LikertItemOutputSerializer(many=True)
+    locked = serializers.BooleanField()
+    label = BlindedLabelOutputSerializer(allow_null=True)
+    rating = BlindedRatingOutputSerializer(allow_null=True)
+
+
+class AssignmentSummaryOutputSerializer(serializers.Serializer):
+    id = serializers.CharField(source="public_id")
+    title = serializers.CharField()
+    kind = serializers.CharField()
+    total = serializers.IntegerField()
+    done = serializers.IntegerField()
+    due_date = serializers.DateField(allow_null=True)
+    submitted = serializers.BooleanField()
+    first_open_position = serializers.IntegerField(allow_null=True)
+
+
+class OverviewEntryOutputSerializer(serializers.Serializer):
+    position = serializers.IntegerField()
+    done = serializers.BooleanField()
+    verdict = serializers.CharField()
+
+
+class LabelInputSerializer(serializers.Serializer):
+    verdict = serializers.CharField(max_length=16)
+    error_category = serializers.CharField(
+        max_length=120, required=False, allow_blank=True, default=""
+    )
+    comment = serializers.CharField(
+        max_length=5000, required=False, allow_blank=True, default="", trim_whitespace=False
+    )
+    probe_guess = serializers.CharField(
+        max_length=120, required=False, allow_blank=True, default=""
+    )
+    elapsed_ms = serializers.IntegerField(
+        min_value=0, max_value=86_400_000, required=False, default=0
+    )
+
+
+class RatingInputSerializer(serializers.Serializer):
+    answers = serializers.DictField(child=serializers.IntegerField())
+    comment = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
+    elapsed_ms = serializers.IntegerField(
+        min_value=0, max_value=86_400_000, required=False, default=0
+    )
+
+
+class SavedOutputSerializer(serializers.Serializer):
+    """What a save answers: the item's new state and where to go next (no ids)."""
+
+    position = serializers.IntegerField()
+    revision = serializers.IntegerField()
+    elapsed_ms = serializers.IntegerField()
+
+
+# --- batches (admins) --------------------------------------------------------------------------
+class BatchPlanInputSerializer(serializers.Serializer):
+    size = serializers.IntegerField(min_value=1, max_value=1_000_000)
+    segmentation = serializers.CharField(max_length=32)
+    seed = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    stratify_by = serializers.ListField(
+        child=serializers.CharField(max_length=32), required=False, default=list
+    )
+    allocation = serializers.ChoiceField(choices=["equal", "proportional"], default="equal")
+    include_batched = serializers.BooleanField(required=False, default=False)
+    gold = serializers.IntegerField(min_value=0, required=False, default=0)
+
+
+class BatchCreateInputSerializer(BatchPlanInputSerializer):
+    name = serializers.CharField(max_length=120)
+    overlap = serializers.IntegerField(min_value=1, max_value=50, default=1)
+    hidden_repeat_share = serializers.FloatField(
+        min_value=0, max_value=0.5, required=False, allow_null=True, default=None
+    )
+
+
+class StratumOutputSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    condition = serializers.CharField()
+    population = serializers.IntegerField()
+    sample = serializers.IntegerField()
+    inclusion_probability = serializers.FloatField()
+
+
+class BatchPlanOutputSerializer(serializers.Serializer):
+    unit = serializers.CharField()
+    segmentation = serializers.CharField()
+    seed = serializers.CharField()
+    allocation = serializers.CharField()
+    stratify_by = serializers.ListField(child=serializers.CharField())
+    population = serializers.IntegerField()
+    excluded = serializers.IntegerField()
+    sample_size = serializers.IntegerField()
+    gold = serializers.IntegerField()
+    gold_available = serializers.IntegerField()
+    strata = StratumOutputSerializer(many=True)
+
+
+class BatchOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="pk")
+    audit = serializers.CharField(source="audit.slug")
+    name = serializers.CharField()
+    segmentation = serializers.CharField()
+    seed = serializers.CharField()
+    overlap = serializers.IntegerField()
+    design = serializers.JSONField()
+    created_at = serializers.DateTimeField()
+
+
+class BatchAssignInputSerializer(serializers.Serializer):
+    annotators = serializers.ListField(child=serializers.CharField(max_length=150), min_length=1)
+    due_date = serializers.DateField(required=False, allow_null=True, default=None)
+
+
+class ReassignInputSerializer(serializers.Serializer):
+    annotator = serializers.CharField(max_length=150)
+    due_date = serializers.DateField(required=False, allow_null=True, default=None)
+
+
+class AssignmentProgressOutputSerializer(serializers.Serializer):
+    id = serializers.CharField(source="public_id")
+    batch = serializers.CharField()
+    annotator = serializers.CharField()
+    total = serializers.IntegerField()
+    done = serializers.IntegerField()
+    abstained = serializers.IntegerField()
+    abstention_share = serializers.FloatField(allow_null=True)
+    elapsed_ms = serializers.IntegerField()
+    due_date = serializers.DateField(allow_null=True)
+    submitted_at = serializers.DateTimeField(allow_null=True)

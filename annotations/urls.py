@@ -14,4 +14,57 @@ api_urlpatterns = [
     path("audits/", apis.AuditListApi.as_view(), name="api-audits"),
     path("audits/<slug:slug>/imports/", apis.ImportCreateApi.as_view(), name="api-import-create"),
     path("imports/<int:job_id>/", apis.ImportDetailApi.as_view(), name="api-import-detail"),
+    # clinicians: their own work, addressed by random public ids and positions only
+    path("my/assignments/", apis.MyAssignmentListApi.as_view(), name="api-my-assignments"),
+    path(
+        "my/assignments/<str:public_id>/",
+        apis.MyAssignmentDetailApi.as_view(),
+        name="api-my-assignment",
+    ),
+    path(
+        "my/assignments/<str:public_id>/next/",
+        apis.MyNextItemApi.as_view(),
+        name="api-my-next-item",
+    ),
+    path(
+        "my/assignments/<str:public_id>/items/<int:position>/",
+        apis.MyItemApi.as_view(),
+        name="api-my-item",
+    ),
+    path(
+        "my/assignments/<str:public_id>/items/<int:position>/label/",
+        apis.LabelSaveApi.as_view(),
+        name="api-label-save",
+    ),
+    path(
+        "my/assignments/<str:public_id>/items/<int:position>/rating/",
+        apis.RatingSaveApi.as_view(),
+        name="api-rating-save",
+    ),
+    path(
+        "my/assignments/<str:public_id>/submit/",
+        apis.AssignmentSubmitApi.as_view(),
+        name="api-assignment-submit",
+    ),
+    # admins
+    path(
+        "audits/<slug:slug>/batches/preview/",
+        apis.BatchPreviewApi.as_view(),
+        name="api-batch-preview",
+    ),
+    path("audits/<slug:slug>/batches/", apis.BatchCreateApi.as_view(), name="api-batch-create"),
+    path(
+        "audits/<slug:slug>/progress/", apis.AuditProgressApi.as_view(), name="api-audit-progress"
+    ),
+    path("batches/<int:batch_id>/assign/", apis.BatchAssignApi.as_view(), name="api-batch-assign"),
+    path(
+        "batches/<int:batch_id>/progress/",
+        apis.BatchProgressApi.as_view(),
+        name="api-batch-progress",
+    ),
+    path(
+        "assignments/<str:public_id>/reassign/",
+        apis.AssignmentReassignApi.as_view(),
+        name="api-assignment-reassign",
+    ),
 ]
