@@ -9,10 +9,12 @@ from django.db import transaction
 from annotations.models import Audit
 from annotations.roles import Role
 from annotations.services.audits import audit_create
+from annotations.services.batches import batch_assign, batch_build
 from annotations.services.imports import import_file
 from annotations.services.users import password_generate, user_create_or_update
 
 DEMO_SLUG = "demo"
+DEMO_BATCH = "demo batch 1"
 DEMO_ACCOUNTS = (
     ("admin", Role.ADMIN),
     ("researcher", Role.RESEARCHER),
@@ -85,4 +87,19 @@ def demo_seed(*, credentials_file: Path) -> list[tuple[str, str, str]]:
         )
     if not audit.traces.exists():
         import_file(audit=audit, path=DEMO_TRACES, segmenter_names=["given", "sentences"])
+    if not audit.batches.filter(name=DEMO_BATCH).exists():
+        batch = batch_build(
+            audit=audit,
+            name=DEMO_BATCH,
+            size=30,
+            segmentation="given",
+            overlap=2,
+            stratify_by=["answer_correct"],
+            gold=3,
+            hidden_repeat_share=0.1,
+        )
+        clinicians = list(
+            users.filter(username__in=["clinician1", "clinician2"]).order_by("username")
+        )
+        batch_assign(batch=batch, annotators=clinicians)
     return accounts

@@ -1,0 +1,110 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from annotations.models import Audit
+from annotations.selectors.users import annotators_get_by_usernames
+from annotations.services.batches import batch_assign, batch_build, batch_preview
+from annotations.services.sampling import Allocation
+from auditapp.exceptions import ApplicationError
+
+
+class Command(BaseCommand):
+    help = (
+        "Sample a batch of steps stratified by condition and assign it to clinicians "
+        "(each with their own order). Prints the strata."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--audit", required=True, help="audit slug")
+        parser.add_argument("--size", type=int, required=True, help="steps (or traces) to draw")
+        parser.add_argument("--overlap", type=int, default=1, help="annotators per step")
+        parser.add_argument("--annotators", default="", help="NAME,NAME (clinicians)")
+        parser.add_argument("--seed", default="", help="default: the batch name")
+        parser.add_argument("--name", default="", help="default: batch-<n>")
+        parser.add_argument("--segmentation", default="", help="default: 'given' if present")
+        parser.add_argument(
+            "--stratify-by-correctness",
+            action="store_true",
+            help="also stratify by whether the trace's final answer was correct",
+        )
+        parser.add_argument(
+            "--stratify-by-trace-type", action="store_true", help="also stratify by trace type"
+        )
+        parser.add_argument("--allocation", choices=Allocation.choices, default=Allocation.EQUAL)
+        parser.add_argument("--gold", type=int, default=0, help="gold items (reference verdict)")
+        parser.add_argument(
+            "--hidden-repeats", type=float, default=None, help="share repeated unannounced"
+        )
+        parser.add_argument(
+            "--include-batched", action="store_true", help="allow steps already in a batch"
+        )
+        parser.add_argument("--due", default=None, help="due date YYYY-MM-DD")
+        parser.add_argument("--dry-run", action="store_true", help="print the strata only")
+
+    def handle(self, *args, **opts):
+        audit = Audit.objects.filter(slug=opts["audit"]).first()
+        if audit is None:
+            raise CommandError(f"No audit {opts['audit']!r}.")
+        segmentation = opts["segmentation"] or (
+            "given"
+            if audit.steps.filter(segmentation="given").exists()
+            else audit.steps.values_list("segmentation", flat=True).first() or ""
+        )
+        stratify_by = []
+        if opts["stratify_by_correctness"]:
+            stratify_by.append("answer_correct")
+        if opts["stratify_by_trace_type"]:
+            stratify_by.append("trace_type")
+        name = opts["name"] or f"batch-{audit.batches.count() + 1}"
+        options = dict(
+            audit=audit,
+            size=opts["size"],
+            segmentation=segmentation,
+            seed=opts["seed"] or name,
+            stratify_by=stratify_by,
+            allocation=opts["allocation"],
+            include_batched=opts["include_batched"],
+            gold=opts["gold"],
+        )
+        try:
+            annotators = annotators_get_by_usernames(
+                usernames=[n for n in opts["annotators"].split(",") if n.strip()]
+            )
+            if opts["dry_run"]:
+                plan = batch_preview(**options)
+                self._print_strata(plan.design())
+                return
+            batch = batch_build(
+                name=name,
+                overlap=opts["overlap"],
+                hidden_repeat_share=opts["hidden_repeats"],
+                **options,
+            )
+            self._print_strata(batch.design)
+            if annotators:
+                assignments = batch_assign(batch=batch, annotators=annotators, due_date=opts["due"])
+                for a in assignments:
+                    self.stdout.write(
+                        f"assigned {a.items.count()} items to {a.annotator.get_username()}"
+                        f" (assignment {a.public_id})"
+                    )
+        except ApplicationError as exc:
+            raise CommandError(exc.message) from exc
+        self.stdout.write(self.style.SUCCESS(f"batch {name!r} created (id {batch.pk})"))
+
+    def _print_strata(self, design: dict) -> None:
+        self.stdout.write(
+            f"population {design['population']} {design['unit']}s "
+            f"({design['excluded_already_batched']} already batched), "
+            f"seed {design['seed']!r}, allocation {design['allocation']}"
+        )
+        width = max([len(s["key"]) for s in design["strata"]] + [6])
+        self.stdout.write(f"{'stratum':<{width}}  {'population':>10}  {'sample':>6}  {'π':>7}")
+        for s in design["strata"]:
+            self.stdout.write(
+                f"{s['key']:<{width}}  {s['population']:>10}  {s['sample']:>6}  "
+                f"{s['inclusion_probability']:>7.4f}"
+            )
+        total = sum(s["sample"] for s in design["strata"])
+        self.stdout.write(f"{'total':<{width}}  {design['population']:>10}  {total:>6}")
+        if design.get("gold"):
+            self.stdout.write(f"+ {design['gold']} gold items")
