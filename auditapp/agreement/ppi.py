@@ -8,10 +8,14 @@ Prediction-powered inference (Angelopoulos, Bates, Fannjiang, Jordan & Zrnic 202
 where Ŷ is the judge's error indicator, Y the expert's (the share of non-abstaining experts
 who call the step an error), and w̃ = w · n / Σw with Horvitz–Thompson weights w = 1/π from
 the recorded ``inclusion_probability`` π (or the ``weight`` column; uniform when neither is
-given). The variance is var(Ŷ)/N + var(w̃(Y − Ŷ))/n; here both terms are computed
-**cluster-robustly over traces** (sum within trace, then the sample variance of the trace
-sums, divided by the square of the count), which equals ``ppi_py``'s formula (population
-variance, ``ddof=0``) when every trace has one step. The interval is the normal (CLT) one.
+given). The point estimate is ``ppi_py``'s. The variance has two parts, the imputed mean's
+var(Ŷ)/N and the rectifier's Σ(w̃·(Δ − Δ̄_w))²/n² (the Hájek linearisation, because the
+normalised weights vary with the sample); with equal weights this is exactly ``ppi_py``'s
+formula (population variance, ``ddof=0``). By default both parts are computed
+**cluster-robustly over traces** in one linearisation, Σ_g (imputed_g/N + rectifier_g/n)²,
+which also keeps their covariance (the labelled steps sit inside the judged traces). The
+interval is the normal (CLT) one; with few labelled disagreements (tens of expert labels per
+condition) it runs a little narrow, see ``tests/agreement/test_coverage_simulation.py``.
 
 The population of a judge in a condition is the steps it judged without abstaining; the
 labelled subset is those with at least one non-abstaining expert (expert abstentions are
@@ -99,9 +103,9 @@ def _mean_var(values: np.ndarray, clusters: np.ndarray | None) -> float:
 
 
 def _codes(clusters: np.ndarray) -> np.ndarray:
-    """Dense integer codes of cluster ids (non-negative ints pass through)."""
-    if np.issubdtype(clusters.dtype, np.integer) and (clusters.size == 0 or clusters.min() >= 0):
-        return clusters
+    """Dense integer codes 0..k-1 of cluster ids."""
+    if np.issubdtype(clusters.dtype, np.integer):
+        return np.unique(clusters, return_inverse=True)[1]
     return pd.factorize(clusters)[0]
 
 
@@ -160,7 +164,11 @@ def ppi_mean(
     if w.shape != (n,) or np.any(~np.isfinite(w)) or np.any(w <= 0):
         raise ValueError("weights must be positive, finite and one per labelled unit")
     w = w * n / w.sum()
-    rectifier = w * (y_arr - yhat_arr)
+    delta = y_arr - yhat_arr
+    rectifier = w * delta
+    # Hájek linearisation w̃·(Δ − Δ̄_w): the weights are normalised by their own sum, so they
+    # vary with the sample; with equal weights this is ppi_py's rectifier deviation exactly.
+    residual = w * (delta - rectifier.mean())
     cl = None if clusters is None else np.asarray(clusters)
     cl_all = None if clusters_all is None else np.asarray(clusters_all)
     if cl is not None and cl.shape != (n,):
@@ -168,7 +176,18 @@ def ppi_mean(
     if cl_all is not None and cl_all.shape != (big_n,):
         raise ValueError("clusters_all must have one id per unit of yhat_all")
     value = all_arr.mean() + rectifier.mean()
-    var = _mean_var(all_arr, cl_all) + _mean_var(rectifier, cl)
+    if cl is None or cl_all is None:
+        var = _mean_var(all_arr, None) + float(np.sum(residual**2) / n**2)
+    else:
+        # Both means move with the same traces (the labelled steps sit inside them), so
+        # linearise per trace: var = Σ_g (imputed_g / N + rectifier_g / n)², which keeps the
+        # covariance that ppi_py's independent-samples formula leaves out.
+        codes = pd.factorize(np.concatenate([cl_all, cl]))[0]
+        k = int(codes.max()) + 1
+        per_trace = np.bincount(
+            codes[:big_n], weights=(all_arr - all_arr.mean()) / big_n, minlength=k
+        ) + np.bincount(codes[big_n:], weights=residual / n, minlength=k)
+        var = float(np.sum(per_trace**2))
     return _estimate(value, var, z)
 
 
@@ -220,8 +239,8 @@ def ppi_error_rates(
         ``weight``).
     confidence_level : float, keyword-only
     cluster : bool, keyword-only
-        Cluster-robust variances over traces (default); False gives ``ppi_py``'s i.i.d.
-        formula.
+        Cluster-robust variances over traces (default); False treats steps as independent
+        (``ppi_py``'s formula when the weights are equal).
     validate : bool, keyword-only
 
     Returns
@@ -240,16 +259,24 @@ def ppi_error_rates(
 
     rows: list[PPIRow] = []
     differences: list[PPIDifference] = []
-    for judge, by_judge in judges.groupby("evaluator", sort=True):
+    # Look every judged step up once (NaN = not labelled); groups then slice numpy arrays.
+    step_ids = judges["step_id"]
+    y_of = y_step.reindex(step_ids).to_numpy()
+    w_of = w_step.reindex(step_ids).to_numpy()
+    yhat_of = (judges["verdict"] == "error").to_numpy(dtype=float)
+    trace_of = pd.factorize(judges["trace_id"])[0]
+    groups = judges.groupby(["evaluator", "condition"], sort=True).indices
+    by_judge: dict[str, dict[str, np.ndarray]] = {}
+    for (judge, condition), positions in groups.items():
+        by_judge.setdefault(str(judge), {})[str(condition)] = positions
+    for judge, conditions in by_judge.items():
         per_condition: dict[str, PPIRow] = {}
-        for condition, group in by_judge.groupby("condition", sort=True):
-            yhat_all = (group["verdict"] == "error").to_numpy(dtype=float)
-            # Integer trace codes: variance sums by bincount instead of sorting strings.
-            traces_all = pd.factorize(group["trace_id"])[0]
-            is_labelled = group["step_id"].isin(y_step.index).to_numpy()
-            step_ids = group["step_id"].to_numpy()[is_labelled]
-            y = y_step.reindex(step_ids).to_numpy()
-            w = w_step.reindex(step_ids).to_numpy()
+        for condition, positions in conditions.items():
+            yhat_all = yhat_of[positions]
+            traces_all = trace_of[positions]
+            is_labelled = ~np.isnan(y_of[positions])
+            y = y_of[positions][is_labelled]
+            w = w_of[positions][is_labelled]
             yhat = yhat_all[is_labelled]
             traces = traces_all[is_labelled]
             if cluster:

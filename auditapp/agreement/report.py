@@ -248,7 +248,8 @@ def _methods(
             "Y_hat) over expert-labelled steps, Y = share of non-abstaining experts calling "
             "the step an error, w = Horvitz–Thompson weight 1/inclusion_probability "
             "(or the weight column; uniform when absent) normalised to mean 1. Normal "
-            "interval; variances cluster-robust over traces. Differences between conditions "
+            "interval; variance by linearisation per trace (cluster-robust, Hájek-weighted "
+            "rectifier, covariance of the two terms kept). Differences between conditions "
             "add the two variances. Judge-only = mean of the judge indicator; expert-only = "
             "weighted (Hájek) mean of Y over the labelled steps."
         ),

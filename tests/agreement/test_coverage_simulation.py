@@ -1,0 +1,125 @@
+"""Coverage simulation: do the 95% intervals cover the true error rate about 95% of the time?
+
+Each simulated audit has traces with their own error propensity drawn from a Beta
+distribution (trace-level random effects, so steps of a trace are correlated) and a known
+true error rate, the Beta mean. Many audits are packed into one labels table as separate
+conditions: the bootstrap resamples every condition independently, so each condition is an
+independent replicate and one call covers them all.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from auditapp.agreement.ppi import ppi_error_rates
+from auditapp.agreement.rates import error_rates
+
+AUDITS = 400
+TRUE_RATE = 0.3
+
+
+def _clustered_audits(rng, *, audits, traces, steps, concentration):
+    """Labels of ``audits`` independent audits (one condition each) and the true rate.
+
+    Trace propensity ~ Beta(a, b) with a + b = ``concentration`` and mean TRUE_RATE, so the
+    intra-trace correlation is 1 / (concentration + 1). Trace lengths vary around ``steps``.
+    """
+    a = TRUE_RATE * concentration
+    b = (1 - TRUE_RATE) * concentration
+    propensity = rng.beta(a, b, size=(audits, traces))
+    lengths = rng.integers(max(1, steps - 3), steps + 4, size=(audits, traces))
+    audit_of_step = np.repeat(np.repeat(np.arange(audits), traces), lengths.ravel())
+    trace_of_step = np.repeat(np.arange(audits * traces), lengths.ravel())
+    errors = rng.random(trace_of_step.size) < propensity.ravel()[trace_of_step]
+    return pd.DataFrame(
+        {
+            "step_id": np.arange(trace_of_step.size).astype(str),
+            "trace_id": trace_of_step.astype(str),
+            "question_id": "q",
+            "condition": np.char.add("audit-", audit_of_step.astype(str)),
+            "evaluator": "judge",
+            "evaluator_kind": "judge",
+            "verdict": np.where(errors, "error", "correct"),
+        }
+    )
+
+
+def _coverage(result, attribute_low, attribute_high):
+    lows = np.array([getattr(r, attribute_low) for r in result.rows])
+    highs = np.array([getattr(r, attribute_high) for r in result.rows])
+    return float(np.mean((lows <= TRUE_RATE) & (highs >= TRUE_RATE)))
+
+
+@pytest.mark.slow
+def test_cluster_bootstrap_covers_95_percent_and_wilson_undercovers():
+    # given: 400 audits × 80 traces × ~10 steps, intra-trace correlation 1/(3+1) = 0.25
+    labels = _clustered_audits(
+        np.random.default_rng(20240501), audits=AUDITS, traces=80, steps=10, concentration=3.0
+    )
+    # when
+    result = error_rates(labels, rng=np.random.default_rng(7), resamples=1000)
+    bootstrap = _coverage(result, "ci_low", "ci_high")
+    wilson = _coverage(result, "wilson_low", "wilson_high")
+    print(f"cluster bootstrap coverage {bootstrap:.3f}; Wilson coverage {wilson:.3f}")
+    # then: ±0.03 around 0.95 is ~2.8 binomial SEs for 400 audits
+    assert len(result.rows) == AUDITS
+    assert 0.92 <= bootstrap <= 0.98
+    assert wilson < 0.80  # design effect ≈ 1 + 9·0.25 ≈ 3.3: Wilson is far too narrow
+
+
+@pytest.mark.slow
+def test_bootstrap_and_wilson_agree_without_clustering():
+    # given: one step per trace, so steps are independent
+    labels = _clustered_audits(
+        np.random.default_rng(11), audits=AUDITS, traces=300, steps=1, concentration=1e6
+    )
+    # when
+    result = error_rates(labels, rng=np.random.default_rng(3), resamples=1000)
+    # then
+    assert 0.92 <= _coverage(result, "ci_low", "ci_high") <= 0.98
+    assert 0.92 <= _coverage(result, "wilson_low", "wilson_high") <= 0.98
+
+
+def _ppi_audits(rng, *, audits, traces, steps, concentration):
+    """Judge on every step, experts on a sample with unequal inclusion probabilities."""
+    labels = _clustered_audits(
+        rng, audits=audits, traces=traces, steps=steps, concentration=concentration
+    )
+    truth = labels["verdict"].to_numpy() == "error"
+    # A biased judge: misses 40% of errors, flags 5% of correct steps (mean 0.215).
+    judge = np.where(truth, rng.random(truth.size) < 0.6, rng.random(truth.size) < 0.05)
+    labels["verdict"] = np.where(judge, "error", "correct")
+    # Oversample the steps the judge flagged (π = 0.3) vs the rest (π = 0.1).
+    pi = np.where(judge, 0.3, 0.1)
+    sampled = rng.random(truth.size) < pi
+    experts = labels[sampled].assign(
+        evaluator="dr",
+        evaluator_kind="expert",
+        verdict=np.where(truth[sampled], "error", "correct"),
+        inclusion_probability=pi[sampled],
+    )
+    return pd.concat([labels, experts], ignore_index=True)
+
+
+@pytest.mark.slow
+def test_ppi_interval_covers_95_percent_with_unequal_inclusion():
+    # given: 400 audits × 150 traces × ~6 steps (~130 expert labels each), intra-trace
+    #        correlation 0.2. With ~50 labels the normal interval covers ~0.90: the
+    #        rectifier then rests on a handful of heavily weighted missed errors.
+    labels = _ppi_audits(
+        np.random.default_rng(99), audits=AUDITS, traces=150, steps=6, concentration=4.0
+    )
+    # when
+    rows, _ = ppi_error_rates(labels)
+    covered = [r.ppi.ci_low <= TRUE_RATE <= r.ppi.ci_high for r in rows]
+    expert_covered = [r.expert_only.ci_low <= TRUE_RATE <= r.expert_only.ci_high for r in rows]
+    judge_covered = [r.judge_only.ci_low <= TRUE_RATE <= r.judge_only.ci_high for r in rows]
+    print(
+        f"PPI coverage {np.mean(covered):.3f}; expert-only {np.mean(expert_covered):.3f}; "
+        f"judge-only {np.mean(judge_covered):.3f}"
+    )
+    # then: PPI and the weighted expert mean are valid; the biased judge alone is not
+    assert len(rows) == AUDITS
+    assert 0.92 <= np.mean(covered) <= 0.98
+    assert 0.92 <= np.mean(expert_covered) <= 0.98
+    assert np.mean(judge_covered) < 0.5
