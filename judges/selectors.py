@@ -1,0 +1,205 @@
+"""Reads of judges, runs, progress and verdicts.
+
+How the report layer finds judge verdicts
+-----------------------------------------
+Every evaluator that is not a clinician is a ``Judge``; its labels are ``JudgeVerdict`` rows,
+one per (run, step), reached through ``JudgeVerdict.run → JudgeRun.judge``:
+
+* ``Judge.is_reference`` → evaluator_kind ``'reference'`` (a run made by
+  ``reference_run_create`` from the imported ``Step.reference_verdict``, no HTTP);
+* otherwise → evaluator_kind ``'judge'`` (an LLM judge run by workers, a provider batch run,
+  or verdicts imported from a file);
+* the evaluator's name is the judge's ``name``; when one judge has several runs covering the
+  same step, the most recent run's verdict counts (later runs supersede earlier ones);
+* runs that are still running, paused, cancelled or failed contribute the verdicts they hold;
+* ``verdict`` is correct / error / abstain / invalid (an unparseable answer, kept raw — the
+  statistics may treat it as missing); ``error_category`` is '' unless the verdict is error.
+
+``verdicts_long_table(audit)`` yields exactly those rows in the shared long format; conditions
+appear under their blind code until the audit is unblinded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from annotations.models import Audit, Condition, Step
+from judges.models import Judge, JudgeRun, JudgeVerdict
+
+
+def judge_list() -> QuerySet[Judge]:
+    return Judge.objects.select_related("prompt").order_by("name")
+
+
+def run_list(*, audit: Audit | None = None) -> QuerySet[JudgeRun]:
+    runs = JudgeRun.objects.select_related("judge", "audit", "prompt")
+    if audit is not None:
+        runs = runs.filter(audit=audit)
+    return runs.order_by("-created_at", "-id")
+
+
+def run_get(*, run_id: int) -> JudgeRun | None:
+    return JudgeRun.objects.select_related("judge", "audit", "prompt").filter(pk=run_id).first()
+
+
+def condition_label(condition: Condition, *, audit: Audit) -> str:
+    """The blind code until the audit is unblinded, then the condition's name."""
+    return condition.name if audit.unblinded_at is not None else condition.blind_code
+
+
+def run_progress(run: JudgeRun) -> dict[str, Any]:
+    """Done / failed / remaining, steps per second (pauses excluded), tokens and ETA."""
+    now = timezone.now()
+    active = run.active_seconds
+    if run.running_since is not None and run.status == JudgeRun.Status.RUNNING:
+        active += max(0.0, (now - run.running_since).total_seconds())
+    finished = run.done + run.failed
+    remaining = max(0, run.total - finished)
+    rate = finished / active if active > 0 and finished else 0.0
+    eta = remaining / rate if rate > 0 and run.status == JudgeRun.Status.RUNNING else None
+    return {
+        "id": run.pk,
+        "judge": run.judge.name,
+        "evaluator_kind": "reference" if run.judge.is_reference else "judge",
+        "audit": run.audit.slug,
+        "mode": run.mode,
+        "scope": run.scope,
+        "segmentation": run.segmentation,
+        "batch": run.batch_name,
+        "status": run.status,
+        "message": run.message,
+        "total": run.total,
+        "done": run.done,
+        "failed": run.failed,
+        "invalid": run.invalid,
+        "remaining": remaining,
+        "fraction": (finished / run.total) if run.total else 1.0,
+        "steps_per_s": round(rate, 2),
+        "prompt_tokens": run.prompt_tokens,
+        "completion_tokens": run.completion_tokens,
+        "eta_s": None if eta is None or math.isinf(eta) else round(eta, 1),
+        "elapsed_s": round(active, 1),
+        "created_at": run.created_at.isoformat() if run.created_at else None,
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "can_pause": run.mode == JudgeRun.Mode.WORKERS and run.status in JudgeRun.ACTIVE,
+        "can_resume": run.mode == JudgeRun.Mode.WORKERS
+        and run.status in (JudgeRun.Status.PAUSED, JudgeRun.Status.FAILED),
+        "can_cancel": run.status not in JudgeRun.ENDED,
+    }
+
+
+def run_condition_summary(run: JudgeRun) -> list[dict[str, Any]]:
+    """Verdict counts per condition (label: blind code until unblinded), sorted by label."""
+    audit = run.audit
+    counts: dict[int, dict[str, int]] = {}
+    rows = (
+        JudgeVerdict.objects.filter(run=run)
+        .values_list("step__trace__condition_id", "verdict")
+        .order_by()
+    )
+    for condition_id, verdict in rows.iterator():
+        counts.setdefault(condition_id, {}).setdefault(verdict, 0)
+        counts[condition_id][verdict] += 1
+    out = []
+    for condition in Condition.objects.filter(audit=audit):
+        c = counts.get(condition.pk, {})
+        judged = sum(c.values())
+        non_abstain = judged - c.get("abstain", 0) - c.get("invalid", 0)
+        out.append(
+            {
+                "condition": condition_label(condition, audit=audit),
+                "judged": judged,
+                "correct": c.get("correct", 0),
+                "error": c.get("error", 0),
+                "abstain": c.get("abstain", 0),
+                "invalid": c.get("invalid", 0),
+                "error_rate": (c.get("error", 0) / non_abstain) if non_abstain else None,
+            }
+        )
+    return sorted(out, key=lambda r: r["condition"])
+
+
+def verdicts_long_table(audit: Audit) -> Iterator[dict[str, Any]]:
+    """One row per (judge, step) of the audit, the long format the agreement module takes.
+
+    Keys: ``step_id`` (the step's public id), ``trace_id`` (the trace's external id),
+    ``question_id`` (the question's external id), ``condition`` (blind code unless unblinded),
+    ``evaluator`` (judge name), ``evaluator_kind`` ('judge' or 'reference'), ``verdict``,
+    ``error_category`` ('' when none), plus ``segmentation`` and ``run_id``. See the module
+    docstring for which run wins when a judge has several. Streams; a few queries in all.
+    """
+    unblinded = audit.unblinded_at is not None
+    labels = {
+        c.pk: (c.name if unblinded else c.blind_code) for c in Condition.objects.filter(audit=audit)
+    }
+    seen: set[tuple[int, int]] = set()
+    rows = (
+        JudgeVerdict.objects.filter(run__audit=audit)
+        .order_by("-run_id", "step_id")
+        .values_list(
+            "run_id",
+            "run__judge_id",
+            "run__judge__name",
+            "run__judge__is_reference",
+            "step_id",
+            "step__public_id",
+            "step__segmentation",
+            "step__trace__external_id",
+            "step__trace__question__external_id",
+            "step__trace__condition_id",
+            "verdict",
+            "category",
+        )
+    )
+    for (
+        run_id,
+        judge_id,
+        judge_name,
+        is_reference,
+        step_pk,
+        public_id,
+        segmentation,
+        trace_ext,
+        question_ext,
+        condition_id,
+        verdict,
+        category,
+    ) in rows.iterator(chunk_size=2000):
+        key = (judge_id, step_pk)
+        if key in seen:
+            continue  # an older run of the same judge on the same step
+        seen.add(key)
+        yield {
+            "step_id": public_id,
+            "trace_id": trace_ext,
+            "question_id": question_ext,
+            "condition": labels.get(condition_id, ""),
+            "evaluator": judge_name,
+            "evaluator_kind": "reference" if is_reference else "judge",
+            "verdict": verdict,
+            "error_category": category or "",
+            "segmentation": segmentation,
+            "run_id": run_id,
+        }
+
+
+def step_count(*, audit: Audit, segmentation: str = "") -> int:
+    steps = Step.objects.filter(audit=audit)
+    if segmentation:
+        steps = steps.filter(segmentation=segmentation)
+    return steps.count()
+
+
+def audit_segmentations(audit: Audit) -> list[str]:
+    return list(
+        Step.objects.filter(audit=audit)
+        .order_by("segmentation")
+        .values_list("segmentation", flat=True)
+        .distinct()
+    )
