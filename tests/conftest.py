@@ -123,6 +123,12 @@ def _process_env(extra: dict | None = None) -> dict:
 
 
 @pytest.fixture
+def child_env():
+    """``child_env(extra)``: the environment for a child process on the test database."""
+    return _process_env
+
+
+@pytest.fixture
 def celery_worker_process(transactional_db, tmp_path):
     """A real `celery worker` process on the test database and the configured broker."""
     from django.conf import settings
