@@ -28,21 +28,25 @@ True
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from auditapp.agreement.answers import answer_metrics, trace_vs_answer
+from auditapp.agreement.coefficients import multi_rater_agreement, pairwise_agreement
 from auditapp.agreement.formats import answers_validate, labels_validate, ratings_validate
 from auditapp.agreement.judge_bias import judge_by_condition
+from auditapp.agreement.likert import likert_summary
 from auditapp.agreement.orderings import ordering_agreement, orderings
 from auditapp.agreement.ppi import PPIEstimate, ppi_error_rates
 from auditapp.agreement.rates import ABSTAIN_RULES, AbstainRule, ErrorRates, error_rates
-from auditapp.agreement.robustness import gaps_from_rates, segmentation_gaps
+from auditapp.agreement.robustness import (
+    gaps_from_rates,
+    hidden_repeat_consistency,
+    segmentation_gaps,
+)
 
 __all__ = ["REPORT_KEYS", "report_compute"]
 
@@ -60,11 +64,6 @@ REPORT_KEYS: tuple[str, ...] = (
     "robustness",
     "methods",
 )
-
-
-def _sibling(module: str, name: str) -> Callable[..., Any]:
-    # coefficients/likert are written in parallel; look them up at call time.
-    return getattr(importlib.import_module(f"auditapp.agreement.{module}"), name)
 
 
 def _jsonable(value: Any) -> Any:
@@ -278,6 +277,7 @@ def report_compute(
     abstain_rule: AbstainRule = "exclude",
     confidence_level: float = 0.95,
     segmentation: str | None = None,
+    repeats: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Compute the whole agreement report as a JSON-serialisable dict.
 
@@ -302,6 +302,9 @@ def report_compute(
     segmentation : str, optional, keyword-only
         The segmentation the main sections use when labels carry several (default: the one
         with the most labels); ``robustness`` always covers all of them.
+    repeats : pandas.DataFrame, optional, keyword-only
+        Hidden repeats (``rater, step_id, first, second``) for
+        ``robustness["hidden_repeats"]``; None leaves that entry None.
 
     Returns
     -------
@@ -366,8 +369,6 @@ def report_compute(
             }
         )
 
-    pairwise = _sibling("coefficients", "pairwise_agreement")
-    multi = _sibling("coefficients", "multi_rater_agreement")
     pairwise_rows: list[dict[str, Any]] = []
     multi_rows: list[dict[str, Any]] = []
     if not main.empty:
@@ -376,9 +377,11 @@ def report_compute(
         step_code = pd.factorize(main["step_id"])[0]
         shared = main[np.bincount(step_code)[step_code] >= 2]
         for abstain in ("category", "missing"):
-            pairwise_rows.extend(pairwise(shared, abstain=abstain))
+            pairwise_rows.extend(pairwise_agreement(shared, abstain=abstain))
         for abstain in ("category", "missing"):
-            multi_rows.append(dict(multi(shared, abstain=abstain, evaluator_kind=None)))
+            multi_rows.append(
+                dict(multi_rater_agreement(shared, abstain=abstain, evaluator_kind=None))
+            )
         kinds_with_several = [
             kind
             for kind, n in main.groupby("evaluator_kind")["evaluator"].nunique().items()
@@ -387,7 +390,9 @@ def report_compute(
         for kind in sorted(kinds_with_several):
             of_kind = main[main["evaluator_kind"] == kind]
             for abstain in ("category", "missing"):
-                multi_rows.append(dict(multi(of_kind, abstain=abstain, evaluator_kind=kind)))
+                multi_rows.append(
+                    dict(multi_rater_agreement(of_kind, abstain=abstain, evaluator_kind=kind))
+                )
 
     answer_rows: list[Any] = []
     trace_answer_rows: list[Any] = []
@@ -397,7 +402,7 @@ def report_compute(
 
     likert = None
     if rating_frame is not None and not rating_frame.empty:
-        likert = _sibling("likert", "likert_summary")(
+        likert = likert_summary(
             rating_frame, rng=rng, confidence_level=confidence_level, resamples=resamples
         )
 
@@ -451,7 +456,14 @@ def report_compute(
     else:
         # One segmentation: its gaps are the main orderings' differences; no second bootstrap.
         gaps = gaps_from_rates(rates, segmentation=primary or "default")
-    robustness = {"segmentation_gaps": gaps}
+    robustness = {
+        "segmentation_gaps": gaps,
+        "hidden_repeats": (
+            hidden_repeat_consistency(repeats, confidence_level=confidence_level)
+            if repeats is not None and not repeats.empty
+            else None
+        ),
+    }
 
     report = {
         "error_rates": _rate_rows(rates),

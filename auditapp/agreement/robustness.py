@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from auditapp.agreement.blinding import hidden_repeat_consistency
 from auditapp.agreement.formats import labels_validate
 from auditapp.agreement.orderings import orderings
 from auditapp.agreement.rates import AbstainRule, ErrorRates, error_rates
@@ -37,16 +38,6 @@ __all__ = [
     "hidden_repeat_consistency",
     "segmentation_gaps",
 ]
-
-
-def __getattr__(name: str) -> object:
-    # blinding.py is written in parallel; resolve the re-export lazily so this module
-    # imports even before it lands.
-    if name == "hidden_repeat_consistency":
-        from auditapp.agreement.blinding import hidden_repeat_consistency
-
-        return hidden_repeat_consistency
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
