@@ -4,6 +4,7 @@ from django.urls import include, path
 
 from annotations import views as annotation_views
 from annotations.urls import api_urlpatterns as annotation_api
+from auditapp.reports.urls import api_urlpatterns as reports_api
 
 urlpatterns = [
     path("", annotation_views.home, name="home"),
@@ -12,4 +13,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("annotations.urls")),
     path("api/", include((annotation_api, "annotations-api"))),
+    path("reports/", include("auditapp.reports.urls")),
+    path("api/reports/", include((reports_api, "reports-api"))),
 ]

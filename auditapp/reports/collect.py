@@ -210,11 +210,82 @@ def _expert_labels(audit: Audit) -> pd.DataFrame | None:
     return frame.drop_duplicates(["step_id", "evaluator", "segmentation"], keep="last")
 
 
+def _judge_labels_fast(audit: Audit, labels: dict[int, str]) -> pd.DataFrame | None:
+    """Judge and reference verdicts read as columns, with the selector's rules.
+
+    ``judges.selectors.verdicts_long_table`` is the reference definition (one dict per row);
+    at 1,000,000 verdicts building dicts costs more than the statistics, so the same rules
+    are applied here on arrays: evaluator = judge name, kind = reference/judge by
+    ``Judge.is_reference``, and when a judge has several runs over a step, the most recent
+    run (highest id) wins. ``tests/reports`` checks both give the same table.
+    """
+    verdict_model = _model("judges", "JudgeVerdict")
+    if verdict_model is None or _field_name(verdict_model, "run", "step", "verdict") is None:
+        return None
+    queryset = (
+        verdict_model.objects.filter(run__audit=audit)
+        .order_by()
+        .values_list(
+            "run_id",
+            "run__judge_id",
+            "run__judge__name",
+            "run__judge__is_reference",
+            "step_id",
+            "step__public_id",
+            "step__trace__external_id",
+            "step__trace__question__external_id",
+            "step__trace__condition_id",
+            "step__segmentation",
+            "verdict",
+            "category",
+        )
+    )
+    frame = _frame(
+        queryset,
+        [
+            "run_id",
+            "judge_id",
+            "evaluator",
+            "is_reference",
+            "step_pk",
+            "step_id",
+            "trace_id",
+            "question_id",
+            "condition_id",
+            "segmentation",
+            "verdict",
+            "error_category",
+        ],
+        text=[
+            "evaluator",
+            "step_id",
+            "trace_id",
+            "question_id",
+            "segmentation",
+            "verdict",
+            "error_category",
+        ],
+    )
+    if frame.empty:
+        return frame
+    frame = frame.sort_values("run_id", ascending=False, kind="stable")
+    frame = frame.drop_duplicates(["judge_id", "step_pk"], keep="first")
+    # COPY's CSV spells booleans t/f; values_list gives Python bools.
+    reference = frame["is_reference"].map({True: True, False: False, "t": True, "f": False})
+    frame["evaluator_kind"] = np.where(reference.fillna(False).astype(bool), "reference", "judge")
+    frame["condition"] = _map_conditions(frame, labels)
+    # An "invalid" judge answer (unparseable) is no verdict at all: it is not a label.
+    return frame[frame["verdict"].isin(["correct", "error", "abstain"])]
+
+
 def _judge_labels(
     audit: Audit, labels: dict[int, str], names: dict[str, str]
 ) -> pd.DataFrame | None:
     if not apps.is_installed("judges"):
         return None
+    fast = _judge_labels_fast(audit, labels)
+    if fast is not None:
+        return fast
     # The judges app may not have its selector yet: then there are no judge verdicts.
     try:
         from judges.selectors import verdicts_long_table
@@ -233,8 +304,7 @@ def _judge_labels(
     if "category" in frame.columns and "error_category" not in frame.columns:
         frame = frame.rename(columns={"category": "error_category"})
     # An "invalid" judge answer is no verdict at all: it is not a label.
-    frame = frame[frame["verdict"].isin(["correct", "error", "abstain"])]
-    return frame
+    return frame[frame["verdict"].isin(["correct", "error", "abstain"])]
 
 
 def labels_collect(audit: Audit) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -271,7 +341,7 @@ def labels_collect(audit: Audit) -> tuple[pd.DataFrame, dict[str, int]]:
     columns = [*LABEL_COLUMNS, *LABEL_EXTRA_COLUMNS]
     if not parts:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns}), sources
-    frame = pd.concat([p.reindex(columns=columns) for p in parts], ignore_index=True, copy=False)
+    frame = pd.concat([p.reindex(columns=columns) for p in parts], ignore_index=True)
     return frame, sources
 
 

@@ -26,7 +26,12 @@ from auditapp.agreement.formats import answers_read, labels_read, ratings_read
 from auditapp.agreement.rates import ABSTAIN_RULES
 from auditapp.agreement.report import REPORT_KEYS, report_compute
 from auditapp.exceptions import ApplicationError, ConflictError, ForbiddenError
-from auditapp.reports.collect import AuditTables, audit_tables_collect, tables_fingerprint
+from auditapp.reports.collect import (
+    AuditTables,
+    audit_tables_collect,
+    condition_labels,
+    tables_fingerprint,
+)
 from auditapp.reports.models import AnalysisPlan, UnblindingEvent
 
 __all__ = [
@@ -476,6 +481,10 @@ def report_cache_key(*, audit: Audit, params: ReportParams) -> str:
     state = {
         "v": REPORT_VERSION,
         "audit": audit.pk,
+        # The labels a report shows for conditions (codes or names): a recreated audit with
+        # the same pk and counts still gets its own key.
+        "conditions": condition_labels(audit),
+        "seed": hashlib.sha256(audit.blinding_seed.encode()).hexdigest(),
         "tables": tables_fingerprint(audit),
         "plan": plan.sha256 if plan else None,
         "params": asdict(params),

@@ -1,0 +1,222 @@
+"""REST API of the report layer: thin views over the services (researchers and admins only)."""
+
+from __future__ import annotations
+
+from django.http import HttpResponse
+from rest_framework import serializers
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotations.permissions import IsAdmin, IsResearcherOrAdmin
+from auditapp.exceptions import ApplicationError, NotFoundError
+from auditapp.reports.collect import answers_collect, labels_collect, ratings_collect
+from auditapp.reports.exports import REPORT_TABLES, frame_to_bytes, report_tables
+from auditapp.reports.selectors import audit_get_for_report
+from auditapp.reports.services import (
+    agreement_stats_from_csv,
+    analysis_plan_get,
+    analysis_plan_lock,
+    audit_unblind,
+    report_cached,
+)
+
+LONG_TABLES = ("labels", "answers", "ratings")
+CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
+# An uploaded agreement table is read whole into memory; 50 MB is ~1,000,000 short rows.
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+
+
+class AnyMediaRenderer(BaseRenderer):
+    """Lets a download view answer clients that ask for text/csv or Parquet (the view returns
+    an HttpResponse itself; errors still render as JSON through JSONRenderer first)."""
+
+    media_type = "*/*"
+    format = "download"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data
+
+
+class ReportSettingsSerializer(serializers.Serializer):
+    seed = serializers.IntegerField(min_value=0, required=False)
+    resamples = serializers.IntegerField(min_value=1, max_value=100_000, required=False)
+    ece_bins = serializers.IntegerField(min_value=1, max_value=1000, required=False)
+    abstain_rule = serializers.ChoiceField(choices=["exclude", "error", "correct"], required=False)
+    confidence_level = serializers.FloatField(min_value=0.5, max_value=0.999, required=False)
+
+
+def _settings(request) -> dict:
+    serializer = ReportSettingsSerializer(data=request.query_params)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+class AuditReportApi(APIView):
+    """GET the whole report as JSON; ?seed=&resamples=&ece_bins=&abstain_rule=."""
+
+    permission_classes = [IsAuthenticated, IsResearcherOrAdmin]
+
+    def get(self, request, slug: str):
+        audit = audit_get_for_report(user=request.user, slug=slug)
+        return Response(report_cached(audit=audit, **_settings(request)))
+
+
+class AuditTableApi(APIView):
+    """GET one table as CSV or Parquet: a long table (labels, answers, ratings) or a report
+    table (error_rates, …) computed with the same query parameters as the report."""
+
+    permission_classes = [IsAuthenticated, IsResearcherOrAdmin]
+    renderer_classes = [JSONRenderer, AnyMediaRenderer]
+
+    def get(self, request, slug: str, name: str, fmt: str):
+        audit = audit_get_for_report(user=request.user, slug=slug)
+        if fmt not in CONTENT_TYPES:
+            raise NotFoundError(f"no format {fmt!r}; use csv or parquet")
+        if name == "labels":
+            frame, _ = labels_collect(audit)
+        elif name == "answers":
+            frame = answers_collect(audit)
+        elif name == "ratings":
+            frame = ratings_collect(audit)
+        elif name in REPORT_TABLES:
+            frame = report_tables(report_cached(audit=audit, **_settings(request)))[name]
+        else:
+            raise NotFoundError(
+                f"no table {name!r}",
+                extra={"tables": [*LONG_TABLES, *REPORT_TABLES]},
+            )
+        response = HttpResponse(frame_to_bytes(frame, fmt), content_type=CONTENT_TYPES[fmt])
+        response["Content-Disposition"] = f'attachment; filename="{audit.slug}-{name}.{fmt}"'
+        response["Cache-Control"] = "private, no-store"
+        return response
+
+
+class AuditTableIndexApi(APIView):
+    """GET the download URLs of every table of an audit."""
+
+    permission_classes = [IsAuthenticated, IsResearcherOrAdmin]
+
+    def get(self, request, slug: str):
+        audit = audit_get_for_report(user=request.user, slug=slug)
+        base = request.build_absolute_uri()
+        return Response(
+            {
+                "long_tables": {n: f"{base}{n}.csv" for n in LONG_TABLES},
+                "report_tables": {n: f"{base}{n}.csv" for n in REPORT_TABLES},
+                "formats": list(CONTENT_TYPES),
+                "audit": audit.slug,
+            }
+        )
+
+
+class AgreementStatsApi(APIView):
+    """POST a CSV (multipart ``file``) with ``unit``, ``rater``, ``value`` [, ``level``]."""
+
+    permission_classes = [IsAuthenticated, IsResearcherOrAdmin]
+    parser_classes = [MultiPartParser, FormParser]
+
+    class InputSerializer(serializers.Serializer):
+        file = serializers.FileField()
+        unit = serializers.CharField(max_length=200)
+        rater = serializers.CharField(max_length=200)
+        value = serializers.CharField(max_length=200)
+        level = serializers.ChoiceField(
+            choices=["nominal", "ordinal", "interval", "ratio"], default="nominal"
+        )
+
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        upload = data["file"]
+        if upload.size > MAX_UPLOAD_BYTES:
+            raise ApplicationError(
+                f"the file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB",
+                code="too_large",
+            )
+        result = agreement_stats_from_csv(
+            upload,
+            unit=data["unit"],
+            rater=data["rater"],
+            value=data["value"],
+            level=data["level"],
+            name=upload.name or "the upload",
+        )
+        return Response(result)
+
+
+class PlanOutputSerializer(serializers.Serializer):
+    locked = serializers.BooleanField()
+    sha256 = serializers.CharField(required=False)
+    locked_at = serializers.DateTimeField(required=False)
+    locked_by = serializers.CharField(required=False)
+    plan = serializers.JSONField(required=False)
+
+
+def _plan_payload(plan) -> dict:
+    if plan is None:
+        return {"locked": False}
+    return PlanOutputSerializer(
+        {
+            "locked": True,
+            "sha256": plan.sha256,
+            "locked_at": plan.locked_at,
+            "locked_by": plan.locked_by.get_username(),
+            "plan": plan.plan,
+        }
+    ).data
+
+
+class AnalysisPlanApi(APIView):
+    """GET the audit's analysis plan; POST ``{"plan": {...}}`` to lock it (once, blinded)."""
+
+    permission_classes = [IsAuthenticated, IsResearcherOrAdmin]
+    parser_classes = [JSONParser]
+
+    class InputSerializer(serializers.Serializer):
+        plan = serializers.DictField()
+
+    def get(self, request, slug: str):
+        audit = audit_get_for_report(user=request.user, slug=slug)
+        return Response(_plan_payload(analysis_plan_get(audit=audit)))
+
+    def post(self, request, slug: str):
+        audit = audit_get_for_report(user=request.user, slug=slug)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        plan = analysis_plan_lock(
+            audit=audit, user=request.user, plan=serializer.validated_data["plan"]
+        )
+        return Response(_plan_payload(plan), status=201)
+
+
+class AuditUnblindApi(APIView):
+    """POST ``{"confirm": "<slug>"}``: reveal condition names. Admins only; once."""
+
+    permission_classes = [IsAuthenticated, IsAdmin]
+    parser_classes = [JSONParser, FormParser]
+
+    class InputSerializer(serializers.Serializer):
+        confirm = serializers.CharField(max_length=64, allow_blank=True)
+
+    def post(self, request, slug: str):
+        audit = audit_get_for_report(user=request.user, slug=slug)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        event = audit_unblind(
+            audit=audit,
+            user=request.user,
+            confirm_slug=serializer.validated_data["confirm"],
+            ip_address=request.META.get("REMOTE_ADDR"),
+        )
+        return Response(
+            {
+                "audit": audit.slug,
+                "unblinded_at": event.at.isoformat(),
+                "unblinded_by": request.user.get_username(),
+                "plan_sha256": event.plan_sha256 or None,
+            }
+        )
