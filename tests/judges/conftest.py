@@ -53,3 +53,73 @@ def _run_chunks(run, *, chunk_size: int = 50, final_attempt: bool = True) -> lis
 def run_chunks():
     """Run every missing step of a run through ``judge_chunk_run`` in this process."""
     return _run_chunks
+
+
+@pytest.fixture
+def fake_process(tmp_path):
+    """Start the fake server as a separate process: ``start(*args) -> base_url``."""
+    import sys
+    from pathlib import Path
+
+    from processes import ManagedProcess, free_port, wait_for_http
+
+    root = Path(__file__).resolve().parents[2]
+    started = []
+
+    def start(*args: str) -> str:
+        port = free_port()
+        proc = ManagedProcess(
+            [sys.executable, "-m", "judges.clients.fake_server", "--port", str(port), *args],
+            env={**__import__("os").environ, "PYTHONPATH": str(root)},
+            cwd=root,
+            log=tmp_path / f"fake-{port}.log",
+        )
+        proc.start()
+        started.append(proc)
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(base + "/v1/models", timeout=30, process=proc)
+        return base + "/v1"
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def fake_stats(base_url: str) -> dict:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/_stats", timeout=5) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture
+def fake_stats_of():
+    return fake_stats
+
+
+@pytest.fixture
+def wait_run():
+    """Poll a run until it ends, reconciling it like the periodic task would."""
+
+    def wait(run, *, timeout_s: float = 120, stale_after_s: float = 5.0, on_poll=None):
+        import time
+
+        from judges.models import JudgeRun
+        from judges.services import run_reconcile
+
+        deadline = time.monotonic() + timeout_s
+        reconciled = 0
+        while time.monotonic() < deadline:
+            run.refresh_from_db()
+            if on_poll:
+                on_poll(run)
+            if run.status in JudgeRun.ENDED:
+                return run, reconciled
+            reconciled += run_reconcile(run_id=run.pk, stale_after_s=stale_after_s)
+            time.sleep(0.5)
+        raise AssertionError(
+            f"run {run.pk} still {run.status} after {timeout_s}s: {run.done}/{run.total}"
+        )
+
+    return wait

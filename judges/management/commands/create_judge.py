@@ -1,0 +1,39 @@
+import json
+from pathlib import Path
+
+import yaml
+from django.core.management.base import BaseCommand, CommandError
+
+from auditapp.exceptions import ApplicationError
+from judges.services import judge_create_or_update
+
+from ._common import command_error
+
+
+class Command(BaseCommand):
+    help = (
+        "Create or update a judge (and its prompt version) from a JSON or YAML spec. "
+        "See docs/judges.md; example: docs/examples/judge.json."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("file", type=Path)
+
+    def handle(self, *args, file: Path, **options):
+        if not file.is_file():
+            raise CommandError(f"{file}: no such file")
+        text = file.read_text(encoding="utf-8")
+        try:
+            if file.suffix.lower() in (".yaml", ".yml"):
+                spec = yaml.safe_load(text)
+            else:
+                spec = json.loads(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            kind = "YAML" if file.suffix.lower() in (".yaml", ".yml") else "JSON"
+            raise CommandError(f"{file}: not valid {kind}: {exc}") from None
+        try:
+            judge = judge_create_or_update(spec=spec)
+        except ApplicationError as exc:
+            raise command_error(exc) from None
+        prompt = f" with prompt {judge.prompt}" if judge.prompt else ""
+        self.stdout.write(f"judge {judge.name} saved{prompt}")
