@@ -14,3 +14,52 @@ class ImportForm(forms.Form):
     skip_existing = forms.BooleanField(
         required=False, help_text="Leave out trace ids already imported."
     )
+
+
+class BatchForm(forms.Form):
+    name = forms.CharField(max_length=120)
+    size = forms.IntegerField(min_value=1, max_value=1_000_000, initial=30)
+    segmentation = forms.ChoiceField(choices=())
+    overlap = forms.IntegerField(
+        min_value=1, max_value=50, initial=2, help_text="Annotators per step."
+    )
+    seed = forms.CharField(
+        max_length=64, required=False, help_text="Empty: the batch name. Same seed, same draw."
+    )
+    stratify_by = forms.MultipleChoiceField(
+        choices=[("answer_correct", "answer correct / wrong"), ("trace_type", "trace type")],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Always stratified by condition.",
+    )
+    allocation = forms.ChoiceField(
+        choices=[("equal", "equal per condition"), ("proportional", "proportional")]
+    )
+    gold = forms.IntegerField(min_value=0, initial=0, help_text="Steps with a reference verdict.")
+    hidden_repeat_share = forms.FloatField(
+        min_value=0, max_value=0.5, initial=0.0, help_text="Share repeated later, unannounced."
+    )
+    include_batched = forms.BooleanField(
+        required=False, help_text="Allow steps already in another batch."
+    )
+
+    def __init__(self, *args, segmentations: list[str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["segmentation"].choices = [(s, s) for s in segmentations]
+
+
+class AssignForm(forms.Form):
+    annotators = forms.MultipleChoiceField(choices=(), widget=forms.CheckboxSelectMultiple)
+    due_date = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args, clinicians: list[str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["annotators"].choices = [(c, c) for c in clinicians]
+
+
+class ReassignForm(forms.Form):
+    annotator = forms.ChoiceField(choices=())
+
+    def __init__(self, *args, clinicians: list[str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["annotator"].choices = [(c, c) for c in clinicians]

@@ -6,6 +6,10 @@ app_name = "annotations"
 
 urlpatterns = [
     path("my/", views.my_assignments, name="my-assignments"),
+    path("my/<str:public_id>/", views.assignment_resume, name="assignment"),
+    path("my/<str:public_id>/<int:position>/", views.label_page, name="label"),
+    path("audits/<slug:slug>/batches/", views.batch_list_page, name="batches"),
+    path("batches/<int:batch_id>/", views.batch_page, name="batch"),
     path("audits/<slug:slug>/import/", views.import_page, name="import"),
     path("imports/<int:job_id>/", views.import_job_page, name="import-job"),
 ]

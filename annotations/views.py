@@ -1,12 +1,31 @@
+from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
+from django.db.models import Count
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 
-from annotations.forms import ImportForm
-from annotations.models import Audit
+from annotations.forms import AssignForm, BatchForm, ImportForm, ReassignForm
+from annotations.models import Assignment, Audit, Batch
 from annotations.roles import Role, user_has_role, user_is_researcher_or_admin
+from annotations.selectors.blinded import (
+    assignment_get_for_clinician,
+    assignment_list_for_clinician,
+    item_get_blinded,
+)
+from annotations.selectors.progress import assignment_progress_list, audit_progress
+from annotations.selectors.users import annotators_get_by_usernames
+from annotations.serializers import BlindedItemOutputSerializer
+from annotations.services.batches import (
+    assignment_reassign,
+    batch_assign,
+    batch_build,
+    batch_preview,
+)
 from annotations.services.import_jobs import import_job_create, import_job_get, import_job_progress
-from auditapp.exceptions import ImportRejected
+from auditapp.exceptions import ApplicationError, ImportRejected, NotFoundError
 
 
 @login_required
@@ -59,7 +78,148 @@ def import_job_page(request, job_id: int):
     )
 
 
+# --- clinicians: pages built from the blinded selector only -------------------------------
+def _clinician_only(request) -> None:
+    if not user_has_role(request.user, Role.CLINICIAN):
+        raise Http404
+
+
 @login_required
 def my_assignments(request):
-    # Replaced by the labelling work (issue 3): the clinician's assignments with progress.
-    return render(request, "annotations/home_norole.html")
+    if not user_has_role(request.user, Role.CLINICIAN):
+        return render(request, "annotations/home_norole.html")
+    assignments = assignment_list_for_clinician(clinician=request.user)
+    return render(request, "annotations/assignment_list.html", {"assignments": assignments})
+
+
+@login_required
+def assignment_resume(request, public_id: str):
+    """Land on the first item not yet done (or the first item once all are)."""
+    _clinician_only(request)
+    summary = _summary_or_404(request, public_id)
+    position = summary.first_open_position or 1
+    return redirect("annotations:label", public_id=public_id, position=position)
+
+
+def _summary_or_404(request, public_id: str):
+    try:
+        return assignment_get_for_clinician(clinician=request.user, assignment_public_id=public_id)
+    except NotFoundError:
+        raise Http404 from None
+
+
+@login_required
+def label_page(request, public_id: str, position: int):
+    _clinician_only(request)
+    try:
+        item = item_get_blinded(
+            clinician=request.user, assignment_public_id=public_id, position=position
+        )
+    except NotFoundError:
+        raise Http404 from None
+    data = BlindedItemOutputSerializer(item).data
+    data["urls"] = {
+        "api": reverse("annotations-api:api-my-item", args=[public_id, position]),
+        "assignment_api": reverse("annotations-api:api-my-assignment", args=[public_id]),
+        "submit_api": reverse("annotations-api:api-assignment-submit", args=[public_id]),
+        "page": reverse("annotations:label", args=[public_id, 0]).removesuffix("0/"),
+        "list": reverse("annotations:my-assignments"),
+    }
+    template = (
+        "annotations/rating_page.html" if item.kind == "trace" else ("annotations/label_page.html")
+    )
+    return render(request, template, {"item": item, "data": data})
+
+
+# --- admins: batches, assignment, progress -----------------------------------------------
+def _clinician_names() -> list[str]:
+    return list(
+        get_user_model()
+        .objects.filter(is_active=True, groups__name=Role.CLINICIAN.value)
+        .order_by("username")
+        .values_list("username", flat=True)
+    )
+
+
+@staff_member_required
+def batch_list_page(request, slug: str):
+    audit = get_object_or_404(Audit, slug=slug)
+    segmentations = sorted(audit.steps.order_by().values_list("segmentation", flat=True).distinct())
+    plan = None
+    form = BatchForm(request.POST or None, segmentations=segmentations)
+    if request.method == "POST" and form.is_valid():
+        options = dict(form.cleaned_data)
+        name = options.pop("name")
+        overlap = options.pop("overlap")
+        share = options.pop("hidden_repeat_share")
+        try:
+            if "create" in request.POST:
+                batch = batch_build(
+                    audit=audit,
+                    name=name,
+                    overlap=overlap,
+                    hidden_repeat_share=share,
+                    created_by=request.user,
+                    **{**options, "seed": options["seed"] or name},
+                )
+                messages.success(request, f"Batch {batch.name!r} created.")
+                return redirect("annotations:batch", batch_id=batch.pk)
+            plan = batch_preview(audit=audit, **{**options, "seed": options["seed"] or name})
+        except ApplicationError as exc:
+            form.add_error(None, exc.message)
+    batches = audit.batches.annotate(n_items=Count("items", distinct=True)).order_by("-created_at")
+    progress = audit_progress(audit=audit)
+    return render(
+        request,
+        "annotations/batch_list.html",
+        {"audit": audit, "form": form, "plan": plan, "batches": batches, "progress": progress},
+    )
+
+
+@staff_member_required
+def batch_page(request, batch_id: int):
+    batch = get_object_or_404(Batch.objects.select_related("audit"), pk=batch_id)
+    clinicians = _clinician_names()
+    assign_form = AssignForm(
+        request.POST if "assign" in request.POST else None, clinicians=clinicians
+    )
+    if request.method == "POST":
+        try:
+            if "assign" in request.POST and assign_form.is_valid():
+                annotators = annotators_get_by_usernames(
+                    usernames=assign_form.cleaned_data["annotators"]
+                )
+                batch_assign(
+                    batch=batch,
+                    annotators=annotators,
+                    due_date=assign_form.cleaned_data["due_date"],
+                )
+                messages.success(request, "Batch assigned.")
+                return redirect("annotations:batch", batch_id=batch.pk)
+            if "reassign" in request.POST:
+                form = ReassignForm(request.POST, clinicians=clinicians)
+                assignment = get_object_or_404(
+                    Assignment, batch=batch, public_id=request.POST.get("assignment", "")
+                )
+                if form.is_valid():
+                    (to,) = annotators_get_by_usernames(usernames=[form.cleaned_data["annotator"]])
+                    new = assignment_reassign(assignment=assignment, to_annotator=to)
+                    messages.success(
+                        request, f"Unfinished work moved to {to.get_username()} ({new.public_id})."
+                    )
+                    return redirect("annotations:batch", batch_id=batch.pk)
+        except ApplicationError as exc:
+            messages.error(request, exc.message)
+            return redirect("annotations:batch", batch_id=batch.pk)
+    rows = assignment_progress_list(batch=batch)
+    return render(
+        request,
+        "annotations/batch_detail.html",
+        {
+            "batch": batch,
+            "rows": rows,
+            "assign_form": assign_form,
+            "reassign_form": ReassignForm(clinicians=clinicians),
+            "strata": batch.design.get("strata", []),
+        },
+    )
