@@ -29,7 +29,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        path: Path = options["input"]
+        path = Path(options["input"])
         try:
             with path.open("rb") as handle:
                 result = agreement_stats_from_csv(
