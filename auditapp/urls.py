@@ -5,6 +5,7 @@ from django.urls import include, path
 from annotations import views as annotation_views
 from annotations.urls import api_urlpatterns as annotation_api
 from auditapp.reports.urls import api_urlpatterns as reports_api
+from judges.urls import api_urlpatterns as judges_api
 
 urlpatterns = [
     path("", annotation_views.home, name="home"),
@@ -15,4 +16,6 @@ urlpatterns = [
     path("api/", include((annotation_api, "annotations-api"))),
     path("reports/", include("auditapp.reports.urls")),
     path("api/reports/", include((reports_api, "reports-api"))),
+    path("judges/", include("judges.urls")),
+    path("api/judges/", include((judges_api, "judges-api"))),
 ]

@@ -4,9 +4,11 @@ With PostgreSQL and Redis (DATABASE_URL, REDIS_URL) these run the production sha
 STEPAUDIT_REQUIRE_SERVICES=1 so a missing service fails instead of skipping.
 """
 
+import io
 import time
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db.models import Count
 
 from annotations.models import Step
@@ -101,3 +103,30 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
     assert run.done == run.total and run.failed == 0
     _assert_exactly_one_verdict_per_step(run, demo_audit, "given")
     assert reconciled >= 1 or run.generation == 0
+
+
+def test_run_judge_wait_prints_progress_and_exits_by_the_outcome(
+    demo_audit, celery_worker_process, fake_process
+):
+    # given a worker, a judge that works and one whose endpoint rejects every request
+    good = fake_process("--latency-ms", "20")
+    bad = fake_process("--latency-ms", "1", "--fault-rate", "1", "--faults", "400")
+    _judge(good, name="good-judge")
+    _judge(bad, name="bad-judge")
+    celery_worker_process(queues="judges")
+    out = io.StringIO()
+    # when
+    call_command(
+        "run_judge", "--audit", demo_audit.slug, "--judge", "good-judge",
+        "--segmentation", "given", "--wait", "--poll-s", "0.3", stdout=out,
+    )  # fmt: skip
+    # then
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("run ") and lines[-1].endswith(" done")
+    assert any("remaining" in line and "steps/s" in line for line in lines)
+    # when the run fails, the command fails (a non-zero exit from manage.py)
+    with pytest.raises(CommandError, match="ended failed"):
+        call_command(
+            "run_judge", "--audit", demo_audit.slug, "--judge", "bad-judge",
+            "--segmentation", "given", "--wait", "--poll-s", "0.3", stdout=io.StringIO(),
+        )  # fmt: skip

@@ -1,0 +1,100 @@
+"""The judges' JSON API (researchers and admins): judges, runs, progress, pause/resume/cancel.
+
+Specs are validated by the service (``JudgeSpecError`` names the field → 400); each write is
+one view calling one service.
+"""
+
+from django.shortcuts import get_object_or_404
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotations.models import Audit
+from annotations.permissions import IsResearcherOrAdmin
+from auditapp.exceptions import NotFoundError
+from judges.models import JudgeRun
+from judges.selectors import judge_list, run_condition_summary, run_get, run_list, run_progress
+from judges.serializers import JudgeOutputSerializer, RunCreateInputSerializer
+from judges.services import (
+    judge_create_or_update,
+    judge_get,
+    reference_run_create,
+    run_cancel,
+    run_create,
+    run_pause,
+    run_resume,
+)
+
+
+class JudgeListCreateApi(APIView):
+    permission_classes = [IsResearcherOrAdmin]
+
+    def get(self, request):
+        return Response(JudgeOutputSerializer(judge_list(), many=True).data)
+
+    def post(self, request):
+        judge = judge_create_or_update(spec=request.data)
+        return Response(JudgeOutputSerializer(judge).data, status=status.HTTP_201_CREATED)
+
+
+def _run_or_404(run_id: int) -> JudgeRun:
+    run = run_get(run_id=run_id)
+    if run is None:
+        raise NotFoundError(f"no judge run {run_id}")
+    return run
+
+
+class RunListCreateApi(APIView):
+    """GET ?audit=SLUG lists runs with their progress; POST starts one."""
+
+    permission_classes = [IsResearcherOrAdmin]
+
+    def get(self, request):
+        audit = None
+        if request.query_params.get("audit"):
+            audit = get_object_or_404(Audit, slug=request.query_params["audit"])
+        runs = run_list(audit=audit)[:200]
+        return Response([run_progress(r) for r in runs])
+
+    def post(self, request):
+        data = RunCreateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        audit = get_object_or_404(Audit, slug=v["audit"])
+        judge = judge_get(name=v["judge"])
+        if judge.is_reference:
+            run = reference_run_create(
+                audit=audit, segmentation=v["segmentation"], user=request.user
+            )
+        else:
+            run = run_create(
+                audit=audit,
+                judge=judge,
+                segmentation=v["segmentation"],
+                batch_name=v["batch"],
+                user=request.user,
+                chunk_size=v.get("chunk_size"),
+            )
+        return Response(run_progress(_run_or_404(run.pk)), status=status.HTTP_201_CREATED)
+
+
+class RunDetailApi(APIView):
+    permission_classes = [IsResearcherOrAdmin]
+
+    def get(self, request, run_id: int):
+        run = _run_or_404(run_id)
+        return Response({**run_progress(run), "conditions": run_condition_summary(run)})
+
+
+_ACTIONS = {"pause": run_pause, "resume": run_resume, "cancel": run_cancel}
+
+
+class RunActionApi(APIView):
+    permission_classes = [IsResearcherOrAdmin]
+
+    def post(self, request, run_id: int, action: str):
+        service = _ACTIONS.get(action)
+        if service is None:
+            raise NotFoundError(f"no action {action!r}; use pause, resume or cancel")
+        service(run=_run_or_404(run_id))
+        return Response(run_progress(_run_or_404(run_id)))
