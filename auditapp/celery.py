@@ -9,3 +9,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "auditapp.settings.base")
 app = Celery("auditapp")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# Periodic jobs, declared in one place; each expires before its next run so a backlog of
+# beats never piles up. Run `celery -A auditapp beat` beside the workers in production.
+app.conf.beat_schedule = {
+    "judges-reconcile-silent-runs": {
+        # Re-enqueues the missing steps of judge runs whose workers died (judges/tasks.py).
+        "task": "judges.tasks.judge_run_reconcile_task",
+        "schedule": 60.0,
+        "options": {"queue": "judges", "expires": 50},
+    },
+}
