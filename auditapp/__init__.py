@@ -1,6 +1,6 @@
-"""StepAudit project package: settings, Celery app, URLs, errors, statistics and reports."""
+"""StepAudit project package: settings, Celery app, URLs, errors, statistics and reports.
 
-# Load the Celery app whenever Django starts, so @shared_task binds to it.
-from .celery import app as celery_app
-
-__all__ = ("celery_app",)
+Deliberately empty of imports: ``auditapp.agreement`` must import without Django or Celery.
+The Celery app is loaded when Django starts (``annotations.apps.AnnotationsConfig.ready``)
+and by ``celery -A auditapp``, which finds ``auditapp.celery``.
+"""

@@ -312,12 +312,27 @@ class _RowWriter:
                 yield copy.write_row
 
 
-def _public_id_stream(audit: Audit) -> Callable[[int], list[str]]:
-    # One stream per import, numbered by the steps already there: the same imports into a
-    # fresh database with the same seed give the same ids; no id says anything about its step.
-    existing = Step.objects.filter(audit=audit).count()
-    rng = seeded_random(audit.blinding_seed, f"public-ids:{existing}")
-    return lambda count: public_ids(rng, count)
+class _PublicIdPool:
+    """Public ids drawn from the audit's stream in blocks (one big draw beats many small)."""
+
+    BLOCK = 4096
+
+    def __init__(self, audit: Audit) -> None:
+        # One stream per import, numbered by the steps already there: the same imports into a
+        # fresh database with the same seed give the same ids; no id says anything about its
+        # step.
+        existing = Step.objects.filter(audit=audit).count()
+        self._rng = seeded_random(audit.blinding_seed, f"public-ids:{existing}")
+        self._ids: list[str] = []
+        self._next = 0
+
+    def take(self, count: int) -> list[str]:
+        if self._next + count > len(self._ids):
+            self._ids = self._ids[self._next :] + public_ids(self._rng, max(self.BLOCK, count))
+            self._next = 0
+        taken = self._ids[self._next : self._next + count]
+        self._next += count
+        return taken
 
 
 def import_run(
@@ -336,7 +351,7 @@ def import_run(
         audit = Audit.objects.select_for_update().get(pk=audit.pk)
         conditions = conditions_ensure(audit=audit, names=plan.condition_names)
         question_ids = dict(Question.objects.filter(audit=audit).values_list("external_id", "id"))
-        new_public_ids = _public_id_stream(audit)
+        new_public_ids = _PublicIdPool(audit).take
         records = read_records(
             plan.path,
             plan.file_format,

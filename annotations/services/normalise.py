@@ -57,10 +57,15 @@ def normalise_style(text: str) -> str:
         out = _ITALIC_UNDERSCORE.sub(r"\1", out)
     if "`" in out:
         out = _INLINE_CODE.sub(r"\1", out)
-    out = _LINE_MARKER.sub("", out)
+    if "\n" in out:
+        out = _LINE_MARKER.sub("", out)
+    elif (marker := _LINE_MARKER.match(out)) is not None:
+        out = out[marker.end() :]
     if not out.isascii():
         out = out.translate(_QUOTES).replace("…", "...")
-    out = _SPACE.sub(" ", out).strip()
+    if "  " in out or "\n" in out or "\t" in out or "\r" in out:
+        out = _SPACE.sub(" ", out)
+    out = out.strip()
     while True:
         stripped = _FILLER.sub("", out, count=1)
         if stripped == out or not stripped:

@@ -118,11 +118,14 @@ def test_seed_demo_is_idempotent_and_prints_the_same_accounts(tmp_path, capsys):
 
 
 def test_demo_passwords_are_generated_not_hard_coded(tmp_path):
+    # given a first seed, and a second one that has lost its credentials file
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     call_command("seed_demo", "--credentials-file", str(a))
-    # a second database would get other passwords: simulate by forgetting the file
-    from django.contrib.auth import get_user_model
-
-    get_user_model().objects.all().delete()
     call_command("seed_demo", "--credentials-file", str(b))
+    # then the accounts got fresh random passwords, and the printed ones work
+    from django.contrib.auth import authenticate
+
     assert a.read_text() != b.read_text()
+    for line in b.read_text().splitlines():
+        username, password = line.split("\t")
+        assert authenticate(username=username, password=password) is not None
