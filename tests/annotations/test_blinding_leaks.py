@@ -1,0 +1,422 @@
+"""Blinding, tested like security: walk everything a clinician can reach and look for leaks.
+
+Database ids are pushed to distinctive 7-digit ranges first, so a leaked id cannot hide among
+positions and counts. Bodies, headers and every URL found in them are searched for condition
+names, blind codes, trace and question external ids, database ids, other annotators' labels,
+and for the names of fields that must never reach a clinician.
+"""
+
+import json
+import re
+from html.parser import HTMLParser
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from scipy import stats
+
+from annotations.models import (
+    AssignmentItem,
+    Audit,
+    BatchItem,
+    Condition,
+    Label,
+    Question,
+    Step,
+    Trace,
+)
+from annotations.services.batches import batch_assign, batch_build
+from annotations.services.labels import label_save
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples" / "traces.jsonl"
+ID_STARTS = {
+    "annotations_question": 3_890_000,
+    "annotations_trace": 5_210_000,
+    "annotations_step": 7_340_000,
+    "annotations_batchitem": 6_120_000,
+    "annotations_assignmentitem": 4_470_000,
+    "annotations_label": 2_980_000,
+    "annotations_condition": 1_730_000,
+    "annotations_batch": 8_610_000,
+    "annotations_assignment": 9_150_000,
+}
+OTHER_COMMENT = "zebra-other-annotator-comment"
+# Keys a clinician's JSON may carry; anything else is a leak until reviewed.
+ALLOWED_KEYS = {
+    "id",
+    "title",
+    "kind",
+    "total",
+    "done",
+    "due_date",
+    "submitted",
+    "first_open_position",
+    "items",
+    "position",
+    "verdict",
+    "assignment",
+    "question",
+    "options",
+    "key",
+    "text",
+    "context",
+    "step",
+    "trace",
+    "final_answer",
+    "error_categories",
+    "guidelines",
+    "probe_options",
+    "likert_items",
+    "locked",
+    "label",
+    "rating",
+    "error_category",
+    "comment",
+    "probe_guess",
+    "elapsed_ms",
+    "revision",
+    "answers",
+    "min",
+    "max",
+    "min_label",
+    "max_label",
+    "urls",
+    "api",
+    "assignment_api",
+    "submit_api",
+    "page",
+    "list",
+    "code",
+    "message",
+    "extra",
+}
+FORBIDDEN_WORDS = (
+    "stratum",
+    "inclusion",
+    "gold",
+    "reference_verdict",
+    "blind_code",
+    "external_id",
+    "trace_id",
+    "step_id",
+    "public_id",
+    "is_hidden_repeat",
+    "repeat_of",
+    "batch_item",
+    "annotator",
+    "condition",
+    "judge_",
+    "judgeverdict",
+    "seed",
+)
+
+
+def _bump_sequences() -> None:
+    with connection.cursor() as cursor:
+        for table, start in ID_STARTS.items():
+            if connection.vendor == "postgresql":
+                cursor.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), %s)", [start]
+                )
+            else:
+                cursor.execute("DELETE FROM sqlite_sequence WHERE name = %s", [table])
+                cursor.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES (%s, %s)", [table, start]
+                )
+
+
+@pytest.fixture
+def leak_setup(db, clinician, other_clinician, admin_user):
+    from annotations.services.audits import audit_create
+    from annotations.services.imports import import_file
+
+    _bump_sequences()
+    audit = audit_create(
+        slug="leak-test", name="Leak audit", blinding_probe_options=["source one", "source two"]
+    )
+    Audit.objects.filter(pk=audit.pk).update(blinding_seed="e" * 64, hidden_repeat_share=0.1)
+    audit.refresh_from_db()
+    import_file(audit=audit, path=EXAMPLES, segmenter_names=["given"])
+    batch = batch_build(
+        audit=audit,
+        name="teacher-vs-student",
+        size=30,
+        segmentation="given",
+        overlap=2,
+        gold=3,
+        stratify_by=["answer_correct"],
+        created_by=admin_user,
+    )
+    mine, theirs = batch_assign(batch=batch, annotators=[clinician, other_clinician])
+    # the other clinician labels everything, with a recognisable comment
+    for item in theirs.items.all():
+        label_save(
+            annotator=other_clinician,
+            assignment_public_id=theirs.public_id,
+            position=item.position,
+            verdict="error",
+            error_category="other",
+            comment=OTHER_COMMENT,
+        )
+    # our clinician labels a few
+    for position in (1, 2, 3):
+        label_save(
+            annotator=clinician,
+            assignment_public_id=mine.public_id,
+            position=position,
+            verdict="correct",
+            comment="mine",
+        )
+    return audit, batch, mine, theirs
+
+
+def _secrets(audit) -> dict[str, list[str]]:
+    """Every string whose appearance would be a leak, by kind."""
+    return {
+        "condition name": list(
+            Condition.objects.filter(audit=audit).values_list("name", flat=True)
+        ),
+        "blind code": list(
+            Condition.objects.filter(audit=audit).values_list("blind_code", flat=True)
+        ),
+        "trace external id": list(
+            Trace.objects.filter(audit=audit).values_list("external_id", flat=True)
+        ),
+        "question external id": list(
+            Question.objects.filter(audit=audit).values_list("external_id", flat=True)
+        ),
+        "step public id": list(
+            Step.objects.filter(audit=audit).values_list("public_id", flat=True)
+        ),
+        "other's comment": [OTHER_COMMENT],
+        "batch name": ["teacher-vs-student"],
+        "seed": [audit.blinding_seed],
+    }
+
+
+def _contains(text: str, value: str) -> bool:
+    # Whole tokens only: "q10" inside a random CSRF token is not a leak.
+    return re.search(rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])", text) is not None
+
+
+def _database_ids(audit) -> dict[str, set[str]]:
+    ids = {
+        "step id": Step.objects.filter(audit=audit).values_list("pk", flat=True),
+        "trace id": Trace.objects.filter(audit=audit).values_list("pk", flat=True),
+        "question id": Question.objects.filter(audit=audit).values_list("pk", flat=True),
+        "condition id": Condition.objects.filter(audit=audit).values_list("pk", flat=True),
+        "batch item id": BatchItem.objects.values_list("pk", flat=True),
+        "assignment item id": AssignmentItem.objects.values_list("pk", flat=True),
+        "label id": Label.objects.values_list("pk", flat=True),
+    }
+    return {kind: {str(pk) for pk in pks} for kind, pks in ids.items()}
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.urls: list[str] = []
+        self.attributes: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag, attrs):
+        for name, value in attrs:
+            self.attributes.append((name, value or ""))
+            if name in ("href", "src", "action") and value:
+                self.urls.append(value)
+
+
+def _json_keys(value, keys: set[str]) -> set[str]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            keys.add(k)
+            _json_keys(v, keys)
+    elif isinstance(value, list):
+        for v in value:
+            _json_keys(v, keys)
+    return keys
+
+
+def _crawl(client, mine) -> dict[str, tuple[int, str, dict]]:
+    """Every page and JSON endpoint a clinician can reach for this assignment, and every
+    same-site link found on the way."""
+    seen: dict[str, tuple[int, str, dict]] = {}
+    queue = [
+        "/",
+        "/my/",
+        f"/my/{mine.public_id}/",
+        "/api/my/assignments/",
+        f"/api/my/assignments/{mine.public_id}/",
+        f"/api/my/assignments/{mine.public_id}/next/",
+    ]
+    total = mine.items.count()
+    for position in range(1, total + 1):
+        queue.append(f"/my/{mine.public_id}/{position}/")
+        queue.append(f"/api/my/assignments/{mine.public_id}/items/{position}/")
+    while queue:
+        url = queue.pop(0)
+        if url in seen or not url.startswith("/") or url.startswith("/static/"):
+            continue
+        response = client.get(url)
+        body = response.content.decode()
+        seen[url] = (response.status_code, body, dict(response.headers))
+        if response.status_code in (301, 302):
+            queue.append(response["Location"])
+        if "html" in response.get("Content-Type", ""):
+            parser = _Links()
+            parser.feed(body)
+            queue.extend(u for u in parser.urls if u.startswith("/") and "logout" not in u)
+    return seen
+
+
+def test_nothing_a_clinician_can_fetch_reveals_the_source(client, leak_setup, clinician):
+    # given
+    audit, _, mine, _ = leak_setup
+    client.force_login(clinician)
+    secrets = _secrets(audit)
+    database_ids = _database_ids(audit)
+    # when
+    pages = _crawl(client, mine)
+    # then
+    assert len(pages) >= 2 * mine.items.count()
+    problems = []
+    for url, (status, body, headers) in pages.items():
+        assert status in (200, 204, 302), (url, status)
+        haystacks = {"url": url, "body": body, "headers": json.dumps(headers)}
+        for where, text in haystacks.items():
+            for kind, values in secrets.items():
+                problems += [
+                    f"{kind} {v!r} in {where} of {url}" for v in values if _contains(text, v)
+                ]
+            numbers = set(re.findall(r"\d{7}", text))
+            for kind, ids in database_ids.items():
+                problems += [f"{kind} {n} in {where} of {url}" for n in numbers & ids]
+        lowered = body.lower()
+        problems += [f"word {w!r} in {url}" for w in FORBIDDEN_WORDS if w in lowered]
+        payloads = []
+        if url.startswith("/api/") and body:
+            payloads.append(json.loads(body))
+        match = re.search(
+            r'<script id="item-data" type="application/json">(.*?)</script>', body, re.S
+        )
+        if match:
+            payloads.append(json.loads(match.group(1)))
+        for payload in payloads:
+            unknown = _json_keys(payload, set()) - ALLOWED_KEYS
+            problems += [f"unexpected key {k!r} in {url}" for k in sorted(unknown)]
+        if "html" in headers.get("Content-Type", ""):
+            parser = _Links()
+            parser.feed(body)
+            for name, _value in parser.attributes:
+                if name.startswith("data-") and name not in {
+                    "data-kind",
+                    "data-key",
+                    "data-verdict",
+                    "data-done",
+                    "data-total",
+                    "data-field",
+                }:
+                    problems.append(f"attribute {name} in {url}")
+    assert problems == []
+
+
+def test_others_labels_never_show_on_shared_items(client, leak_setup, clinician):
+    # given every item is also labelled "error" by the other clinician
+    _, _, mine, _ = leak_setup
+    client.force_login(clinician)
+    # when / then: items our clinician has not labelled carry no label at all
+    for position in range(4, mine.items.count() + 1):
+        item = client.get(f"/api/my/assignments/{mine.public_id}/items/{position}/").json()
+        assert item["label"] is None
+    overview = client.get(f"/api/my/assignments/{mine.public_id}/").json()
+    assert [e["verdict"] for e in overview["items"][:3]] == ["correct"] * 3
+    assert {e["verdict"] for e in overview["items"][3:]} == {""}
+
+
+def test_gold_items_and_hidden_repeats_look_like_any_other(client, leak_setup, clinician):
+    _, _, mine, _ = leak_setup
+    client.force_login(clinician)
+    shapes = set()
+    for item in mine.items.all():
+        data = client.get(f"/api/my/assignments/{mine.public_id}/items/{item.position}/").json()
+        shapes.add(tuple(sorted(data)))
+    assert len(shapes) == 1
+    assert mine.items.filter(is_hidden_repeat=True).exists()
+    assert mine.items.filter(batch_item__is_gold=True).exists()
+
+
+def test_other_clinicians_assignment_is_404_everywhere(client, leak_setup, clinician):
+    _, _, _, theirs = leak_setup
+    client.force_login(clinician)
+    urls = [
+        f"/my/{theirs.public_id}/",
+        f"/my/{theirs.public_id}/1/",
+        f"/api/my/assignments/{theirs.public_id}/",
+        f"/api/my/assignments/{theirs.public_id}/next/",
+        f"/api/my/assignments/{theirs.public_id}/items/1/",
+    ]
+    for url in urls:
+        response = client.get(url)
+        assert response.status_code == 404, url
+        assert OTHER_COMMENT not in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/",
+        "/audits/leak-test/batches/",
+        "/api/audits/",
+        "/api/audits/leak-test/progress/",
+        "/api/batches/1/progress/",
+    ],
+)
+def test_staff_pages_are_closed_to_clinicians(client, leak_setup, clinician, url):
+    client.force_login(clinician)
+    response = client.get(url)
+    assert response.status_code in (302, 403, 404)
+    assert "teacher" not in response.content.decode()
+
+
+def test_two_clinicians_see_different_orders(leak_setup):
+    _, _, mine, theirs = leak_setup
+    order = lambda a: list(  # noqa: E731
+        a.items.filter(is_hidden_repeat=False, batch_item__is_gold=False)
+        .order_by("position")
+        .values_list("batch_item__step_id", flat=True)
+    )
+    assert sorted(order(mine)) == sorted(order(theirs))
+    assert order(mine) != order(theirs)
+
+
+def test_order_and_categories_do_not_follow_the_condition(client, seeded_audit, clinician):
+    # given one clinician with a 60-step batch
+    batch = batch_build(audit=seeded_audit, name="order", size=60, segmentation="given")
+    (mine,) = batch_assign(batch=batch, annotators=[clinician])
+    client.force_login(clinician)
+    # when
+    rows = list(
+        mine.items.order_by("position").values_list(
+            "position", "batch_item__step__trace__condition__name"
+        )
+    )
+    categories = {
+        tuple(
+            client.get(f"/api/my/assignments/{mine.public_id}/items/{p}/").json()[
+                "error_categories"
+            ]
+        )
+        for p, _ in rows
+    }
+    # then positions are not ordered by condition (Kruskal–Wallis over the three conditions)
+    groups: dict[str, list[int]] = {}
+    for position, condition in rows:
+        groups.setdefault(condition, []).append(position)
+    assert stats.kruskal(*groups.values()).pvalue > 0.05
+    # and no run of one condition longer than chance would make it
+    longest = run = 1
+    for (_, a), (_, b) in pairwise(rows):
+        run = run + 1 if a == b else 1
+        longest = max(longest, run)
+    assert longest < 10
+    assert len(categories) == 1  # the same list, in the same order, for every item
