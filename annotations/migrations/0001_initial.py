@@ -124,7 +124,7 @@ class Migration(migrations.Migration):
                 ('public_id', models.CharField(max_length=24)),
                 ('reference_verdict', models.CharField(blank=True, choices=[('correct', 'Correct'), ('error', 'Error')], max_length=8, null=True)),
                 ('kind', models.CharField(blank=True, max_length=40)),
-                ('audit', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='steps', to='annotations.audit')),
+                ('audit', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='steps', to='annotations.audit')),
                 ('trace', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='steps', to='annotations.trace')),
             ],
         ),
