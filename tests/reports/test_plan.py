@@ -19,7 +19,7 @@ PLAN = {
     "bootstrap": {"resamples": 40, "confidence_level": 0.9},
     "ece_bins": 5,
     "seed": 7,
-    "exclusions": {"trace_ids": ["st-q03-1-da590e"]},
+    "exclusions": {"trace_ids": ["tr-da590e"]},
 }
 
 
