@@ -54,3 +54,48 @@ def assignment_item_get_for_annotator(
     if item is None:
         raise NotFoundError("No such item.")
     return item
+
+
+_BIG_COLUMNS = (
+    "batch_item__step__text",
+    "batch_item__step__trace__text",
+    "batch_item__step__trace__metadata",
+    "batch_item__step__trace__question__metadata",
+    "batch_item__trace__text",
+    "batch_item__trace__metadata",
+    "batch_item__trace__question__metadata",
+)
+
+
+def assignment_item_get_for_display(
+    *,
+    annotator: AbstractBaseUser,
+    assignment_public_id: str,
+    position: int | None = None,
+) -> AssignmentItem | None:
+    """The item at ``position`` — or, with ``position=None``, the first not yet done — with
+    everything the blinded view needs (unit, trace, question, own label or rating) in one
+    query. The same ownership condition as above; None only when all items are done."""
+    if not annotator.is_authenticated:
+        raise NotFoundError(NOT_FOUND)
+    queryset = (
+        AssignmentItem.objects.select_related(
+            "assignment__batch__audit",
+            "batch_item__step__trace__question",
+            "batch_item__trace__question",
+            "label",
+            "rating",
+        )
+        .defer(*_BIG_COLUMNS)
+        .filter(assignment__public_id=assignment_public_id, assignment__annotator=annotator)
+    )
+    if position is not None:
+        item = queryset.filter(position=position).first()
+        if item is None:
+            raise NotFoundError("No such item.")
+        return item
+    item = queryset.filter(label__isnull=True, rating__isnull=True).order_by("position").first()
+    if item is None:
+        # All done, or not this annotator's assignment: tell the two apart.
+        assignment_get_for_annotator(annotator=annotator, assignment_public_id=assignment_public_id)
+    return item

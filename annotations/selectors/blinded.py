@@ -11,7 +11,8 @@ dataclasses only, so a new model field cannot reach a clinician by accident.
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Exists, Min, OuterRef, Q
+from django.core.exceptions import ObjectDoesNotExist
+from django.db.models import Count, Exists, Min, OuterRef, Q, Subquery
 
 from annotations.models import (
     Assignment,
@@ -19,13 +20,12 @@ from annotations.models import (
     Audit,
     Label,
     Step,
-    Trace,
     TraceRating,
 )
 from annotations.selectors.access import (
     NOT_FOUND,
     assignment_get_for_annotator,
-    assignment_item_get_for_annotator,
+    assignment_item_get_for_display,
 )
 from annotations.services.labels import PROBE_NO_IDEA
 from auditapp.exceptions import NotFoundError
@@ -127,16 +127,10 @@ def _title(assignment: Assignment, index: int) -> str:
     return f"{audit.name} — assignment {index}"
 
 
-def _done_filter(audit_kind: str):
-    if audit_kind == Audit.Kind.TRACE_RATINGS:
-        return Exists(TraceRating.objects.filter(assignment_item=OuterRef("pk")))
-    return Exists(Label.objects.filter(assignment_item=OuterRef("pk")))
-
-
 def item_get_blinded(
     *, clinician: AbstractBaseUser, assignment_public_id: str, position: int
 ) -> BlindedItem:
-    item = assignment_item_get_for_annotator(
+    item = assignment_item_get_for_display(
         annotator=clinician, assignment_public_id=assignment_public_id, position=position
     )
     return _blind(item)
@@ -146,31 +140,52 @@ def item_get_next_blinded(
     *, clinician: AbstractBaseUser, assignment_public_id: str
 ) -> BlindedItem | None:
     """The first item without a label in the clinician's order, or None when all are done."""
-    assignment = assignment_get_for_annotator(
+    item = assignment_item_get_for_display(
         annotator=clinician, assignment_public_id=assignment_public_id
     )
-    position = _first_open_position(assignment)
-    if position is None:
+    return _blind(item) if item is not None else None
+
+
+def _related(item, name: str):
+    # A reverse one-to-one fetched by select_related: missing means "none yet".
+    try:
+        return getattr(item, name)
+    except ObjectDoesNotExist:
         return None
-    return item_get_blinded(
-        clinician=clinician, assignment_public_id=assignment_public_id, position=position
-    )
-
-
-def _first_open_position(assignment: Assignment) -> int | None:
-    if assignment.batch.audit.kind == Audit.Kind.TRACE_RATINGS:
-        open_items = assignment.items.filter(rating__isnull=True)
-    else:
-        open_items = assignment.items.filter(label__isnull=True)
-    return open_items.order_by("position").values_list("position", flat=True).first()
 
 
 def _blind(item: AssignmentItem) -> BlindedItem:
+    """Build the dataclass: three queries beyond the item (counts, preceding steps)."""
     assignment = item.assignment
     audit = assignment.batch.audit
-    counts = AssignmentItem.objects.filter(assignment_id=assignment.pk).aggregate(
-        total=Count("pk"),
-        done=Count("pk", filter=Q(label__isnull=False) | Q(rating__isnull=False)),
+    # One round trip for the progress figures (both counts use an index on assignment).
+    counts = (
+        Assignment.objects.filter(pk=assignment.pk)
+        .annotate(
+            total=Subquery(
+                AssignmentItem.objects.filter(assignment_id=assignment.pk)
+                .order_by()
+                .values("assignment_id")
+                .annotate(n=Count("pk"))
+                .values("n")[:1]
+            ),
+            n_labels=Subquery(
+                Label.objects.filter(assignment_id=assignment.pk)
+                .order_by()
+                .values("assignment_id")
+                .annotate(n=Count("pk"))
+                .values("n")[:1]
+            ),
+            n_ratings=Subquery(
+                TraceRating.objects.filter(assignment_id=assignment.pk)
+                .order_by()
+                .values("assignment_id")
+                .annotate(n=Count("pk"))
+                .values("n")[:1]
+            ),
+        )
+        .values("total", "n_labels", "n_ratings")
+        .get()
     )
     step = item.batch_item.step
     context: tuple[str, ...] = ()
@@ -178,20 +193,16 @@ def _blind(item: AssignmentItem) -> BlindedItem:
     label = rating = None
     if step is not None:
         kind = "step"
-        trace_id = step.trace_id
+        trace = step.trace
         if audit.context_mode == Audit.ContextMode.PRECEDING and step.index > 0:
             context = tuple(
                 Step.objects.filter(
-                    trace_id=trace_id, segmentation=step.segmentation, index__lt=step.index
+                    trace_id=step.trace_id, segmentation=step.segmentation, index__lt=step.index
                 )
                 .order_by("index")
                 .values_list("blinded_text", flat=True)
             )
-        own = (
-            Label.objects.filter(assignment_item=item)
-            .only("verdict", "error_category", "comment", "probe_guess", "elapsed_ms", "revision")
-            .first()
-        )
+        own = _related(item, "label")
         if own is not None:
             label = BlindedLabel(
                 verdict=own.verdict,
@@ -203,13 +214,13 @@ def _blind(item: AssignmentItem) -> BlindedItem:
             )
     else:
         kind = "trace"
-        trace_id = item.batch_item.trace_id
+        trace = item.batch_item.trace
         trace_steps = tuple(
-            Step.objects.filter(trace_id=trace_id, segmentation=assignment.batch.segmentation)
+            Step.objects.filter(trace_id=trace.pk, segmentation=assignment.batch.segmentation)
             .order_by("index")
             .values_list("blinded_text", flat=True)
         )
-        own_rating = TraceRating.objects.filter(assignment_item=item).first()
+        own_rating = _related(item, "rating")
         if own_rating is not None:
             rating = BlindedRating(
                 answers=dict(own_rating.answers),
@@ -217,23 +228,19 @@ def _blind(item: AssignmentItem) -> BlindedItem:
                 elapsed_ms=own_rating.elapsed_ms,
                 revision=own_rating.revision,
             )
-    question_stem, options, final_answer = (
-        Trace.objects.filter(pk=trace_id)
-        .values_list("question__stem", "question__options", "final_answer")
-        .get()
-    )
+    question = trace.question
     return BlindedItem(
         assignment_public_id=assignment.public_id,
         position=item.position,
-        total=counts["total"],
-        done=counts["done"],
+        total=counts["total"] or 0,
+        done=(counts["n_labels"] or 0) + (counts["n_ratings"] or 0),
         kind=kind,
-        question=question_stem,
-        options=tuple((str(k), str(v)) for k, v in (options or {}).items()),
+        question=question.stem,
+        options=tuple((str(k), str(v)) for k, v in (question.options or {}).items()),
         context=context,
         step=step.blinded_text if step is not None else "",
         trace=trace_steps,
-        final_answer=final_answer if audit.show_final_answer else "",
+        final_answer=trace.final_answer if audit.show_final_answer else "",
         error_categories=tuple(audit.error_categories),
         guidelines=audit.guidelines,
         probe_options=_probe_options(audit),

@@ -124,10 +124,12 @@ def test_submit_incomplete_is_409_then_ok(api_client, assigned, clinician):
 def test_item_query_count(api_client, assigned, clinician, django_assert_max_num_queries):
     mine, _ = assigned
     client = _login(api_client, clinician)
-    with django_assert_max_num_queries(7):
+    # session, user, role, item (with unit, question, own label), counts, preceding steps
+    with django_assert_max_num_queries(6):
         assert client.get(_item_url(mine, 5)).status_code == 200
-    with django_assert_max_num_queries(8):
+    with django_assert_max_num_queries(6):
         assert client.get(f"/api/my/assignments/{mine.public_id}/next/").status_code == 200
+    # session, user, role, locked item, label, insert label, insert revision (+ savepoints)
     with django_assert_max_num_queries(9):
         client.put(_item_url(mine, 5, "label/"), {"verdict": "correct"}, format="json")
 
