@@ -1,0 +1,285 @@
+"""Judge runs end to end: steps per second through Celery workers, as a share of the ideal.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/stepaudit_bench \\
+    REDIS_URL=redis://127.0.0.1:6379/3 .venv/bin/python bench/judge_bench.py [--steps 5000]
+
+What runs: N steps in PostgreSQL (a fresh audit each time); the fake OpenAI-compatible endpoint
+as its own process at 100 ms latency; two ``celery worker --concurrency=1`` processes on the
+``judges`` queue; real Redis as broker, cache and the rate limiter (an rpm limit far above the
+load is set so every request goes through the shared limiter). The judge's concurrency is 64 in
+total — two lanes of 32, one per worker (``parallel_chunks=2``) — so the ideal is
+concurrency / latency = 640 steps/s. The clock runs from ``run_create`` to the run's
+``finished_at``: queueing, prompt rendering, parsing and verdict writes are all inside.
+
+Then the same with a 5% fault mix (500, 429 with Retry-After 1 s, malformed body, truncated
+answer, hang, dropped connection) and a 1 s client timeout. Targets: ≥ 0.9 clean, ≥ 0.8 faults.
+Everything listens on 127.0.0.1; the whole script is bounded by ``--deadline-s``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _setup import django_setup  # noqa: E402
+
+SLUG = "judge-bench"
+
+
+def seed_steps(n_steps: int, steps_per_trace: int = 10) -> None:
+    """A fresh audit with ``n_steps`` steps (2 conditions, one question per trace)."""
+    from annotations.models import Audit, Condition, Question, Step, Trace
+    from annotations.services.audits import audit_create
+    from annotations.services.randomness import public_ids, seeded_random
+
+    # Traces protect their condition: delete them (their steps and verdicts go with them) first.
+    Trace.objects.filter(audit__slug=SLUG).delete()
+    Audit.objects.filter(slug=SLUG).delete()
+    audit = audit_create(slug=SLUG, name="Judge benchmark")
+    conditions = [
+        Condition.objects.create(audit=audit, name=name, blind_code=code)
+        for name, code in (("teacher", "Arm Q"), ("student", "Arm W"))
+    ]
+    n_traces = (n_steps + steps_per_trace - 1) // steps_per_trace
+    questions = Question.objects.bulk_create(
+        Question(
+            audit=audit,
+            external_id=f"q{i}",
+            stem=f"Question {i}: which drug is first line for condition {i % 37}?",
+            options={"A": "Drug A", "B": "Drug B", "C": "Drug C", "D": "Drug D"},
+            gold_answer="B",
+        )
+        for i in range(n_traces)
+    )
+    traces = Trace.objects.bulk_create(
+        Trace(
+            audit=audit,
+            question=q,
+            condition=conditions[i % 2],
+            external_id=f"t{i}",
+            text="…",
+            final_answer="B",
+        )
+        for i, q in enumerate(questions)
+    )
+    ids = iter(public_ids(seeded_random(audit.blinding_seed, "bench"), n_steps))
+    steps = []
+    for t in traces:
+        for k in range(steps_per_trace):
+            if len(steps) == n_steps:
+                break
+            text = f"Step {k + 1} of trace {t.pk}: the finding points to mechanism {k * 7 % 11}."
+            steps.append(
+                Step(
+                    audit=audit,
+                    trace=t,
+                    segmentation="given",
+                    index=k,
+                    text=text,
+                    blinded_text=text,
+                    blinding_version="raw",
+                    public_id=next(ids),
+                )
+            )
+    Step.objects.bulk_create(steps, batch_size=2000)
+
+
+def _env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "auditapp.settings.base",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+@contextlib.contextmanager
+def processes(cmds: list[list[str]], logs: list[Path]) -> Iterator[list[subprocess.Popen]]:
+    procs = []
+    try:
+        for cmd, log in zip(cmds, logs, strict=True):
+            procs.append(
+                subprocess.Popen(
+                    cmd,
+                    cwd=ROOT,
+                    env=_env(),
+                    stdout=log.open("wb"),
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        yield procs
+    finally:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, 15)
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, 9)
+
+
+def cpu_seconds(pgid: int) -> float:
+    """CPU time (user + system) of every live process in a process group, from /proc."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # field 5 (pgrp) is index 2 after the command name
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def wait_log(path: Path, needle: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and needle in path.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"no {needle!r} in {path}:\n{path.read_text(errors='replace')[-2000:]}")
+
+
+def one_run(*, name: str, base_url: str, args, ideal: float) -> float:
+    from annotations.models import Audit
+    from judges.models import JudgeRun
+    from judges.services import judge_create_or_update, run_create, run_reconcile
+
+    judge = judge_create_or_update(
+        spec={
+            "name": name,
+            "base_url": base_url,
+            "model": "fake-judge",
+            "max_concurrency": args.concurrency,
+            "parallel_chunks": args.workers,
+            "rpm_limit": 10_000_000,
+            "timeout_s": 1.0,
+            "max_retries": 8,
+            "max_parse_retries": 2,
+        }
+    )
+    audit = Audit.objects.get(slug=SLUG)
+    started = time.perf_counter()
+    run = run_create(audit=audit, judge=judge, chunk_size=args.chunk_size)
+    deadline = time.monotonic() + args.deadline_s / 2
+    polls = 0
+    while time.monotonic() < deadline:
+        # Light polling: this process shares the two cores with everything it measures.
+        status = JudgeRun.objects.filter(pk=run.pk).values_list("status", flat=True).first()
+        if status in JudgeRun.ENDED:
+            break
+        polls += 1
+        if polls % 20 == 0:
+            run_reconcile(run_id=run.pk, stale_after_s=30)
+        time.sleep(0.1)
+    wall = time.perf_counter() - started
+    run.refresh_from_db()
+    clock = (run.finished_at - run.created_at).total_seconds() if run.finished_at else wall
+    rate = run.done / clock if clock else 0.0
+    stats = orjson.loads(
+        urllib.request.urlopen(base_url.removesuffix("/v1") + "/_stats", timeout=5).read()
+    )
+    print(
+        f"{name:<14} {run.status:<6} {run.done}/{run.total} verdicts ({run.invalid} invalid, "
+        f"{run.failed} failed) in {clock:6.2f}s: {rate:6.1f} steps/s, ratio {rate / ideal:.3f}; "
+        f"requests={stats['requests']} max_in_flight={stats['max_in_flight']} "
+        f"faults={stats['by_fault']}",
+        flush=True,
+    )
+    return rate / ideal
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--latency-ms", type=float, default=100.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--chunk-size", type=int, default=None)
+    parser.add_argument("--fault-rate", type=float, default=0.05)
+    parser.add_argument("--deadline-s", type=float, default=240)
+    args = parser.parse_args()
+    if not os.environ.get("REDIS_URL"):
+        os.environ["REDIS_URL"] = "redis://127.0.0.1:6379/3"
+    django_setup()
+    from judges.clients.fake_server import free_port
+    from judges.services import chunk_size_for
+
+    args.chunk_size = args.chunk_size or chunk_size_for(args.steps, lanes=args.workers)
+    ideal = args.concurrency / (args.latency_ms / 1000)
+    seed_steps(args.steps)
+    print(
+        f"steps={args.steps} concurrency={args.concurrency} latency={args.latency_ms:g}ms "
+        f"workers={args.workers} chunk={args.chunk_size} ideal={ideal:.0f} steps/s",
+        flush=True,
+    )
+    logs = ROOT / "var" / "bench"
+    logs.mkdir(parents=True, exist_ok=True)
+    ports = [free_port(), free_port()]
+    py = sys.executable
+    fake = [py, "-m", "judges.clients.fake_server", "--latency-ms", str(args.latency_ms)]
+    cmds = [
+        [*fake, "--port", str(ports[0])],
+        [*fake, "--port", str(ports[1]), "--fault-rate", str(args.fault_rate), "--seed", "3"],
+    ]
+    cmds += [
+        [py, "-m", "celery", "-A", "auditapp", "worker", "-Q", "judges", "--concurrency=1",
+         "--pool=prefork", f"--hostname=bench{i}@%h", "--without-gossip", "--without-mingle",
+         "--without-heartbeat", "--loglevel=INFO"]
+        for i in range(args.workers)
+    ]  # fmt: skip
+    paths = [logs / "fake-clean.log", logs / "fake-faults.log"]
+    paths += [logs / f"worker-{i}.log" for i in range(args.workers)]
+    with processes(cmds, paths) as procs:
+        for port in ports:
+            wait_http(f"http://127.0.0.1:{port}/v1/models")
+        for path in paths[2:]:
+            wait_log(path, "ready")
+        before = [cpu_seconds(p.pid) for p in procs]
+        clean = one_run(
+            name="bench-clean", base_url=f"http://127.0.0.1:{ports[0]}/v1", args=args, ideal=ideal
+        )
+        after = [cpu_seconds(p.pid) for p in procs]
+        faulty = one_run(
+            name="bench-faults", base_url=f"http://127.0.0.1:{ports[1]}/v1", args=args, ideal=ideal
+        )
+        used = [a - b for a, b in zip(after, before, strict=True)]
+        print(
+            f"CPU seconds during the clean run: fake server {used[0]:.1f}, workers "
+            + ", ".join(f"{u:.1f}" for u in used[2:]),
+            flush=True,
+        )
+    verdict = "OK" if clean >= 0.9 and faulty >= 0.8 else "BELOW TARGET"
+    print(f"ratio clean {clean:.3f} (target 0.9), faults {faulty:.3f} (target 0.8): {verdict}")
+
+
+if __name__ == "__main__":
+    main()
