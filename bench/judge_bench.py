@@ -188,7 +188,7 @@ def one_run(*, name: str, base_url: str, args, ideal: float) -> float:
     )
     audit = Audit.objects.get(slug=SLUG)
     started = time.perf_counter()
-    run = run_create(audit=audit, judge=judge, chunk_size=args.chunk_size)
+    run = run_create(audit=audit, judge=judge)
     deadline = time.monotonic() + args.deadline_s / 2
     polls = 0
     while time.monotonic() < deadline:
@@ -214,7 +214,24 @@ def one_run(*, name: str, base_url: str, args, ideal: float) -> float:
         f"faults={stats['by_fault']}",
         flush=True,
     )
+    print("  " + timeline(run), flush=True)
     return rate / ideal
+
+
+def timeline(run) -> str:
+    """When the share of verdicts was stored, from run_create (verdicts are stored in batches
+    of at most 0.5 s, so these are late by up to that): where the start and the tail go."""
+    from judges.models import JudgeVerdict
+
+    stamps = sorted(
+        (t - run.created_at).total_seconds()
+        for t in JudgeVerdict.objects.filter(run=run).values_list("created_at", flat=True)
+    )
+    if not stamps:
+        return "no verdicts"
+    marks = [(q, stamps[min(len(stamps) - 1, int(q * len(stamps)))]) for q in (0.0, 0.5, 0.9, 0.98)]
+    parts = [f"{q:.0%} at {t:.2f}s" for q, t in marks] + [f"100% at {stamps[-1]:.2f}s"]
+    return "verdicts stored: first " + ", ".join(parts)[len("0% at ") :]
 
 
 def main() -> None:
@@ -223,7 +240,6 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--chunk-size", type=int, default=None)
     parser.add_argument("--fault-rate", type=float, default=0.05)
     parser.add_argument("--deadline-s", type=float, default=240)
     args = parser.parse_args()
@@ -231,14 +247,12 @@ def main() -> None:
         os.environ["REDIS_URL"] = "redis://127.0.0.1:6379/3"
     django_setup()
     from judges.clients.fake_server import free_port
-    from judges.services import chunk_size_for
 
-    args.chunk_size = args.chunk_size or chunk_size_for(args.steps, lanes=args.workers)
     ideal = args.concurrency / (args.latency_ms / 1000)
     seed_steps(args.steps)
     print(
         f"steps={args.steps} concurrency={args.concurrency} latency={args.latency_ms:g}ms "
-        f"workers={args.workers} chunk={args.chunk_size} ideal={ideal:.0f} steps/s",
+        f"workers={args.workers} ideal={ideal:.0f} steps/s",
         flush=True,
     )
     logs = ROOT / "var" / "bench"

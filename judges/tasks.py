@@ -5,16 +5,18 @@ start workers with ``-Q celery,judges`` (``scripts/demo`` does).
 
 Delivery guarantees and what covers each gap:
 
-* a task that runs twice (redelivery, a duplicate enqueue): ``judge_chunk_run`` skips steps that
+* a task that runs twice (redelivery, a duplicate enqueue): a lane skips claimed steps that
   have a verdict and the (run, step) unique constraint drops a racing duplicate;
-* a worker killed mid-chunk: ``acks_late`` + ``reject_on_worker_lost`` make the broker keep the
+* a worker killed mid-lane: ``acks_late`` + ``reject_on_worker_lost`` make the broker keep the
   message — but Redis hands it out again only after the visibility timeout (an hour here) and
   kombu's filesystem transport never does. The honest mechanism is therefore
   ``judge_run_reconcile_task`` (every minute from beat, and from ``run_judge --wait``): a run
-  silent for ``stale_after_s`` gets its missing steps enqueued again under a new generation;
+  silent for ``stale_after_s`` gets its missing steps enqueued again under a new generation
+  (the steps the dead lane had claimed are exactly those without verdicts);
 * steps the endpoint did not answer (429 / 5xx / timeouts beyond the client's own retries):
-  the chunk raises ``TransientJudgeError`` and Celery retries it with back-off; on the last
-  try they are recorded as failures and the run ends ``failed`` (``resume`` asks them again).
+  the lane gives them back to the run's list and raises ``TransientJudgeError``; Celery
+  retries it with back-off; on the last try they are recorded as failures and the run ends
+  ``failed`` (``resume`` asks them again).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from judges.services import (
     DEFAULT_STALE_AFTER_S,
     TransientJudgeError,
     judge_chunk_run,
+    judge_lane_run,
     run_enqueue_missing,
     run_reconcile,
     runs_reconcile,
@@ -42,16 +45,19 @@ class Queue(StrEnum):
 # Errors that may pass: the endpoint's (after the client's own retries) and a dropped or
 # locked database. Anything else is a bug and must not be retried blindly.
 TRANSIENT_ERRORS = (TransientJudgeError, OperationalError, InterfaceError)
-CHUNK_MAX_RETRIES = 5
+LANE_MAX_RETRIES = 5
+CHUNK_MAX_RETRIES = LANE_MAX_RETRIES
 
 
 def enqueue_run_start(run_id: int) -> None:
     judge_run_start_task.apply_async((run_id,), queue=Queue.JUDGES)
 
 
-def enqueue_chunk(run_id: int, step_ids: list[int], generation: int) -> None:
-    judge_chunk_run_task.apply_async(
-        (run_id, step_ids), {"generation": generation}, queue=Queue.JUDGES
+def enqueue_lane(
+    run_id: int, lane: int, generation: int, step_ids: list[int] | None = None
+) -> None:
+    judge_lane_run_task.apply_async(
+        (run_id, lane), {"generation": generation, "step_ids": step_ids}, queue=Queue.JUDGES
     )
 
 
@@ -63,10 +69,39 @@ def enqueue_chunk(run_id: int, step_ids: list[int], generation: int) -> None:
     max_retries=5,
 )
 def judge_run_start_task(run_id: int) -> int:
-    """Cut the run's missing steps into chunks and enqueue them."""
+    """Put the run's missing steps where its lanes claim them, and start the lanes."""
     return run_enqueue_missing(run_id=run_id)
 
 
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=LANE_MAX_RETRIES,
+)
+def judge_lane_run_task(
+    self,
+    run_id: int,
+    lane: int,
+    generation: int | None = None,
+    step_ids: list[int] | None = None,
+):
+    """Stream the run's steps through one lane until none is left (see ``judge_lane_run``)."""
+    outcome = judge_lane_run(
+        run_id=run_id,
+        lane=lane,
+        step_ids=step_ids,
+        generation=generation,
+        final_attempt=self.request.retries >= LANE_MAX_RETRIES,
+    )
+    return {"stored": outcome.stored, "failed": outcome.failed, "skipped": outcome.skipped}
+
+
+# The per-chunk task of earlier releases, kept so messages already queued still run.
 @shared_task(
     bind=True,
     acks_late=True,

@@ -10,6 +10,7 @@ from judges.clients.openai_compat import (
     aggregate_samples,
     judge_many,
     judge_many_sync,
+    judge_stream_sync,
 )
 from judges.clients.parsing import ParsedVerdict, ParseError, parse_verdict
 from judges.clients.ratelimit import (
@@ -34,6 +35,7 @@ __all__ = [
     "aggregate_samples",
     "judge_many",
     "judge_many_sync",
+    "judge_stream_sync",
     "limiter_for",
     "parse_verdict",
 ]

@@ -47,7 +47,15 @@ import random
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -538,14 +546,22 @@ def _stopped_result(request: JudgeRequest) -> JudgeResult:
 
 
 async def judge_many(
-    requests: Iterable[JudgeRequest],
+    requests: Iterable[JudgeRequest] | AsyncIterable[JudgeRequest],
     *,
     settings: ClientSettings,
     on_result: Callable[[JudgeResult], Awaitable[None] | None] | None = None,
     rate_limiter: RateLimiter | None = None,
     should_stop: Callable[[], bool] | None = None,
+    keep_results: bool = True,
 ) -> list[JudgeResult]:
     """Judge every request concurrently; return one result per request, in request order.
+
+    ``requests`` may be an async iterable: a *stream*, pulled one request at a time as a
+    worker frees up, so a long run keeps every slot busy without being cut into batches that
+    each wait for their slowest request. Once ``should_stop`` is true a stream is no longer
+    pulled (no ``stopped`` results are made for requests it never yielded).
+    ``keep_results=False`` returns ``[]`` and keeps nothing (a stream may be very long; the
+    caller stores results in ``on_result``).
 
     ``on_result`` is called (and awaited when it returns an awaitable) as each result is
     ready — store verdicts there so a crash loses only what is in flight; it is not called for
@@ -563,7 +579,27 @@ async def judge_many(
     connector = aiohttp.TCPConnector(limit=settings.concurrency, limit_per_host=0)
     timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
     results: dict[int, JudgeResult] = {}
-    pending = enumerate(requests)
+    stream = isinstance(requests, AsyncIterable)
+    if stream:
+        source = aiter(requests)  # type: ignore[arg-type]
+        pull_lock = asyncio.Lock()
+        counter = iter(range(1 << 62))
+    else:
+        pending = enumerate(requests)  # type: ignore[arg-type]
+
+    async def next_request() -> tuple[int, JudgeRequest] | None:
+        if not stream:
+            return next(pending, None)
+        # One puller at a time: an async generator cannot be advanced concurrently.
+        async with pull_lock:
+            if batch.stopped():
+                return None
+            try:
+                request = await anext(source)
+            except StopAsyncIteration:
+                return None
+            return next(counter), request
+
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, headers=headers, raise_for_status=False
     ) as session:
@@ -579,12 +615,15 @@ async def judge_many(
         async def worker() -> None:
             # Workers pull from one shared iterator: no task per request, and requests are
             # launched lazily so should_stop takes effect at once.
-            for index, request in pending:
+            while (item := await next_request()) is not None:
+                index, request = item
                 if batch.stopped():
-                    results[index] = _stopped_result(request)
+                    if keep_results:
+                        results[index] = _stopped_result(request)
                     continue
                 result = await batch.judge(request)
-                results[index] = result
+                if keep_results:
+                    results[index] = result
                 if on_result is not None and result.failure != "stopped":
                     maybe = on_result(result)
                     if inspect.isawaitable(maybe):
@@ -610,6 +649,7 @@ async def judge_many(
 
 
 _DONE = object()
+_FEED = object()
 
 
 def judge_many_sync(
@@ -628,20 +668,99 @@ def judge_many_sync(
     raises, no new request is sent, the in-flight ones finish, and the exception propagates.
     """
     requests = list(requests)  # materialise here: a lazy queryset must not run in the thread
+    return _run_in_thread(
+        lambda results_q, stop: judge_many(
+            requests,
+            settings=settings,
+            on_result=results_q.put,
+            rate_limiter=rate_limiter,
+            should_stop=stop.is_set,
+        ),
+        settings=settings,
+        on_result=on_result,
+        should_stop=should_stop,
+    )
+
+
+def judge_stream_sync(
+    feed: Callable[[int], Sequence[JudgeRequest]],
+    *,
+    settings: ClientSettings,
+    feed_size: int | None = None,
+    on_result: Callable[[JudgeResult], None] | None = None,
+    rate_limiter: RateLimiter | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> None:
+    """Judge a stream of requests that ``feed(n)`` supplies on demand, until it returns none.
+
+    ``feed``, ``on_result`` and ``should_stop`` all run in the calling thread (so they may use
+    the Django ORM); the HTTP calls run in a helper thread's event loop. The loop asks for the
+    next ``feed_size`` requests (default: half the concurrency) while it still holds about
+    that many, so the call to ``feed`` overlaps with requests in flight and no slot waits for
+    it. Nothing is returned: results go to ``on_result`` as they complete. A ``feed`` that
+    raises stops the stream (in-flight calls finish) and the exception propagates.
+    """
+    size = max(1, feed_size or settings.concurrency // 2)
+
+    def start(results_q: queue.Queue[Any], stop: threading.Event) -> Awaitable[Any]:
+        return judge_many(
+            _fed_stream(results_q, stop, size),
+            settings=settings,
+            on_result=results_q.put,
+            rate_limiter=rate_limiter,
+            should_stop=stop.is_set,
+            keep_results=False,
+        )
+
+    _run_in_thread(
+        start, settings=settings, on_result=on_result, should_stop=should_stop, feed=feed
+    )
+
+
+async def _fed_stream(
+    results_q: queue.Queue[Any], stop: threading.Event, size: int
+) -> AsyncIterator[JudgeRequest]:
+    """Requests from the calling thread's ``feed``, asked one batch ahead (see above)."""
+    loop = asyncio.get_running_loop()
+    buffer: collections.deque[JudgeRequest] = collections.deque()
+    asked: asyncio.Future[Sequence[JudgeRequest]] | None = None
+    exhausted = False
+    while True:
+        if asked is None and not exhausted and not stop.is_set() and len(buffer) <= size:
+            asked = loop.create_future()
+            results_q.put((_FEED, size, asked, loop))
+        if asked is not None and (asked.done() or not buffer):
+            batch = await asked
+            asked = None
+            exhausted = exhausted or not batch
+            buffer.extend(batch)
+        if not buffer:
+            if exhausted or stop.is_set():
+                return
+            continue
+        yield buffer.popleft()
+
+
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _run_in_thread(
+    start: Callable[[queue.Queue[Any], threading.Event], Awaitable[Any]],
+    *,
+    settings: ClientSettings,
+    on_result: Callable[[JudgeResult], None] | None,
+    should_stop: Callable[[], bool] | None,
+    feed: Callable[[int], Sequence[JudgeRequest]] | None = None,
+) -> Any:
+    """Run ``start``'s coroutine in a helper thread; serve its results and feed requests here."""
     results_q: queue.Queue[Any] = queue.Queue()
     stop = threading.Event()
 
     def run() -> None:
         try:
-            outcome: Any = asyncio.run(
-                judge_many(
-                    requests,
-                    settings=settings,
-                    on_result=results_q.put,
-                    rate_limiter=rate_limiter,
-                    should_stop=stop.is_set,
-                )
-            )
+            outcome: Any = asyncio.run(start(results_q, stop))  # type: ignore[arg-type]
         except BaseException as exc:
             outcome = exc
         results_q.put((_DONE, outcome))
@@ -672,6 +791,19 @@ def judge_many_sync(
             if isinstance(outcome, BaseException):
                 raise outcome
             return outcome
+        if isinstance(item, tuple) and item and item[0] is _FEED:
+            _, n, future, loop = item
+            batch: Sequence[JudgeRequest] = ()
+            if failure is None and not stop.is_set() and feed is not None:
+                try:
+                    batch = list(feed(n))
+                except BaseException as exc:  # end the stream, finish in-flight, re-raise
+                    failure = exc
+                    stop.set()
+                    batch = ()
+            with contextlib.suppress(RuntimeError):  # the loop has already closed
+                loop.call_soon_threadsafe(_resolve, future, batch)
+            continue
         if item is not None and on_result is not None and failure is None:
             try:
                 on_result(item)

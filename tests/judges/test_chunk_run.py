@@ -229,13 +229,13 @@ def test_cancel_stops_the_run_and_keeps_what_was_judged(demo_audit, fake, make_j
 
 def test_a_pause_during_a_chunk_stops_sending(demo_audit, make_judge):
     # given a slow endpoint and a pause issued from inside the chunk, after the first verdicts
-    from judges import services
+    from judges.services import store
 
     with fake_server(latency_ms=30, jitter_ms=0) as server:
         judge = make_judge(server.base_url, max_concurrency=2)
         run = run_create(audit=demo_audit, judge=judge, segmentation="given")
         ids = run_missing_step_ids(run)
-        original = services.verdicts_store
+        original = store.verdicts_store
 
         def store_then_pause(*, run_id, verdicts):
             n = original(run_id=run_id, verdicts=verdicts)
@@ -243,11 +243,11 @@ def test_a_pause_during_a_chunk_stops_sending(demo_audit, make_judge):
                 run_pause(run=JudgeRun.objects.get(pk=run_id))
             return n
 
-        services.verdicts_store = store_then_pause
+        store.verdicts_store = store_then_pause
         try:
             judge_chunk_run(run_id=run.pk, step_ids=ids)
         finally:
-            services.verdicts_store = original
+            store.verdicts_store = original
         asked = server.stats()["requests"]
     # then far fewer than all steps were asked, and each asked one was stored once
     stored = JudgeVerdict.objects.filter(run=run).count()

@@ -1,0 +1,293 @@
+"""Lanes: each one a long-lived request stream over its share of the judge's concurrency.
+
+A run is executed by ``Judge.parallel_chunks`` lane tasks (one per worker process that should
+share it). A lane keeps ``max_concurrency / parallel_chunks`` requests in flight for as long
+as the run has steps: the client (``judge_stream_sync``) asks the lane's ``feed`` for the next
+few requests while it still holds some, so a slot that frees up is refilled at once; a retry
+sleeping on its back-off or ``Retry-After`` holds no slot. There is no batch boundary at which
+a lane waits for its slowest request — the only drain is at the very end of the run.
+
+Steps are claimed from the run's shared work source (``judges.services.worksource``): a Redis
+list that every lane pops from, so the lanes finish together; without Redis, a static share.
+Verdicts are written by the calling thread in batches (``FLUSH_ROWS`` / ``FLUSH_AGE_S``) as
+results complete, so a killed lane loses only what was in flight or claimed-but-unsent — and
+those steps simply have no verdict, which is what reconcile and resume look for.
+
+A lane also holds one of the judge's *lane slots* (a cache key, ``SET NX`` with a short TTL
+refreshed while it runs), so two runs of one judge never exceed its total concurrency.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+
+from judges.clients import JudgeConfigError, JudgeResult, RateLimits, judge_stream_sync, limiter_for
+from judges.clients.openai_compat import JudgeRequest
+from judges.models import Judge, JudgeFailure, JudgeRun, JudgeVerdict
+from judges.rendering import RenderedStep, client_settings, requests_for_steps
+from judges.services import store
+from judges.services.runs import (
+    _mark_running,
+    run_fail,
+    run_finish_if_complete,
+    run_scope_steps,
+    run_status_cached,
+)
+from judges.services.store import FLUSH_AGE_S, FLUSH_ROWS, failures_store, verdict_from_result
+from judges.services.worksource import StepSource, source_for
+
+logger = logging.getLogger(__name__)
+
+# A lane refreshes its slot and the run's heartbeat this often while it runs.
+HEARTBEAT_S = 2.0
+LANE_TTL_S = 15
+# Steps a lane claims per feed call (the client asks again while it still holds this many).
+# Small, so the last claims of a run spread over the lanes (a lane's unsent claims at the
+# end are at most twice this); large enough that the per-call cost (an LPOP, one query to
+# skip answered steps, the rendering queries) stays a small share of the calling thread:
+# at 16, 2 lanes × 320 steps/s make ~40 feed calls/s in all. bench/judge_bench.py, see
+# docs/judges.md.
+FEED_SIZE = 16
+
+
+class TransientJudgeError(Exception):
+    """Some steps got no answer for reasons that may pass (429 / 5xx / timeouts beyond the
+    client's retries). The lane task retries later; answered steps are skipped."""
+
+
+@dataclass(frozen=True)
+class LaneOutcome:
+    skipped: bool = False  # the run was not running, or the lane is of an older generation
+    asked: int = 0
+    stored: int = 0
+    failed: int = 0
+    transient: int = 0  # retryable failures given back for a retry of the lane
+
+
+ChunkOutcome = LaneOutcome  # the name of the per-chunk era, kept for callers
+
+
+class _VerdictWriter:
+    """Buffers results from the client and writes them in batches (rows and age bounded)."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self.rendered: dict[str, RenderedStep] = {}
+        self.pending: list[JudgeVerdict] = []
+        self.failures: list[tuple[RenderedStep, JudgeResult]] = []
+        self.first_pending_at = 0.0
+        self.inserted = 0
+
+    def add(self, result: JudgeResult) -> None:
+        item = self.rendered.pop(result.key)
+        if not result.ok:
+            self.failures.append((item, result))
+            return
+        if not self.pending:
+            self.first_pending_at = time.monotonic()
+        self.pending.append(verdict_from_result(run_id=self.run_id, rendered=item, result=result))
+        if len(self.pending) >= FLUSH_ROWS:
+            self.flush()
+
+    def flush_if_old(self) -> None:
+        if self.pending and time.monotonic() - self.first_pending_at >= FLUSH_AGE_S:
+            self.flush()
+
+    def flush(self) -> None:
+        batch, self.pending = self.pending, []
+        # Looked up on the module at call time, so a test can wrap it.
+        self.inserted += store.verdicts_store(run_id=self.run_id, verdicts=batch)
+
+
+class _LaneSlot:
+    def __init__(self, judge: Judge) -> None:
+        stamp = judge.created_at.timestamp() if judge.created_at else 0
+        self.prefix = f"judges:lane:{judge.pk}:{stamp}:"
+        self.count = max(1, judge.parallel_chunks)
+        self.token = uuid.uuid4().hex
+        self.key: str | None = None
+
+    def try_acquire(self) -> bool:
+        for i in range(self.count):
+            key = f"{self.prefix}{i}"
+            if cache.add(key, self.token, LANE_TTL_S):
+                self.key = key
+                return True
+        return False
+
+    def refresh(self) -> None:
+        if self.key and cache.get(self.key) == self.token:
+            cache.touch(self.key, LANE_TTL_S)
+
+    def release(self) -> None:
+        if self.key and cache.get(self.key) == self.token:
+            cache.delete(self.key)
+        self.key = None
+
+
+def _still_mine(run: JudgeRun, generation: int) -> bool:
+    state = run_status_cached(run.pk, run.seed)
+    return state is not None and state[0] == JudgeRun.Status.RUNNING and state[1] == generation
+
+
+def _unanswered(run: JudgeRun, step_ids: list[int]) -> list[int]:
+    """``step_ids`` in scope with neither a verdict nor a failure, in the given order."""
+    wanted = set(
+        run_scope_steps(run)
+        .filter(pk__in=step_ids)
+        .exclude(pk__in=JudgeVerdict.objects.filter(run=run).values("step_id"))
+        .exclude(pk__in=JudgeFailure.objects.filter(run=run).values("step_id"))
+        .values_list("pk", flat=True)
+    )
+    return [i for i in step_ids if i in wanted]
+
+
+def judge_lane_run(
+    *,
+    run_id: int,
+    lane: int = 0,
+    step_ids: list[int] | None = None,
+    generation: int | None = None,
+    final_attempt: bool = True,
+) -> LaneOutcome:
+    """Stream the run's unanswered steps through the judge until the source is empty.
+
+    ``step_ids=None`` claims from the run's shared Redis list; a list judges exactly those
+    (the steps among them that have no verdict yet). Safe to run any number of times.
+    ``final_attempt=False`` (a Celery try with retries left) gives steps left without an
+    answer for reasons that may pass back to the source and raises ``TransientJudgeError``;
+    on the final attempt they are recorded as failures so the run can end.
+    """
+    run = JudgeRun.objects.select_related("judge", "prompt", "audit").filter(pk=run_id).first()
+    if run is None:
+        return LaneOutcome(skipped=True)  # a message that outlived its run
+    generation = run.generation if generation is None else generation
+    if run.generation != generation:
+        return LaneOutcome(skipped=True)
+    _mark_running(run, generation)
+    if not _still_mine(run, generation):
+        return LaneOutcome(skipped=True)
+    source: StepSource = source_for(run, generation, step_ids)
+    judge = run.judge
+    slot = _LaneSlot(judge)
+    last_beat = 0.0
+
+    def beat() -> None:
+        nonlocal last_beat
+        now = time.monotonic()
+        if now - last_beat >= HEARTBEAT_S:
+            last_beat = now
+            slot.refresh()
+            JudgeRun.objects.filter(pk=run_id).update(heartbeat_at=timezone.now())
+
+    t_start = time.perf_counter()
+    while not slot.try_acquire():
+        if not _still_mine(run, generation):
+            return LaneOutcome(skipped=True)
+        beat()
+        time.sleep(0.2)
+    writer = _VerdictWriter(run_id)
+    asked = 0
+
+    def feed(n: int) -> list[JudgeRequest]:
+        nonlocal asked
+        while claimed := source.claim(n):
+            todo = _unanswered(run, claimed)
+            if not todo:
+                continue  # answered meanwhile (an older generation's lane, a duplicate task)
+            rendered = requests_for_steps(
+                judge=judge, prompt=run.prompt, audit=run.audit, step_ids=todo
+            )
+            writer.rendered.update((r.request.key, r) for r in rendered)
+            asked += len(rendered)
+            return [r.request for r in rendered]
+        return []
+
+    def should_stop() -> bool:
+        writer.flush_if_old()
+        beat()
+        return not _still_mine(run, generation)
+
+    per_lane = math.ceil(judge.max_concurrency / max(1, judge.parallel_chunks))
+    t_http = time.perf_counter()
+    try:
+        try:
+            judge_stream_sync(
+                feed,
+                settings=client_settings(judge, concurrency=per_lane),
+                feed_size=min(FEED_SIZE, per_lane),
+                on_result=writer.add,
+                rate_limiter=_rate_limiter(judge),
+                should_stop=should_stop,
+            )
+        except JudgeConfigError as exc:
+            writer.flush()
+            run_fail(run_id=run_id, message=f"judge configuration: {exc}")
+            return LaneOutcome(asked=asked, stored=writer.inserted)
+        t_done = time.perf_counter()
+        writer.flush()
+    finally:
+        slot.release()
+    permanent = [(item, r) for item, r in writer.failures if not r.retryable]
+    transient = [(item, r) for item, r in writer.failures if r.retryable]
+    if final_attempt:
+        permanent += transient
+        transient = []
+    n_failed = failures_store(
+        run_id=run_id,
+        failures=[
+            JudgeFailure(
+                run_id=run_id,
+                step_id=item.step_id,
+                kind=r.failure or "error",
+                error=(r.error or "")[:2000],
+                attempts=r.attempts,
+            )
+            for item, r in permanent
+        ],
+    )
+    outcome = LaneOutcome(
+        asked=asked, stored=writer.inserted, failed=n_failed, transient=len(transient)
+    )
+    run_finish_if_complete(run_id=run_id)
+    logger.info(
+        "judge run %s lane %s: %d asked, %d stored; set-up %.3fs, stream %.3fs, finish %.3fs",
+        run_id,
+        lane,
+        asked,
+        writer.inserted,
+        t_http - t_start,
+        t_done - t_http,
+        time.perf_counter() - t_done,
+    )
+    if transient and _still_mine(run, generation):
+        source.give_back([item.step_id for item, _ in transient])
+        first = transient[0][1].error
+        raise TransientJudgeError(f"{len(transient)} steps without an answer yet; last: {first}")
+    return outcome
+
+
+def judge_chunk_run(
+    *,
+    run_id: int,
+    step_ids: list[int],
+    generation: int | None = None,
+    final_attempt: bool = True,
+) -> LaneOutcome:
+    """Judge exactly the steps of ``step_ids`` that have no verdict yet (one lane's stream)."""
+    return judge_lane_run(
+        run_id=run_id, step_ids=list(step_ids), generation=generation, final_attempt=final_attempt
+    )
+
+
+def _rate_limiter(judge: Judge):
+    limits = RateLimits(requests_per_minute=judge.rpm_limit, tokens_per_minute=judge.tpm_limit)
+    return limiter_for(redis_url=settings.REDIS_URL or None, judge_id=str(judge.pk), limits=limits)

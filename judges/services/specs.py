@@ -1,0 +1,250 @@
+"""Judges and their versioned prompts, from specs (JSON / YAML files, the API)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from django.db import models, transaction
+
+from auditapp.exceptions import ApplicationError, ConflictError, NotFoundError
+from judges.models import Judge, JudgePrompt
+from judges.prompts import DEFAULT_SYSTEM, DEFAULT_USER, PromptTemplate
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PROMPT_NAME = "step-default"
+
+
+class JudgeSpecError(ApplicationError):
+    code = "invalid_spec"
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}", extra={"field": field})
+        self.field = field
+
+
+# -- prompts -----------------------------------------------------------------------------------
+
+
+def prompt_version_create(
+    *, name: str, system_template: str, user_template: str, description: str = ""
+) -> JudgePrompt:
+    """The latest version of ``name`` if it has these templates, else a new version.
+
+    An unused latest version is edited in place (nothing was judged with it); a used one is
+    immutable, so different templates make version + 1.
+    """
+    try:
+        PromptTemplate(system=system_template, user=user_template)
+    except ValueError as exc:
+        raise JudgeSpecError("prompt", str(exc)) from None
+    with transaction.atomic():
+        latest = (
+            JudgePrompt.objects.select_for_update().filter(name=name).order_by("-version").first()
+        )
+        if latest is not None and (latest.system_template, latest.user_template) == (
+            system_template,
+            user_template,
+        ):
+            return latest
+        if latest is not None and latest.used_at is None:
+            latest.system_template = system_template
+            latest.user_template = user_template
+            latest.description = description or latest.description
+            latest.save()
+            return latest
+        return JudgePrompt.objects.create(
+            name=name,
+            version=(latest.version + 1) if latest else 1,
+            system_template=system_template,
+            user_template=user_template,
+            description=description,
+        )
+
+
+def prompt_update(*, prompt: JudgePrompt, system_template: str, user_template: str) -> JudgePrompt:
+    """Edit a version in place — refused once a run has used it."""
+    if prompt.used_at is not None:
+        raise ConflictError(
+            f"prompt {prompt} has been used by a run and cannot change; create a new version",
+            code="prompt_immutable",
+        )
+    try:
+        PromptTemplate(system=system_template, user=user_template)
+    except ValueError as exc:
+        raise JudgeSpecError("prompt", str(exc)) from None
+    prompt.system_template = system_template
+    prompt.user_template = user_template
+    prompt.save()
+    return prompt
+
+
+def default_prompt_get() -> JudgePrompt:
+    return prompt_version_create(
+        name=DEFAULT_PROMPT_NAME,
+        system_template=DEFAULT_SYSTEM,
+        user_template=DEFAULT_USER,
+        description="The shipped step-level prompt (judges.prompts).",
+    )
+
+
+# -- judges from a spec ----------------------------------------------------------------------
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+_KEY_LOOKING = re.compile(r"^(sk-|sk_|Bearer\s)|[A-Za-z0-9_\-]{40,}")
+
+# field → (type(s), required for LLM judges, validator or None)
+_NUM = (int, float)
+SPEC_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "name": ((str,), True),
+    "description": ((str,), False),
+    "is_reference": ((bool,), False),
+    "base_url": ((str,), True),
+    "model": ((str,), True),
+    "api_key_env": ((str, type(None)), False),
+    "temperature": (_NUM, False),
+    "max_tokens": ((int,), False),
+    "samples_per_step": ((int,), False),
+    "aggregation": ((str,), False),
+    "max_concurrency": ((int,), False),
+    "parallel_chunks": ((int,), False),
+    "rpm_limit": ((int, type(None)), False),
+    "tpm_limit": ((int, type(None)), False),
+    "timeout_s": (_NUM, False),
+    "max_retries": ((int,), False),
+    "max_parse_retries": ((int,), False),
+    "use_json_mode": ((bool,), False),
+    "style_blind": ((bool,), False),
+    "show_final_answer": ((bool,), False),
+    "context_mode": ((str,), False),
+    "prompt": ((dict, str, type(None)), False),
+}
+PROMPT_FIELDS = {"name", "system", "user", "description"}
+
+
+def judge_spec_validate(spec: Any) -> dict[str, Any]:
+    """Check a judge spec (see docs/judges.md); ``JudgeSpecError`` names the field at fault."""
+    if not isinstance(spec, Mapping):
+        raise JudgeSpecError("(spec)", "must be a JSON / YAML object")
+    for key in spec:
+        if key not in SPEC_FIELDS:
+            allowed = ", ".join(sorted(SPEC_FIELDS))
+            raise JudgeSpecError(str(key), f"unknown field; allowed: {allowed}")
+    is_reference = spec.get("is_reference", False)
+    if not isinstance(is_reference, bool):
+        raise JudgeSpecError("is_reference", "must be true or false")
+    clean: dict[str, Any] = {}
+    for key, (types, required) in SPEC_FIELDS.items():
+        if key not in spec:
+            if required and not (is_reference and key in ("base_url", "model")):
+                raise JudgeSpecError(key, "is required")
+            continue
+        value = spec[key]
+        # bool is an int in Python; a number field must not accept true/false.
+        if not isinstance(value, types) or (
+            isinstance(value, bool) and bool not in types and value is not None
+        ):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise JudgeSpecError(key, f"must be {names}, got {type(value).__name__}")
+        clean[key] = value
+    _check_spec_values(clean)
+    return clean
+
+
+def _check_spec_values(c: dict[str, Any]) -> None:
+    name = c["name"]
+    if not re.fullmatch(r"[-a-zA-Z0-9_]{1,80}", name):
+        raise JudgeSpecError("name", "letters, digits, - and _ only (at most 80)")
+    if "base_url" in c and not re.match(r"^https?://[^\s/]+", c["base_url"]):
+        raise JudgeSpecError("base_url", "must be an http(s) URL, e.g. http://127.0.0.1:8000/v1")
+    if "model" in c and not c["model"].strip():
+        raise JudgeSpecError("model", "must not be empty")
+    env = c.get("api_key_env")
+    if env and (_KEY_LOOKING.search(env) or not _ENV_NAME.match(env)):
+        raise JudgeSpecError(
+            "api_key_env",
+            "must be the NAME of an environment variable (e.g. OPENAI_API_KEY), never a key",
+        )
+    if "temperature" in c and not 0 <= c["temperature"] <= 2:
+        raise JudgeSpecError("temperature", "must be between 0 and 2")
+    for key, low, high in (
+        ("max_tokens", 1, 32768),
+        ("samples_per_step", 1, 25),
+        ("max_concurrency", 1, 1024),
+        ("parallel_chunks", 1, 64),
+        ("max_retries", 0, 20),
+        ("max_parse_retries", 0, 10),
+        ("rpm_limit", 1, 10**8),
+        ("tpm_limit", 1, 10**10),
+    ):
+        value = c.get(key)
+        if value is not None and not low <= value <= high:
+            raise JudgeSpecError(key, f"must be between {low} and {high}")
+    if "timeout_s" in c and not 0 < c["timeout_s"] <= 3600:
+        raise JudgeSpecError("timeout_s", "must be more than 0 and at most 3600")
+    if c.get("aggregation", "majority") not in Judge.Aggregation.values:
+        raise JudgeSpecError("aggregation", f"must be one of {', '.join(Judge.Aggregation)}")
+    if c.get("context_mode", "audit") not in Judge.ContextMode.values:
+        raise JudgeSpecError(
+            "context_mode", f"must be one of {', '.join(Judge.ContextMode.values)}"
+        )
+    if c.get("parallel_chunks", 1) > c.get("max_concurrency", 8):
+        raise JudgeSpecError("parallel_chunks", "must not exceed max_concurrency")
+    prompt = c.get("prompt")
+    if isinstance(prompt, str) and prompt != "default":
+        raise JudgeSpecError("prompt", 'must be an object or "default"')
+    if isinstance(prompt, Mapping):
+        for key in prompt:
+            if key not in PROMPT_FIELDS:
+                raise JudgeSpecError(
+                    f"prompt.{key}", "unknown field; allowed: " + ", ".join(sorted(PROMPT_FIELDS))
+                )
+        for key in ("name", "user"):
+            if not isinstance(prompt.get(key), str) or not prompt[key].strip():
+                raise JudgeSpecError(f"prompt.{key}", "is required (a non-empty string)")
+        if not isinstance(prompt.get("system", ""), str):
+            raise JudgeSpecError("prompt.system", "must be a string")
+        try:
+            PromptTemplate(system=prompt.get("system", DEFAULT_SYSTEM), user=prompt["user"])
+        except ValueError as exc:
+            raise JudgeSpecError("prompt", str(exc)) from None
+
+
+@transaction.atomic
+def judge_create_or_update(*, spec: Mapping[str, Any]) -> Judge:
+    """Create or update the judge named in ``spec`` and the prompt version it uses."""
+    clean = judge_spec_validate(spec)
+    prompt_spec = clean.pop("prompt", None)
+    if clean.get("is_reference"):
+        prompt = None
+    elif isinstance(prompt_spec, Mapping):
+        prompt = prompt_version_create(
+            name=prompt_spec["name"],
+            system_template=prompt_spec.get("system", DEFAULT_SYSTEM),
+            user_template=prompt_spec["user"],
+            description=prompt_spec.get("description", ""),
+        )
+    else:
+        prompt = default_prompt_get()
+    name = clean.pop("name")
+    defaults = {field.name: field.get_default() for field in _spec_model_fields()}
+    defaults.update(clean)
+    defaults["api_key_env"] = defaults.get("api_key_env") or ""
+    defaults["prompt"] = prompt
+    judge, _ = Judge.objects.update_or_create(name=name, defaults=defaults)
+    return judge
+
+
+def _spec_model_fields() -> list[models.Field]:
+    names = set(SPEC_FIELDS) - {"name", "prompt"}
+    return [f for f in Judge._meta.concrete_fields if f.name in names]
+
+
+def judge_get(*, name: str) -> Judge:
+    judge = Judge.objects.select_related("prompt").filter(name=name).first()
+    if judge is None:
+        raise NotFoundError(f"no judge named {name!r}")
+    return judge

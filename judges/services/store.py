@@ -1,0 +1,129 @@
+"""Writing verdicts and failures: exactly one per (run, step), counters grown by what was new."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import connection, models, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from judges.clients import (
+    JudgeResult,
+)
+from judges.models import JudgeFailure, JudgeRun, JudgeVerdict
+from judges.rendering import RenderedStep
+
+logger = logging.getLogger(__name__)
+
+# Verdict rows per INSERT and the longest a verdict waits in memory before it is written.
+FLUSH_ROWS = 100
+FLUSH_AGE_S = 0.5
+
+
+# -- writing verdicts --------------------------------------------------------------------------
+
+
+def _insert_ignore(
+    model: type[models.Model], objs: list[models.Model], returning: list[str]
+) -> list[tuple]:
+    """``INSERT … ON CONFLICT (run_id, step_id) DO NOTHING RETURNING …``: the rows inserted.
+
+    ``bulk_create(ignore_conflicts=True)`` cannot say which rows were new, and the counters
+    must grow by exactly those. Both PostgreSQL and SQLite (3.35+) speak this statement.
+    """
+    if not objs:
+        return []
+    qn = connection.ops.quote_name
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    head = f"INSERT INTO {qn(model._meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
+    tail = (
+        f" ON CONFLICT ({qn('run_id')}, {qn('step_id')}) DO NOTHING "
+        f"RETURNING {', '.join(qn(c) for c in returning)}"
+    )
+    if connection.vendor == "postgresql":
+        # One array parameter per column (unnest): the driver adapts 14 arrays instead of
+        # 14 values per row, which cut the writer's CPU (and the GIL it takes from the HTTP
+        # loop in the same process) by about half in bench/judge_bench.py.
+        columns = [
+            [f.get_db_prep_save(f.pre_save(obj, True), connection) for obj in objs] for f in fields
+        ]
+        casts = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
+        with connection.cursor() as cursor:
+            cursor.execute(f"{head}SELECT * FROM unnest({casts}){tail}", columns)
+            return cursor.fetchall()
+    placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    out: list[tuple] = []
+    for start in range(0, len(objs), FLUSH_ROWS):
+        part = objs[start : start + FLUSH_ROWS]
+        params = [
+            f.get_db_prep_save(f.pre_save(obj, True), connection) for obj in part for f in fields
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(f"{head}VALUES {', '.join([placeholders] * len(part))}{tail}", params)
+            out.extend(cursor.fetchall())
+    return out
+
+
+def verdicts_store(*, run_id: int, verdicts: list[JudgeVerdict]) -> int:
+    """Insert verdicts that do not exist yet and grow the counters by those; returns that count."""
+    if not verdicts:
+        return 0
+    with transaction.atomic():
+        rows = _insert_ignore(
+            JudgeVerdict, verdicts, ["verdict", "prompt_tokens", "completion_tokens"]
+        )
+        if rows:
+            JudgeRun.objects.filter(pk=run_id).update(
+                done=F("done") + len(rows),
+                invalid=F("invalid") + sum(1 for r in rows if r[0] == "invalid"),
+                prompt_tokens=F("prompt_tokens") + sum(r[1] for r in rows),
+                completion_tokens=F("completion_tokens") + sum(r[2] for r in rows),
+                heartbeat_at=timezone.now(),
+            )
+    return len(rows)
+
+
+def failures_store(*, run_id: int, failures: list[JudgeFailure]) -> int:
+    if not failures:
+        return 0
+    with transaction.atomic():
+        # A step that meanwhile got a verdict (a duplicated chunk) is not a failure.
+        have = set(
+            JudgeVerdict.objects.filter(
+                run_id=run_id, step_id__in=[f.step_id for f in failures]
+            ).values_list("step_id", flat=True)
+        )
+        rows = _insert_ignore(
+            JudgeFailure, [f for f in failures if f.step_id not in have], ["step_id"]
+        )
+        if rows:
+            JudgeRun.objects.filter(pk=run_id).update(failed=F("failed") + len(rows))
+    return len(rows)
+
+
+def verdict_from_result(
+    *, run_id: int, rendered: RenderedStep, result: JudgeResult
+) -> JudgeVerdict:
+    record = dict(rendered.prompt_record)
+    record["json_mode"] = result.json_mode
+    if result.samples and len(result.samples) > 1:
+        record["sample_verdicts"] = list(result.samples)
+    if result.parse_methods:
+        record["parse_methods"] = list(result.parse_methods)
+    if result.error:
+        record["error"] = result.error
+    return JudgeVerdict(
+        run_id=run_id,
+        step_id=rendered.step_id,
+        verdict=result.verdict or JudgeVerdict.Verdict.INVALID,
+        category=(result.category or "")[:120],
+        rationale=result.rationale,
+        raw_response=result.raw_response,
+        attempts=result.attempts,
+        latency_ms=result.latency_ms,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        prompt_hash=rendered.prompt_hash,
+        prompt_record=record,
+    )
