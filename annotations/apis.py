@@ -24,13 +24,13 @@ from annotations.serializers import (
     BatchOutputSerializer,
     BatchPlanInputSerializer,
     BatchPlanOutputSerializer,
-    BlindedItemOutputSerializer,
     ImportCreateInputSerializer,
     LabelInputSerializer,
     OverviewEntryOutputSerializer,
     RatingInputSerializer,
     ReassignInputSerializer,
-    SavedOutputSerializer,
+    blinded_item_output,
+    saved_output,
 )
 from annotations.services.batches import (
     assignment_reassign,
@@ -118,7 +118,7 @@ class MyItemApi(APIView):
         item = item_get_blinded(
             clinician=request.user, assignment_public_id=public_id, position=position
         )
-        return Response(BlindedItemOutputSerializer(item).data)
+        return Response(blinded_item_output(item))
 
 
 class MyNextItemApi(APIView):
@@ -130,7 +130,7 @@ class MyNextItemApi(APIView):
         item = item_get_next_blinded(clinician=request.user, assignment_public_id=public_id)
         if item is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(BlindedItemOutputSerializer(item).data)
+        return Response(blinded_item_output(item))
 
 
 class LabelSaveApi(APIView):
@@ -148,9 +148,7 @@ class LabelSaveApi(APIView):
             **serializer.validated_data,
         )
         return Response(
-            SavedOutputSerializer(
-                {"position": position, "revision": label.revision, "elapsed_ms": label.elapsed_ms}
-            ).data
+            saved_output(position=position, revision=label.revision, elapsed_ms=label.elapsed_ms)
         )
 
 
@@ -167,9 +165,7 @@ class RatingSaveApi(APIView):
             **serializer.validated_data,
         )
         return Response(
-            SavedOutputSerializer(
-                {"position": position, "revision": rating.revision, "elapsed_ms": rating.elapsed_ms}
-            ).data
+            saved_output(position=position, revision=rating.revision, elapsed_ms=rating.elapsed_ms)
         )
 
 

@@ -17,7 +17,7 @@ from annotations.selectors.blinded import (
 )
 from annotations.selectors.progress import assignment_progress_list, audit_progress
 from annotations.selectors.users import annotators_get_by_usernames
-from annotations.serializers import BlindedItemOutputSerializer
+from annotations.serializers import blinded_item_output
 from annotations.services.batches import (
     assignment_reassign,
     batch_assign,
@@ -117,7 +117,7 @@ def label_page(request, public_id: str, position: int):
         )
     except NotFoundError:
         raise Http404 from None
-    data = BlindedItemOutputSerializer(item).data
+    data = blinded_item_output(item)
     data["urls"] = {
         "api": reverse("annotations-api:api-my-item", args=[public_id, position]),
         "assignment_api": reverse("annotations-api:api-my-assignment", args=[public_id]),

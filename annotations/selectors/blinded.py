@@ -11,21 +11,21 @@ dataclasses only, so a new model field cannot reach a clinician by accident.
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ObjectDoesNotExist
-from django.db.models import Count, Exists, Min, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, Min, OuterRef, Q
 
 from annotations.models import (
     Assignment,
     AssignmentItem,
     Audit,
     Label,
-    Step,
     TraceRating,
 )
 from annotations.selectors.access import (
     NOT_FOUND,
+    ItemView,
     assignment_get_for_annotator,
     assignment_item_get_for_display,
+    context_texts,
 )
 from annotations.services.labels import PROBE_NO_IDEA
 from auditapp.exceptions import NotFoundError
@@ -100,13 +100,13 @@ class OverviewEntry:
     verdict: str  # this clinician's own verdict, "" when none (ratings: "rated")
 
 
-def _probe_options(audit: Audit) -> tuple[str, ...]:
-    if not audit.blinding_probe_options:
+def _probe_options(options: list) -> tuple[str, ...]:
+    if not options:
         return ()
-    return (*audit.blinding_probe_options, PROBE_NO_IDEA)
+    return (*(str(o) for o in options), PROBE_NO_IDEA)
 
 
-def _likert(audit: Audit) -> tuple[LikertItem, ...]:
+def _likert(items: list) -> tuple[LikertItem, ...]:
     return tuple(
         LikertItem(
             key=str(i["key"]),
@@ -116,7 +116,7 @@ def _likert(audit: Audit) -> tuple[LikertItem, ...]:
             min_label=str(i.get("min_label", "")),
             max_label=str(i.get("max_label", "")),
         )
-        for i in audit.likert_items
+        for i in items
     )
 
 
@@ -146,106 +146,47 @@ def item_get_next_blinded(
     return _blind(item) if item is not None else None
 
 
-def _related(item, name: str):
-    # A reverse one-to-one fetched by select_related: missing means "none yet".
-    try:
-        return getattr(item, name)
-    except ObjectDoesNotExist:
-        return None
-
-
-def _blind(item: AssignmentItem) -> BlindedItem:
-    """Build the dataclass: three queries beyond the item (counts, preceding steps)."""
-    assignment = item.assignment
-    audit = assignment.batch.audit
-    # One round trip for the progress figures (both counts use an index on assignment).
-    counts = (
-        Assignment.objects.filter(pk=assignment.pk)
-        .annotate(
-            total=Subquery(
-                AssignmentItem.objects.filter(assignment_id=assignment.pk)
-                .order_by()
-                .values("assignment_id")
-                .annotate(n=Count("pk"))
-                .values("n")[:1]
-            ),
-            n_labels=Subquery(
-                Label.objects.filter(assignment_id=assignment.pk)
-                .order_by()
-                .values("assignment_id")
-                .annotate(n=Count("pk"))
-                .values("n")[:1]
-            ),
-            n_ratings=Subquery(
-                TraceRating.objects.filter(assignment_id=assignment.pk)
-                .order_by()
-                .values("assignment_id")
-                .annotate(n=Count("pk"))
-                .values("n")[:1]
-            ),
-        )
-        .values("total", "n_labels", "n_ratings")
-        .get()
-    )
-    step = item.batch_item.step
+def _blind(item: ItemView) -> BlindedItem:
+    """Build the dataclass: one more query (the preceding steps) beyond the item itself."""
     context: tuple[str, ...] = ()
     trace_steps: tuple[str, ...] = ()
     label = rating = None
-    if step is not None:
+    if item.step_id is not None:
         kind = "step"
-        trace = step.trace
-        if audit.context_mode == Audit.ContextMode.PRECEDING and step.index > 0:
+        if item.context_mode == Audit.ContextMode.PRECEDING and item.step_index:
             context = tuple(
-                Step.objects.filter(
-                    trace_id=step.trace_id, segmentation=step.segmentation, index__lt=step.index
+                context_texts(
+                    trace_id=item.step_trace_id,
+                    segmentation=item.segmentation,
+                    before_index=item.step_index,
                 )
-                .order_by("index")
-                .values_list("blinded_text", flat=True)
             )
-        own = _related(item, "label")
-        if own is not None:
-            label = BlindedLabel(
-                verdict=own.verdict,
-                error_category=own.error_category,
-                comment=own.comment,
-                probe_guess=own.probe_guess,
-                elapsed_ms=own.elapsed_ms,
-                revision=own.revision,
-            )
+        if item.label is not None:
+            label = BlindedLabel(**item.label)
     else:
         kind = "trace"
-        trace = item.batch_item.trace
         trace_steps = tuple(
-            Step.objects.filter(trace_id=trace.pk, segmentation=assignment.batch.segmentation)
-            .order_by("index")
-            .values_list("blinded_text", flat=True)
+            context_texts(trace_id=item.trace_id, segmentation=item.segmentation, before_index=None)
         )
-        own_rating = _related(item, "rating")
-        if own_rating is not None:
-            rating = BlindedRating(
-                answers=dict(own_rating.answers),
-                comment=own_rating.comment,
-                elapsed_ms=own_rating.elapsed_ms,
-                revision=own_rating.revision,
-            )
-    question = trace.question
+        if item.rating is not None:
+            rating = BlindedRating(**item.rating)
     return BlindedItem(
-        assignment_public_id=assignment.public_id,
+        assignment_public_id=item.public_id,
         position=item.position,
-        total=counts["total"] or 0,
-        done=(counts["n_labels"] or 0) + (counts["n_ratings"] or 0),
+        total=item.total,
+        done=item.done,
         kind=kind,
-        question=question.stem,
-        options=tuple((str(k), str(v)) for k, v in (question.options or {}).items()),
+        question=item.question_stem,
+        options=tuple((str(k), str(v)) for k, v in item.question_options.items()),
         context=context,
-        step=step.blinded_text if step is not None else "",
+        step=item.step_text or "",
         trace=trace_steps,
-        final_answer=trace.final_answer if audit.show_final_answer else "",
-        error_categories=tuple(audit.error_categories),
-        guidelines=audit.guidelines,
-        probe_options=_probe_options(audit),
-        likert_items=_likert(audit),
-        locked=assignment.is_locked,
+        final_answer=item.final_answer if item.show_final_answer else "",
+        error_categories=tuple(item.error_categories),
+        guidelines=item.guidelines,
+        probe_options=_probe_options(item.blinding_probe_options),
+        likert_items=_likert(item.likert_items),
+        locked=item.locked,
         label=label,
         rating=rating,
     )

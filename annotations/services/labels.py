@@ -7,7 +7,6 @@ from django.utils import timezone
 
 from annotations.models import (
     Assignment,
-    AssignmentItem,
     Audit,
     Label,
     LabelRevision,
@@ -16,6 +15,7 @@ from annotations.models import (
     Verdict,
 )
 from annotations.selectors.access import (
+    ItemAccess,
     assignment_get_for_annotator,
     assignment_item_get_for_annotator,
 )
@@ -25,40 +25,39 @@ PROBE_NO_IDEA = "no idea"
 BLINDING_SCHEME = 1  # bump when what a clinician sees changes in kind
 
 
-def _check_open(assignment: Assignment) -> None:
-    if assignment.is_locked:
+def _check_open(item: ItemAccess) -> None:
+    if item.locked:
         raise ConflictError("The assignment is submitted and locked.", code="assignment_locked")
 
 
-def shown_for(item: AssignmentItem) -> dict:
+def shown_for(item: ItemAccess) -> dict:
     """What the clinician saw for this item — stored with the label for the report."""
-    audit = item.assignment.batch.audit
-    step = item.batch_item.step
+    preceding = item.context_mode == Audit.ContextMode.PRECEDING
     return {
         "scheme": BLINDING_SCHEME,
-        "context_mode": audit.context_mode,
-        "context_steps": (step.index if step and audit.context_mode == "preceding" else 0),
-        "final_answer_visible": audit.show_final_answer,
+        "context_mode": item.context_mode,
+        "context_steps": (item.step_index or 0) if preceding else 0,
+        "final_answer_visible": item.show_final_answer,
         "gold_answer_visible": False,
-        "style_normalisation": audit.style_normalisation,
-        "blinding_version": step.blinding_version if step else "",
+        "style_normalisation": item.style_normalisation,
+        "blinding_version": item.blinding_version or "",
     }
 
 
-def _validate_label(audit: Audit, verdict: str, error_category: str, probe_guess: str) -> str:
+def _validate_label(item: ItemAccess, verdict: str, error_category: str, probe_guess: str) -> str:
     if verdict not in Verdict.values:
         raise ApplicationError(f"Unknown verdict {verdict!r}.", code="verdict")
     if verdict != Verdict.ERROR:
         error_category = ""
-    elif audit.error_categories and error_category not in audit.error_categories:
+    elif item.error_categories and error_category not in item.error_categories:
         raise ApplicationError(
             "Choose an error category from the list.",
             code="error_category",
-            extra={"categories": list(audit.error_categories)},
+            extra={"categories": list(item.error_categories)},
         )
     if probe_guess and (
-        not audit.blinding_probe_options
-        or probe_guess not in [*audit.blinding_probe_options, PROBE_NO_IDEA]
+        not item.blinding_probe_options
+        or probe_guess not in [*item.blinding_probe_options, PROBE_NO_IDEA]
     ):
         raise ApplicationError("Unknown answer to the blinding question.", code="probe_guess")
     return error_category
@@ -116,20 +115,19 @@ def _label_save(
         position=position,
         for_update=True,
     )
-    _check_open(item.assignment)
-    audit = item.assignment.batch.audit
-    if item.batch_item.step_id is None:
+    _check_open(item)
+    if item.step_id is None:
         raise ApplicationError("This item asks for a rating, not a label.", code="wrong_kind")
-    error_category = _validate_label(audit, verdict, error_category, probe_guess)
+    error_category = _validate_label(item, verdict, error_category, probe_guess)
     comment = comment.strip()
     elapsed_ms = max(0, int(elapsed_ms))
     # Read after the lock: a label committed while we waited is seen here.
-    label = Label.objects.filter(assignment_item=item).first()
+    label = Label.objects.filter(assignment_item_id=item.item_id).first()
     if label is None:
         label = Label.objects.create(
-            assignment_item=item,
+            assignment_item_id=item.item_id,
             assignment_id=item.assignment_id,
-            step_id=item.batch_item.step_id,
+            step_id=item.step_id,
             verdict=verdict,
             error_category=error_category,
             comment=comment,
@@ -162,8 +160,8 @@ def _label_save(
     return label
 
 
-def _validate_answers(audit: Audit, answers: dict) -> dict[str, int]:
-    items = {i["key"]: i for i in audit.likert_items}
+def _validate_answers(likert_items: list, answers: dict) -> dict[str, int]:
+    items = {i["key"]: i for i in likert_items}
     missing = [key for key in items if key not in answers]
     if missing:
         raise ApplicationError(
@@ -208,27 +206,26 @@ def rating_save(
         position=position,
         for_update=True,
     )
-    _check_open(item.assignment)
-    audit = item.assignment.batch.audit
-    if item.batch_item.trace_id is None:
+    _check_open(item)
+    if item.trace_id is None:
         raise ApplicationError("This item asks for a label, not a rating.", code="wrong_kind")
-    answers = _validate_answers(audit, answers)
+    answers = _validate_answers(item.likert_items, answers)
     comment = comment.strip()
     elapsed_ms = max(0, int(elapsed_ms))
-    rating = TraceRating.objects.filter(assignment_item=item).first()
+    rating = TraceRating.objects.filter(assignment_item_id=item.item_id).first()
     if rating is None:
         rating = TraceRating.objects.create(
-            assignment_item=item,
+            assignment_item_id=item.item_id,
             assignment_id=item.assignment_id,
-            trace_id=item.batch_item.trace_id,
+            trace_id=item.trace_id,
             answers=answers,
             comment=comment,
             elapsed_ms=elapsed_ms,
             shown={
                 "scheme": BLINDING_SCHEME,
-                "segmentation": item.assignment.batch.segmentation,
-                "style_normalisation": audit.style_normalisation,
-                "final_answer_visible": audit.show_final_answer,
+                "segmentation": item.segmentation,
+                "style_normalisation": item.style_normalisation,
+                "final_answer_visible": item.show_final_answer,
             },
         )
     else:
