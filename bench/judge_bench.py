@@ -12,7 +12,9 @@ concurrency / latency = 640 steps/s. The clock runs from ``run_create`` to the r
 ``finished_at``: queueing, prompt rendering, parsing and verdict writes are all inside.
 
 Then the same with a 5% fault mix (500, 429 with Retry-After 1 s, malformed body, truncated
-answer, hang, dropped connection) and a 1 s client timeout. Targets: ≥ 0.9 clean, ≥ 0.8 faults.
+answer, hang for 30 s, dropped connection). The judge's timeout is 1 s (10× the endpoint's
+latency); its back-off base is min(0.5, timeout / 4) = 0.25 s (``judges.rendering``).
+Targets: ≥ 0.9 clean, ≥ 0.8 faults.
 Everything listens on 127.0.0.1; the whole script is bounded by ``--deadline-s``.
 """
 
@@ -214,7 +216,15 @@ def one_run(*, name: str, base_url: str, args, ideal: float) -> float:
         f"faults={stats['by_fault']}",
         flush=True,
     )
+    from judges.models import JudgeVerdict
+
+    hedged = JudgeVerdict.objects.filter(run=run, prompt_record__hedged=True).count()
     print("  " + timeline(run), flush=True)
+    print(
+        f"  tail hedging: {hedged} steps hedged, i.e. {hedged} duplicate requests "
+        f"({hedged / max(1, stats['requests']):.2%} of the {stats['requests']} sent)",
+        flush=True,
+    )
     return rate / ideal
 
 

@@ -39,8 +39,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
+import dataclasses
 import email.utils
 import inspect
+import math
 import os
 import queue
 import random
@@ -97,6 +100,15 @@ class ClientSettings:
     use_json_mode: bool = True
     extra_headers: Mapping[str, str] = field(default_factory=dict)
     stop_poll_s: float = 0.25  # how often should_stop() is consulted (it may be a DB read)
+    # Tail hedging (see ``judge_many``): once the requests are exhausted and at most
+    # ``hedge_tail_fraction`` of them are unfinished, a call in flight for longer than
+    # ``hedge_after_latencies`` × the median call (and ``hedge_min_s``) is sent a second time;
+    # the first answer wins. At most ``hedge_max_fraction`` of the requests (at least 2) are
+    # duplicated. ``hedge_after_latencies=0`` turns it off.
+    hedge_after_latencies: float = 5.0
+    hedge_min_s: float = 0.25
+    hedge_tail_fraction: float = 0.02
+    hedge_max_fraction: float = 0.01
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -143,6 +155,7 @@ class JudgeResult:
     retryable: bool = False
     json_mode: bool = False  # whether the answer was requested with response_format
     parse_methods: tuple[str, ...] = ()
+    hedged: bool = False  # a duplicate was sent at the tail; attempts count both
 
 
 def aggregate_samples(
@@ -225,6 +238,9 @@ class _Batch:
         self._should_stop = should_stop
         self._stopped = False
         self._last_poll = 0.0
+        # Durations of recent successful calls, for the hedging threshold.
+        self.latencies: collections.deque[float] = collections.deque(maxlen=256)
+        self.hedges = 0
 
     def stopped(self) -> bool:
         if self._stopped or self._should_stop is None:
@@ -272,6 +288,12 @@ class _Batch:
                 # see a JSON-mode fallback learned meanwhile.
                 json_mode = self.json_mode and request.response_format_json
                 payload = _payload(s, request, messages, n=n, json_mode=json_mode)
+                flight = _FLIGHT.get(None)
+                sent_at = time.monotonic()
+                if flight is not None:
+                    flight.attempts += 1
+                    flight.http_since = sent_at
+                    flight.first_send = flight.first_send or sent_at
                 try:
                     async with self.session.post(
                         s.completions_url, data=orjson.dumps(payload)
@@ -285,6 +307,11 @@ class _Batch:
                 except aiohttp.ClientError as exc:
                     status, body, retry_after = 0, b"", None
                     problem = f"connection error: {type(exc).__name__}"
+                finally:
+                    if flight is not None and flight.http_since == sent_at:
+                        flight.http_since = None
+                if status == 200:
+                    self.latencies.append(time.monotonic() - sent_at)
             if status == 200:
                 try:
                     reply = _read_completion(body, attempts=attempts, json_mode=json_mode)
@@ -553,6 +580,7 @@ async def judge_many(
     rate_limiter: RateLimiter | None = None,
     should_stop: Callable[[], bool] | None = None,
     keep_results: bool = True,
+    stats: dict[str, int] | None = None,
 ) -> list[JudgeResult]:
     """Judge every request concurrently; return one result per request, in request order.
 
@@ -561,7 +589,16 @@ async def judge_many(
     each wait for their slowest request. Once ``should_stop`` is true a stream is no longer
     pulled (no ``stopped`` results are made for requests it never yielded).
     ``keep_results=False`` returns ``[]`` and keeps nothing (a stream may be very long; the
-    caller stores results in ``on_result``).
+    caller stores results in ``on_result``). ``stats``, when given, receives ``requests``
+    (pulled) and ``hedges`` (duplicates sent by tail hedging).
+
+    Tail hedging (``settings.hedge_*``): once every request has been pulled and at most 2% are
+    unfinished, a call that has been in flight for over 5× the median call (and at least
+    0.25 s) is sent once more on a free slot — within the concurrency bound and the rate
+    limit — and the first successful answer wins; the other call is cancelled. At most 1% of
+    the requests (at least 2) are duplicated; a hedged result says so (``hedged``) and its
+    ``attempts`` count both calls. Calls sleeping on a back-off or ``Retry-After`` are never
+    hedged: the server asked for that wait.
 
     ``on_result`` is called (and awaited when it returns an awaitable) as each result is
     ready — store verdicts there so a crash loses only what is in flight; it is not called for
@@ -587,7 +624,19 @@ async def judge_many(
     else:
         pending = enumerate(requests)  # type: ignore[arg-type]
 
+    hedging = settings.hedge_after_latencies > 0
+    flights: set[_Flight] = set()
+    tally = {"started": 0, "exhausted": False}
+
     async def next_request() -> tuple[int, JudgeRequest] | None:
+        item = await pull()
+        if item is None:
+            tally["exhausted"] = True
+        else:
+            tally["started"] += 1
+        return item
+
+    async def pull() -> tuple[int, JudgeRequest] | None:
         if not stream:
             return next(pending, None)
         # One puller at a time: an async generator cannot be advanced concurrently.
@@ -599,6 +648,29 @@ async def judge_many(
             except StopAsyncIteration:
                 return None
             return next(counter), request
+
+    async def hedge_tail() -> None:
+        # Why: a run ends when its slowest request does. Mid-run a hung call costs one slot
+        # for one timeout while the others keep the pipeline full; at the tail it holds up the
+        # whole run. So only there (requests exhausted, few left), a call in flight for much
+        # longer than usual is sent again on a free slot, and the first answer wins.
+        s = settings
+        while True:
+            await asyncio.sleep(0.05)
+            if not tally["exhausted"] or len(batch.latencies) < 20 or batch.stopped():
+                continue
+            if len(flights) > max(1, s.hedge_tail_fraction * tally["started"]):
+                continue
+            cap = max(2, math.ceil(s.hedge_max_fraction * tally["started"]))
+            threshold = max(s.hedge_min_s, s.hedge_after_latencies * _median(batch.latencies))
+            now = time.monotonic()
+            for flight in list(flights):
+                if batch.hedges >= cap:
+                    break
+                since = flight.http_since
+                if flight.hedge is None and since is not None and now - since > threshold:
+                    batch.hedges += 1
+                    flight.start_hedge(batch)
 
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, headers=headers, raise_for_status=False
@@ -621,7 +693,15 @@ async def judge_many(
                     if keep_results:
                         results[index] = _stopped_result(request)
                     continue
-                result = await batch.judge(request)
+                if hedging:
+                    flight = _Flight(request)
+                    flights.add(flight)
+                    try:
+                        result = await flight.run(batch)
+                    finally:
+                        flights.discard(flight)
+                else:
+                    result = await batch.judge(request)
                 if keep_results:
                     results[index] = result
                 if on_result is not None and result.failure != "stopped":
@@ -635,6 +715,7 @@ async def judge_many(
         # request overlap the next call. The semaphore alone bounds the HTTP concurrency.
         n_workers = settings.concurrency + max(4, settings.concurrency // 2)
         workers = [asyncio.create_task(worker()) for _ in range(n_workers)]
+        hedger = asyncio.create_task(hedge_tail()) if hedging else None
         try:
             await asyncio.gather(*workers)
         except BaseException:
@@ -643,13 +724,80 @@ async def judge_many(
             await asyncio.gather(*workers, return_exceptions=True)
             raise
         finally:
+            if hedger is not None:
+                hedger.cancel()
+                await asyncio.gather(hedger, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await limiter.close()
+            if stats is not None:
+                stats.update(requests=tally["started"], hedges=batch.hedges)
     return [results[i] for i in sorted(results)]
 
 
 _DONE = object()
 _FEED = object()
+_FLIGHT: contextvars.ContextVar[_Flight] = contextvars.ContextVar("judge_flight")
+
+
+def _median(values: Iterable[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+class _Flight:
+    """One request being judged, when tail hedging may send it twice (see ``judge_many``)."""
+
+    def __init__(self, request: JudgeRequest) -> None:
+        self.request = request
+        self.attempts = 0  # HTTP calls of the primary and the hedge together
+        self.first_send = 0.0
+        self.http_since: float | None = None  # start of the call now in flight, if any
+        self.hedge: asyncio.Task[JudgeResult] | None = None
+        self._pending: set[asyncio.Task[JudgeResult]] = set()
+        self._changed: asyncio.Future[None] | None = None
+
+    def _spawn(self, batch: _Batch) -> asyncio.Task[JudgeResult]:
+        token = _FLIGHT.set(self)  # the task copies this context: its calls update the flight
+        try:
+            task = asyncio.create_task(batch.judge(self.request))
+        finally:
+            _FLIGHT.reset(token)
+        self._pending.add(task)
+        return task
+
+    def start_hedge(self, batch: _Batch) -> None:
+        self.hedge = self._spawn(batch)
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
+
+    async def run(self, batch: _Batch) -> JudgeResult:
+        """The first successful result of the primary or its hedge (else the last failure)."""
+        self._spawn(batch)
+        last: JudgeResult | None = None
+        try:
+            while self._pending:
+                self._changed = asyncio.get_running_loop().create_future()
+                done, _ = await asyncio.wait(
+                    {*self._pending, self._changed}, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done & self._pending:
+                    self._pending.discard(task)
+                    last = task.result()
+                    if last.ok:
+                        return self._final(last)
+            assert last is not None
+            return self._final(last)
+        finally:
+            for task in self._pending:
+                task.cancel()  # the loser: its connection is closed, its slot freed
+            await asyncio.gather(*self._pending, return_exceptions=True)
+            self._pending.clear()
+
+    def _final(self, result: JudgeResult) -> JudgeResult:
+        if self.hedge is None:
+            return result
+        latency = int((time.monotonic() - self.first_send) * 1000) if self.first_send else 0
+        return dataclasses.replace(result, hedged=True, attempts=self.attempts, latency_ms=latency)
 
 
 def judge_many_sync(
@@ -690,17 +838,19 @@ def judge_stream_sync(
     on_result: Callable[[JudgeResult], None] | None = None,
     rate_limiter: RateLimiter | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> None:
+) -> dict[str, int]:
     """Judge a stream of requests that ``feed(n)`` supplies on demand, until it returns none.
 
     ``feed``, ``on_result`` and ``should_stop`` all run in the calling thread (so they may use
     the Django ORM); the HTTP calls run in a helper thread's event loop. The loop asks for the
     next ``feed_size`` requests (default: half the concurrency) while it still holds about
     that many, so the call to ``feed`` overlaps with requests in flight and no slot waits for
-    it. Nothing is returned: results go to ``on_result`` as they complete. A ``feed`` that
-    raises stops the stream (in-flight calls finish) and the exception propagates.
+    it. Results go to ``on_result`` as they complete; the return value is ``judge_many``'s
+    ``stats``. A ``feed`` that raises stops the stream (in-flight calls finish) and the
+    exception propagates.
     """
     size = max(1, feed_size or settings.concurrency // 2)
+    stats: dict[str, int] = {}
 
     def start(results_q: queue.Queue[Any], stop: threading.Event) -> Awaitable[Any]:
         return judge_many(
@@ -710,11 +860,13 @@ def judge_stream_sync(
             rate_limiter=rate_limiter,
             should_stop=stop.is_set,
             keep_results=False,
+            stats=stats,
         )
 
     _run_in_thread(
         start, settings=settings, on_result=on_result, should_stop=should_stop, feed=feed
     )
+    return stats
 
 
 async def _fed_stream(

@@ -70,6 +70,7 @@ class LaneOutcome:
     stored: int = 0
     failed: int = 0
     transient: int = 0  # retryable failures given back for a retry of the lane
+    hedged: int = 0  # duplicate requests sent by the client's tail hedging
 
 
 ChunkOutcome = LaneOutcome  # the name of the per-chunk era, kept for callers
@@ -220,7 +221,7 @@ def judge_lane_run(
     t_http = time.perf_counter()
     try:
         try:
-            judge_stream_sync(
+            stats = judge_stream_sync(
                 feed,
                 settings=client_settings(judge, concurrency=per_lane),
                 feed_size=min(FEED_SIZE, per_lane),
@@ -255,15 +256,21 @@ def judge_lane_run(
         ],
     )
     outcome = LaneOutcome(
-        asked=asked, stored=writer.inserted, failed=n_failed, transient=len(transient)
+        asked=asked,
+        stored=writer.inserted,
+        failed=n_failed,
+        transient=len(transient),
+        hedged=stats.get("hedges", 0),
     )
     run_finish_if_complete(run_id=run_id)
     logger.info(
-        "judge run %s lane %s: %d asked, %d stored; set-up %.3fs, stream %.3fs, finish %.3fs",
+        "judge run %s lane %s: %d asked, %d stored, %d hedged; "
+        "set-up %.3fs, stream %.3fs, finish %.3fs",
         run_id,
         lane,
         asked,
         writer.inserted,
+        outcome.hedged,
         t_http - t_start,
         t_done - t_http,
         time.perf_counter() - t_done,

@@ -113,6 +113,8 @@ def verdict_from_result(
         record["parse_methods"] = list(result.parse_methods)
     if result.error:
         record["error"] = result.error
+    if result.hedged:
+        record["hedged"] = True
     return JudgeVerdict(
         run_id=run_id,
         step_id=rendered.step_id,

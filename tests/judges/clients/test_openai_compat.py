@@ -14,6 +14,7 @@ from judges.clients.openai_compat import (
     backoff_delay,
     judge_many,
     judge_many_sync,
+    judge_stream_sync,
 )
 from judges.clients.parsing import ParsedVerdict
 from judges.prompts import DEFAULT_TEMPLATE, render_messages
@@ -408,3 +409,85 @@ def test_requests_log_lets_tests_inspect_prompts():
     assert body["model"] == "fake-judge"
     assert body["response_format"] == {"type": "json_object"}
     assert "the step text" in body["messages"][1]["content"]
+
+
+def test_a_stream_is_fed_on_demand_from_the_calling_thread():
+    # given a feed of 100 requests handed out in small batches
+    todo = [_request(f"stream step {i}") for i in range(100)]
+    fed_in: set[int] = set()
+    results = []
+
+    def feed(n: int) -> list[JudgeRequest]:
+        fed_in.add(threading.get_ident())
+        batch = todo[:n]
+        del todo[:n]
+        return batch
+
+    with fake_server(latency_ms=5) as server:
+        # when
+        stats = judge_stream_sync(
+            feed, settings=_settings(server, concurrency=8), feed_size=4, on_result=results.append
+        )
+        max_in_flight = server.stats()["max_in_flight"]
+    # then every request was judged once, the feed ran here, the bound held
+    assert sorted(r.key for r in results) == sorted(f"stream step {i}" for i in range(100))
+    assert all(r.ok for r in results) and stats["requests"] == 100
+    assert fed_in == {threading.get_ident()}
+    assert max_in_flight <= 8
+
+
+def test_a_stream_stops_pulling_when_asked():
+    # given an endless feed and a stop after a few results
+    results = []
+    fed = []
+
+    def feed(n: int) -> list[JudgeRequest]:
+        batch = [_request(f"endless {len(fed) + i}") for i in range(n)]
+        fed.extend(batch)
+        return batch
+
+    with fake_server(latency_ms=10) as server:
+        settings = _settings(server, concurrency=2, stop_poll_s=0.0)
+        # when
+        judge_stream_sync(
+            feed, settings=settings, on_result=results.append, should_stop=lambda: len(results) >= 5
+        )
+        sent = server.stats()["requests"]
+    # then it ended, having sent only what was in flight when the stop came
+    assert 5 <= len(results) <= 10 and sent == len(results)
+    assert len(fed) < 40
+
+
+def test_a_hung_call_at_the_tail_is_hedged_and_the_first_answer_wins():
+    # given the first request hangs (3 s, under a 5 s timeout) and 39 quick ones follow
+    with fake_server(latency_ms=5, jitter_ms=0, hang_s=3) as server:
+        server.push_faults(["hang"])
+        started = time.monotonic()
+        # when
+        results = judge_many_sync(
+            [_request(f"tail step {i}") for i in range(40)], settings=_settings(server)
+        )
+        elapsed = time.monotonic() - started
+        stats = server.stats()
+    # then the hung one was sent again once the rest were done, and answered long before 3 s
+    hedged = [r for r in results if r.hedged]
+    assert all(r.ok for r in results)
+    assert [r.key for r in hedged] == ["tail step 0"] and hedged[0].attempts == 2
+    assert elapsed < 2.0
+    assert stats["requests"] == 41 and stats["max_in_flight"] <= 4
+
+
+def test_hedging_off_waits_for_the_hung_call():
+    # given the same hang (1 s, then a 504) and hedging turned off
+    with fake_server(latency_ms=5, jitter_ms=0, hang_s=1) as server:
+        server.push_faults(["hang"])
+        started = time.monotonic()
+        # when
+        results = judge_many_sync(
+            [_request(f"tail step {i}") for i in range(40)],
+            settings=_settings(server, hedge_after_latencies=0),
+        )
+        elapsed = time.monotonic() - started
+    # then nothing was duplicated: the hung call was waited for, then retried after its 504
+    assert not any(r.hedged for r in results)
+    assert results[0].attempts == 2 and elapsed >= 1.0
