@@ -43,10 +43,13 @@ from auditapp.agreement._validate import (
 from auditapp.agreement.coefficients import _kappa_from_table
 
 __all__ = [
+    "CLASSIFIER_MAX_RESAMPLES",
+    "CLASSIFIER_MAX_TEXTS",
     "DONT_KNOW",
     "BlindingCheck",
     "blinding_check",
     "blinding_index",
+    "blinding_summary",
     "hidden_repeat_consistency",
     "james_blinding_index",
 ]
@@ -556,3 +559,183 @@ def hidden_repeat_consistency(
 
 def _none_if_nan(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
+
+
+# --------------------------------------------------------------------------- the report section
+
+#: Texts for the classifier at most; the report layer samples down to this (about 3 s).
+CLASSIFIER_MAX_TEXTS = 10_000
+#: Bootstrap resamples of the classifier's AUC at most (the report's own count when lower).
+CLASSIFIER_MAX_RESAMPLES = 1000
+TEXT_COLUMNS: tuple[str, ...] = ("trace_id", "condition", "text")
+GUESS_COLUMNS: tuple[str, ...] = ("condition", "option", "guess")
+
+
+def _classifier_section(
+    texts: pd.DataFrame | None,
+    *,
+    rng: np.random.Generator,
+    resamples: int,
+    folds: int,
+    confidence_level: float,
+) -> tuple[dict[str, Any] | None, str | None]:
+    if texts is None or texts.empty:
+        return None, "no blinded step texts"
+    require_columns(texts, TEXT_COLUMNS, name="texts")
+    frame = texts.loc[texts["condition"].notna()]
+    n_conditions = frame["condition"].nunique()
+    n_traces = frame["trace_id"].nunique()
+    if n_conditions < 2:
+        return None, f"the classifier needs two or more conditions; the texts have {n_conditions}"
+    if n_traces < folds:
+        return None, f"the classifier needs at least {folds} traces; the texts have {n_traces}"
+    check = blinding_check(
+        frame["text"].fillna("").astype(str).tolist(),
+        frame["condition"].astype(str).tolist(),
+        groups=frame["trace_id"].astype(str).tolist(),
+        rng=rng,
+        folds=folds,
+        resamples=min(resamples, CLASSIFIER_MAX_RESAMPLES),
+        confidence_level=confidence_level,
+    )
+    row = {
+        "auc": check.auc,
+        "ci_low": check.ci_low,
+        "ci_high": check.ci_high,
+        "n": check.n,
+        "n_traces": check.n_groups,
+        "folds": check.folds,
+        "conditions": list(check.conditions),
+        "method": check.method,
+    }
+    if "n_population" in texts.attrs:
+        row["n_population"] = int(texts.attrs["n_population"])
+    return row, None
+
+
+def _index_rows(
+    guesses: pd.DataFrame | None, *, conditions: Sequence[str] | None, confidence_level: float
+) -> tuple[list[dict[str, Any]] | None, dict[str, Any] | None, str | None]:
+    if guesses is None or guesses.empty:
+        return None, None, "no answers to the blinding question"
+    require_columns(guesses, GUESS_COLUMNS, name="guesses")
+    frame = guesses.loc[guesses["option"].notna() & (guesses["option"].astype(str) != "")]
+    if frame.empty:
+        return None, None, "no answers to the blinding question"
+    option = frame["option"].astype(str)
+    dk = {d.strip().casefold() for d in DONT_KNOW}
+    is_dk = option.str.strip().str.casefold().isin(dk).to_numpy()
+    mapped = frame["guess"].notna().to_numpy()
+    arms = sorted(
+        {str(c) for c in frame["condition"]}
+        | {str(g) for g in frame["guess"].dropna()}
+        | set(conditions or [])
+    )
+    complete = bool((mapped | is_dk).all()) and len(arms) >= 2
+    bang: dict[str, dict[str, Any]] = {}
+    james = None
+    if complete:
+        table = pd.DataFrame(
+            {
+                "condition": frame["condition"].astype(str).to_numpy(),
+                "guess": np.where(is_dk, "dont_know", frame["guess"].astype(object).to_numpy()),
+            }
+        )
+        bang = {
+            r["condition"]: r
+            for r in blinding_index(table, conditions=arms, confidence_level=confidence_level)
+        }
+        james = james_blinding_index(table, conditions=arms)
+    rows = []
+    for arm in arms:
+        mine = (frame["condition"].astype(str) == arm).to_numpy()
+        counts = option[mine].value_counts()
+        row: dict[str, Any] = {
+            "condition": arm,
+            "n": int(mine.sum()),
+            "n_dont_know": int((mine & is_dk).sum()),
+            "options": {str(k): int(v) for k, v in sorted(counts.items())},
+        }
+        if complete:
+            row.update({k: v for k, v in bang[arm].items() if k != "condition"})
+        rows.append(row)
+    summary = {
+        "n": len(frame),
+        "mapped": complete,
+        "unmapped_options": sorted(set(option[~(mapped | is_dk)])),
+        "james_bi": james,
+    }
+    return rows, summary, None
+
+
+def blinding_summary(
+    texts: pd.DataFrame | None = None,
+    guesses: pd.DataFrame | None = None,
+    *,
+    rng: np.random.Generator,
+    resamples: int = 1000,
+    folds: int = 5,
+    confidence_level: float = 0.95,
+    conditions: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The report's blinding section: the text classifier and the guess-based index.
+
+    Parameters
+    ----------
+    texts : pandas.DataFrame, optional
+        One row per blinded step: ``trace_id, condition, text`` (a sample is fine; put the
+        population size in ``texts.attrs["n_population"]`` to have it reported).
+    guesses : pandas.DataFrame, optional
+        One row per answer to the blinding question: the true ``condition``, the ``option``
+        as answered, and ``guess``, the condition that option names (missing when it names
+        none, e.g. a don't-know answer or an option no condition was mapped to).
+    rng : numpy.random.Generator
+        Source of the classifier's folds and bootstrap.
+    resamples : int
+        Bootstrap resamples (capped at :data:`CLASSIFIER_MAX_RESAMPLES` for the AUC).
+    folds : int
+        Cross-validation folds of the classifier.
+    confidence_level : float
+        Coverage of every interval.
+    conditions : sequence of str, optional
+        All arms (an arm nobody guessed still gets a row).
+
+    Returns
+    -------
+    dict
+        ``classifier``: ``auc``, ``ci_low``, ``ci_high``, ``n`` (texts), ``n_traces``,
+        ``folds``, ``conditions``, ``method`` (and ``n_population``), or None;
+        ``index``: per condition ``condition``, ``n``, ``n_dont_know``, ``options`` (answer
+        → count) and, when every answer is a don't-know or names a condition, Bang's
+        ``n_correct``, ``n_incorrect``, ``bang_bi``, ``se``, ``ci_low``, ``ci_high``,
+        ``bi_if_random``; or None; ``guesses``: ``n``, ``mapped``, ``unmapped_options``,
+        ``james_bi``, or None; ``notes``: why a part is missing.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> guesses = pd.DataFrame({"condition": ["A", "A", "B", "B"],
+    ...     "option": ["teacher model", "no idea", "teacher model", "small model"],
+    ...     "guess": ["A", None, "A", "B"]})
+    >>> section = blinding_summary(None, guesses, rng=np.random.default_rng(0))
+    >>> [(r["condition"], r["n"], r["bang_bi"]) for r in section["index"]]
+    [('A', 2, 0.5), ('B', 2, 0.0)]
+    >>> section["classifier"], section["notes"]
+    (None, ['classifier: no blinded step texts'])
+    """
+    rng = require_rng(rng)
+    require_confidence_level(confidence_level)
+    classifier, classifier_note = _classifier_section(
+        texts, rng=rng, resamples=resamples, folds=folds, confidence_level=confidence_level
+    )
+    rows, summary, index_note = _index_rows(
+        guesses, conditions=conditions, confidence_level=confidence_level
+    )
+    if summary is not None and not summary["mapped"]:
+        index_note = (
+            "Bang's index needs every answer to name a condition or be a don't-know; "
+            f"unmapped: {', '.join(map(repr, summary['unmapped_options']))}"
+        )
+    notes = [f"classifier: {classifier_note}"] if classifier_note else []
+    notes += [f"index: {index_note}"] if index_note else []
+    return {"classifier": classifier, "index": rows, "guesses": summary, "notes": notes}

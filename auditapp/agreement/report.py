@@ -4,7 +4,7 @@
 
 ``error_rates``, ``orderings``, ``ordering_agreement``, ``pairwise_agreement``,
 ``multi_rater``, ``answer_metrics``, ``trace_vs_answer``, ``likert``, ``ppi``,
-``judge_by_condition``, ``robustness``, ``methods``.
+``judge_by_condition``, ``robustness``, ``blinding``, ``methods``.
 
 No value is NaN (undefined numbers are ``None``); a section without input is an empty list or
 ``None``, never an error.
@@ -35,6 +35,11 @@ import numpy as np
 import pandas as pd
 
 from auditapp.agreement.answers import answer_metrics, trace_vs_answer
+from auditapp.agreement.blinding import (
+    CLASSIFIER_MAX_RESAMPLES,
+    CLASSIFIER_MAX_TEXTS,
+    blinding_summary,
+)
 from auditapp.agreement.coefficients import multi_rater_agreement, pairwise_agreement
 from auditapp.agreement.formats import answers_validate, labels_validate, ratings_validate
 from auditapp.agreement.judge_bias import judge_by_condition
@@ -48,7 +53,7 @@ from auditapp.agreement.robustness import (
     segmentation_gaps,
 )
 
-__all__ = ["REPORT_KEYS", "report_compute"]
+__all__ = ["REPORT_KEYS", "primary_segmentation", "report_compute"]
 
 REPORT_KEYS: tuple[str, ...] = (
     "error_rates",
@@ -62,6 +67,7 @@ REPORT_KEYS: tuple[str, ...] = (
     "ppi",
     "judge_by_condition",
     "robustness",
+    "blinding",
     "methods",
 )
 
@@ -136,7 +142,15 @@ def _flat_estimate(prefix: str, estimate: PPIEstimate) -> dict[str, float | None
     }
 
 
-def _primary_segmentation(frame: pd.DataFrame, requested: str | None) -> str | None:
+def primary_segmentation(frame: pd.DataFrame, requested: str | None = None) -> str | None:
+    """The segmentation the main sections use: ``requested``, else the one with most labels.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> primary_segmentation(pd.DataFrame({"segmentation": ["given", "sentences", "given"]}))
+    'given'
+    """
     if "segmentation" not in frame.columns:
         if requested is not None:
             raise ValueError(
@@ -263,6 +277,26 @@ def _methods(
             "Per trace type and item: mean, median, bootstrap interval; Kruskal–Wallis across "
             "trace types per item; pairwise Mann–Whitney with Holm correction."
         ),
+        "blinding_classifier": (
+            "Can the condition be predicted from the blinded step text? A TF-IDF logistic "
+            "regression (word 1-2-grams, character 3-5-grams) is cross-validated with "
+            "StratifiedGroupKFold (all steps of a trace in one fold; 5 folds); the ROC AUC "
+            "(one-vs-rest macro average for more than two conditions) is computed on each "
+            "held-out fold and averaged. Interval: percentile bootstrap over traces with "
+            f"{min(resamples, CLASSIFIER_MAX_RESAMPLES)} resamples. 0.5 = the text carries no "
+            "trace of the condition (near 0.5 is good); 1 = the text gives the condition away. "
+            f"At most {CLASSIFIER_MAX_TEXTS:,} steps of the main segmentation, a simple random "
+            "sample drawn from the report's seed when there are more."
+        ),
+        "blinding_index": (
+            "Clinicians' answers to the blinding question ('which model wrote this?'), per "
+            "true condition: counts per answer and, when every answer is a don't-know or names "
+            "a condition, Bang's blinding index BI = (correct − incorrect) / answers with its "
+            "normal interval (0 = guessing at random between two arms, 1 = unblinded, −1 = "
+            "opposite guessing; bi_if_random is the value random guessing gives with more "
+            "arms) and James' index over all arms (1 = all don't know, 0.5 = random, 0 = "
+            "unblinded). Hidden repeats and gold items are left out."
+        ),
     }
 
 
@@ -278,6 +312,8 @@ def report_compute(
     confidence_level: float = 0.95,
     segmentation: str | None = None,
     repeats: pd.DataFrame | None = None,
+    texts: pd.DataFrame | None = None,
+    guesses: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Compute the whole agreement report as a JSON-serialisable dict.
 
@@ -305,6 +341,12 @@ def report_compute(
     repeats : pandas.DataFrame, optional, keyword-only
         Hidden repeats (``rater, step_id, first, second``) for
         ``robustness["hidden_repeats"]``; None leaves that entry None.
+    texts : pandas.DataFrame, optional, keyword-only
+        Blinded step texts (``trace_id, condition, text``) for ``blinding["classifier"]``;
+        see :func:`auditapp.agreement.blinding.blinding_summary`.
+    guesses : pandas.DataFrame, optional, keyword-only
+        Answers to the blinding question (``condition, option, guess``) for
+        ``blinding["index"]``.
 
     Returns
     -------
@@ -330,7 +372,7 @@ def report_compute(
     all_labels = labels_validate(labels)
     answer_frame = answers_validate(answers) if answers is not None else None
     rating_frame = ratings_validate(ratings) if ratings is not None else None
-    primary = _primary_segmentation(all_labels, segmentation)
+    primary = primary_segmentation(all_labels, segmentation)
     segmentations = (
         sorted(all_labels["segmentation"].unique().tolist()) if primary is not None else []
     )
@@ -465,6 +507,17 @@ def report_compute(
         ),
     }
 
+    # Last, so that the sections above draw the same numbers with or without blinding input.
+    conditions = sorted(main["condition"].unique().tolist()) if not main.empty else None
+    blinding = blinding_summary(
+        texts,
+        guesses,
+        rng=rng,
+        resamples=resamples,
+        confidence_level=confidence_level,
+        conditions=conditions,
+    )
+
     report = {
         "error_rates": _rate_rows(rates),
         "orderings": ordering_rows,
@@ -477,6 +530,7 @@ def report_compute(
         "ppi": ppi,
         "judge_by_condition": judge_section,
         "robustness": robustness,
+        "blinding": blinding,
         "methods": _methods(
             resamples=resamples,
             confidence_level=confidence_level,

@@ -19,6 +19,7 @@ from auditapp.agreement.blinding import (
     _macro_auc,
     blinding_check,
     blinding_index,
+    blinding_summary,
     hidden_repeat_consistency,
     james_blinding_index,
 )
@@ -361,3 +362,97 @@ def test_hidden_repeat_consistency_needs_its_columns():
     # when / then
     with pytest.raises(ValueError, match="missing column\\(s\\) 'step_id', 'second'"):
         hidden_repeat_consistency(pd.DataFrame({"rater": ["c1"], "first": ["error"]}))
+
+
+# ----------------------------------------------------------------------- the report section
+
+
+def _guesses(rows):
+    return pd.DataFrame(rows, columns=["condition", "option", "guess"])
+
+
+def test_summary_gives_bang_index_when_every_answer_maps():
+    # given the disulfiram guesses as probe answers that name the arms
+    names = {"T": "treatment", "P": "placebo", "dk": "no idea"}
+    rows = [(arm, names[g], None if g == "dk" else g) for arm, g in DISULFIRAM]
+    # when
+    section = blinding_summary(None, _guesses(rows), rng=np.random.default_rng(0))
+    # then the published values, and the answers per option
+    by_arm = {r["condition"]: r for r in section["index"]}
+    assert round(by_arm["T"]["bang_bi"], 3) == 0.115
+    assert round(by_arm["P"]["bang_bi"], 3) == 0.022
+    assert by_arm["T"]["options"] == {"no idea": 330, "placebo": 4, "treatment": 48}
+    assert section["guesses"]["mapped"] is True
+    assert round(section["guesses"]["james_bi"], 3) == 0.896
+    assert section["notes"] == ["classifier: no blinded step texts"]
+
+
+def test_summary_without_a_mapping_gives_the_distribution_only():
+    # given options that name no condition
+    rows = [("A", "small model", None), ("A", "no idea", None), ("B", "big model", None)]
+    # when
+    section = blinding_summary(None, _guesses(rows), rng=np.random.default_rng(0))
+    # then counts per option, no index, and a note that says why
+    by_arm = {r["condition"]: r for r in section["index"]}
+    assert by_arm["A"] == {
+        "condition": "A",
+        "n": 2,
+        "n_dont_know": 1,
+        "options": {"no idea": 1, "small model": 1},
+    }
+    assert section["guesses"]["mapped"] is False
+    assert section["guesses"]["unmapped_options"] == ["big model", "small model"]
+    assert any("Bang's index needs" in n for n in section["notes"])
+
+
+def test_summary_classifier_on_leaky_texts_and_too_few_traces():
+    # given texts whose condition shows in a word, steps grouped in traces
+    rng = np.random.default_rng(3)
+    condition, trace_ids = traces(40, 5, ("A", "B"))
+    steps = random_steps(rng, 200)
+    texts = [t + (" Hence" if c == "A" else "") for t, c in zip(steps, condition, strict=True)]
+    frame = pd.DataFrame({"trace_id": trace_ids, "condition": condition, "text": texts})
+    frame.attrs["n_population"] = 1000
+    # when
+    section = blinding_summary(frame, None, rng=np.random.default_rng(0), resamples=100)
+    few = blinding_summary(frame.iloc[:10], None, rng=np.random.default_rng(0))
+    # then
+    classifier = section["classifier"]
+    assert classifier["auc"] > 0.9 and classifier["ci_low"] > 0.5
+    assert (classifier["n"], classifier["n_traces"], classifier["n_population"]) == (200, 40, 1000)
+    assert few["classifier"] is None
+    assert "at least 5 traces" in few["notes"][0]
+
+
+def test_report_blinding_section_leaves_the_other_sections_unchanged():
+    # given judge labels and texts of the same steps
+    from auditapp.agreement.report import report_compute
+
+    rng = np.random.default_rng(5)
+    condition, trace_ids = traces(30, 4, ("A", "B", "C"))
+    labels = pd.DataFrame(
+        {
+            "step_id": [f"s{i}" for i in range(120)],
+            "trace_id": [f"t{t}" for t in trace_ids],
+            "question_id": "q",
+            "condition": condition,
+            "evaluator": "judge",
+            "evaluator_kind": "judge",
+            "verdict": rng.choice(["correct", "error"], 120),
+        }
+    )
+    texts = labels[["trace_id", "condition"]].assign(text=random_steps(rng, 120))
+    guesses = _guesses([("A", "no idea", None), ("B", "b", "B")])
+    # when
+    plain_report = report_compute(labels, rng=np.random.default_rng(1), resamples=100)
+    with_blinding = report_compute(
+        labels, rng=np.random.default_rng(1), resamples=100, texts=texts, guesses=guesses
+    )
+    # then the blinding section is filled and nothing else moved
+    assert plain_report["blinding"]["classifier"] is None
+    assert 0.2 < with_blinding["blinding"]["classifier"]["auc"] < 0.8
+    assert [r["condition"] for r in with_blinding["blinding"]["index"]] == ["A", "B", "C"]
+    for key in plain_report:
+        if key not in ("blinding", "methods"):
+            assert plain_report[key] == with_blinding[key], key
+    assert "near 0.5 is good" in with_blinding["methods"]["blinding_classifier"]
