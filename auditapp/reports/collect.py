@@ -33,7 +33,9 @@ from django.db import connection
 from django.db.models import Count, Max, Model, QuerySet
 
 from annotations.models import Audit, Condition, Step, Trace
+from auditapp.agreement.blinding import CLASSIFIER_MAX_TEXTS, DONT_KNOW
 from auditapp.agreement.formats import ANSWER_COLUMNS, LABEL_COLUMNS, RATING_COLUMNS
+from auditapp.agreement.report import primary_segmentation
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +43,11 @@ __all__ = [
     "AuditTables",
     "answers_collect",
     "audit_tables_collect",
+    "blinded_texts_collect",
     "condition_labels",
+    "guesses_collect",
     "labels_collect",
+    "probe_mapping",
     "ratings_collect",
 ]
 
@@ -59,6 +64,9 @@ class AuditTables:
     answers: pd.DataFrame
     ratings: pd.DataFrame
     sources: dict[str, int] = field(default_factory=dict)
+    # For the blinding section: a sample of blinded step texts and the probe answers.
+    texts: pd.DataFrame | None = None
+    guesses: pd.DataFrame | None = None
 
 
 def condition_labels(audit: Audit) -> dict[int, str]:
@@ -416,13 +424,137 @@ def ratings_collect(audit: Audit) -> pd.DataFrame:
     return frame.dropna(subset=["value"]).reset_index(drop=True)
 
 
-def audit_tables_collect(audit: Audit) -> AuditTables:
-    """All three long tables of an audit."""
+# --- blinding: step texts and probe answers -------------------------------------------------
+# Step ids per query when fetching sampled texts: well under SQLite's 32,766 bound parameters.
+_TEXT_CHUNK = 5000
+
+
+def blinded_texts_collect(
+    audit: Audit, *, segmentation: str | None, seed: int, limit: int = CLASSIFIER_MAX_TEXTS
+) -> pd.DataFrame:
+    """Blinded step texts of one segmentation: ``trace_id, condition, text``.
+
+    With more than ``limit`` steps, a simple random sample of ``limit`` steps (drawn from
+    ``seed`` on a stream of its own, over the steps in primary-key order, so the same seed
+    gives the same sample); ``attrs["n_population"]`` holds the number of steps sampled from.
+    ``segmentation`` None takes the segmentation with the most steps.
+    """
+    steps = Step.objects.filter(audit=audit).order_by()
+    if segmentation is None:
+        counts = steps.values("segmentation").annotate(n=Count("pk")).order_by("-n", "segmentation")
+        first = counts.first()
+        if first is None:
+            return pd.DataFrame(columns=["trace_id", "condition", "text"])
+        segmentation = first["segmentation"]
+    steps = steps.filter(segmentation=segmentation)
+    fields = ["trace__external_id", "trace__condition_id", "blinded_text"]
+    columns = ["trace_id", "condition_id", "text"]
+    population = steps.count()
+    if population <= limit:
+        frame = _frame(steps.values_list(*fields), columns, text=["trace_id", "text"])
+    else:
+        ids = _frame(steps.values_list("pk"), ["pk"])["pk"]
+        pks = np.sort(pd.to_numeric(ids).to_numpy(dtype=np.int64))
+        rng = np.random.default_rng([seed, 0xB11D])  # its own stream: other numbers unchanged
+        chosen = np.sort(rng.choice(pks, size=limit, replace=False)).tolist()
+        parts = [
+            _frame(
+                Step.objects.filter(pk__in=chosen[i : i + _TEXT_CHUNK])
+                .order_by("pk")
+                .values_list(*fields),
+                columns,
+                text=["trace_id", "text"],
+            )
+            for i in range(0, len(chosen), _TEXT_CHUNK)
+        ]
+        frame = pd.concat(parts, ignore_index=True)
+    frame["condition"] = _map_conditions(frame, condition_labels(audit))
+    frame["text"] = frame["text"].fillna("")
+    out = frame[["trace_id", "condition", "text"]]
+    out.attrs["n_population"] = population
+    out.attrs["segmentation"] = segmentation
+    return out
+
+
+def probe_mapping(audit: Audit) -> dict[str, int]:
+    """Probe answer option → condition id, for the options that name a condition.
+
+    The admin words the options (``Audit.blinding_probe_options``); an option names a
+    condition when, ignoring case and surrounding spaces, it equals the condition's name or
+    its description (so options may describe an arm, e.g. "teacher model", without showing
+    clinicians a condition name). An option matching two conditions names neither.
+    """
+    conditions = list(
+        Condition.objects.filter(audit=audit).values_list("pk", "name", "description")
+    )
+    mapping: dict[str, int] = {}
+    for option in audit.blinding_probe_options or []:
+        key = str(option).strip().casefold()
+        hits = {
+            pk
+            for pk, name, description in conditions
+            if key and key in {name.strip().casefold(), (description or "").strip().casefold()}
+        }
+        if len(hits) == 1:
+            mapping[str(option)] = hits.pop()
+    return mapping
+
+
+def guesses_collect(audit: Audit) -> pd.DataFrame | None:
+    """Clinicians' answers to the blinding question: ``condition, evaluator, option, guess``.
+
+    ``condition`` is the label the report shows for the step's true condition; ``guess`` the
+    label of the condition the answer names (see :func:`probe_mapping`), missing for a
+    don't-know or an option that names no condition. Hidden repeats and gold items are left
+    out, as for the expert labels. None when the labels model does not exist.
+    """
+    label_model = _model("annotations", "Label")
+    if label_model is None:
+        return None
+    queryset = (
+        label_model.objects.filter(
+            step__audit=audit,
+            assignment_item__is_hidden_repeat=False,
+            assignment_item__batch_item__is_gold=False,
+        )
+        .exclude(probe_guess="")
+        .order_by("pk")
+        .values_list("step__trace__condition_id", "assignment__annotator__username", "probe_guess")
+    )
+    frame = _frame(queryset, ["condition_id", "evaluator", "option"], text=["evaluator", "option"])
+    labels = condition_labels(audit)
+    frame["condition"] = _map_conditions(frame, labels)
+    mapping = {k.strip().casefold(): labels[v] for k, v in probe_mapping(audit).items()}
+    dont_know = {d.strip().casefold() for d in DONT_KNOW}
+    keys = frame["option"].astype(object).map(lambda o: str(o).strip().casefold())
+    frame["guess"] = keys.map(lambda k: None if k in dont_know else mapping.get(k)).astype(object)
+    return frame[["condition", "evaluator", "option", "guess"]]
+
+
+def audit_tables_collect(
+    audit: Audit, *, seed: int = 0, blinding_texts: int = CLASSIFIER_MAX_TEXTS
+) -> AuditTables:
+    """All three long tables of an audit, plus the blinding section's texts and guesses.
+
+    The texts are those of the segmentation the report's main sections use (the one with
+    the most labels), sampled down to ``blinding_texts`` steps from ``seed``.
+    """
     labels, sources = labels_collect(audit)
     answers = answers_collect(audit)
     ratings = ratings_collect(audit)
+    segmented = labels.dropna(subset=["segmentation"])
+    segmentation = primary_segmentation(segmented) if not segmented.empty else None
+    texts = blinded_texts_collect(audit, segmentation=segmentation, seed=seed, limit=blinding_texts)
+    guesses = guesses_collect(audit)
     sources = {**sources, "answers": len(answers), "ratings": len(ratings)}
-    return AuditTables(labels=labels, answers=answers, ratings=ratings, sources=sources)
+    return AuditTables(
+        labels=labels,
+        answers=answers,
+        ratings=ratings,
+        sources=sources,
+        texts=texts,
+        guesses=guesses,
+    )
 
 
 def tables_fingerprint(audit: Audit) -> dict[str, Any]:

@@ -97,6 +97,53 @@ def _likert_pairs(report: dict) -> pd.DataFrame:
     return _rows(rows)
 
 
+def step_series(report: dict) -> dict[str, dict[str, Any]]:
+    """Per evaluator kind, its step error rate per condition: the kind's pooled row when it
+    has several evaluators, else its one evaluator."""
+    rates = report.get("error_rates") or []
+    series: dict[str, dict[str, Any]] = {}
+    for kind in dict.fromkeys(r["evaluator_kind"] for r in rates):
+        rows = [r for r in rates if r["evaluator_kind"] == kind]
+        pooled = [r for r in rows if r.get("pooled")]
+        chosen = pooled or [r for r in rows if r["evaluator"] == rows[0]["evaluator"]]
+        series[chosen[0]["evaluator"]] = {r["condition"]: r for r in chosen}
+    return series
+
+
+def _answer_vs_step(report: dict) -> pd.DataFrame:
+    """Per condition: answer metrics beside each evaluator kind's step error rate."""
+    answers = {a["condition"]: a for a in report.get("answer_metrics") or []}
+    series = step_series(report)
+    conditions = sorted(set(answers) | {c for s in series.values() for c in s})
+    rows = []
+    for condition in conditions:
+        a = answers.get(condition) or {}
+        row = {
+            "condition": condition,
+            "accuracy": a.get("accuracy"),
+            "sc_at_k": a.get("sc_at_k"),
+            "ece": a.get("ece"),
+            "brier": a.get("brier"),
+        }
+        for evaluator, by_condition in series.items():
+            rate = by_condition.get(condition) or {}
+            row[f"step_error_rate:{evaluator}"] = rate.get("error_rate")
+            row[f"ci_low:{evaluator}"] = rate.get("ci_low")
+            row[f"ci_high:{evaluator}"] = rate.get("ci_high")
+        rows.append(row)
+    return _rows(rows if answers else None)
+
+
+def _blinding_classifier(report: dict) -> pd.DataFrame:
+    classifier = (report.get("blinding") or {}).get("classifier")
+    return _rows([classifier] if classifier else None)
+
+
+def _blinding_index(report: dict) -> pd.DataFrame:
+    rows = (report.get("blinding") or {}).get("index") or []
+    return _rows(rows)
+
+
 # name → (builder, one-line description for docs and the page)
 REPORT_TABLES: dict[str, tuple[Callable[[dict], pd.DataFrame], str]] = {
     "error_rates": (_section("error_rates"), "error rate per evaluator × condition"),
@@ -109,6 +156,7 @@ REPORT_TABLES: dict[str, tuple[Callable[[dict], pd.DataFrame], str]] = {
     "pairwise_agreement": (_section("pairwise_agreement"), "agreement between two evaluators"),
     "multi_rater": (_section("multi_rater"), "agreement among all evaluators / experts"),
     "answer_metrics": (_section("answer_metrics"), "accuracy, sc@k, ECE, Brier per condition"),
+    "answer_vs_step": (_answer_vs_step, "answer metrics beside step error rates, per condition"),
     "trace_vs_answer": (_section("trace_vs_answer"), "trace correct × answer correct"),
     "likert": (_section("likert", "rows"), "Likert items per trace type"),
     "likert_tests": (_likert_tests, "Kruskal–Wallis and ordinal alpha per Likert item"),
@@ -127,6 +175,11 @@ REPORT_TABLES: dict[str, tuple[Callable[[dict], pd.DataFrame], str]] = {
         _section("robustness", "segmentation_gaps"),
         "condition gaps under each segmentation",
     ),
+    "blinding_classifier": (
+        _blinding_classifier,
+        "can the condition be predicted from blinded text (AUC; near 0.5 is good)",
+    ),
+    "blinding_index": (_blinding_index, "clinicians' guesses per condition; Bang's index"),
 }
 
 

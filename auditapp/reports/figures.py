@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the backend
 
-__all__ = ["answer_vs_step_svg", "error_rate_svg", "svg_data_uri"]
+__all__ = ["answer_vs_step_svg", "error_rate_svg", "likert_svg", "svg_data_uri"]
 
 # Okabe–Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
@@ -170,5 +170,65 @@ def answer_vs_step_svg(report: dict[str, Any]) -> str | None:
             ax.set_xticks(range(len(conditions)), conditions, rotation=0)
             ax.set_title(name, fontsize=10, loc="left")
             ax.set_ylim(0, max([h for h in heights if h is not None] + [0.05]) * 1.25)
+        fig.tight_layout()
+        return _svg(fig)
+
+
+def likert_svg(report: dict[str, Any]) -> str | None:
+    """One panel per Likert item: each trace type's mean rating with its interval, and the
+    item's Kruskal–Wallis result in the panel title. None without ratings."""
+    likert = report.get("likert") or {}
+    rows = [r for r in likert.get("rows") or [] if r.get("mean") is not None]
+    if not rows:
+        return None
+    items = list(dict.fromkeys(r["item"] for r in rows))
+    types = sorted({r["trace_type"] for r in rows})
+    tests = {i["item"]: i.get("kruskal_wallis") or {} for i in likert.get("items") or []}
+    with plt.rc_context(_style()):
+        fig, axes = plt.subplots(
+            1,
+            len(items),
+            figsize=(max(3.2 * len(items), 4.5), 0.9 + 0.45 * len(types) + 1.2),
+            squeeze=False,
+        )
+        for ax, item in zip(axes[0], items, strict=True):
+            for y, trace_type in enumerate(types):
+                row = next(
+                    (r for r in rows if r["item"] == item and r["trace_type"] == trace_type), None
+                )
+                if row is None:
+                    continue
+                color = PALETTE[y % len(PALETTE)]
+                if row.get("ci_low") is not None and row.get("ci_high") is not None:
+                    ax.hlines(y, row["ci_low"], row["ci_high"], color=color, linewidth=3)
+                ax.plot([row["mean"]], [y], marker="o", color=color, markersize=7, zorder=3)
+                ax.annotate(
+                    f"{row['mean']:.2f}",
+                    (row["mean"], y),
+                    xytext=(0, 7),
+                    textcoords="offset points",
+                    ha="center",
+                    fontsize=8,
+                )
+            ax.set_yticks(range(len(types)), types)
+            ax.set_ylim(-0.6, len(types) - 0.4)
+            ax.invert_yaxis()
+            values = [
+                v
+                for r in rows
+                if r["item"] == item
+                for v in (r.get("ci_low"), r.get("ci_high"), r["mean"])
+                if v is not None
+            ]
+            low, high = min(values), max(values)
+            ax.set_xlim(min(1.0, low - 0.3), max(5.0, high + 0.3))
+            ax.set_xlabel("mean rating")
+            kw = tests.get(item) or {}
+            title = item.replace("_", " ")
+            if kw.get("H") is not None:
+                p = kw.get("p")
+                p_text = "< 0.001" if p is not None and p < 0.001 else f"= {p:.3f}"
+                title += f"\nKruskal–Wallis H = {kw['H']:.2f}, p {p_text}"
+            ax.set_title(title, loc="left", fontsize=10)
         fig.tight_layout()
         return _svg(fig)

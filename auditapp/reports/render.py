@@ -14,8 +14,13 @@ from typing import Any
 
 from django.template.loader import render_to_string
 
-from auditapp.reports.exports import report_tables
-from auditapp.reports.figures import answer_vs_step_svg, error_rate_svg, svg_data_uri
+from auditapp.reports.exports import report_tables, step_series
+from auditapp.reports.figures import (
+    answer_vs_step_svg,
+    error_rate_svg,
+    likert_svg,
+    svg_data_uri,
+)
 
 __all__ = ["DisplayTable", "report_context", "report_html"]
 
@@ -112,6 +117,12 @@ def _error_rate_table(report: dict) -> DisplayTable:
         rows,
         numeric_from=3,
     )
+
+
+def _rate_with_interval(row: dict | None) -> str:
+    if not row or row.get("error_rate") is None:
+        return "–"
+    return f"{_pct(row['error_rate'])} ({_interval(row.get('ci_low'), row.get('ci_high'))})"
 
 
 def _ordering_text(ordering: dict) -> str:
@@ -264,6 +275,34 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
             for r in report.get("answer_metrics") or []
         ],
     )
+    series = step_series(report)
+    if report.get("answer_metrics"):
+        answers = {a["condition"]: a for a in report["answer_metrics"]}
+        conditions = sorted(set(answers) | {c for s in series.values() for c in s})
+        out["answer_vs_step"] = _table(
+            "answer_vs_step",
+            "Answer metrics beside step error rates",
+            ["condition", "accuracy", "sc@k", "ECE", "Brier"]
+            + [f"step error ({evaluator})" for evaluator in series],
+            [
+                [
+                    condition,
+                    _pct((answers.get(condition) or {}).get("accuracy")),
+                    _pct((answers.get(condition) or {}).get("sc_at_k")),
+                    _num((answers.get(condition) or {}).get("ece")),
+                    _num((answers.get(condition) or {}).get("brier")),
+                ]
+                + [
+                    _rate_with_interval(by_condition.get(condition))
+                    for by_condition in series.values()
+                ]
+                for condition in conditions
+            ],
+            note="Answer-level metrics can improve while the share of wrong steps rises: read "
+            "the columns side by side.",
+        )
+    else:
+        out["answer_vs_step"] = _table("answer_vs_step", "", [], [])
     out["trace_vs_answer"] = _table(
         "trace_vs_answer",
         "Trace correct × answer correct (verifiable traces)",
@@ -384,6 +423,48 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
             for i in likert.get("items") or []
         ],
     )
+    blinding = report.get("blinding") or {}
+    index_rows = blinding.get("index") or []
+    out["blinding_index"] = _table(
+        "blinding_index",
+        "Clinicians' guesses of the condition",
+        [
+            "condition",
+            "answers",
+            "don't know",
+            "answers per option",
+            "correct",
+            "incorrect",
+            "Bang's BI",
+            "95% CI",
+            "BI if random",
+        ],
+        [
+            [
+                r["condition"],
+                _num(r.get("n")),
+                _num(r.get("n_dont_know")),
+                ", ".join(f"{k}: {v}" for k, v in (r.get("options") or {}).items()) or "–",
+                _num(r.get("n_correct")),
+                _num(r.get("n_incorrect")),
+                _num(r.get("bang_bi")),
+                _interval(r.get("ci_low"), r.get("ci_high"), pct=False),
+                _num(r.get("bi_if_random")),
+            ]
+            for r in index_rows
+        ],
+        note=(
+            "Bang's BI: 0 = random guessing between two arms, 1 = everyone guessed their arm, "
+            "−1 = everyone guessed another arm."
+            + (
+                " Answer options are shown as “option N” until the audit is unblinded: their "
+                "wording names the arms."
+                if blinding.get("options_hidden")
+                else ""
+            )
+        ),
+        numeric_from=1,
+    )
     gaps = (report.get("robustness") or {}).get("segmentation_gaps") or []
     out["segmentation_gaps"] = _table(
         "segmentation_gaps",
@@ -405,12 +486,68 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
     return out
 
 
+def blinding_headline(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The classifier's answer in words: can the blinded text give the condition away?"""
+    blinding = report.get("blinding") or {}
+    classifier = blinding.get("classifier")
+    guesses = blinding.get("guesses") or {}
+    if classifier is None and not blinding.get("index"):
+        return {"classifier": None, "notes": blinding.get("notes") or []} if blinding else None
+    headline: dict[str, Any] = {"classifier": None, "notes": blinding.get("notes") or []}
+    if classifier is not None:
+        auc, low, high = classifier.get("auc"), classifier.get("ci_low"), classifier.get("ci_high")
+        if auc is None:
+            verdict, tone = "undetermined", "maybe"
+        elif low is not None and high is not None and low <= 0.5 <= high:
+            verdict, tone = "no sign the text gives the condition away", "yes"
+        elif auc < 0.6:
+            verdict, tone = "slight leak: the text barely predicts the condition", "maybe"
+        else:
+            verdict, tone = "the text predicts the condition: check the blinding", "no"
+        sampled = classifier.get("n_population")
+        headline["classifier"] = {
+            "auc": _num(auc),
+            "interval": _interval(low, high, pct=False),
+            "n": _num(classifier.get("n")),
+            "n_traces": _num(classifier.get("n_traces")),
+            "n_population": _num(sampled) if sampled and sampled > classifier["n"] else None,
+            "verdict": verdict,
+            "tone": tone,
+        }
+    if guesses:
+        headline["james_bi"] = _num(guesses.get("james_bi"))
+        headline["n_guesses"] = _num(guesses.get("n"))
+        headline["mapped"] = guesses.get("mapped")
+    return headline
+
+
+def likert_tests_line(report: dict[str, Any]) -> str:
+    """Kruskal–Wallis per item in one sentence, e.g. for under the Likert figure."""
+    parts = []
+    for item in (report.get("likert") or {}).get("items") or []:
+        kw = item.get("kruskal_wallis") or {}
+        if kw.get("H") is None:
+            continue
+        df = f"({kw['df']})" if kw.get("df") is not None else ""
+        parts.append(
+            f"{item['item'].replace('_', ' ')}: H{df} = {kw['H']:.2f}, p {_p_words(kw.get('p'))}"
+        )
+    return ("Kruskal–Wallis across trace types — " + "; ".join(parts) + ".") if parts else ""
+
+
+def _p_words(p: Any) -> str:
+    if p is None:
+        return "= –"
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
 def report_context(report: dict[str, Any], *, standalone: bool) -> dict[str, Any]:
     """Everything the body template needs; figures inline (page) or as data URIs (file)."""
     figures = {}
     for name, svg in (
         ("error_rates", error_rate_svg(report)),
         ("answer_vs_step", answer_vs_step_svg(report)),
+        ("likert", likert_svg(report)),
     ):
         if svg is not None:
             figures[name] = svg_data_uri(svg) if standalone else svg
@@ -425,6 +562,17 @@ def report_context(report: dict[str, Any], *, standalone: bool) -> dict[str, Any
         "report": report,
         "tables": _tables(report),
         "headlines": ordering_headlines(report),
+        "blinding_check": blinding_headline(report),
+        "judge_flags": [
+            {
+                "judge": h["judge"],
+                "flagged": bool(h.get("flagged")),
+                "sensitivity_p": _p(h.get("sensitivity_p")),
+                "specificity_p": _p(h.get("specificity_p")),
+            }
+            for h in (report.get("judge_by_condition") or {}).get("homogeneity") or []
+        ],
+        "likert_tests_line": likert_tests_line(report),
         "figures": figures,
         "standalone": standalone,
         "methods": [(k.replace("_", " "), v) for k, v in methods.items()],

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from annotations.models import Audit, Condition
 from annotations.roles import Role, user_has_role, user_is_researcher_or_admin
+from auditapp.agreement.blinding import DONT_KNOW
 from auditapp.agreement.formats import answers_read, labels_read, ratings_read
 from auditapp.agreement.rates import ABSTAIN_RULES
 from auditapp.agreement.report import REPORT_KEYS, report_compute
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 # Bump when the report's shape changes, so cached reports of the old shape are not served.
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: blinding check (classifier, index)
 CACHE_SECONDS = 24 * 3600
 EXCLUSION_KEYS = ("evaluators", "evaluator_kinds", "trace_ids", "step_ids")
 
@@ -326,9 +327,12 @@ def report_build(
         confidence_level=confidence_level,
     )
     plan = analysis_plan_get(audit=audit)
-    tables = tables or audit_tables_collect(audit)
+    tables = tables or audit_tables_collect(audit, seed=params.seed)
     labels = _exclude(tables.labels, plan.plan["exclusions"]) if plan else tables.labels
-    body = _compute(labels, tables.answers, tables.ratings, params)
+    body = _compute(
+        labels, tables.answers, tables.ratings, params, texts=tables.texts, guesses=tables.guesses
+    )
+    blinding = {**_blinding_section(audit), **_probe_public(body.pop("blinding"), audit=audit)}
     return {
         "audit": {
             "slug": audit.slug,
@@ -339,10 +343,54 @@ def report_build(
         },
         "generated_at": timezone.now().isoformat(),
         "parameters": asdict(params),
-        "blinding": _blinding_section(audit),
+        "blinding": blinding,
         "analysis_plan": _plan_section(plan, params),
         **body,
     }
+
+
+def _probe_public(section: dict[str, Any], *, audit: Audit) -> dict[str, Any]:
+    """The blinding check as a blinded reader may see it.
+
+    Probe options are worded by the admin to name or describe the arms ("teacher model"),
+    so while the audit is blinded the answers per blind code would tell which code is which
+    arm. Until unblinding every answer except a don't-know is shown as "option N", numbered
+    by a permutation drawn from the audit's secret seed (not the order an admin typed them).
+    """
+    if audit.unblinded_at is not None:
+        return {**section, "options_hidden": False}
+    dont_know = {d.strip().casefold() for d in DONT_KNOW}
+    seen = {
+        option
+        for row in section.get("index") or []
+        for option in row.get("options", {})
+        if option.strip().casefold() not in dont_know
+    }
+    options = sorted(seen | {str(o) for o in audit.blinding_probe_options or []})
+    digest = hashlib.sha256(f"{audit.blinding_seed}:probe".encode()).digest()
+    order = np.random.default_rng(int.from_bytes(digest[:8], "big")).permutation(len(options))
+    alias = {option: f"option {int(n) + 1}" for option, n in zip(options, order, strict=True)}
+
+    def shown(option: str) -> str:
+        return alias.get(option, option)
+
+    index = [
+        {
+            **row,
+            "options": dict(sorted((shown(k), v) for k, v in (row.get("options") or {}).items())),
+        }
+        for row in section.get("index") or []
+    ] or section.get("index")
+    guesses = section.get("guesses")
+    if guesses:
+        guesses = {**guesses, "unmapped_options": sorted(map(shown, guesses["unmapped_options"]))}
+    notes = [n for n in section.get("notes", []) if not n.startswith("index: Bang")]
+    if guesses and not guesses["mapped"]:
+        notes.append(
+            "index: Bang's index needs every answer to name a condition or be a don't-know "
+            "(the options are shown after unblinding)"
+        )
+    return {**section, "index": index, "guesses": guesses, "notes": notes, "options_hidden": True}
 
 
 def _compute(
@@ -350,6 +398,9 @@ def _compute(
     answers: pd.DataFrame | None,
     ratings: pd.DataFrame | None,
     params: ReportParams,
+    *,
+    texts: pd.DataFrame | None = None,
+    guesses: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     try:
         return report_compute(
@@ -361,6 +412,8 @@ def _compute(
             ece_bins=params.ece_bins,
             abstain_rule=params.abstain_rule,
             confidence_level=params.confidence_level,
+            texts=texts,
+            guesses=guesses,
         )
     except ValueError as exc:
         raise ApplicationError(str(exc), code="invalid_table") from exc
@@ -417,7 +470,6 @@ def report_from_files(
         },
         "generated_at": timezone.now().isoformat(),
         "parameters": asdict(params),
-        "blinding": None,
         "analysis_plan": {"locked": False, "followed": None, "deviations": []},
         **body,
     }

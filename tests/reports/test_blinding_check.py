@@ -1,0 +1,156 @@
+"""The blinding check in the audit report: texts sampled from the seed, guesses mapped to
+conditions by the admin's wording, answer options hidden until unblinding."""
+
+import json
+
+import pytest
+
+from annotations.models import Condition, Step
+from auditapp.reports.collect import blinded_texts_collect, guesses_collect, probe_mapping
+from auditapp.reports.services import audit_unblind, report_build
+
+OPTIONS = ["teacher model", "small model", "distilled model"]
+DESCRIPTIONS = {
+    "teacher": "Teacher model",
+    "student-before": "small model",
+    "student-after": "distilled model",
+}
+
+
+@pytest.fixture
+def probed_audit(expert_labels):
+    """The demo audit with expert labels, probe options that describe the arms (in the
+    conditions' descriptions), and every third label answering the probe."""
+    from annotations.models.labels import Label
+
+    audit = expert_labels
+    audit.blinding_probe_options = OPTIONS
+    audit.save(update_fields=["blinding_probe_options"])
+    for name, description in DESCRIPTIONS.items():
+        Condition.objects.filter(audit=audit, name=name).update(description=description)
+    labels = list(Label.objects.filter(step__audit=audit).select_related("step__trace__condition"))
+    for i, label in enumerate(labels):
+        if i % 3 == 0:
+            # Half the answers name the true arm, the rest don't know.
+            truth = label.step.trace.condition.name
+            label.probe_guess = DESCRIPTIONS[truth].lower() if i % 2 == 0 else "no idea"
+    Label.objects.bulk_update(labels, ["probe_guess"])
+    return audit
+
+
+def test_probe_options_map_to_conditions_by_name_or_description(probed_audit):
+    # when
+    mapping = probe_mapping(probed_audit)
+    # then every option names its arm (case and spaces ignored)
+    names = dict(Condition.objects.filter(audit=probed_audit).values_list("pk", "name"))
+    assert {option: names[pk] for option, pk in mapping.items()} == {
+        "teacher model": "teacher",
+        "small model": "student-before",
+        "distilled model": "student-after",
+    }
+
+
+def test_guesses_carry_blind_codes_until_unblinded(probed_audit):
+    # when
+    guesses = guesses_collect(probed_audit)
+    # then conditions and guesses are blind codes; don't-know answers guess nothing
+    codes = set(probed_audit.conditions.values_list("blind_code", flat=True))
+    assert len(guesses) > 0
+    assert set(guesses["condition"]) <= codes
+    named = guesses[guesses["option"] != "no idea"]
+    assert (named["guess"] == named["condition"]).all()
+    assert guesses.loc[guesses["option"] == "no idea", "guess"].isna().all()
+
+
+def test_text_sample_is_bounded_and_reproducible_from_the_seed(demo_audit):
+    # given the 'given' segmentation's steps
+    population = Step.objects.filter(audit=demo_audit, segmentation="given").count()
+    # when sampled below the population
+    first = blinded_texts_collect(demo_audit, segmentation="given", seed=1, limit=50)
+    again = blinded_texts_collect(demo_audit, segmentation="given", seed=1, limit=50)
+    other = blinded_texts_collect(demo_audit, segmentation="given", seed=2, limit=50)
+    whole = blinded_texts_collect(demo_audit, segmentation="given", seed=1)
+    # then
+    assert len(first) == 50 and first.attrs["n_population"] == population
+    assert first.equals(again)
+    assert not first.equals(other)
+    assert len(whole) == population
+    codes = set(demo_audit.conditions.values_list("blind_code", flat=True))
+    assert set(whole["condition"]) == codes
+    assert whole["text"].str.len().gt(0).all()
+
+
+def test_report_blinding_section_while_blinded_hides_the_option_wording(
+    probed_audit, condition_names
+):
+    # when
+    report = report_build(audit=probed_audit, resamples=50)
+    # then the classifier ran on the main segmentation's steps
+    blinding = report["blinding"]
+    classifier = blinding["classifier"]
+    n_given = Step.objects.filter(audit=probed_audit, segmentation="given").count()
+    assert classifier["n"] == n_given
+    assert 0.0 <= classifier["ci_low"] <= classifier["auc"] <= classifier["ci_high"] <= 1.0
+    assert "StratifiedGroupKFold" in classifier["method"]
+    # and Bang's index per blind code, every named guess correct
+    rows = blinding["index"]
+    assert {r["condition"] for r in rows} == set(
+        probed_audit.conditions.values_list("blind_code", flat=True)
+    )
+    assert all(r["n_incorrect"] == 0 and r["bang_bi"] > 0 for r in rows)
+    assert blinding["guesses"]["mapped"] is True
+    # and neither the option wording nor a condition name anywhere
+    text = json.dumps(report)
+    assert blinding["options_hidden"] is True
+    for word in [*OPTIONS, *condition_names]:
+        assert word not in text, word
+    assert {k for r in rows for k in r["options"]} <= {
+        "option 1",
+        "option 2",
+        "option 3",
+        "no idea",
+    }
+
+
+def test_report_blinding_section_after_unblinding_shows_the_options(probed_audit, admin_user):
+    # given
+    audit_unblind(audit=probed_audit, user=admin_user, confirm_slug=probed_audit.slug)
+    probed_audit.refresh_from_db()
+    # when
+    report = report_build(audit=probed_audit, resamples=50)
+    # then
+    rows = {r["condition"]: r for r in report["blinding"]["index"]}
+    assert report["blinding"]["options_hidden"] is False
+    assert set(rows["teacher"]["options"]) <= {"teacher model", "no idea"}
+    assert report["blinding"]["blinded"] is False
+
+
+def test_unmapped_options_give_counts_and_a_note(probed_audit):
+    # given descriptions that no longer match the options
+    Condition.objects.filter(audit=probed_audit).update(description="")
+    # when
+    report = report_build(audit=probed_audit, resamples=50)
+    # then no index, counts per (hidden) option, and why
+    blinding = report["blinding"]
+    assert blinding["guesses"]["mapped"] is False
+    assert all("bang_bi" not in r for r in blinding["index"])
+    assert any("Bang's index needs" in n for n in blinding["notes"])
+    assert "teacher model" not in json.dumps(report)
+
+
+def test_page_and_html_show_the_blinding_check(client, probed_audit, researcher):
+    # given
+    client.force_login(researcher)
+    from django.urls import reverse
+
+    # when
+    page = client.get(reverse("reports:audit", args=[probed_audit.slug]) + "?resamples=50")
+    html = client.get(reverse("reports:audit-html", args=[probed_audit.slug]) + "?resamples=50")
+    # then
+    for response in (page, html):
+        body = response.content.decode()
+        assert response.status_code == 200
+        assert "Blinding check" in body
+        assert "near 0.5 is good" in body
+        assert "Bang" in body
+        assert "teacher model" not in body
