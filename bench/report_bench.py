@@ -10,7 +10,8 @@ with a verdict on every step, a batch of 5,000 steps labelled by two clinicians 
 labels, inclusion probability recorded) — then times, in one process:
 
 - collect: ``audit_tables_collect`` (PostgreSQL COPY into pandas);
-- compute: ``report_build`` on those tables, 2,000 cluster-bootstrap resamples;
+- compute: ``report_build`` on those tables, 2,000 cluster-bootstrap resamples, including the
+  blinding classifier on a seeded sample of 10,000 blinded step texts;
 - total, and the process's peak RSS;
 
 against the targets of issue 5: under 10 s and under 2 GiB. ``--synthetic`` skips the database
@@ -69,6 +70,7 @@ def fill(*, n_steps: int, n_labels: int, fresh: bool) -> None:
 
         if Label.objects.filter(step__audit=audit).count() == n_labels:
             print(f"reusing {n_steps:,} steps and {n_labels:,} labels in {SLUG}")
+            fill_texts(audit=audit)
             return
     if audit is not None:
         with connection.cursor() as cursor:
@@ -151,12 +153,86 @@ def fill(*, n_steps: int, n_labels: int, fresh: bool) -> None:
                 [run.pk, ids[0], RATES[0], ids[1], RATES[1], RATES[2], audit.pk],
             )
         fill_labels(audit=audit, n_labels=n_labels, n_steps=n_steps, user_model=get_user_model())
+    fill_texts(audit=audit)
     with connection.cursor() as c:
         c.execute("ANALYZE")
     print(
         f"filled {n_steps:,} steps/verdicts, {n_labels:,} labels in "
         f"{time.perf_counter() - started:.1f} s"
     )
+
+
+# Blinded step texts for the blinding classifier: 8-27 words of clinical reasoning vocabulary.
+_WORDS = [
+    "the",
+    "patient",
+    "has",
+    "renal",
+    "failure",
+    "so",
+    "the",
+    "dose",
+    "of",
+    "the",
+    "drug",
+    "must",
+    "be",
+    "reduced",
+    "because",
+    "clearance",
+    "falls",
+    "therefore",
+    "sodium",
+    "and",
+    "potassium",
+    "are",
+    "checked",
+    "hence",
+    "the",
+    "most",
+    "likely",
+    "answer",
+    "is",
+    "option",
+    "B",
+    "given",
+    "the",
+    "acute",
+    "rise",
+    "in",
+    "creatinine",
+    "and",
+    "low",
+    "urine",
+    "output",
+    "which",
+    "suggests",
+    "prerenal",
+    "injury",
+    "from",
+    "fluid",
+    "loss",
+]
+
+
+def fill_texts(*, audit) -> None:
+    """Give every step a blinded text (earlier benchmark databases had empty ones)."""
+    from django.db import connection
+
+    if not audit.steps.filter(blinded_text="").exists():
+        return
+    started = time.perf_counter()
+    with connection.cursor() as c:
+        c.execute(
+            """UPDATE annotations_step s SET blinded_text = (
+                   SELECT string_agg(w[1 + floor(random() * array_length(w, 1))::int], ' ')
+                   FROM generate_series(1, 8 + s.id %% 20) g, (SELECT %s::text[] AS w) a
+                   WHERE s.id > 0)
+               WHERE s.audit_id = %s""",
+            [_WORDS, audit.pk],
+        )
+        c.execute("VACUUM ANALYZE annotations_step")
+    print(f"filled blinded texts in {time.perf_counter() - started:.1f} s")
 
 
 def fill_labels(*, audit, n_labels: int, n_steps: int, user_model) -> None:
@@ -257,8 +333,24 @@ def synthetic_tables(n_steps: int, n_labels: int):
             "confidence": rng.uniform(0.5, 1.0, n_steps // steps_per_trace).round(2),
         }
     )
+    from auditapp.agreement.blinding import CLASSIFIER_MAX_TEXTS
+
+    sampled = np.sort(rng.choice(n_steps, min(CLASSIFIER_MAX_TEXTS, n_steps), replace=False))
+    words = np.asarray(_WORDS)
+    texts = pd.DataFrame(
+        {
+            "trace_id": judge["trace_id"].to_numpy()[sampled],
+            "condition": judge["condition"].to_numpy()[sampled],
+            "text": [" ".join(rng.choice(words, 8 + i % 20)) for i in sampled],
+        }
+    )
+    texts.attrs["n_population"] = n_steps
     return AuditTables(
-        labels=labels, answers=answers, ratings=pd.DataFrame(), sources={"synthetic": len(labels)}
+        labels=labels,
+        answers=answers,
+        ratings=pd.DataFrame(),
+        sources={"synthetic": len(labels)},
+        texts=texts,
     )
 
 
@@ -291,7 +383,11 @@ def main() -> None:
 
         t1 = time.perf_counter()
         report = _compute(
-            tables.labels, tables.answers, None, ReportParams(resamples=args.resamples)
+            tables.labels,
+            tables.answers,
+            None,
+            ReportParams(resamples=args.resamples),
+            texts=tables.texts,
         )
     else:
         call_command("migrate", verbosity=0)
@@ -312,6 +408,13 @@ def main() -> None:
         print(
             f"  {r['evaluator']:<20} {r['condition']:<8} n={r['n']:>8,} "
             f"rate={r['error_rate']:.4f} CI=[{r['ci_low']:.4f}, {r['ci_high']:.4f}]"
+        )
+    classifier = report["blinding"]["classifier"]
+    if classifier:
+        print(
+            f"  blinding classifier AUC {classifier['auc']:.3f} "
+            f"[{classifier['ci_low']:.3f}, {classifier['ci_high']:.3f}] on {classifier['n']:,} "
+            f"of {classifier.get('n_population', classifier['n']):,} steps"
         )
     print(f"labels rows {len(tables.labels):,}; resamples {args.resamples}")
     print(f"collect  {collect_s:6.2f} s")

@@ -425,19 +425,18 @@ def ratings_collect(audit: Audit) -> pd.DataFrame:
 
 
 # --- blinding: step texts and probe answers -------------------------------------------------
-# Step ids per query when fetching sampled texts: well under SQLite's 32,766 bound parameters.
-_TEXT_CHUNK = 5000
-
-
 def blinded_texts_collect(
     audit: Audit, *, segmentation: str | None, seed: int, limit: int = CLASSIFIER_MAX_TEXTS
 ) -> pd.DataFrame:
     """Blinded step texts of one segmentation: ``trace_id, condition, text``.
 
-    With more than ``limit`` steps, a simple random sample of ``limit`` steps (drawn from
-    ``seed`` on a stream of its own, over the steps in primary-key order, so the same seed
-    gives the same sample); ``attrs["n_population"]`` holds the number of steps sampled from.
-    ``segmentation`` None takes the segmentation with the most steps.
+    With more than ``limit`` steps, whole traces are sampled: the traces (in primary-key
+    order) are shuffled by a generator seeded with ``seed`` (a stream of its own, so the
+    report's other numbers do not move) and taken in that order while their steps fit in
+    ``limit``. Whole traces keep the classifier's cross-validation grouped by trace honest
+    and its fold split fast (sklearn's StratifiedGroupKFold loops over groups in Python:
+    1.4 s for 5,700 traces, 0.05 s for 200). ``attrs["n_population"]`` holds the number of
+    steps sampled from. ``segmentation`` None takes the segmentation with the most steps.
     """
     steps = Step.objects.filter(audit=audit).order_by()
     if segmentation is None:
@@ -447,27 +446,24 @@ def blinded_texts_collect(
             return pd.DataFrame(columns=["trace_id", "condition", "text"])
         segmentation = first["segmentation"]
     steps = steps.filter(segmentation=segmentation)
+    per_trace = np.asarray(
+        steps.values_list("trace_id").annotate(n=Count("pk")).order_by("trace_id"),
+        dtype=np.int64,
+    ).reshape(-1, 2)
+    population = int(per_trace[:, 1].sum())
+    if population > limit:
+        order = np.random.default_rng([seed, 0xB11D]).permutation(len(per_trace))
+        fits = np.cumsum(per_trace[order, 1]) <= limit
+        chosen = np.sort(per_trace[order[fits], 0]).tolist()
+        steps = steps.filter(trace_id__in=chosen)
     fields = ["trace__external_id", "trace__condition_id", "blinded_text"]
-    columns = ["trace_id", "condition_id", "text"]
-    population = steps.count()
-    if population <= limit:
-        frame = _frame(steps.values_list(*fields), columns, text=["trace_id", "text"])
-    else:
-        ids = _frame(steps.values_list("pk"), ["pk"])["pk"]
-        pks = np.sort(pd.to_numeric(ids).to_numpy(dtype=np.int64))
-        rng = np.random.default_rng([seed, 0xB11D])  # its own stream: other numbers unchanged
-        chosen = np.sort(rng.choice(pks, size=limit, replace=False)).tolist()
-        parts = [
-            _frame(
-                Step.objects.filter(pk__in=chosen[i : i + _TEXT_CHUNK])
-                .order_by("pk")
-                .values_list(*fields),
-                columns,
-                text=["trace_id", "text"],
-            )
-            for i in range(0, len(chosen), _TEXT_CHUNK)
-        ]
-        frame = pd.concat(parts, ignore_index=True)
+    frame = _frame(
+        steps.order_by("pk").values_list(*fields),
+        ["trace_id", "condition_id", "text"],
+        text=["trace_id", "text"],
+    )
+    if frame.empty:
+        return pd.DataFrame(columns=["trace_id", "condition", "text"])
     frame["condition"] = _map_conditions(frame, condition_labels(audit))
     frame["text"] = frame["text"].fillna("")
     out = frame[["trace_id", "condition", "text"]]
