@@ -201,10 +201,16 @@ def web_process(transactional_db, tmp_path):
 
 
 @pytest.fixture
-def browser():
-    """Headless Debian chromium driven by Playwright (no browser download)."""
+def browser(monkeypatch):
+    """Headless Debian chromium driven by Playwright (no browser download).
+
+    Playwright's sync API keeps an event loop running in this thread, which trips Django's
+    async-safety check on every ORM call the test makes; the switch is set for the browser
+    tests only, never for the whole session.
+    """
     from playwright.sync_api import sync_playwright
 
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as p:
         instance = p.chromium.launch(
             executable_path=CHROMIUM,
