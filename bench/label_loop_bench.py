@@ -346,6 +346,24 @@ async def run_phase(
     return stats, elapsed
 
 
+def _cpu_seconds(match: str) -> float:
+    """CPU seconds (user + system) of every process whose command line contains ``match``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+            if match.encode() not in cmdline:
+                continue
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            continue
+    return total / tick
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -384,6 +402,11 @@ def main() -> None:
         labelled = [set() for _ in people]
         # Warm-up: every worker opens its connections (not counted).
         asyncio.run(run_phase(base, people, seconds=2, pause=0, max_labels=3, labelled=labelled))
+        # PostgreSQL backends show the database name in their process title.
+        db_name = urlparse(url).path.lstrip("/")
+        server_cpu = _cpu_seconds(f"127.0.0.1:{port}")
+        db_cpu = _cpu_seconds(f" {db_name} ")
+        own_cpu = time.process_time()
         capacity, elapsed = asyncio.run(
             run_phase(
                 base,
@@ -394,6 +417,10 @@ def main() -> None:
                 labelled=labelled,
             )
         )
+        server_cpu = _cpu_seconds(f"127.0.0.1:{port}") - server_cpu
+        db_cpu = _cpu_seconds(f" {db_name} ") - db_cpu
+        own_cpu = time.process_time() - own_cpu
+        load = os.getloadavg()[0]
         brisk, _ = asyncio.run(
             run_phase(
                 base,
@@ -418,6 +445,12 @@ def main() -> None:
         f"capacity (no pause, {elapsed:.1f} s): {capacity.labels:,} labels → "
         f"{rate:.0f} labels/s  (next p50 {_pct(capacity.latency['next'], 0.5):.1f} ms, "
         f"label p50 {_pct(capacity.latency['label'], 0.5):.1f} ms)"
+    )
+    per_label = 1000 / max(capacity.labels, 1)
+    print(
+        f"CPU per label in the capacity phase: gunicorn {server_cpu * per_label:.1f} ms, "
+        f"PostgreSQL {db_cpu * per_label:.1f} ms, load generator {own_cpu * per_label:.1f} ms"
+        f"; machine load average {load:.1f} (other work on the machine counts against us)"
     )
     for call in ("next", "label"):
         values = brisk.latency[call]

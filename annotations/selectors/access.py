@@ -49,6 +49,32 @@ def assignment_get_for_annotator(
     return assignment
 
 
+def _fetchone(sql: str, params: list) -> tuple | None:
+    """Run one of the hot statements and return its row.
+
+    On PostgreSQL the statement is prepared once per connection and reused: planning the
+    joins cost 1.5 ms a call, ten times the execution (EXPLAIN ANALYZE on the 1M-step bench
+    database). Django binds parameters on the client, which rules out prepared statements,
+    so this uses a server-binding psycopg cursor on the same connection (and transaction).
+    """
+    connection.ensure_connection()
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        raw = connection.connection
+        if raw.prepare_threshold is None:
+            # Django switches preparation off; its own (client-binding) cursors never prepare
+            # anyway. Allow only the explicit prepare=True below: automatic preparation
+            # stays out of reach.
+            raw.prepare_threshold = 2**31
+        with psycopg.Cursor(raw) as cursor:
+            cursor.execute(sql, params, prepare=True)
+            return cursor.fetchone()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
 def _json(value: Any) -> Any:
     # PostgreSQL hands jsonb back decoded; SQLite hands back the text.
     return json.loads(value) if isinstance(value, str) else value
@@ -172,9 +198,7 @@ def assignment_item_get_for_annotator(
     )
     if for_update and connection.features.has_select_for_update_of:
         sql += " FOR UPDATE OF ai, a"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [assignment_public_id, annotator.pk, position])
-        row = cursor.fetchone()
+    row = _fetchone(sql, [assignment_public_id, annotator.pk, position])
     if row is None:
         raise NotFoundError(NO_ITEM)
     return ItemAccess(**_access(row))
@@ -220,9 +244,7 @@ def assignment_item_get_for_display(
         LEFT JOIN {t["rating"]} r ON r.assignment_item_id = ai.id
         WHERE {_OWNED} AND {where_position}
     """
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
+    row = _fetchone(sql, params)
     if row is None:
         if position is not None:
             raise NotFoundError(NO_ITEM)
