@@ -1,6 +1,18 @@
 from django.contrib import admin
 
-from annotations.models import Audit, Condition, ImportJob, Question, Step, Trace
+from annotations.models import (
+    Assignment,
+    Audit,
+    Batch,
+    Condition,
+    ImportJob,
+    Label,
+    LabelRevision,
+    Question,
+    Step,
+    Trace,
+    TraceRating,
+)
 
 
 class ConditionInline(admin.TabularInline):
@@ -96,3 +108,76 @@ class ImportJobAdmin(admin.ModelAdmin):
     )
     list_filter = ("status", "audit")
     readonly_fields = [f.name for f in ImportJob._meta.fields]
+
+
+# --- batches and labels (issue 3): read-mostly; building and assigning go through the
+# staff pages (/audits/<slug>/batches/), which call the services.
+class AssignmentInline(admin.TabularInline):
+    model = Assignment
+    extra = 0
+    fields = ("public_id", "annotator", "due_date", "submitted_at", "reassigned_from")
+    readonly_fields = fields
+    can_delete = False
+    show_change_link = True
+
+
+@admin.register(Batch)
+class BatchAdmin(admin.ModelAdmin):
+    list_display = ("name", "audit", "segmentation", "overlap", "seed", "created_at")
+    list_filter = ("audit",)
+    search_fields = ("name",)
+    readonly_fields = ("audit", "segmentation", "seed", "design", "overlap", "created_by")
+    inlines = [AssignmentInline]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # sampled by the batch service, never typed in
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(admin.ModelAdmin):
+    list_display = ("public_id", "batch", "annotator", "due_date", "submitted_at", "created_at")
+    list_filter = ("batch__audit", "submitted_at")
+    search_fields = ("public_id", "annotator__username", "batch__name")
+    list_select_related = ("batch", "annotator")
+    readonly_fields = ("batch", "annotator", "public_id", "reassigned_from", "created_at")
+    fields = ("batch", "annotator", "public_id", "due_date", "submitted_at", "reassigned_from")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+class LabelRevisionInline(admin.TabularInline):
+    model = LabelRevision
+    extra = 0
+    fields = ("revision", "verdict", "error_category", "comment", "changed_by", "changed_at")
+    readonly_fields = fields
+    can_delete = False
+
+
+@admin.register(Label)
+class LabelAdmin(admin.ModelAdmin):
+    list_display = ("assignment", "step", "verdict", "error_category", "revision", "updated_at")
+    list_filter = ("verdict", "assignment__batch__audit")
+    list_select_related = ("assignment", "step")
+    raw_id_fields = ("assignment_item", "assignment", "step")
+    readonly_fields = [f.name for f in Label._meta.fields]
+    inlines = [LabelRevisionInline]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # labels change only through the clinician's own revisions
+
+
+@admin.register(TraceRating)
+class TraceRatingAdmin(admin.ModelAdmin):
+    list_display = ("assignment", "trace", "answers", "revision", "updated_at")
+    list_select_related = ("assignment", "trace")
+    readonly_fields = [f.name for f in TraceRating._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
