@@ -285,8 +285,9 @@ def _methods(
             "held-out fold and averaged. Interval: percentile bootstrap over traces with "
             f"{min(resamples, CLASSIFIER_MAX_RESAMPLES)} resamples. 0.5 = the text carries no "
             "trace of the condition (near 0.5 is good); 1 = the text gives the condition away. "
-            f"At most {CLASSIFIER_MAX_TEXTS:,} steps of the main segmentation, a simple random "
-            "sample drawn from the report's seed when there are more."
+            f"At most {CLASSIFIER_MAX_TEXTS:,} steps of the main segmentation: with more, whole "
+            "traces are drawn in a random order from the report's seed while their steps fit. "
+            "An AUC clearly below 0.5 is no leak: cross-validation on few traces produces it."
         ),
         "blinding_index": (
             "Clinicians' answers to the blinding question ('which model wrote this?'), per "

@@ -25,6 +25,13 @@ from auditapp.reports.figures import (
 __all__ = ["DisplayTable", "report_context", "report_html"]
 
 CSS_PATH = Path(__file__).parent / "static" / "reports" / "report.css"
+METHOD_NAMES = {
+    "ece": "ECE",
+    "ece_bins": "ECE bins",
+    "ppi": "PPI",
+    "sc_at_k": "sc@k",
+    "self_consistency": "self-consistency",
+}
 
 
 @dataclass
@@ -499,9 +506,17 @@ def blinding_headline(report: dict[str, Any]) -> dict[str, Any] | None:
         if auc is None:
             verdict, tone = "undetermined", "maybe"
         elif low is not None and high is not None and low <= 0.5 <= high:
-            verdict, tone = "no sign the text gives the condition away", "yes"
+            verdict, tone = "no sign that the text gives the condition away", "yes"
+        elif high is not None and high < 0.5:
+            # Worse than chance out of fold: with few traces, holding some out shifts the
+            # training mix the other way (a known cross-validation artefact), not a leak.
+            verdict, tone = (
+                "below chance, which cross-validation on few traces produces; no sign of a leak, "
+                "but too few traces to be sure",
+                "maybe",
+            )
         elif auc < 0.6:
-            verdict, tone = "slight leak: the text barely predicts the condition", "maybe"
+            verdict, tone = "a slight leak: the text barely predicts the condition", "maybe"
         else:
             verdict, tone = "the text predicts the condition: check the blinding", "no"
         sampled = classifier.get("n_population")
@@ -575,7 +590,7 @@ def report_context(report: dict[str, Any], *, standalone: bool) -> dict[str, Any
         "likert_tests_line": likert_tests_line(report),
         "figures": figures,
         "standalone": standalone,
-        "methods": [(k.replace("_", " "), v) for k, v in methods.items()],
+        "methods": [(METHOD_NAMES.get(k, k.replace("_", " ")), v) for k, v in methods.items()],
         "summary": summary,
         "table_names": list(report_tables(report)),
     }

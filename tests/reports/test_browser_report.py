@@ -1,0 +1,77 @@
+"""The researcher's report page in a real browser (Debian's chromium through Playwright)."""
+
+import io
+import os
+
+import pandas as pd
+import pytest
+from django.urls import reverse
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+# Playwright's sync API keeps an event loop running in this thread; the test's own ORM
+# reads are still plain synchronous code, so Django's async guard is lifted for them.
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+
+@pytest.fixture
+def page(browser, live_server):
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, base_url=live_server.url, accept_downloads=True
+    )
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.errors = errors
+    yield page
+    context.close()
+
+
+def _login(page, user) -> None:
+    page.goto("/accounts/login/")
+    page.locator("#id_username").fill(user.username)
+    page.locator("#id_password").fill(user.raw_password)
+    page.locator("#id_password").press("Enter")
+    page.wait_for_load_state("load")
+
+
+def test_researcher_reads_the_report_and_downloads_a_table(
+    page, expert_labels, researcher, condition_names, artifacts_dir
+):
+    audit = expert_labels  # reference verdicts on every step + two clinicians' labels
+    # given a signed-in researcher
+    _login(page, researcher)
+    # when they open the audit's report page
+    page.goto(reverse("reports:audit", args=[audit.slug]) + "?resamples=200")
+    # then the error-rate figure and the answer to the ordering question are there
+    figure = page.locator("#h-rates ~ figure.rt-figure svg").first
+    figure.wait_for()
+    assert figure.is_visible()
+    heading = page.get_by_role("heading", name="Does the expert reproduce the judge?")
+    assert heading.is_visible()
+    answer = page.locator(".rt-answer .rt-big").first
+    assert answer.inner_text().strip() in {"Yes", "No", "Undetermined"}
+    assert "Kendall" in page.locator(".rt-answer").first.text_content()
+    # and, before unblinding, no condition name anywhere on the page
+    content = page.content()
+    for name in condition_names:
+        assert name not in content, name
+    assert page.get_by_text("Blinded — conditions shown by blind code").is_visible()
+    # when they download the error-rate table
+    table_figure = page.locator("figure.rt-table").filter(
+        has=page.get_by_text("Error rates", exact=True)
+    )
+    link = table_figure.get_by_role("link", name="CSV")
+    with page.expect_download() as info:
+        link.click()
+    download = info.value
+    with open(download.path(), encoding="utf-8") as handle:
+        table = pd.read_csv(io.StringIO(handle.read()))
+    # then pandas reads it: one row per evaluator × condition, blind codes only
+    codes = set(audit.conditions.values_list("blind_code", flat=True))
+    assert {"evaluator", "condition", "error_rate", "ci_low", "ci_high"} <= set(table.columns)
+    assert set(table["condition"]) == codes
+    assert download.suggested_filename == f"{audit.slug}-error_rates.csv"
+    # and the page ran without a script error; a screenshot for the record
+    page.screenshot(path=str(artifacts_dir / "report.png"), full_page=True)
+    assert page.errors == []
