@@ -23,7 +23,7 @@ ValueError: labels row 1, column 'verdict': 'wrong' is not one of 'correct', 'er
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import IO
 
 import numpy as np
@@ -246,18 +246,11 @@ def labels_validate(labels: pd.DataFrame) -> pd.DataFrame:
     if "segmentation" in out.columns:
         out["segmentation"] = _as_text(out["segmentation"].fillna("default"))
 
-    codes: dict[str, np.ndarray] = {}
-
-    def code(column: str) -> np.ndarray:
-        if column not in codes:
-            codes[column] = _codes(out[column])
-        return codes[column]
-
-    _require_consistent(out, key="evaluator", attribute="evaluator_kind", table=table, code=code)
-    _require_consistent(out, key="trace_id", attribute="condition", table=table, code=code)
+    _require_consistent(out, key="evaluator", attribute="evaluator_kind", table=table)
+    _require_consistent(out, key="trace_id", attribute="condition", table=table)
     keys = ["step_id", "evaluator"] + (["segmentation"] if "segmentation" in out.columns else [])
-    # Integer keys hash in a tenth of the time of three text columns (1M rows).
-    duplicated = pd.Series(_key_codes([code(k) for k in keys])).duplicated(keep="first")
+    # Integer codes (Arrow dictionary indices) hash faster than three text columns.
+    duplicated = pd.Series(_key_codes([_codes(out[k]) for k in keys])).duplicated(keep="first")
     bad = _first_bad(duplicated)
     if bad is not None:
         raise ValueError(
@@ -267,26 +260,16 @@ def labels_validate(labels: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _require_consistent(
-    frame: pd.DataFrame,
-    *,
-    key: str,
-    attribute: str,
-    table: str,
-    code: Callable[[str], np.ndarray],
-) -> None:
+def _require_consistent(frame: pd.DataFrame, *, key: str, attribute: str, table: str) -> None:
     """Raise when one ``key`` value carries two different ``attribute`` values."""
-    keys = code(key)
-    values = code(attribute)
-    first_row = pd.Series(np.arange(len(frame))).groupby(keys, sort=False).transform("first")
-    first_row = first_row.to_numpy()
-    bad = _first_bad(values != values[first_row])
+    # pandas' groupby on the text itself: measured faster than re-encoding both columns.
+    first = frame.groupby(key, sort=False)[attribute].transform("first")
+    bad = _first_bad(frame[attribute] != first)
     if bad is not None:
         value = frame[key].iloc[bad]
         raise ValueError(
             f"{table} row {bad}, column {attribute!r}: {key} {value!r} has "
-            f"{frame[attribute].iloc[bad]!r} here but "
-            f"{frame[attribute].iloc[int(first_row[bad])]!r} on an earlier row"
+            f"{frame[attribute].iloc[bad]!r} here but {first.iloc[bad]!r} on an earlier row"
         )
 
 
