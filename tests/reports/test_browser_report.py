@@ -1,16 +1,14 @@
 """The researcher's report page in a real browser (Debian's chromium through Playwright)."""
 
 import io
-import os
 
 import pandas as pd
 import pytest
 from django.urls import reverse
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-# Playwright's sync API keeps an event loop running in this thread; the test's own ORM
-# reads are still plain synchronous code, so Django's async guard is lifted for them.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+# The browser fixture (tests/conftest.py) lifts Django's async guard for the test's own ORM
+# reads while Playwright's event loop runs in this thread.
 
 
 @pytest.fixture
