@@ -13,7 +13,8 @@ What it does, bounded in count and time and only on 127.0.0.1:
 3. gunicorn serving the production settings (DEBUG off), several workers × threads.
 4. 32 clinicians at once, each doing what the page does: GET …/next/ then PUT …/label/.
    Phase "capacity": no pause → labels per second overall.
-   Phase "brisk": 1 s pause between items → p50/p95/p99 per call.
+   Phase "brisk": 1 s pause between items (first request spread over one pause, so the
+   clinicians are not in lockstep) → p50/p95/p99 per call.
    Every item handed out is checked against the clinician's own labelled set (a double
    hand-out) and every non-2xx answer or exception is an error.
 """
@@ -257,6 +258,10 @@ async def clinician_loop(
     }
     api = f"{base}/api/my/assignments/{who['assignment']}"
     count = 0
+    if pause:
+        # People do not start in step: spread the first request over one pause, so 32
+        # clinicians do not arrive as one burst every second (they keep their 1 s pause).
+        await asyncio.sleep(rng.uniform(0, pause))
     while time.perf_counter() < until and count < max_labels:
         t0 = time.perf_counter()
         try:
