@@ -1,6 +1,5 @@
 """The labelling loop in a real browser (Debian's chromium through Playwright), keyboard only."""
 
-import os
 import re
 
 import pytest
@@ -8,9 +7,7 @@ import pytest
 from annotations.models import Assignment, Label, TraceRating
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-# Playwright's sync API keeps an event loop running in this thread; the test's own ORM
-# reads are still plain synchronous code, so Django's async guard is lifted for them.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+# Django's async guard is lifted for this test's own ORM reads by the `browser` fixture.
 
 
 @pytest.fixture
