@@ -198,6 +198,10 @@ else:
         }
     }
 
+# Sessions read through the cache: one database read saved on every request of the
+# labelling loop, still durable in the database.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+
 # --- Security (production) ---------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # the labelling page's JS reads the CSRF token to post
