@@ -428,7 +428,7 @@ def ratings_collect(audit: Audit) -> pd.DataFrame:
 def blinded_texts_collect(
     audit: Audit, *, segmentation: str | None, seed: int, limit: int = CLASSIFIER_MAX_TEXTS
 ) -> pd.DataFrame:
-    """Blinded step texts of one segmentation: ``trace_id, condition, text``.
+    """Blinded step texts of one segmentation: ``trace_id, question_id, condition, text``.
 
     With more than ``limit`` steps, whole traces are sampled: the traces (in primary-key
     order) are shuffled by a generator seeded with ``seed`` (a stream of its own, so the
@@ -443,7 +443,7 @@ def blinded_texts_collect(
         counts = steps.values("segmentation").annotate(n=Count("pk")).order_by("-n", "segmentation")
         first = counts.first()
         if first is None:
-            return pd.DataFrame(columns=["trace_id", "condition", "text"])
+            return pd.DataFrame(columns=["trace_id", "question_id", "condition", "text"])
         segmentation = first["segmentation"]
     steps = steps.filter(segmentation=segmentation)
     per_trace = np.asarray(
@@ -456,17 +456,22 @@ def blinded_texts_collect(
         fits = np.cumsum(per_trace[order, 1]) <= limit
         chosen = np.sort(per_trace[order[fits], 0]).tolist()
         steps = steps.filter(trace_id__in=chosen)
-    fields = ["trace__external_id", "trace__condition_id", "blinded_text"]
+    fields = [
+        "trace__external_id",
+        "trace__question__external_id",
+        "trace__condition_id",
+        "blinded_text",
+    ]
     frame = _frame(
         steps.order_by("pk").values_list(*fields),
-        ["trace_id", "condition_id", "text"],
-        text=["trace_id", "text"],
+        ["trace_id", "question_id", "condition_id", "text"],
+        text=["trace_id", "question_id", "text"],
     )
     if frame.empty:
-        return pd.DataFrame(columns=["trace_id", "condition", "text"])
+        return pd.DataFrame(columns=["trace_id", "question_id", "condition", "text"])
     frame["condition"] = _map_conditions(frame, condition_labels(audit))
     frame["text"] = frame["text"].fillna("")
-    out = frame[["trace_id", "condition", "text"]]
+    out = frame[["trace_id", "question_id", "condition", "text"]]
     out.attrs["n_population"] = population
     out.attrs["segmentation"] = segmentation
     return out
