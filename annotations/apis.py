@@ -10,6 +10,7 @@ from annotations.selectors.blinded import (
     assignment_get_for_clinician,
     assignment_list_for_clinician,
     assignment_overview_for_clinician,
+    item_get_after_save_blinded,
     item_get_blinded,
     item_get_next_blinded,
 )
@@ -44,6 +45,12 @@ from annotations.services.import_jobs import (
     import_job_progress,
 )
 from annotations.services.labels import assignment_submit, label_save, rating_save
+from auditapp.exceptions import ApplicationError
+
+# ``?next=`` on a label PUT: the answer also carries the item to show next ("save & next" in
+# one round trip). "unlabelled": the first item not yet done after this one (wrapping to the
+# start); "following": the next position (revising), past the last one the first not done.
+NEXT_MODES = ("unlabelled", "following")
 
 
 class AuditListApi(APIView):
@@ -134,11 +141,22 @@ class MyNextItemApi(APIView):
 
 
 class LabelSaveApi(APIView):
-    """PUT the item's label: idempotent; a change is kept as a new revision."""
+    """PUT the item's label: idempotent; a change is kept as a new revision.
+
+    With ``?next=unlabelled`` or ``?next=following`` the answer also holds ``next``: the
+    blinded item to show next (null when every item is done), so the page's "save & next"
+    is one request."""
 
     permission_classes = [IsClinician]
 
     def put(self, request, public_id: str, position: int):
+        mode = request.query_params.get("next")
+        if mode is not None and mode not in NEXT_MODES:
+            raise ApplicationError(
+                "next must be one of: " + ", ".join(NEXT_MODES) + ".",
+                code="next",
+                extra={"choices": list(NEXT_MODES)},
+            )
         serializer = LabelInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         label = label_save(
@@ -147,9 +165,16 @@ class LabelSaveApi(APIView):
             position=position,
             **serializer.validated_data,
         )
-        return Response(
-            saved_output(position=position, revision=label.revision, elapsed_ms=label.elapsed_ms)
-        )
+        data = saved_output(position=position, revision=label.revision, elapsed_ms=label.elapsed_ms)
+        if mode is not None:
+            item = item_get_after_save_blinded(
+                clinician=request.user,
+                assignment_public_id=public_id,
+                position=position,
+                following=mode == "following",
+            )
+            data["next"] = None if item is None else blinded_item_output(item)
+        return Response(data)
 
 
 class RatingSaveApi(APIView):

@@ -209,22 +209,33 @@ def assignment_item_get_for_display(
     annotator: AbstractBaseUser,
     assignment_public_id: str,
     position: int | None = None,
+    after: int | None = None,
 ) -> ItemView | None:
     """The item at ``position`` — or, with ``position=None``, the first not yet done — with
     the unit, its trace's question, the annotator's own label or rating and the progress
-    counts, in one statement. None only when every item is done."""
+    counts, in one statement. None only when every item is done.
+
+    ``after`` (with ``position=None``): the first item not yet done after that position,
+    else the first not yet done from the start ("save & next" while labelling)."""
     if not annotator.is_authenticated:
         raise NotFoundError(NOT_FOUND)
     t = _tables()
     if position is None:
         # Walks the (assignment, position) index and stops at the first open item.
-        where_position = f"""ai.position = (
-            SELECT o.position FROM {t["item"]} o
-            WHERE o.assignment_id = a.id
+        first_open = f"""SELECT o.position FROM {t["item"]} o
+            WHERE o.assignment_id = a.id {{}}
               AND NOT EXISTS (SELECT 1 FROM {t["label"]} x WHERE x.assignment_item_id = o.id)
               AND NOT EXISTS (SELECT 1 FROM {t["rating"]} y WHERE y.assignment_item_id = o.id)
-            ORDER BY o.position LIMIT 1)"""
+            ORDER BY o.position LIMIT 1"""
         params = [assignment_public_id, annotator.pk]
+        if after is None:
+            where_position = f"ai.position = ({first_open.format('')})"
+        else:
+            # COALESCE stops at the first subquery that finds one: no wrap-around scan
+            # unless nothing is open after ``after``.
+            where_position = f"""ai.position = COALESCE(
+                ({first_open.format("AND o.position > %s")}), ({first_open.format("")}))"""
+            params.append(after)
     else:
         where_position = "ai.position = %s"
         params = [assignment_public_id, annotator.pk, position]

@@ -146,6 +146,27 @@ def item_get_next_blinded(
     return _blind(item) if item is not None else None
 
 
+def item_get_after_save_blinded(
+    *, clinician: AbstractBaseUser, assignment_public_id: str, position: int, following: bool
+) -> BlindedItem | None:
+    """What "save & next" shows after ``position``: the first item not yet done after it
+    (wrapping to the start), or — ``following``, when revising — the next position, and past
+    the last one the first item not yet done. None when every item is done."""
+    if following:
+        try:
+            return item_get_blinded(
+                clinician=clinician,
+                assignment_public_id=assignment_public_id,
+                position=position + 1,
+            )
+        except NotFoundError:
+            pass  # past the last item
+    item = assignment_item_get_for_display(
+        annotator=clinician, assignment_public_id=assignment_public_id, after=position
+    )
+    return _blind(item) if item is not None else None
+
+
 def _blind(item: ItemView) -> BlindedItem:
     """Build the dataclass: one more query (the preceding steps) beyond the item itself."""
     context: tuple[str, ...] = ()

@@ -77,6 +77,88 @@ def test_next_item_then_save_label_then_next(api_client, assigned, clinician):
     assert client.get(f"/api/my/assignments/{mine.public_id}/next/").json()["position"] == 2
 
 
+def _save_next(client, mine, position, mode, verdict="correct"):
+    response = client.put(
+        _item_url(mine, position, f"label/?next={mode}"),
+        {"verdict": verdict, "elapsed_ms": 900},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def test_save_and_next_answers_the_saved_label_and_the_next_open_item(
+    api_client, assigned, clinician
+):
+    # given items 2 and 3 are already labelled
+    mine, _ = assigned
+    client = _login(api_client, clinician)
+    for position in (2, 3):
+        client.put(_item_url(mine, position, "label/"), {"verdict": "abstain"}, format="json")
+    # when item 1 is saved with ?next=unlabelled
+    data = _save_next(client, mine, 1, "unlabelled")
+    # then the answer holds the save and the next open item (4), blinded like GET items/4/
+    assert {k: data[k] for k in ("position", "revision", "elapsed_ms")} == {
+        "position": 1,
+        "revision": 1,
+        "elapsed_ms": 900,
+    }
+    assert data["next"] == client.get(_item_url(mine, 4)).json()
+    assert data["next"]["done"] == 3
+    assert data["next"] == client.get(f"/api/my/assignments/{mine.public_id}/next/").json()
+
+
+def test_save_and_next_wraps_to_the_first_open_item_then_answers_null(
+    api_client, assigned, clinician
+):
+    mine, _ = assigned
+    client = _login(api_client, clinician)
+    # saving the last item while item 1 is open goes back to item 1
+    assert _save_next(client, mine, 24, "unlabelled")["next"]["position"] == 1
+    for position in range(1, 23):
+        client.put(_item_url(mine, position, "label/"), {"verdict": "correct"}, format="json")
+    assert _save_next(client, mine, 5, "unlabelled")["next"]["position"] == 23
+    # the last open item saved: nothing left
+    assert _save_next(client, mine, 23, "unlabelled")["next"] is None
+
+
+def test_save_and_next_when_revising_goes_to_the_following_position(
+    api_client, assigned, clinician
+):
+    mine, _ = assigned
+    client = _login(api_client, clinician)
+    for position in (1, 2, 3, 24):
+        client.put(_item_url(mine, position, "label/"), {"verdict": "correct"}, format="json")
+    # revising item 1: the following position (2, labelled), not the first open one (4)
+    data = _save_next(client, mine, 1, "following", verdict="abstain")
+    assert data["revision"] == 2
+    assert data["next"]["position"] == 2
+    assert data["next"]["label"]["verdict"] == "correct"
+    # past the last position: the first open item
+    assert _save_next(client, mine, 24, "following")["next"]["position"] == 4
+
+
+def test_save_and_next_refuses_an_unknown_mode_and_others_items(api_client, assigned, clinician):
+    mine, theirs = assigned
+    client = _login(api_client, clinician)
+    bad = client.put(_item_url(mine, 1, "label/?next=any"), {"verdict": "correct"}, format="json")
+    assert bad.status_code == 400
+    assert bad.json()["code"] == "next"
+    response = client.put(
+        _item_url(theirs, 1, "label/?next=unlabelled"), {"verdict": "correct"}, format="json"
+    )
+    assert response.status_code == 404
+    assert not Label.objects.exists()
+
+
+def test_save_and_next_query_count(api_client, assigned, clinician, django_assert_max_num_queries):
+    mine, _ = assigned
+    client = _login(api_client, clinician)
+    # the save (as below) plus the next item and its preceding steps
+    with django_assert_max_num_queries(11):
+        _save_next(client, mine, 5, "unlabelled")
+
+
 def test_put_label_twice_is_idempotent(api_client, assigned, clinician):
     mine, _ = assigned
     client = _login(api_client, clinician)
