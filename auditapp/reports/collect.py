@@ -425,6 +425,13 @@ def ratings_collect(audit: Audit) -> pd.DataFrame:
 
 
 # --- blinding: step texts and probe answers -------------------------------------------------
+def long_tables_collect(audit: Audit) -> dict[str, pd.DataFrame]:
+    """The audit's long tables, in the formats ``agreement_report --labels/--answers/--ratings``
+    reads back: ``labels``, ``answers``, ``ratings``."""
+    labels, _ = labels_collect(audit)
+    return {"labels": labels, "answers": answers_collect(audit), "ratings": ratings_collect(audit)}
+
+
 def blinded_texts_collect(
     audit: Audit, *, segmentation: str | None, seed: int, limit: int = CLASSIFIER_MAX_TEXTS
 ) -> pd.DataFrame:

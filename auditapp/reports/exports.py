@@ -200,11 +200,12 @@ def frame_to_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
     raise ValueError(f"unknown table format {fmt!r}; use csv or parquet")
 
 
-def tables_zip(report: dict[str, Any]) -> bytes:
-    """Every report table as CSV plus the whole report as JSON, in one zip."""
+def tables_zip(report: dict[str, Any], extra: dict[str, pd.DataFrame] | None = None) -> bytes:
+    """Every report table (and ``extra`` tables) as CSV plus the whole report as JSON, in one
+    zip."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, frame in report_tables(report).items():
+        for name, frame in {**report_tables(report), **(extra or {})}.items():
             archive.writestr(f"{name}.csv", frame.to_csv(index=False))
         archive.writestr("report.json", json.dumps(report, indent=2, ensure_ascii=False))
     return buffer.getvalue()

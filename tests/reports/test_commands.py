@@ -262,3 +262,53 @@ def test_agreement_stats_unreadable_file(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00\x01garbage\x00\x00")
     with pytest.raises(CommandError):
         call_command("agreement_stats", input=str(binary), unit="u", rater="r", value="v")
+
+
+def test_csv_folder_round_trips_through_the_file_inputs(demo_audit, tmp_path):
+    # given the demo audit's report written as CSV files
+    folder = tmp_path / "tables"
+    call_command(
+        "agreement_report",
+        "--audit",
+        demo_audit.slug,
+        "--format",
+        "csv",
+        "--resamples",
+        "50",
+        "--seed",
+        "3",
+        "--out",
+        f"{folder}/",
+    )
+    assert {"labels.csv", "answers.csv", "ratings.csv", "error_rates.csv"} <= {
+        p.name for p in folder.iterdir()
+    }
+    # when the report is recomputed from the long tables alone
+    out = tmp_path / "again.json"
+    call_command(
+        "agreement_report",
+        "--labels",
+        str(folder / "labels.csv"),
+        "--answers",
+        str(folder / "answers.csv"),
+        "--format",
+        "json",
+        "--resamples",
+        "50",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+    )
+    # then the error rates and answer metrics are the same numbers
+    again = json.loads(out.read_text())
+    first = json.loads((folder / "report.json").read_text())
+
+    def rates(report):
+        return sorted(
+            (r["evaluator"], r["condition"], r["n"], r["n_error"], round(r["error_rate"], 12))
+            for r in report["error_rates"]
+        )
+
+    assert rates(again) == rates(first)
+    assert again["answer_metrics"] == first["answer_metrics"]

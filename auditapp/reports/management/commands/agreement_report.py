@@ -5,7 +5,9 @@ Output by ``--format``:
 - ``json`` (default): the whole report.
 - ``csv``: with ``--out FILE.csv`` or no ``--out`` the ``error_rates`` table; with ``--out`` an
   existing directory (or a path ending in ``/``) every table as ``<name>.csv`` plus
-  ``report.json`` in it; with ``--out FILE.zip`` the same files in one zip.
+  ``report.json`` in it; with ``--out FILE.zip`` the same files in one zip. From ``--audit`` the
+  long tables ``labels.csv``, ``answers.csv`` and ``ratings.csv`` come along, so the same report
+  can be recomputed from the files with ``--labels/--answers/--ratings``.
 - ``html``: the stand-alone HTML report, figures embedded as data URIs.
 """
 
@@ -17,6 +19,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotations.models import Audit
 from auditapp.exceptions import ApplicationError
+from auditapp.reports.collect import long_tables_collect
 from auditapp.reports.exports import report_tables, tables_zip
 from auditapp.reports.render import report_html
 from auditapp.reports.services import report_build, report_from_files
@@ -85,36 +88,41 @@ class Command(BaseCommand):
             "ece_bins": options["ece_bins"],
             "abstain_rule": options["abstain_rule"],
         }
+        long_tables: dict = {}
         try:
             if options["audit"]:
                 audit = Audit.objects.filter(slug=options["audit"]).first()
                 if audit is None:
                     raise CommandError(f"no audit with slug {options['audit']!r}")
                 report = report_build(audit=audit, **settings)
+                if options["format"] == "csv":
+                    # The long tables ride along, so the files can be re-read with --labels.
+                    long_tables = long_tables_collect(audit)
             else:
                 report = report_from_files(
                     options["labels"], options["answers"], options["ratings"], **settings
                 )
         except ApplicationError as exc:
             raise CommandError(exc.message) from None
-        self._write(report, options["format"], options["out"])
+        self._write(report, options["format"], options["out"], long_tables)
 
-    def _write(self, report: dict, fmt: str, out: str | None) -> None:
+    def _write(self, report: dict, fmt: str, out: str | None, long_tables: dict) -> None:
         if fmt == "json":
             self._emit(json.dumps(report, indent=2, ensure_ascii=False) + "\n", out)
         elif fmt == "html":
             self._emit(report_html(report), out)
         elif out and out.endswith(".zip"):
-            self._write_bytes(Path(out), tables_zip(report))
+            self._write_bytes(Path(out), tables_zip(report, long_tables))
         elif out and (out.endswith(("/", "\\")) or Path(out).is_dir()):
             folder = Path(out)
             folder.mkdir(parents=True, exist_ok=True)
-            for name, frame in report_tables(report).items():
+            tables = {**report_tables(report), **long_tables}
+            for name, frame in tables.items():
                 frame.to_csv(folder / f"{name}.csv", index=False)
             (folder / "report.json").write_text(
                 json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8"
             )
-            self.stderr.write(f"wrote {len(report_tables(report)) + 1} files to {folder}")
+            self.stderr.write(f"wrote {len(tables) + 1} files to {folder}")
         else:
             self._emit(report_tables(report)["error_rates"].to_csv(index=False), out)
 
