@@ -76,6 +76,7 @@ ALLOWED_KEYS = {
     "probe_guess",
     "elapsed_ms",
     "revision",
+    "next",
     "answers",
     "min",
     "max",
@@ -269,6 +270,19 @@ def _crawl(client, mine) -> dict[str, tuple[int, str, dict]]:
     return seen
 
 
+def _crawl_saves(client, mine) -> dict[str, tuple[int, str, dict]]:
+    """The combined "save & next" answers: every item saved in both modes, so every item is
+    handed out as a ``next`` at least once (revising: the following position)."""
+    seen: dict[str, tuple[int, str, dict]] = {}
+    total = mine.items.count()
+    for mode in ("unlabelled", "following"):
+        for position in range(1, total + 1):
+            url = f"/api/my/assignments/{mine.public_id}/items/{position}/label/?next={mode}"
+            response = client.put(url, {"verdict": "correct"}, content_type="application/json")
+            seen[url] = (response.status_code, response.content.decode(), dict(response.headers))
+    return seen
+
+
 def test_nothing_a_clinician_can_fetch_reveals_the_source(client, leak_setup, clinician):
     # given
     audit, _, mine, _ = leak_setup
@@ -277,8 +291,15 @@ def test_nothing_a_clinician_can_fetch_reveals_the_source(client, leak_setup, cl
     database_ids = _database_ids(audit)
     # when
     pages = _crawl(client, mine)
+    saves = _crawl_saves(client, mine)
+    pages.update(saves)
     # then
-    assert len(pages) >= 2 * mine.items.count()
+    assert len(pages) >= 4 * mine.items.count()
+    nexts = [json.loads(body)["next"] for _, body, _ in saves.values()]
+    # every item but the first is handed out as a "next" (the first is crawled above)
+    assert {n["position"] for n in nexts if n} == set(range(2, mine.items.count() + 1))
+    item_keys = set(json.loads(pages[f"/api/my/assignments/{mine.public_id}/items/1/"][1]))
+    assert all(set(n) == item_keys for n in nexts if n)
     problems = []
     for url, (status, body, headers) in pages.items():
         assert status in (200, 204, 302), (url, status)
