@@ -1,7 +1,9 @@
 // The labelling page: keyboard shortcuts, autosave, time on task, navigation, overview, submit.
 // Page data arrives through json_script (no inline script); writes go to the JSON API with
 // the CSRF header. Every save is a PUT of the item's whole state, so repeating one is harmless.
-const data = JSON.parse(document.getElementById("item-data").textContent);
+// "Save & next" on a step is one request: the label PUT answers with the next item too, and
+// the page shows it in place (history.pushState keeps the address and back button right).
+let data = JSON.parse(document.getElementById("item-data").textContent);
 const app = document.getElementById("label-app");
 const kind = app.dataset.kind;
 const $ = (selector) => app.querySelector(selector);
@@ -9,20 +11,22 @@ const $$ = (selector) => [...app.querySelectorAll(selector)];
 const statusEl = $("#status");
 const comment = $("#comment");
 
-const state = {
+const itemState = () => ({
   verdict: data.label?.verdict ?? "",
   error_category: data.label?.error_category ?? "",
   probe_guess: data.label?.probe_guess ?? "",
   answers: { ...(data.rating?.answers ?? {}) },
   comment: (kind === "trace" ? data.rating?.comment : data.label?.comment) ?? "",
-};
+});
+let state = itemState();
 let saved = JSON.stringify(state);
 let hadLabel = Boolean(data.label || data.rating);
+let revising = hadLabel; // labelled before this visit: "save & next" goes to the next position
 let done = data.done;
 let currentLikert = 0;
 
 // --- time on task: visible time only, added to what earlier visits counted ---------------
-const baseElapsed = (kind === "trace" ? data.rating?.elapsed_ms : data.label?.elapsed_ms) ?? 0;
+let baseElapsed = (kind === "trace" ? data.rating?.elapsed_ms : data.label?.elapsed_ms) ?? 0;
 let visibleSince = document.visibilityState === "visible" ? performance.now() : null;
 let visibleTotal = 0;
 document.addEventListener("visibilitychange", () => {
@@ -113,15 +117,17 @@ function body() {
   };
 }
 
-const saveUrl = data.urls.api + (kind === "trace" ? "rating/" : "label/");
+const saveUrl = () => data.urls.api + (kind === "trace" ? "rating/" : "label/");
 let inflight = null;
 
-async function save({ keepalive = false } = {}) {
+// Resolves to false when not saved, else true — or, with `next`, the save's answer (which
+// holds the item to show next).
+async function save({ keepalive = false, next = null } = {}) {
   if (data.locked || problem()) return false;
   const snapshot = JSON.stringify(state);
   if (inflight) await inflight.catch(() => {});
   setStatus("Saving…");
-  inflight = fetch(saveUrl, {
+  inflight = fetch(saveUrl() + (next ? `?next=${next}` : ""), {
     method: "PUT",
     credentials: "same-origin",
     keepalive,
@@ -142,7 +148,7 @@ async function save({ keepalive = false } = {}) {
     }
     setStatus("Saved ✓");
     render();
-    return true;
+    return next ? await response.json() : true;
   } catch {
     setStatus("Not saved: no connection. Your choice is kept on this page; try again.", true);
     return false;
@@ -220,7 +226,95 @@ async function go(position) {
   window.location.assign(pageUrl(position));
 }
 
+// Show the item a save answered with, in place: what a page load of it would show.
+function show(item) {
+  clearTimeout(commentTimer);
+  const position = item.position;
+  data = { ...item, urls: { ...data.urls, api: data.urls.api.replace(/\d+\/$/, `${position}/`) } };
+  state = itemState();
+  saved = JSON.stringify(state);
+  hadLabel = revising = Boolean(data.label);
+  done = data.done;
+  baseElapsed = data.label?.elapsed_ms ?? 0;
+  visibleTotal = 0;
+  visibleSince = document.visibilityState === "visible" ? performance.now() : null;
+
+  document.title = document.title.replace(/^Item \d+ of \d+/, `Item ${position} of ${data.total}`);
+  document.getElementById("position-text").textContent = `Item ${position} of ${data.total}`;
+  $("#prev-button").disabled = position === 1;
+  $("#next-button").disabled = position === data.total;
+  const question = $(".question");
+  const title = question.querySelector("#question-title");
+  const stem = document.createElement("p");
+  stem.className = "stem";
+  stem.textContent = data.question;
+  const parts = [title, stem];
+  if (data.options.length) {
+    const list = document.createElement("ol");
+    list.className = "options";
+    for (const option of data.options) {
+      const li = document.createElement("li");
+      const key = document.createElement("span");
+      key.className = "option-key";
+      key.textContent = option.key;
+      li.append(key, ` ${option.text}`);
+      list.append(li);
+    }
+    parts.push(list);
+  }
+  if (data.final_answer) {
+    const hint = document.createElement("p");
+    hint.className = "hint";
+    const strong = document.createElement("strong");
+    strong.textContent = data.final_answer;
+    hint.append("Final answer given: ", strong);
+    parts.push(hint);
+  }
+  question.replaceChildren(...parts);
+  const context = $("details.context");
+  context.hidden = data.context.length === 0;
+  document.getElementById("context-count").textContent = String(data.context.length);
+  document.getElementById("context-steps").replaceChildren(
+    ...data.context.map((text) => {
+      const li = document.createElement("li");
+      li.textContent = text;
+      return li;
+    }),
+  );
+  document.getElementById("step-title").textContent =
+    `Step to judge${data.context.length ? ` (step ${data.context.length + 1})` : ""}`;
+  document.getElementById("step-text").textContent = data.step;
+  comment.value = state.comment;
+  setStatus("");
+  render();
+  document.activeElement?.blur();
+  window.scrollTo(0, 0);
+  history.pushState({ position }, "", pageUrl(position));
+}
+// Back and forward through items shown in place: load the page of the address shown.
+window.addEventListener("popstate", () => window.location.reload());
+
+let advancing = false;
 async function saveAndNext() {
+  if (kind === "step" && !data.locked) {
+    const why = problem();
+    if (why) {
+      setStatus(why, true);
+      return;
+    }
+    if (advancing) return; // a second Enter while the first is on its way
+    advancing = true;
+    try {
+      // One request: the save (harmless when nothing changed) answers with the next item.
+      const answer = await save({ next: revising ? "following" : "unlabelled" });
+      if (!answer) return;
+      if (answer.next) show(answer.next);
+      else document.getElementById("submit-button")?.focus();
+    } finally {
+      advancing = false;
+    }
+    return;
+  }
   if (!data.locked) {
     const why = problem();
     if (why) {

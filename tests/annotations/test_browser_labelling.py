@@ -68,6 +68,10 @@ def test_clinician_labels_by_keyboard_resumes_revises_and_submits(
     page.keyboard.press("Enter")
     _wait_position(page, pid, 1)
     keys = ["1", "2", "3", "c", "e", "a", "1", "1", "2", "3"]
+    # "save & next" shows the next item in place, from the save's own answer
+    page.evaluate("window.sameDocument = true")
+    requests: list[tuple[str, str]] = []
+    page.on("request", lambda request: requests.append((request.method, request.url)))
     for position, key in enumerate(keys, start=1):
         page.keyboard.press(key)
         if key in ("2", "e"):
@@ -81,6 +85,12 @@ def test_clinician_labels_by_keyboard_resumes_revises_and_submits(
             page.screenshot(path=str(artifacts_dir / "labelling.png"), full_page=True)
         page.keyboard.press("Enter")
         _wait_position(page, pid, position + 1)
+    # then that took no page load and no request but the label saves, one per item with Enter
+    assert page.evaluate("window.sameDocument") is True
+    assert {(method, url.split("/items/")[1].split("?")[0][-6:]) for method, url in requests} == {
+        ("PUT", "label/")
+    }
+    assert sum("?next=unlabelled" in url for _, url in requests) == 10
     # then ten labels are stored, with categories for the errors and time on task
     labels = {
         lab.assignment_item.position: lab
