@@ -11,7 +11,9 @@ What it does, bounded in count and time and only on 127.0.0.1:
 2. A batch drawn by the real service (stratified by condition, overlap 2) and assigned to 32
    clinicians by the real service; sessions made server-side (no password hashing in the loop).
 3. gunicorn serving the production settings (DEBUG off), several workers × threads.
-4. 32 clinicians at once, each doing what the page does: GET …/next/ then PUT …/label/.
+4. 32 clinicians at once, each doing what the page does: GET …/next/ on first load, then
+   for every item one PUT …/label/?next=unlabelled ("save & next": the answer holds the next
+   item to show, so one request per label).
    Phase "capacity": no pause → labels per second overall.
    Phase "brisk": 1 s pause between items (first request spread over one pause, so the
    clinicians are not in lockstep) → p50/p95/p99 per call.
@@ -155,9 +157,10 @@ def generate_rows() -> "object":
 
 def prepare_assignments(audit, *, clinicians: int, items_each: int) -> list[dict]:
     """A fresh batch (the real services) and one server-side session per clinician."""
+    from importlib import import_module
+
     from django.conf import settings
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-    from django.contrib.sessions.backends.db import SessionStore
 
     from annotations.roles import Role
     from annotations.services.batches import batch_assign, batch_build
@@ -185,6 +188,8 @@ def prepare_assignments(audit, *, clinicians: int, items_each: int) -> list[dict
         f"{batch.design['population']:,}, assigned to {len(users)} clinicians "
         f"in {time.perf_counter() - started:.1f} s"
     )
+    # The server's own session engine (cached_db: the cache is Redis when REDIS_URL is set).
+    SessionStore = import_module(settings.SESSION_ENGINE).SessionStore
     out = []
     for user, assignment in zip(users, assignments, strict=True):
         session = SessionStore()
@@ -232,6 +237,7 @@ def start_gunicorn(url: str, port: int, *, workers: int, threads: int) -> subpro
 
 class Stats:
     def __init__(self) -> None:
+        # "next": GET next/ (first load); "label": PUT label/?next=… (save & next)
         self.latency: dict[str, list[float]] = {"next": [], "label": []}
         self.errors: list[str] = []
         self.labels = 0
@@ -262,25 +268,27 @@ async def clinician_loop(
         # People do not start in step: spread the first request over one pause, so 32
         # clinicians do not arrive as one burst every second (they keep their 1 s pause).
         await asyncio.sleep(rng.uniform(0, pause))
+    item = None  # the item on screen; None: load the first one (or reload after an error)
     while time.perf_counter() < until and count < max_labels:
-        t0 = time.perf_counter()
-        try:
-            async with session.get(f"{api}/next/", headers=headers) as response:
-                body = await response.read()
-                status = response.status
-        except Exception as exc:
-            stats.errors.append(f"next: {exc!r}")
-            continue
-        stats.latency["next"].append(time.perf_counter() - t0)
-        if status == 204:
-            break
-        if status != 200:
-            stats.errors.append(f"next: HTTP {status} {body[:200]!r}")
-            continue
-        item = json.loads(body)
+        if item is None:
+            t0 = time.perf_counter()
+            try:
+                async with session.get(f"{api}/next/", headers=headers) as response:
+                    body = await response.read()
+                    status = response.status
+            except Exception as exc:
+                stats.errors.append(f"next: {exc!r}")
+                continue
+            stats.latency["next"].append(time.perf_counter() - t0)
+            if status == 204:
+                break
+            if status != 200:
+                stats.errors.append(f"next: HTTP {status} {body[:200]!r}")
+                continue
+            item = json.loads(body)
+            if item["position"] in labelled:
+                stats.double_handouts += 1
         position = item["position"]
-        if position in labelled:
-            stats.double_handouts += 1
         verdict = rng.choice(("correct", "correct", "error", "abstain"))
         payload = {
             "verdict": verdict,
@@ -291,20 +299,29 @@ async def clinician_loop(
         t0 = time.perf_counter()
         try:
             async with session.put(
-                f"{api}/items/{position}/label/", headers=headers, data=json.dumps(payload)
+                f"{api}/items/{position}/label/?next=unlabelled",
+                headers=headers,
+                data=json.dumps(payload),
             ) as response:
                 body = await response.read()
                 status = response.status
         except Exception as exc:
             stats.errors.append(f"label: {exc!r}")
+            item = None
             continue
         stats.latency["label"].append(time.perf_counter() - t0)
         if status != 200:
             stats.errors.append(f"label: HTTP {status} {body[:200]!r}")
+            item = None
             continue
         labelled.add(position)
         stats.labels += 1
         count += 1
+        item = json.loads(body)["next"]
+        if item is None:
+            break  # every item done
+        if item["position"] in labelled:
+            stats.double_handouts += 1
         if pause:
             await asyncio.sleep(pause)
 
@@ -448,8 +465,8 @@ def main() -> None:
     )
     print(
         f"capacity (no pause, {elapsed:.1f} s): {capacity.labels:,} labels → "
-        f"{rate:.0f} labels/s  (next p50 {_pct(capacity.latency['next'], 0.5):.1f} ms, "
-        f"label p50 {_pct(capacity.latency['label'], 0.5):.1f} ms)"
+        f"{rate:.0f} labels/s  (first-load next p50 {_pct(capacity.latency['next'], 0.5):.1f} ms,"
+        f" save & next p50 {_pct(capacity.latency['label'], 0.5):.1f} ms)"
     )
     per_label = 1000 / max(capacity.labels, 1)
     print(
@@ -457,10 +474,11 @@ def main() -> None:
         f"PostgreSQL {db_cpu * per_label:.1f} ms, load generator {own_cpu * per_label:.1f} ms"
         f"; machine load average {load:.1f} (other work on the machine counts against us)"
     )
+    names = {"next": "GET next/ (first load)", "label": "PUT label/?next= (save & next)"}
     for call in ("next", "label"):
         values = brisk.latency[call]
         print(
-            f"brisk (1 s pause) {call:>5}: n={len(values):,}  p50 {_pct(values, 0.5):.1f} ms"
+            f"brisk (1 s pause) {names[call]}: n={len(values):,}  p50 {_pct(values, 0.5):.1f} ms"
             f"  p95 {_pct(values, 0.95):.1f} ms  p99 {_pct(values, 0.99):.1f} ms"
             f"  mean {statistics.fmean(values) * 1000 if values else float('nan'):.1f} ms"
         )
