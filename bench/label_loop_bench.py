@@ -443,6 +443,7 @@ def main() -> None:
         db_cpu = _cpu_seconds(f" {db_name} ") - db_cpu
         own_cpu = time.process_time() - own_cpu
         load = os.getloadavg()[0]
+        brisk_load = [os.getloadavg()[0]]
         brisk, _ = asyncio.run(
             run_phase(
                 base,
@@ -453,6 +454,7 @@ def main() -> None:
                 labelled=labelled,
             )
         )
+        brisk_load.append(os.getloadavg()[0])
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -473,6 +475,10 @@ def main() -> None:
         f"CPU per label in the capacity phase: gunicorn {server_cpu * per_label:.1f} ms, "
         f"PostgreSQL {db_cpu * per_label:.1f} ms, load generator {own_cpu * per_label:.1f} ms"
         f"; machine load average {load:.1f} (other work on the machine counts against us)"
+    )
+    print(
+        f"machine load average at the brisk phase's start and end: {brisk_load[0]:.1f}, "
+        f"{brisk_load[1]:.1f}"
     )
     names = {"next": "GET next/ (first load)", "label": "PUT label/?next= (save & next)"}
     for call in ("next", "label"):
