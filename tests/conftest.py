@@ -229,6 +229,21 @@ def browser(monkeypatch):
         instance.close()
 
 
+@pytest.fixture
+def page(browser, live_server):
+    """A fresh page on the live server; uncaught JavaScript errors collect in ``page.errors``."""
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, base_url=live_server.url, accept_downloads=True
+    )
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.errors = errors
+    yield page
+    context.close()
+
+
 ARTIFACTS = ROOT / "test-artifacts"
 
 

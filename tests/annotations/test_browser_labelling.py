@@ -10,18 +10,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 # Django's async guard is lifted for this test's own ORM reads by the `browser` fixture.
 
 
-@pytest.fixture
-def page(browser, live_server):
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live_server.url)
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.errors = errors
-    yield page
-    context.close()
-
-
 def _login(page, user) -> None:
     page.goto("/accounts/login/")
     page.locator("#id_username").press_sequentially(user.username)

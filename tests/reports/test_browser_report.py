@@ -11,20 +11,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 # reads while Playwright's event loop runs in this thread.
 
 
-@pytest.fixture
-def page(browser, live_server):
-    context = browser.new_context(
-        viewport={"width": 1280, "height": 900}, base_url=live_server.url, accept_downloads=True
-    )
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.errors = errors
-    yield page
-    context.close()
-
-
 def _login(page, user) -> None:
     page.goto("/accounts/login/")
     page.locator("#id_username").fill(user.username)
