@@ -31,6 +31,22 @@ def _check_open(item: ItemAccess) -> None:
         raise ConflictError("The assignment is submitted and locked.", code="assignment_locked")
 
 
+def _open_item_locked(annotator, assignment_public_id: str, position: int, *, kind: str):
+    """The annotator's item, row-locked for a save, open, and of the kind being saved."""
+    item = assignment_item_get_for_annotator(
+        annotator=annotator,
+        assignment_public_id=assignment_public_id,
+        position=position,
+        for_update=True,
+    )
+    _check_open(item)
+    if kind == "label" and item.step_id is None:
+        raise ApplicationError("This item asks for a rating, not a label.", code="wrong_kind")
+    if kind == "rating" and item.trace_id is None:
+        raise ApplicationError("This item asks for a label, not a rating.", code="wrong_kind")
+    return item
+
+
 def shown_for(item: ItemAccess) -> dict:
     """What the clinician saw for this item — stored with the label for the report."""
     preceding = item.context_mode == Audit.ContextMode.PRECEDING
@@ -110,15 +126,7 @@ def _label_save(
     probe_guess,
     elapsed_ms,
 ) -> Label:
-    item = assignment_item_get_for_annotator(
-        annotator=annotator,
-        assignment_public_id=assignment_public_id,
-        position=position,
-        for_update=True,
-    )
-    _check_open(item)
-    if item.step_id is None:
-        raise ApplicationError("This item asks for a rating, not a label.", code="wrong_kind")
+    item = _open_item_locked(annotator, assignment_public_id, position, kind="label")
     error_category = _validate_label(item, verdict, error_category, probe_guess)
     comment = comment.strip()
     elapsed_ms = max(0, int(elapsed_ms))
@@ -261,15 +269,7 @@ def rating_save(
 ) -> TraceRating:
     """Create or revise the Likert answers of one trace (same guarantees as ``label_save``).
     Every Likert item must be answered."""
-    item = assignment_item_get_for_annotator(
-        annotator=annotator,
-        assignment_public_id=assignment_public_id,
-        position=position,
-        for_update=True,
-    )
-    _check_open(item)
-    if item.trace_id is None:
-        raise ApplicationError("This item asks for a label, not a rating.", code="wrong_kind")
+    item = _open_item_locked(annotator, assignment_public_id, position, kind="rating")
     answers = _validate_answers(item.likert_items, answers)
     comment = comment.strip()
     elapsed_ms = max(0, int(elapsed_ms))
