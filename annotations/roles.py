@@ -21,7 +21,6 @@ class Role(StrEnum):
     CLINICIAN = "clinician"
 
 
-GROUP_ROLES = (Role.RESEARCHER, Role.CLINICIAN)
 GROUPS_CACHE_SECONDS = 300
 
 
