@@ -23,12 +23,14 @@ for a stable ``RATE`` share of step texts, by sha256).
 
 Faults: with probability ``--fault-rate`` a request gets one of ``--faults`` (uniformly), and
 ``push_faults`` / ``POST /_faults`` queues faults for the next requests, for deterministic tests.
-Kinds: ``500``, ``503``, ``429`` (with ``Retry-After``), ``400``, ``malformed`` (a 200 whose body is
+Kinds: ``500``, ``503``, ``429`` (with ``Retry-After``, and ``retry-after-ms`` when
+``--retry-after-ms`` is given), ``400``, ``malformed`` (a 200 whose body is
 not JSON), ``truncated`` (valid envelope, the answer cut in half), ``prose`` (no JSON at all),
 ``hang`` (answers nothing for ``--hang-s``), ``drop`` (closes the connection).
 
 Control endpoints: ``GET /_stats``, ``POST /_reset``, ``GET /_requests`` (the last N bodies),
-``POST /_faults`` (a JSON list of fault kinds).
+``POST /_faults`` (a JSON list of fault kinds), ``GET /_timeline?bucket_s=0.1`` (calls in flight
+over time and slot-seconds held by hung calls, for benchmarks).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import asyncio
 import collections
 import contextlib
 import hashlib
+import math
 import random
 import re
 import socket
@@ -68,6 +71,9 @@ class FakeConfig:
     ignore_n: bool = False  # answer one choice whatever ``n`` asks, like some servers
     verdict_policy: str = "marker"
     retry_after_s: str = "1"
+    # When set, a 429 also carries ``retry-after-ms`` (as OpenAI and Azure send it), and
+    # ``Retry-After`` is that rounded up to whole seconds, as delta-seconds must be.
+    retry_after_ms: int | None = None
     hang_s: float = 30.0
     keep_requests: int = 200
     seed: int = 0
@@ -148,6 +154,10 @@ class FakeServer:
             self.bodies: collections.deque[dict[str, Any]] = collections.deque(
                 maxlen=self.config.keep_requests
             )
+            # (start, end, fault) of each chat call, for /_timeline (benchmarks' diagnosis).
+            self.calls: collections.deque[tuple[float, float, str]] = collections.deque(
+                maxlen=200_000
+            )
             self._sample_counters.clear()
             self._queued_faults.clear()
 
@@ -173,6 +183,31 @@ class FakeServer:
         with self._lock:
             return list(self.bodies)
 
+    def timeline(self, bucket_s: float = 0.1) -> dict[str, Any]:
+        """Mean calls in flight per ``bucket_s`` from the first call since the last reset, with
+        the slot-seconds spent on hung calls: where a client loses its concurrency."""
+        with self._lock:
+            calls = list(self.calls)
+        if not calls:
+            return {"bucket_s": bucket_s, "in_flight": [], "slot_s": 0.0, "hang_slot_s": 0.0}
+        t0 = min(c[0] for c in calls)
+        n = int((max(c[1] for c in calls) - t0) / bucket_s) + 1
+        occupancy = [0.0] * n
+        for start, end, _fault in calls:
+            a, b = start - t0, end - t0
+            i = int(a / bucket_s)
+            while a < b:
+                edge = min(b, (i + 1) * bucket_s)
+                occupancy[i] += edge - a
+                a, i = edge, i + 1
+        return {
+            "bucket_s": bucket_s,
+            "first_call_epoch": time.time() - (time.monotonic() - t0),
+            "in_flight": [round(x / bucket_s, 2) for x in occupancy],
+            "slot_s": round(sum(e - s for s, e, _ in calls), 3),
+            "hang_slot_s": round(sum(e - s for s, e, f in calls if f == "hang"), 3),
+        }
+
     def app(self) -> web.Application:
         app = web.Application(client_max_size=16 * 1024**2)
         app.router.add_post("/v1/chat/completions", self.chat)
@@ -182,6 +217,7 @@ class FakeServer:
         app.router.add_get("/_stats", self._stats_view)
         app.router.add_post("/_reset", self._reset_view)
         app.router.add_get("/_requests", self._requests_view)
+        app.router.add_get("/_timeline", self._timeline_view)
         app.router.add_post("/_faults", self._faults_view)
         return app
 
@@ -193,13 +229,16 @@ class FakeServer:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self.auth_headers[request.headers.get("Authorization", "")] += 1
+        started = time.monotonic()
+        fault: list[str] = []
         try:
-            return await self._chat(request)
+            return await self._chat(request, fault)
         finally:
             with self._lock:
                 self.in_flight -= 1
+                self.calls.append((started, time.monotonic(), fault[0] if fault else ""))
 
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
+    async def _chat(self, request: web.Request, picked: list[str]) -> web.StreamResponse:
         raw = await request.read()
         try:
             body = orjson.loads(raw)
@@ -209,6 +248,7 @@ class FakeServer:
         with self._lock:
             self.bodies.append(body)
         fault = self._pick_fault()
+        picked.append(fault or "")
         cfg = self.config
         delay = max(0.0, cfg.latency_ms + self._rng.uniform(-cfg.jitter_ms, cfg.jitter_ms)) / 1000
         if fault == "hang":
@@ -225,9 +265,7 @@ class FakeServer:
         if fault == "400":
             return _error(400, "invalid_request_error", "injected bad request")
         if fault == "429":
-            return _error(
-                429, "rate_limit_exceeded", "slow down", {"Retry-After": cfg.retry_after_s}
-            )
+            return _error(429, "rate_limit_exceeded", "slow down", self._retry_headers())
         if body.get("response_format") and cfg.json_mode_unsupported:
             return _error(
                 400, "invalid_request_error", "response_format is not supported by this model"
@@ -240,6 +278,12 @@ class FakeServer:
             body=orjson.dumps(self._completion(body, messages, fault)),
             content_type="application/json",
         )
+
+    def _retry_headers(self) -> dict[str, str]:
+        ms = self.config.retry_after_ms
+        if ms is None:
+            return {"Retry-After": self.config.retry_after_s}
+        return {"Retry-After": str(max(1, math.ceil(ms / 1000))), "retry-after-ms": str(ms)}
 
     def _pick_fault(self) -> str | None:
         with self._lock:
@@ -312,6 +356,10 @@ class FakeServer:
         return web.Response(
             body=orjson.dumps(self.recent_requests()), content_type="application/json"
         )
+
+    async def _timeline_view(self, request: web.Request) -> web.Response:
+        bucket_s = float(request.query.get("bucket_s", "0.1"))
+        return web.json_response(self.timeline(bucket_s))
 
     async def _faults_view(self, request: web.Request) -> web.Response:
         try:
@@ -416,6 +464,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ignore-n", action="store_true")
     parser.add_argument("--verdict-policy", default="marker", help="marker | hash:RATE")
     parser.add_argument("--retry-after-s", default="1")
+    parser.add_argument(
+        "--retry-after-ms", type=int, default=None, help="also send retry-after-ms, like OpenAI"
+    )
     parser.add_argument("--hang-s", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -428,6 +479,7 @@ def main(argv: list[str] | None = None) -> None:
         ignore_n=args.ignore_n,
         verdict_policy=args.verdict_policy,
         retry_after_s=args.retry_after_s,
+        retry_after_ms=args.retry_after_ms,
         hang_s=args.hang_s,
         seed=args.seed,
     )

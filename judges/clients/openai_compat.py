@@ -20,8 +20,8 @@ Outcomes (``JudgeResult``), so a caller can store them without reading this code
   back-off; leave it for the resumed run; ``on_result`` is not called for these).
 
 Retries: a transient failure sleeps ``uniform(0, min(backoff_max_s, backoff_base_s * 2**k))``
-(exponential back-off with full jitter) or, when the server sent ``Retry-After`` (seconds or an
-HTTP date), at least that long; at most ``max_retries`` retries per call. The semaphore is not
+(exponential back-off with full jitter) or, when the server sent ``retry-after-ms`` or
+``Retry-After`` (seconds or an HTTP date), at least that long; at most ``max_retries`` retries per call. The semaphore is not
 held while sleeping, so a back-off does not cost a concurrency slot.
 
 Samples (``n_samples > 1``): one call with ``n``; if the server returns fewer choices (it ignores
@@ -300,7 +300,7 @@ class _Batch:
                     ) as r:
                         status = r.status
                         body = await r.read()
-                        retry_after = r.headers.get("Retry-After")
+                        retry_after = retry_after_from(r.headers)
                 except TimeoutError:
                     status, body, retry_after = 0, b"", None
                     problem = f"timeout after {s.timeout_s:g}s"
@@ -333,7 +333,7 @@ class _Batch:
                 problem = f"HTTP {status}: {text}" if text else f"HTTP {status}"
                 if status not in RETRYABLE_STATUSES:
                     raise _CallFailed("client_error", problem, retryable=False, attempts=attempts)
-                delay = parse_retry_after(retry_after)
+                delay = retry_after
             if retries >= s.max_retries:
                 raise _CallFailed(
                     "retries_exhausted",
@@ -502,6 +502,35 @@ def _read_completion(body: bytes, *, attempts: int, json_mode: bool) -> _Reply:
         attempts=attempts,
         json_mode=json_mode,
     )
+
+
+def retry_after_from(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asked us to wait: ``retry-after-ms`` when sent, else ``Retry-After``.
+
+    Why the millisecond header first: OpenAI and Azure OpenAI send it beside ``Retry-After``,
+    whose delta-seconds can only say whole seconds — a server that means 200 ms must round up
+    to ``1``, and a client reading only that waits five times longer than asked (the openai
+    SDK and Azure's client libraries read ``retry-after-ms`` first for the same reason).
+
+    Examples
+    --------
+    >>> retry_after_from({"Retry-After": "1", "retry-after-ms": "250"})
+    0.25
+    >>> retry_after_from({"Retry-After": "2"})
+    2.0
+    >>> retry_after_from({"retry-after-ms": "soon", "Retry-After": "1"})
+    1.0
+    """
+    for name in ("retry-after-ms", "x-ms-retry-after-ms"):
+        value = headers.get(name)
+        if value:
+            try:
+                ms = float(value.strip())
+            except ValueError:
+                continue
+            if math.isfinite(ms):
+                return max(0.0, ms / 1000)
+    return parse_retry_after(headers.get("Retry-After"))
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

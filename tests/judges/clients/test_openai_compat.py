@@ -15,6 +15,7 @@ from judges.clients.openai_compat import (
     judge_many,
     judge_many_sync,
     judge_stream_sync,
+    retry_after_from,
 )
 from judges.clients.parsing import ParsedVerdict
 from judges.prompts import DEFAULT_TEMPLATE, render_messages
@@ -515,3 +516,31 @@ def test_a_call_sleeping_on_retry_after_is_never_hedged():
     (first,) = [r for r in done if r.key == "patient step 0"]
     assert first.ok and not first.hedged and first.attempts == 2 and first.latency_ms >= 1000
     assert stats["hedges"] == 0 and server_stats["requests"] == 121
+
+
+def test_retry_after_ms_is_honoured_before_the_rounded_seconds():
+    # given a 429 saying 300 ms in retry-after-ms and, rounded up as it must be, 1 s in Retry-After
+    with fake_server(latency_ms=1, retry_after_ms=300) as server:
+        server.push_faults(["429"])
+        started = time.monotonic()
+        # when
+        (result,) = judge_many_sync([_request("2 + 2 = 4")], settings=_settings(server))
+        elapsed = time.monotonic() - started
+    # then the client waited the 300 ms asked for, not the whole second
+    assert result.ok and result.attempts == 2
+    assert 0.3 <= elapsed < 0.9
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after-ms": "250", "Retry-After": "1"}, 0.25),
+        ({"x-ms-retry-after-ms": "40"}, 0.04),
+        ({"retry-after-ms": "nan", "Retry-After": "2"}, 2.0),
+        ({"retry-after-ms": "-5"}, 0.0),
+        ({"retry-after-ms": "", "Retry-After": "3"}, 3.0),
+        ({}, None),
+    ],
+)
+def test_retry_after_from_headers(headers, expected):
+    assert retry_after_from(headers) == expected
