@@ -21,8 +21,9 @@ Outcomes (``JudgeResult``), so a caller can store them without reading this code
 
 Retries: a transient failure sleeps ``uniform(0, min(backoff_max_s, backoff_base_s * 2**k))``
 (exponential back-off with full jitter) or, when the server sent ``retry-after-ms`` or
-``Retry-After`` (seconds or an HTTP date), at least that long; at most ``max_retries`` retries per call. The semaphore is not
-held while sleeping, so a back-off does not cost a concurrency slot.
+``Retry-After`` (seconds or an HTTP date), at least that long; at most ``max_retries`` retries
+per call. The semaphore is not held while sleeping, so a back-off does not cost a concurrency
+slot.
 
 Samples (``n_samples > 1``): one call with ``n``; if the server returns fewer choices (it ignores
 ``n``) the rest are asked by repeated calls and the batch stops sending ``n``. Aggregation is a
@@ -100,15 +101,18 @@ class ClientSettings:
     use_json_mode: bool = True
     extra_headers: Mapping[str, str] = field(default_factory=dict)
     stop_poll_s: float = 0.25  # how often should_stop() is consulted (it may be a DB read)
-    # Tail hedging (see ``judge_many``): once the requests are exhausted and at most
-    # ``hedge_tail_fraction`` of them are unfinished, a call in flight for longer than
-    # ``hedge_after_latencies`` × the median call (and ``hedge_min_s``) is sent a second time;
-    # the first answer wins. At most ``hedge_max_fraction`` of the requests (at least 2) are
-    # duplicated. ``hedge_after_latencies=0`` turns it off.
-    hedge_after_latencies: float = 5.0
+    # Hedging of calls that look hung (see ``judge_many``), at any point of the run: a call in
+    # flight for longer than ``hedge_after_latencies`` × the running median call (and at least
+    # ``hedge_min_s``) is sent once more, within the concurrency bound; the first answer wins,
+    # the other call is cancelled. At most ``hedge_max_fraction`` of the requests pulled so far
+    # (at least 2) are duplicated. ``hedge_after_latencies=0`` turns it off.
+    hedge_after_latencies: float = 4.0
     hedge_min_s: float = 0.25
-    hedge_tail_fraction: float = 0.02
-    hedge_max_fraction: float = 0.01
+    hedge_max_fraction: float = 0.015
+    # Once every request has been handed out, a retry after a failure without Retry-After
+    # waits at most this long (instead of its exponential back-off) while a slot is idle: the
+    # run is only waiting for it, and the concurrency bound still holds. None: always back off.
+    drain_backoff_max_s: float | None = 0.02
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -155,7 +159,7 @@ class JudgeResult:
     retryable: bool = False
     json_mode: bool = False  # whether the answer was requested with response_format
     parse_methods: tuple[str, ...] = ()
-    hedged: bool = False  # a duplicate was sent at the tail; attempts count both
+    hedged: bool = False  # a duplicate was sent (a call looked hung); attempts count both
 
 
 def aggregate_samples(
@@ -240,7 +244,16 @@ class _Batch:
         self._last_poll = 0.0
         # Durations of recent successful calls, for the hedging threshold.
         self.latencies: collections.deque[float] = collections.deque(maxlen=256)
+        self._median: tuple[int, float] = (-1, 0.0)
+        self._calls_ok = 0
         self.hedges = 0
+        self.draining = False  # every request has been handed out; the run waits for the rest
+
+    def median_latency(self) -> float:
+        """The median of the recent successful calls (re-sorted at most every 16 calls)."""
+        if self._calls_ok - self._median[0] >= 16 or self._median[0] < 0:
+            self._median = (self._calls_ok, _median(self.latencies))
+        return self._median[1]
 
     def stopped(self) -> bool:
         if self._stopped or self._should_stop is None:
@@ -312,6 +325,7 @@ class _Batch:
                         flight.http_since = None
                 if status == 200:
                     self.latencies.append(time.monotonic() - sent_at)
+                    self._calls_ok += 1
             if status == 200:
                 try:
                     reply = _read_completion(body, attempts=attempts, json_mode=json_mode)
@@ -352,7 +366,17 @@ class _Batch:
                 raise _CallFailed(
                     "stopped", "stopped before retry", retryable=True, attempts=attempts
                 )
-            await asyncio.sleep(backoff_delay(retries, s, retry_after_s=delay))
+            wait = backoff_delay(retries, s, retry_after_s=delay)
+            if (
+                delay is None  # a Retry-After is honoured as the server gave it
+                and self.draining
+                and s.drain_backoff_max_s is not None
+                and not self.semaphore.locked()
+            ):
+                # Nothing is left to hand out and a slot is idle: the back-off would only
+                # delay the end of the run; the retry stays within the concurrency bound.
+                wait = min(wait, s.drain_backoff_max_s)
+            await asyncio.sleep(wait)
             retries += 1
 
     # -- one request: samples, parse re-asks, aggregation -------------------------------------
@@ -619,15 +643,20 @@ async def judge_many(
     pulled (no ``stopped`` results are made for requests it never yielded).
     ``keep_results=False`` returns ``[]`` and keeps nothing (a stream may be very long; the
     caller stores results in ``on_result``). ``stats``, when given, receives ``requests``
-    (pulled) and ``hedges`` (duplicates sent by tail hedging).
+    (pulled) and ``hedges`` (duplicates sent by hedging).
 
-    Tail hedging (``settings.hedge_*``): once every request has been pulled and at most 2% are
-    unfinished, a call that has been in flight for over 5× the median call (and at least
-    0.25 s) is sent once more on a free slot — within the concurrency bound and the rate
-    limit — and the first successful answer wins; the other call is cancelled. At most 1% of
-    the requests (at least 2) are duplicated; a hedged result says so (``hedged``) and its
-    ``attempts`` count both calls. Calls sleeping on a back-off or ``Retry-After`` are never
-    hedged: the server asked for that wait.
+    Hedging (``settings.hedge_*``), at any point of the run: a call that has been in flight
+    for over ``hedge_after_latencies`` (4) × the running median call, and at least
+    ``hedge_min_s`` (0.25 s), is sent once more — it waits for a slot like any call, so the
+    concurrency bound and the rate limit hold — and the first successful answer wins; the
+    other call is cancelled (its connection closed, its slot freed). At most
+    ``hedge_max_fraction`` (1.5%) of the requests pulled so far (at least 2) are duplicated; a
+    hedged result says so (``hedged``) and its ``attempts`` count both calls. Calls sleeping on
+    a back-off or ``Retry-After`` are never hedged: only an HTTP call in flight is.
+
+    Draining (``settings.drain_backoff_max_s``): once every request has been pulled, a retry
+    after a failure without ``Retry-After`` waits at most 0.02 s instead of its back-off while
+    a slot is idle; ``Retry-After`` is always honoured as given.
 
     ``on_result`` is called (and awaited when it returns an awaitable) as each result is
     ready — store verdicts there so a crash loses only what is in flight; it is not called for
@@ -661,6 +690,7 @@ async def judge_many(
         item = await pull()
         if item is None:
             tally["exhausted"] = True
+            batch.draining = True
         else:
             tally["started"] += 1
         return item
@@ -678,20 +708,23 @@ async def judge_many(
                 return None
             return next(counter), request
 
-    async def hedge_tail() -> None:
-        # Why: a run ends when its slowest request does. Mid-run a hung call costs one slot
-        # for one timeout while the others keep the pipeline full; at the tail it holds up the
-        # whole run. So only there (requests exhausted, few left), a call in flight for much
-        # longer than usual is sent again on a free slot, and the first answer wins.
+    async def hedge_hung() -> None:
+        # Why: a hung call holds its slot until the timeout (10× a normal call in the
+        # benchmark) and then still needs a retry; the result is late and the slot idle all
+        # that time. A call in flight for several times the median is almost surely hung, so
+        # it is sent again (within the concurrency bound: the duplicate waits for a slot like
+        # any call) and the first answer wins; the loser is cancelled, which frees its slot.
+        # Calls sleeping on a back-off or Retry-After have no HTTP call in flight
+        # (``http_since`` is None) and are never duplicated.
         s = settings
         while True:
-            await asyncio.sleep(0.05)
-            if not tally["exhausted"] or len(batch.latencies) < 20 or batch.stopped():
-                continue
-            if len(flights) > max(1, s.hedge_tail_fraction * tally["started"]):
+            await asyncio.sleep(0.02)
+            if len(batch.latencies) < 20 or batch.stopped():
                 continue
             cap = max(2, math.ceil(s.hedge_max_fraction * tally["started"]))
-            threshold = max(s.hedge_min_s, s.hedge_after_latencies * _median(batch.latencies))
+            if batch.hedges >= cap:
+                continue
+            threshold = max(s.hedge_min_s, s.hedge_after_latencies * batch.median_latency())
             now = time.monotonic()
             for flight in list(flights):
                 if batch.hedges >= cap:
@@ -744,7 +777,7 @@ async def judge_many(
         # request overlap the next call. The semaphore alone bounds the HTTP concurrency.
         n_workers = settings.concurrency + max(4, settings.concurrency // 2)
         workers = [asyncio.create_task(worker()) for _ in range(n_workers)]
-        hedger = asyncio.create_task(hedge_tail()) if hedging else None
+        hedger = asyncio.create_task(hedge_hung()) if hedging else None
         try:
             await asyncio.gather(*workers)
         except BaseException:
@@ -774,7 +807,7 @@ def _median(values: Iterable[float]) -> float:
 
 
 class _Flight:
-    """One request being judged, when tail hedging may send it twice (see ``judge_many``)."""
+    """One request being judged, when hedging may send it twice (see ``judge_many``)."""
 
     def __init__(self, request: JudgeRequest) -> None:
         self.request = request

@@ -502,6 +502,45 @@ def _judge_async(requests, settings):
     return done, stats
 
 
+def test_a_hung_call_mid_run_is_hedged_answered_and_its_slot_freed():
+    # given the first of 120 requests hangs (3 s, under a 5 s timeout); the rest take 20 ms
+    with fake_server(latency_ms=20, jitter_ms=0, hang_s=3) as server:
+        server.push_faults(["hang"])
+        started = time.monotonic()
+        # when
+        done, stats = _judge_async(
+            [_request(f"mid step {i}") for i in range(120)], settings=_settings(server)
+        )
+        elapsed = time.monotonic() - started
+        server_stats = server.stats()
+    # then it was sent again while most requests were still to come, and answered
+    keys = [r.key for r in done]
+    hedged = [r for r in done if r.hedged]
+    assert [r.key for r in hedged] == ["mid step 0"] and hedged[0].ok and hedged[0].attempts == 2
+    assert keys.index("mid step 0") < 60  # mid-run, not at the tail
+    assert hedged[0].latency_ms < 1000 and elapsed < 2.0
+    assert all(r.ok for r in done) and stats == {"requests": 120, "hedges": 1}
+    # within the concurrency bound, the hung call cancelled (one duplicate, no retry)
+    assert server_stats["requests"] == 121 and server_stats["max_in_flight"] <= 4
+
+
+def test_hedging_is_capped():
+    # given six hung calls (1 s, then a 504) among 40 and a cap of at least 2 duplicates
+    with fake_server(latency_ms=20, jitter_ms=0, hang_s=1) as server:
+        server.push_faults(["hang"] * 6)
+        # when
+        done, stats = _judge_async(
+            [_request(f"capped step {i}") for i in range(40)],
+            settings=_settings(server, concurrency=8, hedge_max_fraction=0.015),
+        )
+        server_stats = server.stats()
+    # then two were hedged; the other four waited for their 504 and were retried
+    assert stats["hedges"] == 2 and sum(r.hedged for r in done) == 2
+    assert all(r.ok for r in done)
+    assert sorted(r.attempts for r in done) == [1] * 34 + [2] * 6
+    assert server_stats["requests"] == 40 + 2 + 4 and server_stats["max_in_flight"] <= 8
+
+
 def test_a_call_sleeping_on_retry_after_is_never_hedged():
     # given the first request gets a 429 with Retry-After 1 s; 120 quick ones follow
     with fake_server(latency_ms=20, jitter_ms=0, retry_after_s="1") as server:
@@ -511,8 +550,7 @@ def test_a_call_sleeping_on_retry_after_is_never_hedged():
             [_request(f"patient step {i}") for i in range(120)], settings=_settings(server)
         )
         server_stats = server.stats()
-    # then it waited the full second and was not duplicated (tail hedging, once the rest were
-    # done, saw no HTTP call in flight for it)
+    # then it waited the full second and was not duplicated
     (first,) = [r for r in done if r.key == "patient step 0"]
     assert first.ok and not first.hedged and first.attempts == 2 and first.latency_ms >= 1000
     assert stats["hedges"] == 0 and server_stats["requests"] == 121
@@ -544,3 +582,40 @@ def test_retry_after_ms_is_honoured_before_the_rounded_seconds():
 )
 def test_retry_after_from_headers(headers, expected):
     assert retry_after_from(headers) == expected
+
+
+def test_at_the_end_a_failed_call_retries_at_once_on_an_idle_slot(monkeypatch):
+    # given back-offs that always take their maximum (2 s), and a 500 then a 429 (Retry-After
+    # 1 s) on the last requests of a run: nothing left to hand out, slots idle
+    from judges.clients import openai_compat
+
+    monkeypatch.setattr(openai_compat.random, "uniform", lambda a, b: b)
+    slow = {"backoff_base_s": 2.0, "backoff_max_s": 2.0}
+    with fake_server(latency_ms=5, jitter_ms=0, retry_after_s="1") as server:
+        server.push_faults(["500", "429"])
+        # when
+        done, _ = _judge_async(
+            [_request(f"last step {i}") for i in range(2)], settings=_settings(server, **slow)
+        )
+    # then the 500 was retried without its 2 s back-off; the Retry-After was honoured
+    by_key = {r.key: r for r in done}
+    assert all(r.ok and r.attempts == 2 for r in done)
+    assert by_key["last step 0"].latency_ms < 500
+    assert by_key["last step 1"].latency_ms >= 1000
+
+
+def test_mid_run_a_failed_call_keeps_its_back_off(monkeypatch):
+    # given the same 2 s back-off and a 500 on the first of 40 requests (more to hand out)
+    from judges.clients import openai_compat
+
+    monkeypatch.setattr(openai_compat.random, "uniform", lambda a, b: b)
+    with fake_server(latency_ms=5, jitter_ms=0) as server:
+        server.push_faults(["500"])
+        # when
+        done, _ = _judge_async(
+            [_request(f"busy step {i}") for i in range(40)],
+            settings=_settings(server, backoff_base_s=2.0, backoff_max_s=2.0),
+        )
+    # then it slept its back-off: the server's protection while the run was busy
+    (first,) = [r for r in done if r.key == "busy step 0"]
+    assert first.ok and first.attempts == 2 and first.latency_ms >= 2000
