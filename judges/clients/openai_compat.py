@@ -916,7 +916,7 @@ def judge_stream_sync(
 
     def start(results_q: queue.Queue[Any], stop: threading.Event) -> Awaitable[Any]:
         return judge_many(
-            _fed_stream(results_q, stop, size),
+            _fed_stream(results_q, stop, size, stats),
             settings=settings,
             on_result=results_q.put,
             rate_limiter=rate_limiter,
@@ -932,10 +932,15 @@ def judge_stream_sync(
 
 
 async def _fed_stream(
-    results_q: queue.Queue[Any], stop: threading.Event, size: int
+    results_q: queue.Queue[Any], stop: threading.Event, size: int, stats: dict[str, Any]
 ) -> AsyncIterator[JudgeRequest]:
-    """Requests from the calling thread's ``feed``, asked one batch ahead (see above)."""
+    """Requests from the calling thread's ``feed``, asked one batch ahead (see above).
+
+    ``stats["starved_ms"]`` adds up the time a request was wanted and the buffer was empty
+    while ``feed`` had not answered yet (the calling thread was busy or the feed slow).
+    """
     loop = asyncio.get_running_loop()
+    stats["starved_ms"] = 0
     buffer: collections.deque[JudgeRequest] = collections.deque()
     asked: asyncio.Future[Sequence[JudgeRequest]] | None = None
     exhausted = False
@@ -944,6 +949,10 @@ async def _fed_stream(
             asked = loop.create_future()
             results_q.put((_FEED, size, asked, loop))
         if asked is not None and (asked.done() or not buffer):
+            if not asked.done():
+                waited = time.monotonic()
+                await asyncio.wait([asked])
+                stats["starved_ms"] += round((time.monotonic() - waited) * 1000)
             batch = await asked
             asked = None
             exhausted = exhausted or not batch

@@ -86,6 +86,7 @@ class _VerdictWriter:
         self.failures: list[tuple[RenderedStep, JudgeResult]] = []
         self.first_pending_at = 0.0
         self.inserted = 0
+        self.slowest_flush_s = 0.0  # for the lane's log line: a slow write delays the feed
 
     def add(self, result: JudgeResult) -> None:
         item = self.rendered.pop(result.key)
@@ -104,8 +105,10 @@ class _VerdictWriter:
 
     def flush(self) -> None:
         batch, self.pending = self.pending, []
+        started = time.monotonic()
         # Looked up on the module at call time, so a test can wrap it.
         self.inserted += store.verdicts_store(run_id=self.run_id, verdicts=batch)
+        self.slowest_flush_s = max(self.slowest_flush_s, time.monotonic() - started)
 
 
 class _LaneSlot:
@@ -273,7 +276,7 @@ def judge_lane_run(
     run_finish_if_complete(run_id=run_id)
     logger.info(
         "judge run %s lane %s: %d asked, %d stored, %d hedged; "
-        "set-up %.3fs, stream %.3fs, finish %.3fs",
+        "set-up %.3fs, stream %.3fs (waiting for feed %.3fs, slowest write %.3fs), finish %.3fs",
         run_id,
         lane,
         asked,
@@ -281,6 +284,8 @@ def judge_lane_run(
         outcome.hedged,
         t_http - t_start,
         t_done - t_http,
+        stats.get("starved_ms", 0) / 1000,
+        writer.slowest_flush_s,
         time.perf_counter() - t_done,
     )
     if transient and _still_mine(run, generation):
