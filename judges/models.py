@@ -95,6 +95,9 @@ class Judge(models.Model):
     max_retries = models.PositiveSmallIntegerField(default=6)
     max_parse_retries = models.PositiveSmallIntegerField(default=2)
     use_json_mode = models.BooleanField(default=True)
+    # Send a call that looks hung (in flight > 4x the median) once more; at most 1.5% of the
+    # requests. Off for a paid API where a duplicated long answer costs more than the time.
+    hedge_hung_calls = models.BooleanField(default=True)
     style_blind = models.BooleanField(
         default=True, help_text="Judge the style-normalised (blinded) text, as clinicians see it."
     )

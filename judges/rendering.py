@@ -61,6 +61,7 @@ def client_settings(judge: Judge, *, concurrency: int | None = None) -> ClientSe
         max_retries=judge.max_retries,
         max_parse_retries=judge.max_parse_retries,
         use_json_mode=judge.use_json_mode,
+        hedge_after_latencies=ClientSettings.hedge_after_latencies if judge.hedge_hung_calls else 0,
         # A back-off below the timeout: a hang costs one timeout, not a minute of back-off.
         backoff_base_s=min(0.5, judge.timeout_s / 4),
         backoff_max_s=max(1.0, min(30.0, judge.timeout_s * 2)),

@@ -23,6 +23,7 @@ class JudgeOutputSerializer(serializers.ModelSerializer):
             "aggregation",
             "max_concurrency",
             "parallel_chunks",
+            "hedge_hung_calls",
             "rpm_limit",
             "tpm_limit",
             "timeout_s",

@@ -117,6 +117,7 @@ SPEC_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "max_retries": ((int,), False),
     "max_parse_retries": ((int,), False),
     "use_json_mode": ((bool,), False),
+    "hedge_hung_calls": ((bool,), False),
     "style_blind": ((bool,), False),
     "show_final_answer": ((bool,), False),
     "context_mode": ((str,), False),

@@ -37,6 +37,7 @@ BASE = {"name": "j1", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
             id="prompt-unknown-placeholder",
         ),
         pytest.param({"name": "has space"}, "name", id="name-chars"),
+        pytest.param({"hedge_hung_calls": "no"}, "hedge_hung_calls", id="hedging-not-bool"),
     ],
 )
 def test_an_invalid_spec_is_rejected_naming_the_field(change, field):
@@ -49,6 +50,19 @@ def test_an_invalid_spec_is_rejected_naming_the_field(change, field):
     assert caught.value.field == field
     assert caught.value.message.startswith(field)
     assert not Judge.objects.exists()
+
+
+def test_hedging_of_hung_calls_is_the_judges_choice():
+    # given a judge that keeps the default and one that turns hedging off (a paid API)
+    from judges.rendering import client_settings
+
+    default = judge_create_or_update(spec=BASE)
+    paid = judge_create_or_update(spec={**BASE, "name": "paid", "hedge_hung_calls": False})
+    # when
+    on, off = client_settings(default), client_settings(paid)
+    # then the client hedges for the first only (0 turns the client's hedging off)
+    assert default.hedge_hung_calls and on.hedge_after_latencies > 0
+    assert not paid.hedge_hung_calls and off.hedge_after_latencies == 0
 
 
 def test_a_missing_required_field_is_named():
