@@ -111,3 +111,30 @@ def test_admin_pages_build_preview_and_assign(
 def test_clinician_cannot_open_admin_pages(client, demo_audit, clinician):
     client.force_login(clinician)
     assert client.get(f"/audits/{demo_audit.slug}/batches/").status_code == 302  # to login
+
+
+def test_guidelines_are_rendered_markdown_and_raw_html_stays_text(client, assigned, clinician):
+    # given guidelines with Markdown, a table, and HTML an admin might paste
+    mine, _ = assigned
+    audit = mine.batch.audit
+    audit.guidelines = (
+        "# Labelling\n\n- **Correct**: the claim holds\n- *Error*: it does not\n\n"
+        "| key | verdict |\n| --- | --- |\n| 1 | correct |\n\n"
+        '<script>alert("x")</script> <img src=x onerror=alert(1)> [here](javascript:alert(1))'
+    )
+    audit.save(update_fields=["guidelines"])
+    client.force_login(clinician)
+    # when
+    body = client.get(f"/my/{mine.public_id}/1/").content.decode()
+    # then the dialog shows formatted guidelines
+    dialog = body[
+        body.index('id="guidelines-dialog"') : body.index(
+            "</dialog>", body.index('id="guidelines-dialog"')
+        )
+    ]
+    assert "<h1>Labelling</h1>" in dialog and "<strong>Correct</strong>" in dialog
+    assert "<em>Error</em>" in dialog and "<td>correct</td>" in dialog
+    # and nothing pasted runs: tags are escaped, the javascript: link is not a link
+    assert "<script>alert" not in dialog and "&lt;script&gt;" in dialog
+    assert "<img" not in dialog and "&lt;img src=x onerror=alert(1)&gt;" in dialog
+    assert 'href="javascript:' not in dialog
