@@ -73,7 +73,6 @@ class RunListCreateApi(APIView):
                 segmentation=v["segmentation"],
                 batch_name=v["batch"],
                 user=request.user,
-                chunk_size=v.get("chunk_size"),
             )
         return Response(run_progress(_run_or_404(run.pk)), status=status.HTTP_201_CREATED)
 

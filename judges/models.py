@@ -164,7 +164,6 @@ class JudgeRun(models.Model):
     invalid = models.PositiveIntegerField(default=0)
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
-    chunk_size = models.PositiveIntegerField(default=0)
     chunks_enqueued = models.PositiveIntegerField(default=0)
     seed = models.CharField(max_length=64, blank=True)
     created_by = models.ForeignKey(

@@ -46,4 +46,3 @@ class RunCreateInputSerializer(serializers.Serializer):
         max_length=32, required=False, default="", allow_blank=True
     )
     batch = serializers.CharField(max_length=120, required=False, default="", allow_blank=True)
-    chunk_size = serializers.IntegerField(min_value=1, max_value=10_000, required=False)

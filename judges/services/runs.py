@@ -85,7 +85,6 @@ def _run_new(
     batch_name: str = "",
     user=None,
     status: str = JudgeRun.Status.QUEUED,
-    chunk_size: int = 0,
 ) -> JudgeRun:
     steps = _scope_steps(audit=audit, segmentation=segmentation, batch_name=batch_name)
     if segmentation and not steps.exists():
@@ -117,7 +116,6 @@ def _run_new(
         scope_max_step_id=agg["max_id"] or 0,
         total=agg["n"],
         status=status,
-        chunk_size=chunk_size,
         seed=secrets.token_hex(16),
         created_by=user if getattr(user, "is_authenticated", False) else None,
     )
@@ -131,9 +129,8 @@ def run_create(
     segmentation: str = "",
     batch_name: str = "",
     user=None,
-    chunk_size: int | None = None,
 ) -> JudgeRun:
-    """A run of ``judge`` over the scope; its chunks are enqueued once this commits."""
+    """A run of ``judge`` over the scope; its lanes start once this commits."""
     if judge.is_reference:
         raise ApplicationError(
             f"{judge.name} is a reference judge: use reference_run_create", code="reference_judge"
@@ -146,7 +143,6 @@ def run_create(
         segmentation=segmentation,
         batch_name=batch_name,
         user=user,
-        chunk_size=chunk_size or 0,
     )
     if run.total == 0:
         _run_end(run, JudgeRun.Status.DONE, "the scope has no steps")

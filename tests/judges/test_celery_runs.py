@@ -65,7 +65,7 @@ def test_a_run_completes_with_one_verdict_per_step_under_a_fault_mix(
     judge = _judge(base_url)
     celery_worker_process(queues="judges")
     # when
-    run = run_create(audit=demo_audit, judge=judge, segmentation="given", chunk_size=60)
+    run = run_create(audit=demo_audit, judge=judge, segmentation="given")
     run, _ = wait_run(run, timeout_s=180, stale_after_s=30)
     # then
     assert run.status == JudgeRun.Status.DONE, run.message
@@ -83,7 +83,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
     base_url = fake_process("--latency-ms", "150", "--jitter-ms", "0")
     judge = _judge(base_url, max_concurrency=4)
     worker = celery_worker_process(queues="judges", name="doomed")
-    run = run_create(audit=demo_audit, judge=judge, segmentation="given", chunk_size=24)
+    run = run_create(audit=demo_audit, judge=judge, segmentation="given")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         run.refresh_from_db()

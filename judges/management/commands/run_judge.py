@@ -19,7 +19,6 @@ class Command(BaseCommand):
         parser.add_argument("--judge", required=True, help="the judge's name")
         parser.add_argument("--segmentation", default="", help="only this segmentation")
         parser.add_argument("--batch", default="", help="only the steps of this batch (name)")
-        parser.add_argument("--chunk-size", type=int, default=None)
         parser.add_argument("--wait", action="store_true")
         parser.add_argument("--poll-s", type=float, default=1.0)
         parser.add_argument(
@@ -41,7 +40,6 @@ class Command(BaseCommand):
                     judge=judge,
                     segmentation=o["segmentation"],
                     batch_name=o["batch"],
-                    chunk_size=o["chunk_size"],
                 )
         except ApplicationError as exc:
             raise command_error(exc) from None
