@@ -206,7 +206,8 @@ def browser(monkeypatch):
 
     Playwright's sync API keeps an event loop running in this thread, which trips Django's
     async-safety check on every ORM call the test makes; the switch is set for the browser
-    tests only, never for the whole session.
+    tests only, never for the whole session. The connections those calls open are closed
+    here, before the loop stops (see the teardown).
     """
     from playwright.sync_api import sync_playwright
 
@@ -227,6 +228,12 @@ def browser(monkeypatch):
         )
         yield instance
         instance.close()
+        # While Playwright's event loop runs in this thread, asgiref keeps Django's connections
+        # in a context-local store apart from the thread's own: the test's ORM calls opened one
+        # there, and the test case's teardown (after the loop stops) cannot see it to close it.
+        from django.db import connections
+
+        connections.close_all()
 
 
 @pytest.fixture
