@@ -25,7 +25,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from annotations.models import Audit, Condition, Step
@@ -98,14 +98,15 @@ def run_condition_summary(run: JudgeRun) -> list[dict[str, Any]]:
     """Verdict counts per condition (label: blind code until unblinded), sorted by label."""
     audit = run.audit
     counts: dict[int, dict[str, int]] = {}
+    # Counted by the database: the runs page polls this every second while a run goes on.
     rows = (
         JudgeVerdict.objects.filter(run=run)
         .values_list("step__trace__condition_id", "verdict")
         .order_by()
+        .annotate(n=Count("id"))
     )
-    for condition_id, verdict in rows.iterator():
-        counts.setdefault(condition_id, {}).setdefault(verdict, 0)
-        counts[condition_id][verdict] += 1
+    for condition_id, verdict, n in rows:
+        counts.setdefault(condition_id, {})[verdict] = n
     out = []
     for condition in Condition.objects.filter(audit=audit):
         c = counts.get(condition.pk, {})

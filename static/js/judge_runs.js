@@ -20,8 +20,25 @@ function render(card, p) {
   }
 }
 
+// Verdicts per condition, as the API labels them (blind codes until the audit is unblinded).
+function renderConditions(card, rows) {
+  const body = card.querySelector("table tbody");
+  if (!body || !rows) return;
+  body.replaceChildren(...rows.map((c) => {
+    const tr = document.createElement("tr");
+    const rate = c.error_rate === null ? "–" : c.error_rate.toFixed(3);
+    for (const value of [c.condition, c.judged, c.error, c.abstain, c.invalid, rate]) {
+      const td = document.createElement("td");
+      td.textContent = value;
+      tr.append(td);
+    }
+    return tr;
+  }));
+}
+
 async function poll(card, p) {
   render(card, p);
+  renderConditions(card, p.conditions);
   if (ENDED.has(p.status) || p.status === "paused") return;
   await new Promise((resolve) => setTimeout(resolve, 1000));
   try {
