@@ -23,9 +23,13 @@ async function poll(progress) {
   render(progress);
   if (progress.status === "done" || progress.status === "failed") return;
   await new Promise((resolve) => setTimeout(resolve, 700));
-  const response = await fetch(`/api/imports/${progress.id}/`, { credentials: "same-origin" });
-  if (response.ok) poll(await response.json());
-  else setTimeout(() => poll(progress), 2000);
+  try {
+    const response = await fetch(`/api/imports/${progress.id}/`, { credentials: "same-origin" });
+    if (response.ok) return poll(await response.json());
+  } catch (error) {
+    // the server restarted or the network blinked: keep the last figures and try again
+  }
+  setTimeout(() => poll(progress), 2000);
 }
 
 poll(JSON.parse(document.getElementById("import-progress").textContent));
