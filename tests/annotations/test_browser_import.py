@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import pytest
+from browsing import sign_in
 from django.urls import reverse
 
 from annotations.models import ImportJob, Step, Trace
@@ -21,14 +22,6 @@ pytestmark = [
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "traces.jsonl"
 
 
-def _login(page, user) -> None:
-    page.goto("/accounts/login/")
-    page.locator("#id_username").fill(user.username)
-    page.locator("#id_password").fill(user.raw_password)
-    page.locator("#id_password").press("Enter")
-    page.wait_for_load_state("load")
-
-
 def test_an_admin_sees_a_bad_file_refused_by_line_then_a_good_import_finish(
     page, admin_user, celery_worker_process, tmp_path, artifacts_dir
 ):
@@ -40,7 +33,7 @@ def test_an_admin_sees_a_bad_file_refused_by_line_then_a_good_import_finish(
     del broken["question"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text("\n".join([lines[0], lines[1], json.dumps(broken), *lines[3:]]) + "\n")
-    _login(page, admin_user)
+    sign_in(page, admin_user)
     url = reverse("annotations:import", kwargs={"slug": audit.slug})
     # when they upload the broken file
     page.goto(url)

@@ -3,6 +3,7 @@
 import time
 
 import pytest
+from browsing import sign_in
 from django.urls import reverse
 
 from annotations.models import Condition, Step
@@ -18,14 +19,6 @@ pytestmark = [
 ]
 
 
-def _login(page, user) -> None:
-    page.goto("/accounts/login/")
-    page.locator("#id_username").fill(user.username)
-    page.locator("#id_password").fill(user.raw_password)
-    page.locator("#id_password").press("Enter")
-    page.wait_for_load_state("load")
-
-
 def test_a_run_started_in_the_browser_moves_its_bar_to_the_end(
     page, researcher, demo_audit, fake_process, celery_worker_process, artifacts_dir
 ):
@@ -36,7 +29,7 @@ def test_a_run_started_in_the_browser_moves_its_bar_to_the_end(
     )
     celery_worker_process(queues="judges")
     total = Step.objects.filter(audit=demo_audit, segmentation="given").count()
-    _login(page, researcher)
+    sign_in(page, researcher)
     page.goto(reverse("judges:runs", kwargs={"slug": demo_audit.slug}))
     # when they start a run from the form
     page.locator("#id_judge").select_option("ui-judge")

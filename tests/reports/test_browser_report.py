@@ -4,6 +4,7 @@ import io
 
 import pandas as pd
 import pytest
+from browsing import sign_in
 from django.urls import reverse
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -11,20 +12,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 # reads while Playwright's event loop runs in this thread.
 
 
-def _login(page, user) -> None:
-    page.goto("/accounts/login/")
-    page.locator("#id_username").fill(user.username)
-    page.locator("#id_password").fill(user.raw_password)
-    page.locator("#id_password").press("Enter")
-    page.wait_for_load_state("load")
-
-
 def test_researcher_reads_the_report_and_downloads_a_table(
     page, expert_labels, researcher, condition_names, artifacts_dir
 ):
     audit = expert_labels  # reference verdicts on every step + two clinicians' labels
     # given a signed-in researcher
-    _login(page, researcher)
+    sign_in(page, researcher)
     # when they open the audit's report page
     page.goto(reverse("reports:audit", args=[audit.slug]) + "?resamples=200")
     # then the error-rate figure and the answer to the ordering question are there
