@@ -53,6 +53,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+# The fault picked for a request, kept on it for the timeline (see ``FakeServer.chat``).
+FAULT_KEY = web.RequestKey("fault", str)
 FAULT_KINDS = ("500", "503", "429", "400", "malformed", "truncated", "prose", "hang", "drop")
 DEFAULT_FAULTS = ("500", "429", "malformed", "truncated", "hang", "drop")
 
@@ -230,15 +232,14 @@ class FakeServer:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self.auth_headers[request.headers.get("Authorization", "")] += 1
         started = time.monotonic()
-        fault: list[str] = []
         try:
-            return await self._chat(request, fault)
+            return await self._chat(request)
         finally:
             with self._lock:
                 self.in_flight -= 1
-                self.calls.append((started, time.monotonic(), fault[0] if fault else ""))
+                self.calls.append((started, time.monotonic(), request.get(FAULT_KEY, "")))
 
-    async def _chat(self, request: web.Request, picked: list[str]) -> web.StreamResponse:
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         try:
             body = orjson.loads(raw)
@@ -248,7 +249,7 @@ class FakeServer:
         with self._lock:
             self.bodies.append(body)
         fault = self._pick_fault()
-        picked.append(fault or "")
+        request[FAULT_KEY] = fault or ""
         cfg = self.config
         delay = max(0.0, cfg.latency_ms + self._rng.uniform(-cfg.jitter_ms, cfg.jitter_ms)) / 1000
         if fault == "hang":

@@ -244,16 +244,8 @@ class _Batch:
         self._last_poll = 0.0
         # Durations of recent successful calls, for the hedging threshold.
         self.latencies: collections.deque[float] = collections.deque(maxlen=256)
-        self._median: tuple[int, float] = (-1, 0.0)
-        self._calls_ok = 0
         self.hedges = 0
         self.draining = False  # every request has been handed out; the run waits for the rest
-
-    def median_latency(self) -> float:
-        """The median of the recent successful calls (re-sorted at most every 16 calls)."""
-        if self._calls_ok - self._median[0] >= 16 or self._median[0] < 0:
-            self._median = (self._calls_ok, _median(self.latencies))
-        return self._median[1]
 
     def stopped(self) -> bool:
         if self._stopped or self._should_stop is None:
@@ -325,7 +317,6 @@ class _Batch:
                         flight.http_since = None
                 if status == 200:
                     self.latencies.append(time.monotonic() - sent_at)
-                    self._calls_ok += 1
             if status == 200:
                 try:
                     reply = _read_completion(body, attempts=attempts, json_mode=json_mode)
@@ -724,7 +715,7 @@ async def judge_many(
             cap = max(2, math.ceil(s.hedge_max_fraction * tally["started"]))
             if batch.hedges >= cap:
                 continue
-            threshold = max(s.hedge_min_s, s.hedge_after_latencies * batch.median_latency())
+            threshold = max(s.hedge_min_s, s.hedge_after_latencies * _median(batch.latencies))
             now = time.monotonic()
             for flight in list(flights):
                 if batch.hedges >= cap:
