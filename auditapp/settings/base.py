@@ -57,6 +57,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "annotations",
     "judges",
     "auditapp.reports",
@@ -148,6 +150,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
 # --- Celery -------------------------------------------------------------------------------
@@ -221,6 +224,21 @@ if not DEBUG:
 # A trace longer than this is rejected at import (documented in docs/formats.md).
 STEPAUDIT_MAX_TRACE_CHARS = int(os.environ.get("STEPAUDIT_MAX_TRACE_CHARS", "200000"))
 STEPAUDIT_MAX_STEPS_PER_TRACE = int(os.environ.get("STEPAUDIT_MAX_STEPS_PER_TRACE", "500"))
+
+# --- Judges: the keys and hosts a judge may use (docs/deploy.md, "Judges") -------------------
+# A judge names its key by an environment variable; only the names listed here resolve, so no
+# server setting (SECRET_KEY, DATABASE_URL, ...) can ever be sent to a judge's endpoint.
+STEPAUDIT_JUDGE_KEY_ENVS = env_list("STEPAUDIT_JUDGE_KEY_ENVS", [])
+# Hosts a judge may call: names ("api.openai.com"), "*.suffix", IP addresses or networks
+# (CIDR). Loopback is allowed by default only with DEBUG on (development, tests); link-local
+# and cloud-metadata addresses are refused whatever this says.
+STEPAUDIT_JUDGE_ALLOWED_HOSTS = env_list(
+    "STEPAUDIT_JUDGE_ALLOWED_HOSTS", ["localhost", "127.0.0.0/8", "::1"] if DEBUG else []
+)
+# Who may create or change judges: "admins", or "researchers" (within the hosts and keys above).
+STEPAUDIT_JUDGE_EDITORS = os.environ.get("STEPAUDIT_JUDGE_EDITORS", "researchers")
+if STEPAUDIT_JUDGE_EDITORS not in {"admins", "researchers"}:
+    raise ImproperlyConfigured("STEPAUDIT_JUDGE_EDITORS must be 'admins' or 'researchers'.")
 
 LOGGING = {
     "version": 1,
