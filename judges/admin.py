@@ -1,6 +1,9 @@
+from django import forms
 from django.contrib import admin
 
+from auditapp.exceptions import ApplicationError
 from judges.models import Judge, JudgeFailure, JudgePrompt, JudgeRun, JudgeVerdict
+from judges.services.specs import egress_check
 
 
 @admin.register(JudgePrompt)
@@ -9,10 +12,32 @@ class JudgePromptAdmin(admin.ModelAdmin):
     readonly_fields = ("used_at", "created_at")
 
 
+class JudgeAdminForm(forms.ModelForm):
+    class Meta:
+        model = Judge
+        fields = [f.name for f in Judge._meta.fields if f.editable and not f.auto_created]
+
+    def clean(self):
+        data = super().clean()
+        if not data.get("is_reference") and data.get("base_url"):
+            try:  # the same host and key rules as a spec saved through the API
+                egress_check(base_url=data["base_url"], api_key_env=data.get("api_key_env"))
+            except ApplicationError as exc:
+                raise forms.ValidationError(exc.message) from None
+        return data
+
+
 @admin.register(Judge)
 class JudgeAdmin(admin.ModelAdmin):
-    list_display = ("name", "is_reference", "model", "base_url", "max_concurrency", "prompt")
+    form = JudgeAdminForm
+    list_display = ("name", "version", "is_reference", "model", "base_url", "prompt")
     search_fields = ("name", "model")
+
+    def get_readonly_fields(self, request, obj=None):
+        # A version with runs is the record of what made their verdicts (Judge.save).
+        if obj is not None and JudgeRun.objects.filter(judge=obj).exists():
+            return [f.name for f in Judge._meta.fields]
+        return ["version"]
 
 
 @admin.register(JudgeRun)

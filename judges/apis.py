@@ -13,6 +13,7 @@ from annotations.models import Audit
 from annotations.permissions import IsResearcherOrAdmin
 from auditapp.exceptions import NotFoundError
 from judges.models import JudgeRun
+from judges.permissions import IsJudgeEditor
 from judges.selectors import judge_list, run_condition_summary, run_get, run_list, run_progress
 from judges.serializers import JudgeOutputSerializer, RunCreateInputSerializer
 from judges.services import (
@@ -27,7 +28,12 @@ from judges.services import (
 
 
 class JudgeListCreateApi(APIView):
-    permission_classes = [IsResearcherOrAdmin]
+    """GET lists judge versions; POST saves a spec (a judge with runs gets a new version)."""
+
+    def get_permissions(self):
+        if self.request.method == "POST":
+            return [IsJudgeEditor()]
+        return [IsResearcherOrAdmin()]
 
     def get(self, request):
         return Response(JudgeOutputSerializer(judge_list(), many=True).data)

@@ -3,7 +3,9 @@
 Business logic lives in ``judges.services`` (writes) and ``judges.selectors`` (reads); the
 models only hold data and the two invariants the database or ``save`` can guard:
 
-* a prompt version that has been used by a run is immutable (``JudgePrompt.save``);
+* a prompt version that has been used by a run is immutable (``JudgePrompt.save``), and so is
+  a judge version that has runs (``Judge.save``): a change makes the next version, and each
+  run also keeps a copy of the settings it was made with (``JudgeRun.judge_settings``);
 * exactly one verdict per (run, step) (``judgeverdict_unique_run_step``) — the last guard
   behind the idempotent chunk task: a duplicated or redelivered chunk inserts with
   ``ON CONFLICT DO NOTHING`` and loses the race silently.
@@ -61,8 +63,17 @@ class JudgePrompt(models.Model):
         super().save(*args, **kwargs)
 
 
+def judge_label(name: str, version: int) -> str:
+    """How reports and pages name a judge version: ``name``, or ``name@vN`` from version 2."""
+    return name if version == 1 else f"{name}@v{version}"
+
+
 class Judge(models.Model):
-    """An OpenAI-compatible endpoint and how to ask it. Never holds an API key."""
+    """One version of an OpenAI-compatible endpoint and how to ask it. Never holds an API key.
+
+    ``name`` + ``version`` identify it; a version that has runs never changes (a changed spec
+    makes ``version + 1``, see ``judges.services.specs``), so a run always names what made it.
+    """
 
     class Aggregation(models.TextChoices):
         MAJORITY = "majority", "Majority (a tie is abstain)"
@@ -72,13 +83,15 @@ class Judge(models.Model):
         STEP_ONLY = "step_only", "Step only"
         PRECEDING = "preceding", "With preceding steps"
 
-    name = models.SlugField(max_length=80, unique=True)
+    name = models.SlugField(max_length=80)
+    version = models.PositiveIntegerField(default=1)
     description = models.TextField(blank=True)
     # A reference judge has no endpoint: its runs copy Step.reference_verdict (no HTTP).
     is_reference = models.BooleanField(default=False)
     base_url = models.URLField(max_length=300, blank=True)
     model = models.CharField(max_length=200, blank=True)
-    # The NAME of the environment variable holding the key (e.g. "OPENAI_API_KEY"), never it.
+    # The NAME of the environment variable holding the key (e.g. "OPENAI_API_KEY"), never it;
+    # only names in settings.STEPAUDIT_JUDGE_KEY_ENVS resolve (judges.clients.egress).
     api_key_env = models.CharField(max_length=100, blank=True)
     temperature = models.FloatField(default=0.0)
     max_tokens = models.PositiveIntegerField(default=512)
@@ -112,10 +125,67 @@ class Judge(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["name"]
+        ordering = ["name", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["name", "version"], name="judge_unique_version")
+        ]
 
     def __str__(self) -> str:
-        return self.name
+        return self.label
+
+    def save(self, *args, **kwargs) -> None:
+        # The service makes a new version instead; this catches the admin and any code that
+        # bypasses it (like JudgePrompt.save).
+        if self.pk is not None and JudgeRun.objects.filter(judge_id=self.pk).exists():
+            stored = Judge.objects.filter(pk=self.pk).values(*self.SETTINGS_FIELDS, "name").first()
+            current = {f: getattr(self, f) for f in (*self.SETTINGS_FIELDS, "name")}
+            if stored is not None and stored != current:
+                changed = sorted(f for f in current if current[f] != stored[f])
+                raise ConflictError(
+                    f"judge {self.label} has runs and cannot change ({', '.join(changed)}); "
+                    "save the spec again to make a new version",
+                    code="judge_immutable",
+                )
+        super().save(*args, **kwargs)
+
+    @property
+    def label(self) -> str:
+        return judge_label(self.name, self.version)
+
+    # Fields that say what the judge does; none may change once a run used this version.
+    SETTINGS_FIELDS = (
+        "is_reference",
+        "base_url",
+        "model",
+        "api_key_env",
+        "temperature",
+        "max_tokens",
+        "samples_per_step",
+        "aggregation",
+        "max_concurrency",
+        "parallel_chunks",
+        "rpm_limit",
+        "tpm_limit",
+        "timeout_s",
+        "max_retries",
+        "max_parse_retries",
+        "use_json_mode",
+        "hedge_hung_calls",
+        "style_blind",
+        "show_final_answer",
+        "context_mode",
+        "prompt_id",
+    )
+
+    def settings_record(self) -> dict:
+        """The settings as a run keeps them (``JudgeRun.judge_settings``)."""
+        record = {name: getattr(self, name) for name in self.SETTINGS_FIELDS if name != "prompt_id"}
+        record.update(
+            name=self.name,
+            version=self.version,
+            prompt=str(self.prompt) if self.prompt_id else None,
+        )
+        return record
 
 
 class JudgeRun(models.Model):
@@ -150,6 +220,9 @@ class JudgeRun(models.Model):
     prompt = models.ForeignKey(
         JudgePrompt, null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
     )
+    # The judge's settings when the run was made (``Judge.settings_record``): the record of
+    # what produced the verdicts, kept even if the judge row were ever changed by hand.
+    judge_settings = models.JSONField(default=dict, blank=True)
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.WORKERS)
     scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.AUDIT)
     segmentation = models.CharField(max_length=32, blank=True)

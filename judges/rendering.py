@@ -14,8 +14,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+
 from annotations.models import Audit, Step
 from judges.clients import ClientSettings, JudgeRequest
+from judges.clients.egress import EgressPolicy
 from judges.models import Judge, JudgePrompt
 from judges.prompts import PromptTemplate, prompt_hash, render_messages
 
@@ -51,11 +54,19 @@ def audit_categories(audit: Audit) -> dict[str, str]:
     return out
 
 
+def egress_policy() -> EgressPolicy:
+    """The deployment's judge hosts and key names (settings; docs/deploy.md, "Judges")."""
+    return EgressPolicy.from_settings(
+        settings.STEPAUDIT_JUDGE_ALLOWED_HOSTS, key_envs=settings.STEPAUDIT_JUDGE_KEY_ENVS
+    )
+
+
 def client_settings(judge: Judge, *, concurrency: int | None = None) -> ClientSettings:
     return ClientSettings(
         base_url=judge.base_url,
         model=judge.model,
         api_key_env=judge.api_key_env or None,
+        egress=egress_policy(),  # checked again at request time, whatever was saved
         timeout_s=judge.timeout_s,
         concurrency=max(1, concurrency or judge.max_concurrency),
         max_retries=judge.max_retries,

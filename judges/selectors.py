@@ -29,11 +29,11 @@ from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from annotations.models import Audit, Condition, Step
-from judges.models import Judge, JudgeRun, JudgeVerdict
+from judges.models import Judge, JudgeRun, JudgeVerdict, judge_label
 
 
 def judge_list() -> QuerySet[Judge]:
-    return Judge.objects.select_related("prompt").order_by("name")
+    return Judge.objects.select_related("prompt").order_by("name", "-version")
 
 
 def run_list(*, audit: Audit | None = None) -> QuerySet[JudgeRun]:
@@ -64,7 +64,7 @@ def run_progress(run: JudgeRun) -> dict[str, Any]:
     eta = remaining / rate if rate > 0 and run.status == JudgeRun.Status.RUNNING else None
     return {
         "id": run.pk,
-        "judge": run.judge.name,
+        "judge": run.judge.label,
         "evaluator_kind": "reference" if run.judge.is_reference else "judge",
         "audit": run.audit.slug,
         "mode": run.mode,
@@ -147,6 +147,7 @@ def verdicts_long_table(audit: Audit) -> Iterator[dict[str, Any]]:
             "run_id",
             "run__judge_id",
             "run__judge__name",
+            "run__judge__version",
             "run__judge__is_reference",
             "step_id",
             "step__public_id",
@@ -162,6 +163,7 @@ def verdicts_long_table(audit: Audit) -> Iterator[dict[str, Any]]:
         run_id,
         judge_id,
         judge_name,
+        judge_version,
         is_reference,
         step_pk,
         public_id,
@@ -181,7 +183,7 @@ def verdicts_long_table(audit: Audit) -> Iterator[dict[str, Any]]:
             "trace_id": trace_ext,
             "question_id": question_ext,
             "condition": labels.get(condition_id, ""),
-            "evaluator": judge_name,
+            "evaluator": judge_label(judge_name, judge_version),
             "evaluator_kind": "reference" if is_reference else "judge",
             "verdict": verdict,
             "error_category": category or "",

@@ -7,11 +7,14 @@ from judges.models import Judge
 
 class JudgeOutputSerializer(serializers.ModelSerializer):
     prompt = serializers.StringRelatedField()
+    label = serializers.CharField(read_only=True)
 
     class Meta:
         model = Judge
         fields = (
             "name",
+            "version",
+            "label",
             "description",
             "is_reference",
             "base_url",

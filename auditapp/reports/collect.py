@@ -259,7 +259,7 @@ def _judge_labels_fast(audit: Audit) -> pd.DataFrame | None:
         return None
     runs = list(
         run_model.objects.filter(audit=audit).values_list(
-            "pk", "judge_id", "judge__name", "judge__is_reference"
+            "pk", "judge_id", "judge__name", "judge__is_reference", "judge__version"
         )
     )
     if not runs:
@@ -276,7 +276,9 @@ def _judge_labels_fast(audit: Audit) -> pd.DataFrame | None:
     )
     run_at = pd.Index([r[0] for r in runs]).get_indexer(pd.to_numeric(frame["run_id"]))
     frame["judge_id"] = np.asarray([r[1] for r in runs])[run_at]
-    frame["evaluator"] = np.asarray([r[2] for r in runs], dtype=object)[run_at]
+    # Each judge version is its own evaluator: ``name``, ``name@v2`` (judges.models.judge_label).
+    labels = [r[2] if r[4] == 1 else f"{r[2]}@v{r[4]}" for r in runs]
+    frame["evaluator"] = np.asarray(labels, dtype=object)[run_at]
     reference = np.asarray([bool(r[3]) for r in runs])[run_at]
     frame["evaluator_kind"] = np.where(reference, "reference", "judge")
     if len({r[1] for r in runs}) < len(runs):

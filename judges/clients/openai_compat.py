@@ -67,6 +67,7 @@ from typing import Any, Literal
 import aiohttp
 import orjson
 
+from judges.clients.egress import EgressPolicy, EgressRefused, PolicyResolver
 from judges.clients.parsing import ParsedVerdict, ParseError, parse_verdict
 from judges.clients.ratelimit import NoopRateLimiter, RateLimiter, estimate_tokens
 
@@ -100,6 +101,10 @@ class ClientSettings:
     retry_after_max_s: float = 120.0  # a longer Retry-After fails the call as retryable
     use_json_mode: bool = True
     extra_headers: Mapping[str, str] = field(default_factory=dict)
+    # Where requests may go and which key names may be read (``judges.clients.egress``),
+    # checked before the first request and on every connection. None only for code that
+    # builds its own settings (benches, notebooks); the app always passes the deployment's.
+    egress: EgressPolicy | None = None
     stop_poll_s: float = 0.25  # how often should_stop() is consulted (it may be a DB read)
     # Hedging of calls that look hung (see ``judge_many``), at any point of the run: a call in
     # flight for longer than ``hedge_after_latencies`` × the running median call (and at least
@@ -279,7 +284,7 @@ class _Batch:
             await self.limiter.acquire(estimate)
             attempts += 1
             delay: float | None = None
-            problem: str
+            problem = ""
             async with self.semaphore:
                 if self.stopped():
                     # Queued behind the bound while the run was paused or cancelled: don't send.
@@ -300,8 +305,9 @@ class _Batch:
                     flight.http_since = sent_at
                     flight.first_send = flight.first_send or sent_at
                 try:
+                    # Never follow a redirect: the key would go to a host nobody checked.
                     async with self.session.post(
-                        s.completions_url, data=orjson.dumps(payload)
+                        s.completions_url, data=orjson.dumps(payload), allow_redirects=False
                     ) as r:
                         status = r.status
                         body = await r.read()
@@ -312,11 +318,18 @@ class _Batch:
                 except aiohttp.ClientError as exc:
                     status, body, retry_after = 0, b"", None
                     problem = f"connection error: {type(exc).__name__}"
+                    refused = getattr(exc, "os_error", None)
+                    if isinstance(refused, EgressRefused):
+                        problem = f"refused: {refused}"
                 finally:
                     if flight is not None and flight.http_since == sent_at:
                         flight.http_since = None
                 if status == 200:
                     self.latencies.append(time.monotonic() - sent_at)
+            if problem.startswith("refused: "):
+                # The host resolved to an address the egress policy refuses: no retry helps.
+                await self.limiter.reconcile(estimate, 0)
+                raise _CallFailed("client_error", problem, retryable=False, attempts=attempts)
             if status == 200:
                 try:
                     reply = _read_completion(body, attempts=attempts, json_mode=json_mode)
@@ -336,6 +349,8 @@ class _Batch:
                     self.json_mode = False
                     continue
                 problem = f"HTTP {status}: {text}" if text else f"HTTP {status}"
+                if 300 <= status < 400:
+                    problem = f"HTTP {status}: redirects are not followed; use the final URL"
                 if status not in RETRYABLE_STATUSES:
                     raise _CallFailed("client_error", problem, retryable=False, attempts=attempts)
                 delay = retry_after
@@ -658,11 +673,21 @@ async def judge_many(
     returned at the end (``close()``); the same limiter may be used again.
     """
     limiter = rate_limiter or NoopRateLimiter()
+    if settings.egress is not None:
+        try:
+            settings.egress.check_key_env(settings.api_key_env)
+            settings.egress.check_url(settings.completions_url)
+        except EgressRefused as exc:
+            raise JudgeConfigError(str(exc)) from None
     secret = _read_api_key(settings.api_key_env)
     headers = {"Content-Type": "application/json", **settings.extra_headers}
     if secret:
         headers["Authorization"] = f"Bearer {secret}"
-    connector = aiohttp.TCPConnector(limit=settings.concurrency, limit_per_host=0)
+    connector = aiohttp.TCPConnector(
+        limit=settings.concurrency,
+        limit_per_host=0,
+        resolver=PolicyResolver(settings.egress) if settings.egress is not None else None,
+    )
     timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
     results: dict[int, JudgeResult] = {}
     stream = isinstance(requests, AsyncIterable)

@@ -43,10 +43,13 @@ def reference_run_create(
     *, audit: Audit, segmentation: str = "", judge_name: str = REFERENCE_JUDGE_NAME, user=None
 ) -> JudgeRun:
     """A finished run of the reference judge holding every imported ``Step.reference_verdict``."""
-    judge, _ = Judge.objects.get_or_create(
-        name=judge_name,
-        defaults={"is_reference": True, "description": "Imported reference verdicts (no HTTP)."},
-    )
+    judge = Judge.objects.filter(name=judge_name).order_by("-version").first()
+    if judge is None:
+        judge = Judge.objects.create(
+            name=judge_name,
+            is_reference=True,
+            description="Imported reference verdicts (no HTTP).",
+        )
     if not judge.is_reference:
         raise ApplicationError(f"judge {judge_name} is not a reference judge", code="not_reference")
     steps = _scope_steps(audit=audit, segmentation=segmentation).exclude(
@@ -179,7 +182,8 @@ def verdicts_import(
         problems.sort(key=lambda p: p.line)
         raise ImportRejected(problems[:_MAX_PROBLEMS])
     with transaction.atomic():
-        judge = Judge.objects.filter(name=judge_name).first() or Judge.objects.create(
+        judge = Judge.objects.filter(name=judge_name).order_by("-version").first()
+        judge = judge or Judge.objects.create(
             name=judge_name, description="Verdicts imported from a file."
         )
         run = _run_new(

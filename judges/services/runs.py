@@ -41,6 +41,7 @@ from judges.clients import (
 )
 from judges.models import Judge, JudgeFailure, JudgePrompt, JudgeRun, JudgeVerdict
 from judges.services import worksource
+from judges.services.specs import egress_check
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ def _run_new(
         JudgePrompt.objects.filter(pk=prompt.pk, used_at=None).update(used_at=timezone.now())
     return JudgeRun.objects.create(
         judge=judge,
+        judge_settings=judge.settings_record(),
         audit=audit,
         prompt=prompt,
         mode=mode,
@@ -158,6 +160,8 @@ def _check_runnable(judge: Judge) -> None:
         raise ApplicationError(f"judge {judge.name} has no prompt", code="no_prompt")
     if not judge.base_url or not judge.model:
         raise ApplicationError(f"judge {judge.name} has no endpoint", code="no_endpoint")
+    # The deployment's policy may have changed since the judge was saved.
+    egress_check(base_url=judge.base_url, api_key_env=judge.api_key_env or None)
     limits = RateLimits(requests_per_minute=judge.rpm_limit, tokens_per_minute=judge.tpm_limit)
     if not limits.unlimited and not settings.REDIS_URL:
         raise ApplicationError(

@@ -9,13 +9,41 @@ from typing import Any
 
 from django.db import models, transaction
 
-from auditapp.exceptions import ApplicationError, ConflictError, NotFoundError
-from judges.models import Judge, JudgePrompt
+from auditapp.exceptions import ApplicationError, ConflictError, ForbiddenError, NotFoundError
+from judges.clients.egress import EgressRefused
+from judges.models import Judge, JudgePrompt, JudgeRun
 from judges.prompts import DEFAULT_SYSTEM, DEFAULT_USER, PromptTemplate
+from judges.rendering import egress_policy
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PROMPT_NAME = "step-default"
+# Made by the app from imported reference verdicts (``judges.services.io``), never by a spec.
+RESERVED_JUDGE_NAMES = frozenset({"reference"})
+
+
+def egress_check(*, base_url: str, api_key_env: str | None, resolve: bool = True) -> None:
+    """Refuse a judge endpoint or key name the deployment does not allow (``JudgeSpecError``).
+
+    ``resolve`` also checks every address the host resolves to now; the client checks again
+    on every connection, so a later change of the DNS answer is caught there.
+    """
+    policy = egress_policy()
+    try:
+        policy.check_key_env(api_key_env)
+    except EgressRefused as exc:
+        raise JudgeSpecError(
+            "api_key_env", f"{exc}; an admin lists key names in STEPAUDIT_JUDGE_KEY_ENVS"
+        ) from None
+    try:
+        if resolve:
+            policy.check_url_resolved(base_url)
+        else:
+            policy.check_url(base_url)
+    except EgressRefused as exc:
+        raise JudgeSpecError(
+            "base_url", f"{exc}; an admin lists judge hosts in STEPAUDIT_JUDGE_ALLOWED_HOSTS"
+        ) from None
 
 
 class JudgeSpecError(ApplicationError):
@@ -215,11 +243,38 @@ def _check_spec_values(c: dict[str, Any]) -> None:
 
 
 @transaction.atomic
-def judge_create_or_update(*, spec: Mapping[str, Any]) -> Judge:
-    """Create or update the judge named in ``spec`` and the prompt version it uses."""
+def judge_create_or_update(*, spec: Mapping[str, Any], allow_reference: bool = False) -> Judge:
+    """Save the judge named in ``spec`` and the prompt version it uses; returns the version.
+
+    The latest version of the name is returned as it is when the spec matches it, edited in
+    place while no run has used it, and otherwise left alone for a new version (``version +
+    1``), so every run keeps naming exactly what produced its verdicts. Reference judges
+    (imported verdicts, no endpoint) are made by the app; a spec may make one only with
+    ``allow_reference`` (the ``create_judge`` command an admin runs), never over the API, and
+    no spec may turn a reference judge into an endpoint or back.
+    """
     clean = judge_spec_validate(spec)
+    name = clean.pop("name")
+    is_reference = bool(clean.get("is_reference"))
+    if is_reference and not allow_reference:
+        raise ForbiddenError(
+            "reference judges hold imported verdicts and are made by the app, not by a spec",
+            code="reference_judge",
+            extra={"field": "is_reference"},
+        )
+    if name in RESERVED_JUDGE_NAMES and not allow_reference:
+        raise ForbiddenError(f"the judge name {name!r} is reserved", code="reserved_name")
+    if not is_reference:
+        egress_check(base_url=clean["base_url"], api_key_env=clean.get("api_key_env"))
+    latest = Judge.objects.select_for_update().filter(name=name).order_by("-version").first()
+    if latest is not None and latest.is_reference != is_reference:
+        raise ConflictError(
+            f"judge {name} is {'a' if latest.is_reference else 'not a'} reference judge; a spec "
+            "cannot change that (choose another name)",
+            code="reference_judge",
+        )
     prompt_spec = clean.pop("prompt", None)
-    if clean.get("is_reference"):
+    if is_reference:
         prompt = None
     elif isinstance(prompt_spec, Mapping):
         prompt = prompt_version_create(
@@ -230,13 +285,20 @@ def judge_create_or_update(*, spec: Mapping[str, Any]) -> Judge:
         )
     else:
         prompt = default_prompt_get()
-    name = clean.pop("name")
-    defaults = {field.name: field.get_default() for field in _spec_model_fields()}
-    defaults.update(clean)
-    defaults["api_key_env"] = defaults.get("api_key_env") or ""
-    defaults["prompt"] = prompt
-    judge, _ = Judge.objects.update_or_create(name=name, defaults=defaults)
-    return judge
+    values = {field.name: field.get_default() for field in _spec_model_fields()}
+    values.update(clean)
+    values["api_key_env"] = values.get("api_key_env") or ""
+    values["prompt"] = prompt
+    if latest is None:
+        return Judge.objects.create(name=name, version=1, **values)
+    if all(getattr(latest, key) == value for key, value in values.items()):
+        return latest
+    if not JudgeRun.objects.filter(judge=latest).exists():
+        for key, value in values.items():
+            setattr(latest, key, value)
+        latest.save()
+        return latest
+    return Judge.objects.create(name=name, version=latest.version + 1, **values)
 
 
 def _spec_model_fields() -> list[models.Field]:
@@ -245,7 +307,12 @@ def _spec_model_fields() -> list[models.Field]:
 
 
 def judge_get(*, name: str) -> Judge:
-    judge = Judge.objects.select_related("prompt").filter(name=name).first()
+    """The latest version of ``name``, or exactly ``name@vN``."""
+    judges = Judge.objects.select_related("prompt").filter(name=name)
+    base, _, version = name.rpartition("@v")
+    if base and version.isdecimal() and len(version) < 10:
+        judges = Judge.objects.select_related("prompt").filter(name=base, version=int(version))
+    judge = judges.order_by("-version").first()
     if judge is None:
         raise NotFoundError(f"no judge named {name!r}")
     return judge

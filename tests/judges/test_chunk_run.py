@@ -174,12 +174,11 @@ def test_a_client_error_ends_the_run_failed_and_resume_asks_again(
         run = run_create(audit=demo_audit, judge=judge, segmentation="given")
         # when
         run_chunks(run, final_attempt=False)  # a 4xx is not retried, even with retries left
-    run.refresh_from_db()
-    assert run.status == JudgeRun.Status.FAILED and run.failed == run.total
-    # when the endpoint is fixed and the run resumed
-    with fake_server(latency_ms=0, jitter_ms=0) as good:
-        judge.base_url = good.base_url
-        judge.save()
+        run.refresh_from_db()
+        assert run.status == JudgeRun.Status.FAILED and run.failed == run.total
+        # when the endpoint is fixed (the judge, which has a run now, cannot be repointed)
+        # and the run resumed
+        server.server.config.fault_rate = 0.0
         run_resume(run=run)
         run_chunks(run)
     # then

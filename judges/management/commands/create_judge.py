@@ -32,8 +32,9 @@ class Command(BaseCommand):
             kind = "YAML" if file.suffix.lower() in (".yaml", ".yml") else "JSON"
             raise CommandError(f"{file}: not valid {kind}: {exc}") from None
         try:
-            judge = judge_create_or_update(spec=spec)
+            # An admin at the shell: the one place a reference judge may be made from a spec.
+            judge = judge_create_or_update(spec=spec, allow_reference=True)
         except ApplicationError as exc:
             raise command_error(exc) from None
         prompt = f" with prompt {judge.prompt}" if judge.prompt else ""
-        self.stdout.write(f"judge {judge.name} saved{prompt}")
+        self.stdout.write(f"judge {judge.label} saved{prompt}")
