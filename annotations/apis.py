@@ -1,4 +1,6 @@
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
@@ -17,19 +19,24 @@ from annotations.selectors.blinded import (
 from annotations.selectors.progress import assignment_progress_list, audit_progress
 from annotations.selectors.users import annotators_get_by_usernames
 from annotations.serializers import (
+    AssignmentDetailOutputSerializer,
     AssignmentProgressOutputSerializer,
     AssignmentSummaryOutputSerializer,
     AuditOutputSerializer,
+    AuditProgressOutputSerializer,
     BatchAssignInputSerializer,
     BatchCreateInputSerializer,
     BatchOutputSerializer,
     BatchPlanInputSerializer,
     BatchPlanOutputSerializer,
+    BlindedItemOutputSerializer,
     ImportCreateInputSerializer,
+    ImportJobOutputSerializer,
     LabelInputSerializer,
     OverviewEntryOutputSerializer,
     RatingInputSerializer,
     ReassignInputSerializer,
+    SavedOutputSerializer,
     blinded_item_output,
     saved_output,
 )
@@ -46,6 +53,7 @@ from annotations.services.import_jobs import (
 )
 from annotations.services.labels import assignment_submit, label_save, rating_save
 from auditapp.exceptions import ApplicationError
+from auditapp.openapi import error_responses
 
 # ``?next=`` on a label PUT: the answer also carries the item to show next ("save & next" in
 # one round trip). "unlabelled": the first item not yet done after this one (wrapping to the
@@ -56,6 +64,7 @@ NEXT_MODES = ("unlabelled", "following")
 class AuditListApi(APIView):
     permission_classes = [IsResearcherOrAdmin]
 
+    @extend_schema(responses={200: AuditOutputSerializer(many=True)})
     def get(self, request):
         audits = Audit.objects.all()
         return Response(AuditOutputSerializer(audits, many=True).data)
@@ -67,6 +76,10 @@ class ImportCreateApi(APIView):
     permission_classes = [IsAdmin]
     parser_classes = [MultiPartParser, FormParser]
 
+    @extend_schema(
+        request=ImportCreateInputSerializer,
+        responses={202: ImportJobOutputSerializer, **error_responses(400, 404, 413)},
+    )
     def post(self, request, slug: str):
         audit = get_object_or_404(Audit, slug=slug)
         data = request.data.copy()
@@ -90,6 +103,7 @@ class ImportCreateApi(APIView):
 class ImportDetailApi(APIView):
     permission_classes = [IsAdmin]
 
+    @extend_schema(responses={200: ImportJobOutputSerializer, **error_responses(404)})
     def get(self, request, job_id: int):
         return Response(import_job_progress(import_job_get(job_id=job_id)))
 
@@ -98,6 +112,7 @@ class ImportDetailApi(APIView):
 class MyAssignmentListApi(APIView):
     permission_classes = [IsClinician]
 
+    @extend_schema(responses={200: AssignmentSummaryOutputSerializer(many=True)})
     def get(self, request):
         summaries = assignment_list_for_clinician(clinician=request.user)
         return Response(AssignmentSummaryOutputSerializer(summaries, many=True).data)
@@ -106,6 +121,7 @@ class MyAssignmentListApi(APIView):
 class MyAssignmentDetailApi(APIView):
     permission_classes = [IsClinician]
 
+    @extend_schema(responses={200: AssignmentDetailOutputSerializer, **error_responses(404)})
     def get(self, request, public_id: str):
         summary = assignment_get_for_clinician(
             clinician=request.user, assignment_public_id=public_id
@@ -121,6 +137,7 @@ class MyAssignmentDetailApi(APIView):
 class MyItemApi(APIView):
     permission_classes = [IsClinician]
 
+    @extend_schema(responses={200: BlindedItemOutputSerializer, **error_responses(404)})
     def get(self, request, public_id: str, position: int):
         item = item_get_blinded(
             clinician=request.user, assignment_public_id=public_id, position=position
@@ -133,6 +150,13 @@ class MyNextItemApi(APIView):
 
     permission_classes = [IsClinician]
 
+    @extend_schema(
+        responses={
+            200: BlindedItemOutputSerializer,
+            204: OpenApiResponse(description="Every item is done."),
+            **error_responses(404),
+        }
+    )
     def get(self, request, public_id: str):
         item = item_get_next_blinded(clinician=request.user, assignment_public_id=public_id)
         if item is None:
@@ -149,6 +173,18 @@ class LabelSaveApi(APIView):
 
     permission_classes = [IsClinician]
 
+    @extend_schema(
+        request=LabelInputSerializer,
+        parameters=[
+            OpenApiParameter(
+                "next",
+                OpenApiTypes.STR,
+                enum=list(NEXT_MODES),
+                description="Also answer the item to show next.",
+            )
+        ],
+        responses={200: SavedOutputSerializer, **error_responses(400, 404, 409)},
+    )
     def put(self, request, public_id: str, position: int):
         mode = request.query_params.get("next")
         if mode is not None and mode not in NEXT_MODES:
@@ -180,6 +216,10 @@ class LabelSaveApi(APIView):
 class RatingSaveApi(APIView):
     permission_classes = [IsClinician]
 
+    @extend_schema(
+        request=RatingInputSerializer,
+        responses={200: SavedOutputSerializer, **error_responses(400, 404, 409)},
+    )
     def put(self, request, public_id: str, position: int):
         serializer = RatingInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -197,6 +237,10 @@ class RatingSaveApi(APIView):
 class AssignmentSubmitApi(APIView):
     permission_classes = [IsClinician]
 
+    @extend_schema(
+        request=None,
+        responses={200: AssignmentSummaryOutputSerializer, **error_responses(404, 409)},
+    )
     def post(self, request, public_id: str):
         assignment_submit(annotator=request.user, assignment_public_id=public_id)
         summary = assignment_get_for_clinician(
@@ -227,6 +271,10 @@ def _plan_data(plan) -> dict:
 class BatchPreviewApi(APIView):
     permission_classes = [IsAdmin]
 
+    @extend_schema(
+        request=BatchPlanInputSerializer,
+        responses={200: BatchPlanOutputSerializer, **error_responses(400, 404)},
+    )
     def post(self, request, slug: str):
         audit = get_object_or_404(Audit, slug=slug)
         serializer = BatchPlanInputSerializer(data=request.data)
@@ -238,6 +286,10 @@ class BatchPreviewApi(APIView):
 class BatchCreateApi(APIView):
     permission_classes = [IsAdmin]
 
+    @extend_schema(
+        request=BatchCreateInputSerializer,
+        responses={201: BatchOutputSerializer, **error_responses(400, 404, 409)},
+    )
     def post(self, request, slug: str):
         audit = get_object_or_404(Audit, slug=slug)
         serializer = BatchCreateInputSerializer(data=request.data)
@@ -249,6 +301,13 @@ class BatchCreateApi(APIView):
 class BatchAssignApi(APIView):
     permission_classes = [IsAdmin]
 
+    @extend_schema(
+        request=BatchAssignInputSerializer,
+        responses={
+            201: AssignmentProgressOutputSerializer(many=True),
+            **error_responses(400, 404, 409),
+        },
+    )
     def post(self, request, batch_id: int):
         batch = get_object_or_404(Batch.objects.select_related("audit"), pk=batch_id)
         serializer = BatchAssignInputSerializer(data=request.data)
@@ -267,6 +326,9 @@ class BatchAssignApi(APIView):
 class BatchProgressApi(APIView):
     permission_classes = [IsAdmin]
 
+    @extend_schema(
+        responses={200: AssignmentProgressOutputSerializer(many=True), **error_responses(404)}
+    )
     def get(self, request, batch_id: int):
         batch = get_object_or_404(Batch, pk=batch_id)
         rows = assignment_progress_list(batch=batch)
@@ -276,6 +338,7 @@ class BatchProgressApi(APIView):
 class AuditProgressApi(APIView):
     permission_classes = [IsResearcherOrAdmin]
 
+    @extend_schema(responses={200: AuditProgressOutputSerializer, **error_responses(404)})
     def get(self, request, slug: str):
         audit = get_object_or_404(Audit, slug=slug)
         progress = audit_progress(audit=audit)
@@ -295,6 +358,13 @@ class AuditProgressApi(APIView):
 class AssignmentReassignApi(APIView):
     permission_classes = [IsAdmin]
 
+    @extend_schema(
+        request=ReassignInputSerializer,
+        responses={
+            201: AssignmentProgressOutputSerializer(many=True),
+            **error_responses(400, 404, 409),
+        },
+    )
     def post(self, request, public_id: str):
         assignment = get_object_or_404(Assignment, public_id=public_id)
         serializer = ReassignInputSerializer(data=request.data)

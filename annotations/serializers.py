@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from annotations.models import Audit
+from annotations.models import Audit, ImportJob
 from annotations.services.segmenters import SEGMENTER_NAMES
 
 
@@ -205,3 +205,101 @@ class AssignmentProgressOutputSerializer(serializers.Serializer):
     elapsed_ms = serializers.IntegerField()
     due_date = serializers.DateField(allow_null=True)
     submitted_at = serializers.DateTimeField(allow_null=True)
+
+
+# --- the answers built as plain dicts, named for the OpenAPI schema (docs/api.md) ---------------
+# The hot paths stay dicts; these serializers describe them exactly (the schemathesis test checks
+# every answer against the schema), and nothing serializes through them.
+class ImportJobOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=ImportJob.Status.choices)
+    filename = serializers.CharField()
+    total_records = serializers.IntegerField()
+    done_records = serializers.IntegerField()
+    fraction = serializers.FloatField()
+    n_traces = serializers.IntegerField()
+    n_steps = serializers.IntegerField()
+    n_skipped = serializers.IntegerField()
+    segmenters = serializers.ListField(child=serializers.CharField())
+    message = serializers.CharField(allow_blank=True)
+    problems = serializers.ListField(
+        child=serializers.DictField(), help_text="Each problem with its line and field."
+    )
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class OptionOutputSerializer(serializers.Serializer):
+    key = serializers.CharField(allow_blank=True)
+    text = serializers.CharField(allow_blank=True)
+
+
+class LikertItemOutputSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    label = serializers.CharField(allow_blank=True)
+    min = serializers.IntegerField()
+    max = serializers.IntegerField()
+    min_label = serializers.CharField(allow_blank=True)
+    max_label = serializers.CharField(allow_blank=True)
+
+
+class OwnLabelOutputSerializer(serializers.Serializer):
+    verdict = serializers.CharField()
+    error_category = serializers.CharField(allow_blank=True)
+    comment = serializers.CharField(allow_blank=True)
+    probe_guess = serializers.CharField(allow_blank=True)
+    elapsed_ms = serializers.IntegerField()
+    revision = serializers.IntegerField()
+
+
+class OwnRatingOutputSerializer(serializers.Serializer):
+    answers = serializers.DictField(child=serializers.IntegerField())
+    comment = serializers.CharField(allow_blank=True)
+    elapsed_ms = serializers.IntegerField()
+    revision = serializers.IntegerField()
+
+
+class BlindedItemOutputSerializer(serializers.Serializer):
+    """:func:`blinded_item_output`: one item of a clinician's assignment, blinded."""
+
+    assignment = serializers.CharField()
+    position = serializers.IntegerField()
+    total = serializers.IntegerField()
+    done = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=["step", "trace"])
+    question = serializers.CharField(allow_blank=True)
+    options = OptionOutputSerializer(many=True)
+    context = serializers.ListField(child=serializers.CharField(allow_blank=True))
+    step = serializers.CharField(allow_blank=True)
+    trace = serializers.ListField(child=serializers.CharField(allow_blank=True))
+    final_answer = serializers.CharField(allow_blank=True)
+    error_categories = serializers.ListField(child=serializers.CharField())
+    guidelines = serializers.CharField(allow_blank=True)
+    probe_options = serializers.ListField(child=serializers.CharField())
+    likert_items = LikertItemOutputSerializer(many=True)
+    locked = serializers.BooleanField()
+    label = OwnLabelOutputSerializer(allow_null=True)
+    rating = OwnRatingOutputSerializer(allow_null=True)
+
+
+class SavedOutputSerializer(serializers.Serializer):
+    """:func:`saved_output`; with ``?next=`` also ``next``, the item to show next."""
+
+    position = serializers.IntegerField()
+    revision = serializers.IntegerField()
+    elapsed_ms = serializers.IntegerField()
+    next = BlindedItemOutputSerializer(
+        required=False, allow_null=True, help_text="Only with ?next=; null when all are done."
+    )
+
+
+class AssignmentDetailOutputSerializer(AssignmentSummaryOutputSerializer):
+    items = OverviewEntryOutputSerializer(many=True)
+
+
+class AuditProgressOutputSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    done = serializers.IntegerField()
+    abstention_share = serializers.FloatField(allow_null=True)
+    elapsed_ms = serializers.IntegerField()
+    assignments = AssignmentProgressOutputSerializer(many=True)

@@ -1,9 +1,10 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from annotations import views as annotation_views
 from annotations.urls import api_urlpatterns as annotation_api
+from auditapp.openapi import SchemaView, SwaggerView, api_not_found
 from auditapp.reports.urls import api_urlpatterns as reports_api
 from judges.urls import api_urlpatterns as judges_api
 
@@ -18,4 +19,8 @@ urlpatterns = [
     path("api/reports/", include((reports_api, "reports-api"))),
     path("judges/", include("judges.urls")),
     path("api/judges/", include((judges_api, "judges-api"))),
+    path("api/schema/", SchemaView.as_view(), name="api-schema"),
+    path("api/docs/", SwaggerView.as_view(), name="api-docs"),
+    # Last of the api/ routes: an unknown API URL answers the JSON error body (docs/api.md).
+    re_path(r"^api/", api_not_found),
 ]

@@ -5,6 +5,8 @@ one view calling one service.
 """
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -12,10 +14,16 @@ from rest_framework.views import APIView
 from annotations.models import Audit
 from annotations.permissions import IsResearcherOrAdmin
 from auditapp.exceptions import NotFoundError
+from auditapp.openapi import error_responses
 from judges.models import JudgeRun
 from judges.permissions import IsJudgeEditor
 from judges.selectors import judge_list, run_condition_summary, run_get, run_list, run_progress
-from judges.serializers import JudgeOutputSerializer, RunCreateInputSerializer
+from judges.serializers import (
+    JudgeOutputSerializer,
+    RunCreateInputSerializer,
+    RunDetailOutputSerializer,
+    RunProgressOutputSerializer,
+)
 from judges.services import (
     judge_create_or_update,
     judge_get,
@@ -55,6 +63,10 @@ class RunListCreateApi(APIView):
 
     permission_classes = [IsResearcherOrAdmin]
 
+    @extend_schema(
+        parameters=[OpenApiParameter("audit", OpenApiTypes.STR, description="An audit's slug.")],
+        responses={200: RunProgressOutputSerializer(many=True), **error_responses(404)},
+    )
     def get(self, request):
         audit = None
         if request.query_params.get("audit"):
@@ -62,6 +74,10 @@ class RunListCreateApi(APIView):
         runs = run_list(audit=audit)[:200]
         return Response([run_progress(r) for r in runs])
 
+    @extend_schema(
+        request=RunCreateInputSerializer,
+        responses={201: RunProgressOutputSerializer, **error_responses(400, 404, 409)},
+    )
     def post(self, request):
         data = RunCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -86,6 +102,7 @@ class RunListCreateApi(APIView):
 class RunDetailApi(APIView):
     permission_classes = [IsResearcherOrAdmin]
 
+    @extend_schema(responses={200: RunDetailOutputSerializer, **error_responses(404)})
     def get(self, request, run_id: int):
         run = _run_or_404(run_id)
         return Response({**run_progress(run), "conditions": run_condition_summary(run)})
@@ -97,6 +114,14 @@ _ACTIONS = {"pause": run_pause, "resume": run_resume, "cancel": run_cancel}
 class RunActionApi(APIView):
     permission_classes = [IsResearcherOrAdmin]
 
+    @extend_schema(
+        operation_id="judges_runs_action",
+        request=None,
+        parameters=[
+            OpenApiParameter("action", OpenApiTypes.STR, OpenApiParameter.PATH, enum=list(_ACTIONS))
+        ],
+        responses={200: RunProgressOutputSerializer, **error_responses(404, 409)},
+    )
     def post(self, request, run_id: int, action: str):
         service = _ACTIONS.get(action)
         if service is None:

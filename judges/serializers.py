@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from judges.models import Judge
+from judges.models import Judge, JudgeRun
 
 
 class JudgeOutputSerializer(serializers.ModelSerializer):
@@ -49,3 +49,53 @@ class RunCreateInputSerializer(serializers.Serializer):
         max_length=32, required=False, default="", allow_blank=True
     )
     batch = serializers.CharField(max_length=120, required=False, default="", allow_blank=True)
+
+
+# --- the answers built as plain dicts (judges/selectors.py), named for the OpenAPI schema --------
+class RunProgressOutputSerializer(serializers.Serializer):
+    """:func:`judges.selectors.run_progress`."""
+
+    id = serializers.IntegerField()
+    judge = serializers.CharField()
+    evaluator_kind = serializers.ChoiceField(choices=["judge", "reference"])
+    audit = serializers.CharField()
+    mode = serializers.ChoiceField(choices=JudgeRun.Mode.choices)
+    scope = serializers.ChoiceField(choices=JudgeRun.Scope.choices)
+    segmentation = serializers.CharField(allow_blank=True)
+    batch = serializers.CharField(allow_blank=True)
+    status = serializers.ChoiceField(choices=JudgeRun.Status.choices)
+    message = serializers.CharField(allow_blank=True)
+    total = serializers.IntegerField()
+    done = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    invalid = serializers.IntegerField()
+    remaining = serializers.IntegerField()
+    fraction = serializers.FloatField()
+    steps_per_s = serializers.FloatField()
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    eta_s = serializers.FloatField(allow_null=True)
+    elapsed_s = serializers.FloatField()
+    created_at = serializers.DateTimeField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    can_pause = serializers.BooleanField()
+    can_resume = serializers.BooleanField()
+    can_cancel = serializers.BooleanField()
+
+
+class RunConditionOutputSerializer(serializers.Serializer):
+    """:func:`judges.selectors.run_condition_summary`: one condition (blind code until
+    unblinded)."""
+
+    condition = serializers.CharField()
+    judged = serializers.IntegerField()
+    correct = serializers.IntegerField()
+    error = serializers.IntegerField()
+    abstain = serializers.IntegerField()
+    invalid = serializers.IntegerField()
+    error_rate = serializers.FloatField(allow_null=True)
+
+
+class RunDetailOutputSerializer(RunProgressOutputSerializer):
+    conditions = RunConditionOutputSerializer(many=True)

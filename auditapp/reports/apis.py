@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
@@ -12,6 +14,7 @@ from rest_framework.views import APIView
 
 from annotations.permissions import IsAdmin, IsResearcherOrAdmin
 from auditapp.exceptions import ApplicationError, NotFoundError
+from auditapp.openapi import error_responses
 from auditapp.reports.collect import answers_collect, labels_collect, ratings_collect
 from auditapp.reports.exports import REPORT_TABLES, frame_to_bytes, report_tables
 from auditapp.reports.selectors import audit_get_for_report
@@ -48,6 +51,60 @@ class ReportSettingsSerializer(serializers.Serializer):
     confidence_level = serializers.FloatField(min_value=0.5, max_value=0.999, required=False)
 
 
+class ReportAuditOutputSerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    kind = serializers.CharField()
+    sources = serializers.JSONField()
+    n_labels_used = serializers.IntegerField()
+
+
+class ReportOutputSerializer(serializers.Serializer):
+    """The report's head; the statistics sections (error_rates, orderings, agreement, ...)
+    follow as further keys, described in docs/report.md."""
+
+    audit = ReportAuditOutputSerializer()
+    generated_at = serializers.DateTimeField()
+    parameters = serializers.DictField()
+    blinding = serializers.DictField()
+    analysis_plan = serializers.DictField()
+
+
+class TableIndexOutputSerializer(serializers.Serializer):
+    long_tables = serializers.DictField(child=serializers.URLField())
+    report_tables = serializers.DictField(child=serializers.URLField())
+    formats = serializers.ListField(child=serializers.CharField())
+    audit = serializers.CharField()
+
+
+class AgreementStatsOutputSerializer(serializers.Serializer):
+    """:func:`auditapp.agreement.coefficients.agreement_summary` and the columns used;
+    undefined coefficients are null."""
+
+    percent_agreement = serializers.FloatField(allow_null=True)
+    cohen_kappa = serializers.FloatField(allow_null=True)
+    cohen_kappa_ci_low = serializers.FloatField(allow_null=True)
+    cohen_kappa_ci_high = serializers.FloatField(allow_null=True)
+    fleiss_kappa = serializers.FloatField(allow_null=True)
+    krippendorff_alpha = serializers.FloatField(allow_null=True)
+    gwet_ac1 = serializers.FloatField(allow_null=True)
+    level = serializers.CharField()
+    n_units = serializers.IntegerField()
+    n_pairable_units = serializers.IntegerField()
+    n_raters = serializers.IntegerField()
+    n_ratings = serializers.IntegerField()
+    unit = serializers.CharField()
+    rater = serializers.CharField()
+    value = serializers.CharField()
+
+
+class UnblindOutputSerializer(serializers.Serializer):
+    audit = serializers.CharField()
+    unblinded_at = serializers.DateTimeField()
+    unblinded_by = serializers.CharField()
+    plan_sha256 = serializers.CharField(allow_null=True)
+
+
 def _settings(request) -> dict:
     serializer = ReportSettingsSerializer(data=request.query_params)
     serializer.is_valid(raise_exception=True)
@@ -59,6 +116,10 @@ class AuditReportApi(APIView):
 
     permission_classes = [IsAuthenticated, IsResearcherOrAdmin]
 
+    @extend_schema(
+        parameters=[ReportSettingsSerializer],
+        responses={200: ReportOutputSerializer, **error_responses(400, 404)},
+    )
     def get(self, request, slug: str):
         audit = audit_get_for_report(user=request.user, slug=slug)
         return Response(report_cached(audit=audit, **_settings(request)))
@@ -71,6 +132,24 @@ class AuditTableApi(APIView):
     permission_classes = [IsAuthenticated, IsResearcherOrAdmin]
     renderer_classes = [JSONRenderer, AnyMediaRenderer]
 
+    @extend_schema(
+        parameters=[
+            ReportSettingsSerializer,
+            OpenApiParameter(
+                "name", OpenApiTypes.STR, OpenApiParameter.PATH, enum=[*LONG_TABLES, *REPORT_TABLES]
+            ),
+            OpenApiParameter(
+                "fmt", OpenApiTypes.STR, OpenApiParameter.PATH, enum=list(CONTENT_TYPES)
+            ),
+        ],
+        responses={
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="The table as CSV."),
+            (200, CONTENT_TYPES["parquet"]): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The table as Parquet."
+            ),
+            **error_responses(400, 404),
+        },
+    )
     def get(self, request, slug: str, name: str, fmt: str):
         audit = audit_get_for_report(user=request.user, slug=slug)
         if fmt not in CONTENT_TYPES:
@@ -99,6 +178,7 @@ class AuditTableIndexApi(APIView):
 
     permission_classes = [IsAuthenticated, IsResearcherOrAdmin]
 
+    @extend_schema(responses={200: TableIndexOutputSerializer, **error_responses(404)})
     def get(self, request, slug: str):
         audit = audit_get_for_report(user=request.user, slug=slug)
         base = request.build_absolute_uri()
@@ -119,6 +199,9 @@ class AgreementStatsApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "AgreementStatsInput"
+
         file = serializers.FileField()
         unit = serializers.CharField(max_length=200)
         rater = serializers.CharField(max_length=200)
@@ -127,6 +210,10 @@ class AgreementStatsApi(APIView):
             choices=["nominal", "ordinal", "interval", "ratio"], default="nominal"
         )
 
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: AgreementStatsOutputSerializer, **error_responses(400)},
+    )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -177,12 +264,20 @@ class AnalysisPlanApi(APIView):
     parser_classes = [JSONParser]
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "PlanLockInput"
+
         plan = serializers.DictField()
 
+    @extend_schema(responses={200: PlanOutputSerializer, **error_responses(404)})
     def get(self, request, slug: str):
         audit = audit_get_for_report(user=request.user, slug=slug)
         return Response(_plan_payload(analysis_plan_get(audit=audit)))
 
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: PlanOutputSerializer, **error_responses(400, 404, 409)},
+    )
     def post(self, request, slug: str):
         audit = audit_get_for_report(user=request.user, slug=slug)
         serializer = self.InputSerializer(data=request.data)
@@ -200,8 +295,15 @@ class AuditUnblindApi(APIView):
     parser_classes = [JSONParser, FormParser]
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "UnblindInput"
+
         confirm = serializers.CharField(max_length=64, allow_blank=True)
 
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: UnblindOutputSerializer, **error_responses(400, 404, 409)},
+    )
     def post(self, request, slug: str):
         audit = audit_get_for_report(user=request.user, slug=slug)
         serializer = self.InputSerializer(data=request.data)

@@ -153,6 +153,30 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
+# OpenAPI (docs/api.md): /api/schema/ and the Swagger UI at /api/docs/, for admins and
+# researchers only (auditapp/openapi.py). Swagger UI comes from drf_spectacular_sidecar's
+# static files: no CDN.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "StepAudit API",
+    "DESCRIPTION": "Blinded step-level audits of LLM reasoning traces. Errors answer "
+    '{"code", "message", "extra"} with a 4xx status.',
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["annotations.permissions.IsResearcherOrAdmin"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "ImportStatusEnum": "annotations.models.imports.ImportJob.Status",
+        "RunStatusEnum": "judges.models.JudgeRun.Status",
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "auditapp.openapi.postprocess_common_errors",
+    ],
+}
+
 # --- Celery -------------------------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
