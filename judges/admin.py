@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin
+from django.db import models
 
 from auditapp.exceptions import ApplicationError
 from judges.models import Judge, JudgeFailure, JudgePrompt, JudgeRun, JudgeVerdict
@@ -13,9 +14,7 @@ class JudgePromptAdmin(admin.ModelAdmin):
 
 
 class JudgeAdminForm(forms.ModelForm):
-    class Meta:
-        model = Judge
-        fields = [f.name for f in Judge._meta.fields if f.editable and not f.auto_created]
+    # No Meta: the admin builds it (with formfield_overrides) through modelform_factory.
 
     def clean(self):
         data = super().clean()
@@ -30,6 +29,7 @@ class JudgeAdminForm(forms.ModelForm):
 @admin.register(Judge)
 class JudgeAdmin(admin.ModelAdmin):
     form = JudgeAdminForm
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ("name", "version", "is_reference", "model", "base_url", "prompt")
     search_fields = ("name", "model")
 

@@ -140,7 +140,11 @@ def celery_worker_process(transactional_db, tmp_path):
     started: list[ManagedProcess] = []
 
     def start(
-        *, concurrency: int = 1, queues: str | None = None, name: str = "w"
+        *,
+        concurrency: int = 1,
+        queues: str | None = None,
+        name: str = "w",
+        env: dict | None = None,
     ) -> ManagedProcess:
         cmd = [
             sys.executable,
@@ -160,7 +164,7 @@ def celery_worker_process(transactional_db, tmp_path):
         if queues:
             cmd += ["-Q", queues]
         proc = ManagedProcess(
-            cmd, env=_process_env(), cwd=ROOT, log=tmp_path / f"worker-{len(started)}.log"
+            cmd, env=_process_env(env), cwd=ROOT, log=tmp_path / f"worker-{len(started)}.log"
         )
         proc.start()
         proc.wait_for_log("ready", timeout=60)
