@@ -12,7 +12,13 @@ class RunStartForm(forms.Form):
 
     def __init__(self, *args, audit, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["judge"].choices = [(j.name, j.name) for j in judge_list()]
+        # Every version: the latest by its name, older ones exactly as "name@vN" (judge_get).
+        choices, seen = [], set()
+        for judge in judge_list():  # latest version of each name first
+            value = judge.name if judge.name not in seen else f"{judge.name}@v{judge.version}"
+            seen.add(judge.name)
+            choices.append((value, judge.label))
+        self.fields["judge"].choices = choices
         self.fields["segmentation"].choices = [("", "all segmentations")] + [
             (s, s) for s in audit_segmentations(audit)
         ]
