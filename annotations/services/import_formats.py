@@ -6,6 +6,7 @@ file of any size is streamed and never held in memory. See docs/formats.md.
 
 import csv
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,48 @@ CSV_JSON_FIELDS = ("options", "steps", "metadata")
 STEP_VERDICTS = ("correct", "error")
 MAX_ID_LENGTH = 200
 MAX_PROBLEMS = 1000
+# Every limit below is the column's own (tests/annotations/services/test_import.py checks them
+# against the models): a value the database would refuse must be refused here, with its line,
+# not by the worker in the middle of the write.
+TEXT_LIMITS: dict[str, int | None] = {
+    "question_id": MAX_ID_LENGTH,
+    "question": None,
+    "condition": 120,
+    "trace_id": MAX_ID_LENGTH,
+    "trace": None,
+    "gold_answer": 200,
+    "dataset": 120,
+    "final_answer": 200,
+    "trace_type": 80,
+}
+MAX_STEP_KIND_LENGTH = 40
+# sample_index is a PositiveIntegerField: an ``integer`` on PostgreSQL, the narrowest backend.
+MAX_SAMPLE_INDEX = 2**31 - 1
+# Options given as a list are labelled A … Z.
+MAX_LISTED_OPTIONS = 26
+# CSV numbers in ASCII only: str.isdigit() and int()/float() also take "²", "٣", "1_000", "nan".
+_ASCII_WHOLE = re.compile(r"[0-9]+")
+_ASCII_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# PostgreSQL stores no NUL (U+0000) in text or jsonb; no trace, id or label legitimately has one.
+NUL = "\x00"
+NUL_MESSAGE = "contains a NUL character (U+0000), which cannot be stored"
+
+
+def _nul_place(value: Any, place: str = "") -> str | None:
+    """Where in a JSON value (keys included) a NUL hides: '' for the value itself, None if none."""
+    if isinstance(value, str):
+        return place if NUL in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if NUL in key:
+                return f"{place}[{key!r}] (in the key)"
+            if (found := _nul_place(item, f"{place}[{key!r}]")) is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := _nul_place(item, f"{place}[{index}]")) is not None:
+                return found
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,15 +89,21 @@ class ImportProblem:
             place += f", column {self.column}"
         if self.field:
             place += f" ({self.field})"
-        return f"{place}: {self.message}"
+        return f"{place}: {self._safe(self.message)}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "line": self.line,
             "column": self.column,
-            "field": self.field,
-            "message": self.message,
+            "field": self._safe(self.field),
+            "message": self._safe(self.message),
         }
+
+    @staticmethod
+    def _safe(text: str | None) -> str | None:
+        # A message may quote the file (an unknown field's name); a failed job keeps its
+        # problems in a jsonb column, which refuses NUL.
+        return text.replace(NUL, "\\x00") if text else text
 
 
 @dataclass(slots=True)
@@ -93,13 +142,15 @@ class FormatError(Exception):
 
 def detect_format(path: Path, head: bytes) -> str:
     """'jsonl' or 'csv', from the extension or, failing that, the first bytes."""
-    if b"\x00" in head:
-        raise FormatError([ImportProblem(None, "the file is binary, not JSONL or CSV text")])
+    # A file named as JSONL or CSV is read as such: a stray NUL in it is a problem of its line
+    # and field (found by the checks), not a reason to call the whole file binary.
     suffix = path.suffix.lower()
     if suffix in {".jsonl", ".ndjson", ".json"}:
         return "jsonl"
     if suffix in {".csv", ".tsv"}:
         return "csv"
+    if b"\x00" in head:
+        raise FormatError([ImportProblem(None, "the file is binary, not JSONL or CSV text")])
     text = head.lstrip(b"\xef\xbb\xbf").lstrip()
     if text.startswith(b"{"):
         return "jsonl"
@@ -162,6 +213,8 @@ class _RecordChecker:
             )
             return ""
         text = str(value)
+        if NUL in text:
+            self.problem(line, NUL_MESSAGE, field=name, column=column)
         if required and not text.strip():
             self.problem(line, "is empty", field=name, column=column)
         if limit is not None and len(text) > limit:
@@ -179,20 +232,11 @@ class _RecordChecker:
                 line,
                 f"unknown field(s) {', '.join(unknown)}; put extra information under 'metadata'",
             )
-        record = TraceRecord(
-            line=line,
-            question_id=self.text(
-                raw, line, "question_id", required=True, limit=MAX_ID_LENGTH, col=col
-            ),
-            question=self.text(raw, line, "question", required=True, col=col),
-            condition=self.text(raw, line, "condition", required=True, limit=120, col=col),
-            trace_id=self.text(raw, line, "trace_id", required=True, limit=MAX_ID_LENGTH, col=col),
-            trace=self.text(raw, line, "trace", required=True, col=col),
-            gold_answer=self.text(raw, line, "gold_answer", required=False, limit=200, col=col),
-            dataset=self.text(raw, line, "dataset", required=False, limit=120, col=col),
-            final_answer=self.text(raw, line, "final_answer", required=False, limit=200, col=col),
-            trace_type=self.text(raw, line, "trace_type", required=False, limit=80, col=col),
-        )
+        texts = {
+            name: self.text(raw, line, name, required=name in REQUIRED_FIELDS, limit=limit, col=col)
+            for name, limit in TEXT_LIMITS.items()
+        }
+        record = TraceRecord(line=line, **texts)
         if len(record.trace) > self.max_trace_chars:
             self.problem(
                 line,
@@ -205,25 +249,36 @@ class _RecordChecker:
         record.confidence = self._confidence(raw.get("confidence"), line, col)
         record.steps = self._steps(raw.get("steps"), line, col)
         metadata = raw.get("metadata")
+        column = col.get("metadata") if col else None
         if metadata in (None, ""):
             record.metadata = {}
-        elif isinstance(metadata, dict):
-            record.metadata = metadata
+        elif not isinstance(metadata, dict):
+            self.problem(line, "must be an object", field="metadata", column=column)
+        elif (place := _nul_place(metadata)) is not None:
+            self.problem(line, f"metadata{place} {NUL_MESSAGE}", field="metadata", column=column)
         else:
-            self.problem(
-                line,
-                "must be an object",
-                field="metadata",
-                column=col.get("metadata") if col else None,
-            )
+            record.metadata = metadata
         return record if len(self.problems) == before else None
 
     def _options(self, value: Any, line: int, col: dict | None) -> dict[str, str]:
         column = col.get("options") if col else None
         if value in (None, ""):
             return {}
+        if (place := _nul_place(value)) is not None:
+            self.problem(line, f"options{place} {NUL_MESSAGE}", field="options", column=column)
+            return {}
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return {chr(ord("A") + i): v for i, v in enumerate(value[:26])}
+            if len(value) > MAX_LISTED_OPTIONS:
+                # They would be labelled past Z; an object names its own labels.
+                self.problem(
+                    line,
+                    f"lists {len(value)} options; a list holds at most {MAX_LISTED_OPTIONS} "
+                    "(A to Z), give an object of label → text for more",
+                    field="options",
+                    column=column,
+                )
+                return {}
+            return {chr(ord("A") + i): v for i, v in enumerate(value)}
         if isinstance(value, dict) and all(
             isinstance(v, str | int | float) and not isinstance(v, bool) for v in value.values()
         ):
@@ -239,12 +294,20 @@ class _RecordChecker:
     def _sample_index(self, value: Any, line: int, col: dict | None) -> int:
         if value in (None, ""):
             return 0
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if isinstance(value, str):
+            digits = value.strip()
+            # Ten digits already exceed the column; a longer string is not converted at all
+            # (int() refuses more than 4,300 digits with an error of its own).
+            if _ASCII_WHOLE.fullmatch(digits) and len(digits) <= len(str(MAX_SAMPLE_INDEX)):
+                value = int(digits)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not 0 <= value <= MAX_SAMPLE_INDEX
+        ):
             self.problem(
                 line,
-                "must be a whole number ≥ 0",
+                f"must be a whole number from 0 to {MAX_SAMPLE_INDEX}",
                 field="sample_index",
                 column=col.get("sample_index") if col else None,
             )
@@ -255,10 +318,8 @@ class _RecordChecker:
         if value in (None, ""):
             return None
         if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                value = None
+            number = value.strip()
+            value = float(number) if _ASCII_DECIMAL.fullmatch(number) else None
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
@@ -284,7 +345,13 @@ class _RecordChecker:
             )
             return None
         steps: list[GivenStep] = []
+        before = len(self.problems)
         for number, item in enumerate(value, start=1):
+            if (place := _nul_place(item)) is not None:
+                self.problem(
+                    line, f"step {number}{place} {NUL_MESSAGE}", field="steps", column=column
+                )
+                continue
             if isinstance(item, str):
                 steps.append(GivenStep(item))
                 continue
@@ -305,8 +372,17 @@ class _RecordChecker:
                     column=column,
                 )
             kind = item.get("kind") or ""
-            steps.append(GivenStep(item["text"], verdict, str(kind)[:40]))
-        if not any(step.text.strip() for step in steps):
+            if not isinstance(kind, str) or len(kind) > MAX_STEP_KIND_LENGTH:
+                self.problem(
+                    line,
+                    f"step {number}: kind must be a string of at most {MAX_STEP_KIND_LENGTH} "
+                    "characters",
+                    field="steps",
+                    column=column,
+                )
+                kind = ""
+            steps.append(GivenStep(item["text"], verdict, kind))
+        if len(self.problems) == before and not any(step.text.strip() for step in steps):
             self.problem(line, "has no non-empty step", field="steps", column=column)
         return steps
 
@@ -429,7 +505,10 @@ def spool_upload(chunks: Iterator[bytes], destination: Path) -> Path:
 
 __all__ = [
     "ALL_FIELDS",
+    "MAX_SAMPLE_INDEX",
+    "MAX_STEP_KIND_LENGTH",
     "REQUIRED_FIELDS",
+    "TEXT_LIMITS",
     "FormatError",
     "GivenStep",
     "ImportProblem",

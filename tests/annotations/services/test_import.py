@@ -3,9 +3,9 @@ import json
 import pytest
 from django.test import override_settings
 
-from annotations.models import Question, Step, Trace
+from annotations.models import Condition, Question, Step, Trace
 from annotations.services.audits import audit_create
-from annotations.services.imports import import_file
+from annotations.services.imports import import_file, import_run, import_validate
 from auditapp.exceptions import ImportRejected
 
 pytestmark = pytest.mark.django_db
@@ -327,3 +327,316 @@ def test_the_same_imports_with_the_same_seed_give_the_same_ids_and_codes(audit, 
     # and a second import into the same audit draws fresh ids from a new stream
     import_file(audit=audit, path=write_jsonl(tmp_path, [record(trace_id="t3")], name="3.jsonl"))
     assert len(set(ids())) == 6
+
+
+# --- issue 9: values the database would refuse are refused in pass 1, with line and field ----
+NUL = "\u0000"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        pytest.param(
+            {"sample_index": 2**31},
+            "line 1 (sample_index): must be a whole number from 0 to",
+            id="2^31",
+        ),
+        pytest.param(
+            {"sample_index": 2**63}, "line 1 (sample_index): must be a whole number", id="2^63"
+        ),
+        pytest.param(
+            {"sample_index": 10**24}, "line 1 (sample_index): must be a whole number", id="10^24"
+        ),
+        pytest.param({"sample_index": 1.5}, "(sample_index): must be a whole", id="fraction"),
+        pytest.param({"sample_index": True}, "(sample_index): must be a whole", id="boolean"),
+        pytest.param({"confidence": 1e308}, "(confidence): must be a number", id="huge-float"),
+        pytest.param({"confidence": -0.1}, "(confidence): must be a number", id="negative"),
+        pytest.param({"confidence": "nan"}, "(confidence): must be a number", id="nan-text"),
+        pytest.param({"confidence": "inf"}, "(confidence): must be a number", id="inf-text"),
+        pytest.param({"confidence": "1e999"}, "(confidence): must be a number", id="1e999-text"),
+        pytest.param({"trace_id": "t" * 201}, "(trace_id): is longer than 200", id="long-trace-id"),
+        pytest.param(
+            {"question_id": "q" * 201}, "(question_id): is longer than 200", id="long-question-id"
+        ),
+        pytest.param({"condition": "c" * 121}, "(condition): is longer than 120", id="long-cond"),
+        pytest.param(
+            {"final_answer": "a" * 201}, "(final_answer): is longer than 200", id="long-answer"
+        ),
+        pytest.param({"trace_type": "t" * 81}, "(trace_type): is longer than 80", id="long-type"),
+        pytest.param({"metadata": "text"}, "(metadata): must be an object", id="metadata-text"),
+        pytest.param({"metadata": 3}, "(metadata): must be an object", id="metadata-number"),
+        pytest.param(
+            {"options": [f"o{i}" for i in range(27)]},
+            "(options): lists 27 options; a list holds at most 26",
+            id="27-listed-options",
+        ),
+        pytest.param(
+            {"steps": [{"text": "a", "kind": "k" * 41}]},
+            "(steps): step 1: kind must be a string of at most 40",
+            id="long-step-kind",
+        ),
+        pytest.param(
+            {"steps": [{"text": "a", "kind": {"x": 1}}]},
+            "(steps): step 1: kind must be a string",
+            id="step-kind-object",
+        ),
+    ],
+)
+def test_values_the_columns_cannot_hold_are_rejected_by_line_and_field(
+    audit, tmp_path, overrides, expected
+):
+    # given a record that the old checks let through to the worker (or silently cut)
+    path = write_jsonl(tmp_path, [record(trace_id="t0"), record(**overrides)])
+    # when
+    problems = rejected(audit, path)
+    # then the second line is named, and nothing was written
+    assert any(expected.replace("line 1", "line 2") in p for p in problems), problems
+    assert all(p.startswith("line 2") for p in problems), problems
+    assert_nothing_written(audit)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        pytest.param({"question_id": f"q{NUL}1"}, "question_id", id="question_id"),
+        pytest.param({"question": f"Which{NUL}?"}, "question", id="question"),
+        pytest.param({"condition": f"teach{NUL}er"}, "condition", id="condition"),
+        pytest.param({"trace_id": f"t{NUL}"}, "trace_id", id="trace_id"),
+        pytest.param({"trace": f"A.{NUL}\n\nB."}, "trace", id="trace"),
+        pytest.param({"gold_answer": f"B{NUL}"}, "gold_answer", id="gold_answer"),
+        pytest.param({"dataset": f"medqa{NUL}"}, "dataset", id="dataset"),
+        pytest.param({"final_answer": f"{NUL}B"}, "final_answer", id="final_answer"),
+        pytest.param({"trace_type": f"cot{NUL}"}, "trace_type", id="trace_type"),
+        pytest.param({"options": {"A": f"one{NUL}"}}, "options", id="option-text"),
+        pytest.param({"options": {f"A{NUL}": "one"}}, "options", id="option-label"),
+        pytest.param({"options": ["one", f"tw{NUL}o"]}, "options", id="listed-option"),
+        pytest.param({"steps": ["A.", f"B{NUL}."]}, "steps", id="step-text"),
+        pytest.param({"steps": [{"text": f"A{NUL}"}]}, "steps", id="step-object-text"),
+        pytest.param({"steps": [{"text": "A", "kind": f"k{NUL}"}]}, "steps", id="step-kind"),
+        pytest.param({"metadata": {"model": f"m{NUL}"}}, "metadata", id="metadata-value"),
+        pytest.param({"metadata": {f"k{NUL}": 1}}, "metadata", id="metadata-key"),
+        pytest.param({"metadata": {"a": [{"b": [f"{NUL}"]}]}}, "metadata", id="metadata-nested"),
+    ],
+)
+def test_a_nul_in_any_text_is_rejected_by_line_and_field(audit, tmp_path, overrides, field):
+    # given a JSON "\u0000" escape: valid JSON, but PostgreSQL stores no NUL in text or jsonb
+    path = write_jsonl(tmp_path, [record(trace_id="t0"), record(**overrides)])
+    # when
+    with pytest.raises(ImportRejected) as info:
+        import_file(audit=audit, path=path)
+    # then
+    (problem,) = [p for p in info.value.problems if "NUL" in p.message]
+    assert (problem.line, problem.field) == (2, field)
+    assert "\x00" not in str(problem) and "\x00" not in json.dumps(problem.as_dict())
+    assert_nothing_written(audit)
+
+
+def test_a_nul_in_an_unknown_field_name_is_quoted_safely(audit, tmp_path):
+    # given a field name with a NUL: the problem quotes it, and problems are stored as jsonb
+    path = write_jsonl(tmp_path, [record(**{f"x{NUL}y": 1})])
+    # when
+    with pytest.raises(ImportRejected) as info:
+        import_file(audit=audit, path=path)
+    # then
+    assert "\x00" not in json.dumps(info.value.extra)
+    assert "x\\x00y" in info.value.extra["problems"][0]["message"]
+
+
+CSV_HEAD = "question_id,question,condition,trace_id,trace,sample_index,confidence,metadata\n"
+
+
+@pytest.mark.parametrize(
+    ("cells", "expected"),
+    [
+        pytest.param(
+            "\u00b2,", "line 2, column 6 (sample_index): must be a whole", id="superscript"
+        ),
+        pytest.param("\u0663,", "line 2, column 6 (sample_index): must be a whole", id="arabic-3"),
+        pytest.param("1_000,", "line 2, column 6 (sample_index): must be a whole", id="underscore"),
+        pytest.param("+1,", "line 2, column 6 (sample_index): must be a whole", id="plus-sign"),
+        pytest.param("2147483648,", "column 6 (sample_index): must be a whole", id="2^31"),
+        pytest.param("1" + "0" * 24 + ",", "column 6 (sample_index): must be a whole", id="10^24"),
+        pytest.param(
+            "9" * 5000 + ",", "column 6 (sample_index): must be a whole", id="5000-digits"
+        ),
+        pytest.param(",nan", "line 2, column 7 (confidence): must be a number", id="nan"),
+        pytest.param(",inf", "line 2, column 7 (confidence): must be a number", id="inf"),
+        pytest.param(",-Infinity", "line 2, column 7 (confidence): must be a number", id="-inf"),
+        pytest.param(",1e999", "line 2, column 7 (confidence): must be a number", id="1e999"),
+        pytest.param(",0_5", "line 2, column 7 (confidence): must be a number", id="underscore"),
+        pytest.param(",\u0660.5", "line 2, column 7 (confidence): must be a number", id="arabic"),
+        pytest.param(',,"[1]"', "line 2, column 8 (metadata): must be an object", id="meta-list"),
+        pytest.param(',,"""x"""', "line 2, column 8 (metadata): must be an object", id="meta-str"),
+        pytest.param(
+            ',,"{""a"": ""\\u0000""}"',
+            "line 2, column 8 (metadata): metadata['a'] contains a NUL",
+            id="meta-nul-escape",
+        ),
+    ],
+)
+def test_csv_numbers_and_json_cells_are_checked_strictly(audit, tmp_path, cells, expected):
+    # given a CSV row whose cell str.isdigit() or float() would take, or the database refuse
+    path = tmp_path / "bad.csv"
+    cells += "," * (2 - cells.count(","))  # sample_index, confidence, metadata
+    path.write_text(CSV_HEAD + f"q1,Q,c,t1,Some text.,{cells}\n", encoding="utf-8")
+    # when
+    problems = rejected(audit, path)
+    # then
+    assert any(expected in p for p in problems), problems
+    assert_nothing_written(audit)
+
+
+def test_a_raw_nul_byte_in_a_csv_cell_is_rejected_by_line_and_column(audit, tmp_path):
+    # given a NUL past the first 8 KiB (so the file is not taken for binary), inside a cell
+    path = tmp_path / "bad.csv"
+    filler = "".join(f"q{i},Q,c,t{i},{'x' * 100},,,\n" for i in range(100))
+    path.write_bytes((CSV_HEAD + filler + "q1,Q,c,tz,Bad\x00text,,,\n").encode())
+    # when
+    problems = rejected(audit, path)
+    # then
+    assert problems == [
+        "line 102, column 5 (trace): contains a NUL character (U+0000), which cannot be stored"
+    ]
+    assert_nothing_written(audit)
+
+
+@pytest.mark.parametrize(
+    ("sample_index", "confidence"),
+    [("0", "0"), (" 7 ", "1"), ("2147483647", "0.25"), ("12", ".5"), ("3", "1e-1")],
+    ids=["zero", "padded", "max-int32", "leading-dot", "exponent"],
+)
+def test_csv_numbers_in_range_are_accepted(audit, tmp_path, sample_index, confidence):
+    path = tmp_path / "ok.csv"
+    path.write_text(CSV_HEAD + f'q1,Q,c,t1,Some text.,{sample_index},{confidence},"{{}}"\n')
+    import_file(audit=audit, path=path)
+    trace = Trace.objects.get()
+    assert (trace.sample_index, trace.confidence) == (int(sample_index), float(confidence))
+
+
+def test_import_limits_are_the_columns_limits():
+    # given the limits pass 1 checks, and the columns the rows go to
+    from django.db.backends.base.operations import BaseDatabaseOperations
+
+    from annotations.services import import_formats
+
+    columns = {
+        "question_id": Question._meta.get_field("external_id"),
+        "question": Question._meta.get_field("stem"),
+        "condition": Condition._meta.get_field("name"),
+        "trace_id": Trace._meta.get_field("external_id"),
+        "trace": Trace._meta.get_field("text"),
+        "gold_answer": Question._meta.get_field("gold_answer"),
+        "dataset": Question._meta.get_field("dataset"),
+        "final_answer": Trace._meta.get_field("final_answer"),
+        "trace_type": Trace._meta.get_field("trace_type"),
+    }
+    # then every text limit is its column's max_length (None for text columns)
+    assert {name: f.max_length for name, f in columns.items()} == import_formats.TEXT_LIMITS
+    assert Step._meta.get_field("kind").max_length == import_formats.MAX_STEP_KIND_LENGTH
+    # and the sample index fits the column on the narrowest backend (PostgreSQL's integer)
+    field = Trace._meta.get_field("sample_index")
+    low, high = BaseDatabaseOperations.integer_field_ranges[field.get_internal_type()]
+    assert (low, high) == (0, import_formats.MAX_SAMPLE_INDEX)
+
+
+def test_the_largest_sample_index_the_column_holds_is_imported(audit, tmp_path):
+    path = write_jsonl(tmp_path, [record(sample_index=2**31 - 1)])
+    import_file(audit=audit, path=path)
+    assert Trace.objects.get().sample_index == 2**31 - 1
+
+
+@pytest.mark.parametrize(
+    ("segmenter", "trace", "steps"),
+    [
+        pytest.param("given", "One.", ["s"] * 4, id="given"),
+        pytest.param("paragraphs", "\n\n".join(["p."] * 4), None, id="paragraphs"),
+        pytest.param("sentences", " ".join(["Yes."] * 4), None, id="sentences"),
+        pytest.param("numbered", "\n".join(f"{i}. x" for i in range(4)), None, id="numbered"),
+        pytest.param(None, "One.", ["s"] * 4, id="default-given"),
+        pytest.param(None, "\n\n".join(["p."] * 4), None, id="default-paragraphs"),
+    ],
+)
+def test_too_many_steps_are_found_in_pass_1_before_any_job(
+    audit, tmp_path, segmenter, trace, steps
+):
+    # given a trace that segments into 4 steps, the limit being 3, after one within it
+    first = record(trace_id="t0", trace="1. One.", steps=["One."])
+    path = write_jsonl(tmp_path, [first, record(trace=trace, steps=steps or ...)])
+    # when validating only (what the API does in the request, before the job is queued)
+    with override_settings(STEPAUDIT_MAX_STEPS_PER_TRACE=3), pytest.raises(ImportRejected) as info:
+        import_validate(audit=audit, path=path, segmenter_names=[segmenter] if segmenter else None)
+    # then
+    name = segmenter or ("given" if steps else "paragraphs")
+    assert [str(p) for p in info.value.problems] == [
+        f"line 2 ({'steps' if name == 'given' else 'trace'}): segmenter {name!r} yields 4 steps; "
+        "the limit is 3"
+    ]
+
+
+def test_the_default_segmenter_not_chosen_does_not_count(audit, tmp_path):
+    # given many given steps on one record, but another without steps: default is paragraphs
+    path = write_jsonl(tmp_path, [record(trace_id="t0"), record(steps=["s"] * 9)])
+    # when / then: paragraphs yields 2 steps per trace, within the limit
+    with override_settings(STEPAUDIT_MAX_STEPS_PER_TRACE=3):
+        plan = import_validate(audit=audit, path=path)
+    assert plan.segmenters == ["paragraphs"]
+
+
+def test_the_step_count_bound_never_undercounts():
+    # given texts dense in every character a cut needs
+    import random
+
+    from annotations.services.import_formats import TraceRecord
+    from annotations.services.imports import _step_count_over
+    from annotations.services.segmenters import segment_trace
+
+    rng = random.Random(9)
+    alphabet = ["a", "B", "1", " ", ".", "!", "?", "\n", "\n\n", "- ", "1. ", "Step 2: ", "e.g. "]
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 80)))
+        rec = TraceRecord(
+            line=1, question_id="q", question="Q", condition="c", trace_id="t", trace=text
+        )
+        for name in ("paragraphs", "sentences", "numbered"):
+            actual = len(segment_trace(name, text=text, given_steps=None))
+            # when the limit is just under the true count, the count is found
+            if actual:
+                assert _step_count_over(name, rec, actual - 1) == actual, (name, text)
+            assert _step_count_over(name, rec, actual) is None, (name, text)
+
+
+def test_a_step_limit_lowered_between_the_passes_still_rolls_everything_back(audit, tmp_path):
+    # given a file validated under one limit and written under a lower one (a settings change
+    # between the request and the worker): pass 2 keeps its own check
+    path = write_jsonl(tmp_path, [record(), record(trace_id="t2", trace="A.\n\nB.\n\nC.")])
+    plan = import_validate(audit=audit, path=path)
+    # when
+    with override_settings(STEPAUDIT_MAX_STEPS_PER_TRACE=2), pytest.raises(ImportRejected) as info:
+        import_run(audit=audit, plan=plan)
+    # then the first trace, already written in the transaction, is gone too
+    assert "yields 3 steps; the limit is 2" in str(info.value.problems[0])
+    assert_nothing_written(audit)
+
+
+def test_an_unsaved_audit_is_validated_as_empty(tmp_path):
+    # given the audit an import with --create would make, not saved yet
+    from annotations.models import Audit
+
+    path = write_jsonl(tmp_path, [record()])
+    # when
+    plan = import_validate(audit=Audit(slug="new", name="new"), path=path)
+    # then nothing is created by validating
+    assert plan.n_records == 1
+    assert not Audit.objects.filter(slug="new").exists()
+
+
+@pytest.mark.parametrize("name", ["traces.jsonl", "traces.csv"])
+def test_a_binary_file_named_as_text_is_still_rejected(audit, tmp_path, name):
+    # given bytes of a gzip archive under a text name (no longer sniffed for NUL: the name says)
+    import gzip
+
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(json.dumps(record()).encode() * 50))
+    # when / then
+    assert rejected(audit, path)
+    assert_nothing_written(audit)
