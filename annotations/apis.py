@@ -50,6 +50,7 @@ from annotations.services.import_jobs import (
     import_job_create,
     import_job_get,
     import_job_progress,
+    import_upload_check_declared_size,
 )
 from annotations.services.labels import assignment_submit, label_save, rating_save
 from auditapp.exceptions import ApplicationError
@@ -70,6 +71,24 @@ class AuditListApi(APIView):
         return Response(AuditOutputSerializer(audits, many=True).data)
 
 
+def _import_fields(data) -> dict:
+    """The import form as a plain dict, segmenters split at commas.
+
+    Not ``request.data.copy()``: that deep-copies the upload too, and an upload over
+    FILE_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) is an open temporary file, which cannot be copied.
+    """
+    fields = {name: data[name] for name in ("file", "skip_existing") if name in data}
+    if "segmenter" in data:
+        names: list = []
+        for value in data.getlist("segmenter"):
+            if isinstance(value, str):
+                names.extend(n.strip() for n in value.split(",") if n.strip())
+            else:
+                names.append(value)  # a file sent as a segmenter: the serializer refuses it
+        fields["segmenter"] = names
+    return fields
+
+
 class ImportCreateApi(APIView):
     """POST a JSONL or CSV file: 400 with every problem, or 202 with a job to poll."""
 
@@ -82,11 +101,8 @@ class ImportCreateApi(APIView):
     )
     def post(self, request, slug: str):
         audit = get_object_or_404(Audit, slug=slug)
-        data = request.data.copy()
-        if "segmenter" in data:
-            names = [n.strip() for v in data.getlist("segmenter") for n in v.split(",")]
-            data.setlist("segmenter", [n for n in names if n])
-        serializer = ImportCreateInputSerializer(data=data)
+        import_upload_check_declared_size(content_length=request.META.get("CONTENT_LENGTH"))
+        serializer = ImportCreateInputSerializer(data=_import_fields(request.data))
         serializer.is_valid(raise_exception=True)
         upload = serializer.validated_data["file"]
         job = import_job_create(

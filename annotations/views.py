@@ -42,6 +42,7 @@ def home(request):
 def import_page(request, slug: str):
     audit = get_object_or_404(Audit, slug=slug)
     problems = []
+    status = 200
     if request.method == "POST":
         form = ImportForm(request.POST, request.FILES)
         if form.is_valid():
@@ -56,12 +57,11 @@ def import_page(request, slug: str):
                     skip_existing=form.cleaned_data["skip_existing"],
                 )
             except ImportRejected as exc:
-                problems = exc.problems
+                problems, status = exc.problems, exc.status_code
             else:
                 return redirect("annotations:import-job", job_id=job.pk)
     else:
         form = ImportForm()
-    status = 400 if problems else 200
     return render(
         request,
         "annotations/import_form.html",
@@ -72,7 +72,10 @@ def import_page(request, slug: str):
 
 @staff_member_required
 def import_job_page(request, job_id: int):
-    job = import_job_get(job_id=job_id)
+    try:
+        job = import_job_get(job_id=job_id)
+    except NotFoundError:
+        raise Http404 from None
     return render(
         request, "annotations/import_job.html", {"job": job, "progress": import_job_progress(job)}
     )

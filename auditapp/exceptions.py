@@ -59,6 +59,13 @@ class ImportRejected(ApplicationError):
         )
 
 
+class ImportTooLarge(ImportRejected):
+    """An upload over the size limit (STEPAUDIT_MAX_UPLOAD_BYTES), refused before validation."""
+
+    status_code = 413
+    code = "import_too_large"
+
+
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, ApplicationError):
         return Response(

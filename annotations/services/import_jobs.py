@@ -10,10 +10,42 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotations.models import Audit, ImportJob
+from annotations.services.import_formats import ImportProblem
 from annotations.services.imports import import_run, import_validate
-from auditapp.exceptions import ImportRejected, NotFoundError
+from auditapp.exceptions import ImportRejected, ImportTooLarge, NotFoundError
 
 UPLOAD_DIR_NAME = "imports"
+# What a multipart body may carry beyond the file itself (boundaries, part headers, the
+# segmenter and skip_existing fields) before its declared length alone refuses it.
+MULTIPART_SLACK_BYTES = 64 * 1024
+
+
+def _too_large(what: str) -> ImportTooLarge:
+    limit = settings.STEPAUDIT_MAX_UPLOAD_BYTES
+    return ImportTooLarge(
+        [
+            ImportProblem(
+                None,
+                f"{what} over the upload limit of {limit:,} bytes (STEPAUDIT_MAX_UPLOAD_BYTES); "
+                "import larger files with manage.py import_traces",
+            )
+        ],
+        message=f"The file is over the upload limit of {limit:,} bytes. Nothing was imported.",
+    )
+
+
+def import_upload_check_declared_size(*, content_length: str | None) -> None:
+    """Refuse a request whose declared body length is already over the upload limit.
+
+    Called before the body is parsed, so a client that says how much it sends is turned away
+    before the server spools it; the bytes themselves are counted again in import_job_create.
+    """
+    try:
+        declared = int(content_length or "")
+    except ValueError:
+        return  # no usable length (chunked): the count while storing decides
+    if declared > settings.STEPAUDIT_MAX_UPLOAD_BYTES + MULTIPART_SLACK_BYTES:
+        raise _too_large(f"the request declares {declared:,} bytes,")
 
 
 def import_job_create(
@@ -25,13 +57,25 @@ def import_job_create(
     segmenter_names: list[str],
     skip_existing: bool,
 ) -> ImportJob:
-    """Store the upload, validate it whole (ImportRejected → 400), and queue the import."""
+    """Store the upload, validate it whole (ImportRejected → 400), and queue the import.
+
+    An upload over STEPAUDIT_MAX_UPLOAD_BYTES is refused (ImportTooLarge → 413) as soon as
+    the count passes the limit, without storing the rest.
+    """
     suffix = Path(filename).suffix.lower()[:8]
     path = Path(settings.VAR_DIR) / UPLOAD_DIR_NAME / f"{uuid.uuid4().hex}{suffix}"
     path.parent.mkdir(parents=True, exist_ok=True)
+    limit = settings.STEPAUDIT_MAX_UPLOAD_BYTES
+    size = 0
     with path.open("wb") as out:
         for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                break
             out.write(chunk)
+    if size > limit:
+        path.unlink(missing_ok=True)
+        raise _too_large("the file is")
     try:
         plan = import_validate(
             audit=audit, path=path, segmenter_names=segmenter_names, skip_existing=skip_existing

@@ -248,6 +248,9 @@ if not DEBUG:
 # A trace longer than this is rejected at import (documented in docs/formats.md).
 STEPAUDIT_MAX_TRACE_CHARS = int(os.environ.get("STEPAUDIT_MAX_TRACE_CHARS", "200000"))
 STEPAUDIT_MAX_STEPS_PER_TRACE = int(os.environ.get("STEPAUDIT_MAX_STEPS_PER_TRACE", "500"))
+# An upload through the import page or API is validated within the request (docs/formats.md);
+# 256 MiB is about 250,000 traces of 1,000 characters. The command line has no limit.
+STEPAUDIT_MAX_UPLOAD_BYTES = int(os.environ.get("STEPAUDIT_MAX_UPLOAD_BYTES", str(256 * 2**20)))
 
 # --- Judges: the keys and hosts a judge may use (docs/deploy.md, "Judges") -------------------
 # A judge names its key by an environment variable; only the names listed here resolve, so no
