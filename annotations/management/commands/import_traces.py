@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import IntegrityError, transaction
 from tqdm import tqdm
 
 from annotations.models import Audit
@@ -46,18 +47,26 @@ class Command(BaseCommand):
         if not file.is_file():
             raise CommandError(f"{file}: no such file")
         audit_obj = Audit.objects.filter(slug=audit).first()
-        if audit_obj is None:
-            if not create:
-                raise CommandError(f"no audit {audit!r}; pass --create to create it")
-            audit_obj = audit_create(slug=audit, name=audit)
+        if audit_obj is None and not create:
+            raise CommandError(f"no audit {audit!r}; pass --create to create it")
         names = [n.strip() for value in segmenters or [] for n in value.split(",") if n.strip()]
         try:
+            # A new audit is validated unsaved and created in the import's transaction, so a
+            # rejected file (in either pass) leaves no empty audit behind.
             plan = import_validate(
-                audit=audit_obj, path=file, segmenter_names=names, skip_existing=skip_existing
+                audit=audit_obj or Audit(slug=audit, name=audit),
+                path=file,
+                segmenter_names=names,
+                skip_existing=skip_existing,
             )
-            with tqdm(
-                total=plan.n_records, unit="trace", disable=no_progress, file=self.stderr._out
-            ) as bar:
+            with (
+                transaction.atomic(),
+                tqdm(
+                    total=plan.n_records, unit="trace", disable=no_progress, file=self.stderr._out
+                ) as bar,
+            ):
+                if audit_obj is None:
+                    audit_obj = self._create(audit)
                 result = import_run(
                     audit=audit_obj,
                     plan=plan,
@@ -74,3 +83,12 @@ class Command(BaseCommand):
                 + (f"; skipped {result.n_skipped} already imported" if result.n_skipped else "")
             )
         )
+
+    def _create(self, slug: str) -> Audit:
+        try:
+            return audit_create(slug=slug, name=slug)
+        except IntegrityError:
+            # Validated as new, but another process created the slug since.
+            raise CommandError(
+                f"audit {slug!r} was created meanwhile; run the import again"
+            ) from None
