@@ -49,6 +49,8 @@ TEXT_LIMITS: dict[str, int | None] = {
 MAX_STEP_KIND_LENGTH = 40
 # sample_index is a PositiveIntegerField: an ``integer`` on PostgreSQL, the narrowest backend.
 MAX_SAMPLE_INDEX = 2**31 - 1
+# The largest signed 32-bit C long, which csv.field_size_limit takes on every platform.
+CSV_MAX_CELL_CHARS = 2**31 - 1
 # Options given as a list are labelled A … Z.
 MAX_LISTED_OPTIONS = 26
 # CSV numbers in ASCII only: str.isdigit() and int()/float() also take "²", "٣", "1_000", "nan".
@@ -426,6 +428,11 @@ def _read_csv(
             physical["line"] = number
             yield text
 
+    # The csv module refuses a cell over 131,072 characters, a trace well within
+    # STEPAUDIT_MAX_TRACE_CHARS among them, and stops the reading there. A JSONL line has no
+    # such cap either; the upload limit bounds what comes through the web. (The setting is the
+    # module's, process-wide: it only lets other readers take longer cells too.)
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_MAX_CELL_CHARS))
     reader = csv.reader(text_lines())
     try:
         header = next(reader)

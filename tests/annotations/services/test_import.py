@@ -640,3 +640,17 @@ def test_a_binary_file_named_as_text_is_still_rejected(audit, tmp_path, name):
     # when / then
     assert rejected(audit, path)
     assert_nothing_written(audit)
+
+
+def test_a_csv_trace_over_the_csv_modules_cell_cap_but_within_the_limit_imports(audit, tmp_path):
+    # given a trace of 150,000 characters (csv's default cap is 131,072; ours is 200,000)
+    path = tmp_path / "long.csv"
+    long_trace = "A long step. " * 11_600
+    path.write_text(
+        f"question_id,question,condition,trace_id,trace\nq1,Q,c,t1,{long_trace}\nq2,Q,c,t2,Short.\n"
+    )
+    # when
+    result = import_file(audit=audit, path=path, segmenter_names=["paragraphs"])
+    # then the whole file was read, the long trace kept whole
+    assert result.n_traces == 2
+    assert Trace.objects.get(external_id="t1").text == long_trace
