@@ -49,6 +49,7 @@ class ImportPlan:
     n_records: int
     skip_trace_ids: set[str] = field(default_factory=set)
     condition_names: list[str] = field(default_factory=list)
+    skip_existing: bool = False
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,7 @@ def import_validate(
         n_records=n_records,
         skip_trace_ids=skip,
         condition_names=list(conditions),
+        skip_existing=skip_existing,
     )
 
 
@@ -416,6 +418,22 @@ def import_run(
         for chunk in _chunks(records, CHUNK_TRACES):
             done += len(chunk)
             kept = [r for r in chunk if r.trace_id not in plan.skip_trace_ids]
+            # Pass 1 ran without the lock: an import that held it first may have written some of
+            # these ids since (the unique constraint would fail the write with no line).
+            if arrived := _existing_trace_ids(audit, [r.trace_id for r in kept]):
+                if not plan.skip_existing:
+                    problems.extend(
+                        ImportProblem(
+                            r.line,
+                            f"trace id {r.trace_id!r} was imported into audit {audit.slug!r} "
+                            "by another import since this file was checked",
+                            field="trace_id",
+                        )
+                        for r in kept
+                        if r.trace_id in arrived
+                    )
+                    break
+                kept = [r for r in kept if r.trace_id not in arrived]
             n_skipped += len(chunk) - len(kept)
             _insert_new_questions(writer, audit, kept, question_ids)
             trace_pks = writer.insert_traces(

@@ -654,3 +654,27 @@ def test_a_csv_trace_over_the_csv_modules_cell_cap_but_within_the_limit_imports(
     # then the whole file was read, the long trace kept whole
     assert result.n_traces == 2
     assert Trace.objects.get(external_id="t1").text == long_trace
+
+
+@pytest.mark.parametrize("skip_existing", [False, True], ids=["refused", "skipped"])
+def test_ids_imported_by_another_import_after_pass_1_are_found_by_line(
+    audit, tmp_path, skip_existing
+):
+    # given a file checked (pass 1), then another import writing one of its ids first
+    path = write_jsonl(tmp_path, [record(), record(trace_id="t2")])
+    plan = import_validate(audit=audit, path=path, skip_existing=skip_existing)
+    import_file(audit=audit, path=write_jsonl(tmp_path, [record(trace_id="t2")], name="b.jsonl"))
+    # when the first file is written
+    if not skip_existing:
+        with pytest.raises(ImportRejected) as info:
+            import_run(audit=audit, plan=plan)
+        # then: refused by line, not an IntegrityError, and nothing of it written
+        assert [str(p) for p in info.value.problems] == [
+            "line 2 (trace_id): trace id 't2' was imported into audit 'a1' by another import "
+            "since this file was checked"
+        ]
+        assert list(Trace.objects.values_list("external_id", flat=True)) == ["t2"]
+    else:
+        result = import_run(audit=audit, plan=plan)
+        assert (result.n_traces, result.n_skipped) == (1, 1)
+        assert sorted(Trace.objects.values_list("external_id", flat=True)) == ["t1", "t2"]
