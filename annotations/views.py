@@ -60,6 +60,8 @@ def import_page(request, slug: str):
                 problems, status = exc.problems, exc.status_code
             else:
                 return redirect("annotations:import-job", job_id=job.pk)
+        else:
+            status = 400  # the form itself (no file, an unknown segmenter)
     else:
         form = ImportForm()
     return render(

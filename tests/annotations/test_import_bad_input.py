@@ -127,6 +127,17 @@ def test_a_3_mib_upload_through_the_page_is_queued(client, admin_user, audit, up
     assert ImportJob.objects.get().status == ImportJob.Status.QUEUED
 
 
+def test_the_upload_page_without_a_file_is_a_400_with_the_form_error(client, admin_user, audit):
+    # given
+    client.force_login(admin_user)
+    # when the form is posted without a file
+    response = client.post(reverse("annotations:import", args=["bad"]), {})
+    # then the page says what is missing, with a 4xx, and nothing is queued
+    assert response.status_code == 400
+    assert "This field is required" in response.content.decode()
+    assert not ImportJob.objects.exists()
+
+
 def test_an_upload_of_exactly_the_limit_is_accepted(api_client, admin_user, audit, upload_dir):
     api_client.force_authenticate(admin_user)
     with override_settings(STEPAUDIT_MAX_UPLOAD_BYTES=MIB):
