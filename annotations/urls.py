@@ -6,8 +6,8 @@ app_name = "annotations"
 
 urlpatterns = [
     path("my/", views.my_assignments, name="my-assignments"),
-    path("my/<str:public_id>/", views.assignment_resume, name="assignment"),
-    path("my/<str:public_id>/<int:position>/", views.label_page, name="label"),
+    path("my/<slug:public_id>/", views.assignment_resume, name="assignment"),
+    path("my/<slug:public_id>/<int:position>/", views.label_page, name="label"),
     path("audits/<slug:slug>/batches/", views.batch_list_page, name="batches"),
     path("batches/<int:batch_id>/", views.batch_page, name="batch"),
     path("audits/<slug:slug>/import/", views.import_page, name="import"),
@@ -18,35 +18,36 @@ api_urlpatterns = [
     path("audits/", apis.AuditListApi.as_view(), name="api-audits"),
     path("audits/<slug:slug>/imports/", apis.ImportCreateApi.as_view(), name="api-import-create"),
     path("imports/<int:job_id>/", apis.ImportDetailApi.as_view(), name="api-import-detail"),
-    # clinicians: their own work, addressed by random public ids and positions only
+    # clinicians: their own work, addressed by random public ids and positions only. Public ids
+    # are base32 (a-z, 2-7), so <slug:>: a NUL or any odd byte is a 404, never a database error.
     path("my/assignments/", apis.MyAssignmentListApi.as_view(), name="api-my-assignments"),
     path(
-        "my/assignments/<str:public_id>/",
+        "my/assignments/<slug:public_id>/",
         apis.MyAssignmentDetailApi.as_view(),
         name="api-my-assignment",
     ),
     path(
-        "my/assignments/<str:public_id>/next/",
+        "my/assignments/<slug:public_id>/next/",
         apis.MyNextItemApi.as_view(),
         name="api-my-next-item",
     ),
     path(
-        "my/assignments/<str:public_id>/items/<int:position>/",
+        "my/assignments/<slug:public_id>/items/<int:position>/",
         apis.MyItemApi.as_view(),
         name="api-my-item",
     ),
     path(
-        "my/assignments/<str:public_id>/items/<int:position>/label/",
+        "my/assignments/<slug:public_id>/items/<int:position>/label/",
         apis.LabelSaveApi.as_view(),
         name="api-label-save",
     ),
     path(
-        "my/assignments/<str:public_id>/items/<int:position>/rating/",
+        "my/assignments/<slug:public_id>/items/<int:position>/rating/",
         apis.RatingSaveApi.as_view(),
         name="api-rating-save",
     ),
     path(
-        "my/assignments/<str:public_id>/submit/",
+        "my/assignments/<slug:public_id>/submit/",
         apis.AssignmentSubmitApi.as_view(),
         name="api-assignment-submit",
     ),
@@ -67,7 +68,7 @@ api_urlpatterns = [
         name="api-batch-progress",
     ),
     path(
-        "assignments/<str:public_id>/reassign/",
+        "assignments/<slug:public_id>/reassign/",
         apis.AssignmentReassignApi.as_view(),
         name="api-assignment-reassign",
     ),

@@ -5,8 +5,8 @@ Every API view names its request and response serializers with ``extend_schema``
 only some endpoints give (400, 404 of a missing object, 409) are listed there with
 :func:`error_responses`. What any endpoint may answer is added here once by
 :func:`postprocess_common_errors`, so the schema stays true when a permission or throttle
-changes: 401/403 (not signed in / not allowed), 404 when a path value matches no route, 429
-when throttles are configured.
+changes: 401/403 (not signed in / not allowed), 404 when a path value matches no route, 414
+when the URL is too long for the web server, 429 when throttles are configured.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 from django.contrib.auth.views import redirect_to_login
 from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework import exceptions as drf_exceptions
@@ -43,6 +44,8 @@ ERROR_DESCRIPTIONS = {
     404: "No such object, or a path value that matches no route.",
     409: "The object's state does not allow this (e.g. already locked, already submitted).",
     413: "The upload is too large.",
+    414: "The URL is longer than the web server accepts (gunicorn: 4094 bytes of request "
+    "line); answered by the server, before the app, as text/html.",
     429: "Too many requests; retry after the Retry-After header's seconds.",
 }
 
@@ -79,11 +82,20 @@ def postprocess_common_errors(result: dict[str, Any], generator, request, public
             if method not in {"get", "put", "post", "patch", "delete"}:
                 continue
             codes = [401, 403]
-            if any(p.get("in") == "path" for p in operation.get("parameters", [])):
+            where = {p.get("in") for p in operation.get("parameters", [])}
+            if "path" in where:
                 codes.append(404)
             if throttled:
                 codes.append(429)
             responses = operation.setdefault("responses", {})
+            if where & {"path", "query"}:
+                responses.setdefault(
+                    "414",
+                    {
+                        "description": ERROR_DESCRIPTIONS[414],
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    },
+                )
             for code in codes:
                 responses.setdefault(
                     str(code),
@@ -116,6 +128,7 @@ class SwaggerView(SpectacularSwaggerSplitView):
         return super().handle_exception(exc)
 
 
+@csrf_exempt  # it changes nothing; a POST without a CSRF token must still get the JSON 404
 def api_not_found(request, *args, **kwargs) -> JsonResponse:
     """Any ``/api/`` URL no route matches: the JSON error body, not Django's HTML page (which
     DEBUG would turn into its technical page), so API clients always get {code, message}."""

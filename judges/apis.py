@@ -22,6 +22,7 @@ from judges.serializers import (
     JudgeOutputSerializer,
     RunCreateInputSerializer,
     RunDetailOutputSerializer,
+    RunListQuerySerializer,
     RunProgressOutputSerializer,
 )
 from judges.services import (
@@ -64,13 +65,15 @@ class RunListCreateApi(APIView):
     permission_classes = [IsResearcherOrAdmin]
 
     @extend_schema(
-        parameters=[OpenApiParameter("audit", OpenApiTypes.STR, description="An audit's slug.")],
-        responses={200: RunProgressOutputSerializer(many=True), **error_responses(404)},
+        parameters=[RunListQuerySerializer],
+        responses={200: RunProgressOutputSerializer(many=True), **error_responses(400, 404)},
     )
     def get(self, request):
+        query = RunListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
         audit = None
-        if request.query_params.get("audit"):
-            audit = get_object_or_404(Audit, slug=request.query_params["audit"])
+        if query.validated_data.get("audit"):
+            audit = get_object_or_404(Audit, slug=query.validated_data["audit"])
         runs = run_list(audit=audit)[:200]
         return Response([run_progress(r) for r in runs])
 

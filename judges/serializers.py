@@ -42,6 +42,10 @@ class JudgeOutputSerializer(serializers.ModelSerializer):
         )
 
 
+class RunListQuerySerializer(serializers.Serializer):
+    audit = serializers.SlugField(required=False, help_text="Only this audit's runs.")
+
+
 class RunCreateInputSerializer(serializers.Serializer):
     audit = serializers.SlugField()
     judge = serializers.CharField(max_length=80)

@@ -165,6 +165,8 @@ def primary_segmentation(frame: pd.DataFrame, requested: str | None = None) -> s
                 f"{', '.join(map(repr, sorted(counts.index)))}"
             )
         return requested
+    if counts.empty:  # no labels yet (a new audit): no segmentation to choose
+        return None
     # The segmentation with the most labels; ties go to the first name.
     return str(sorted(counts.index, key=lambda s: (-counts[s], s))[0])
 

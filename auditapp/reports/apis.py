@@ -34,13 +34,18 @@ MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 
 class AnyMediaRenderer(BaseRenderer):
     """Lets a download view answer clients that ask for text/csv or Parquet (the view returns
-    an HttpResponse itself; errors still render as JSON through JSONRenderer first)."""
+    an HttpResponse itself, which no renderer touches)."""
 
     media_type = "*/*"
     format = "download"
 
     def render(self, data, accepted_media_type=None, renderer_context=None):
-        return data
+        # Only errors get here (a client that asked for text/csv, or ?format=download): they are
+        # the JSON error body, labelled as JSON, whatever was asked for.
+        response = (renderer_context or {}).get("response")
+        if response is not None:
+            response["Content-Type"] = "application/json"
+        return JSONRenderer().render(data, renderer_context=renderer_context)
 
 
 class ReportSettingsSerializer(serializers.Serializer):

@@ -5,6 +5,7 @@ import json
 
 import pytest
 from django.core.management import call_command
+from django.test import Client
 from django.urls import reverse
 
 
@@ -111,12 +112,14 @@ def test_swagger_ui_is_served_from_the_sidecar_with_no_inline_script(client, adm
     "url",
     ["/api/nope/", "/api/imports/-1/", "/api/my/assignments/a/b/c/d/e/", "/api/judges/runs/x/"],
 )
-def test_an_unknown_api_url_answers_the_json_error(client, admin_user, url):
-    # given
+@pytest.mark.parametrize("method", ["get", "post", "put"])
+def test_an_unknown_api_url_answers_the_json_error(admin_user, url, method):
+    # given: a signed-in session whose writes carry no CSRF token (as an API client's would)
+    client = Client(enforce_csrf_checks=True)
     client.force_login(admin_user)
     # when
-    response = client.get(url)
-    # then: the API's error body, not Django's HTML page
+    response = getattr(client, method)(url)
+    # then: the API's error body, not Django's HTML page (nor the CSRF failure page)
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
     assert response.json()["code"] == "not_found"
