@@ -19,6 +19,7 @@ class ApplicationError(Exception):
 
     status_code = 400
     code = "invalid"
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, *, code: str | None = None, extra: dict | None = None):
         super().__init__(message)
@@ -41,6 +42,22 @@ class ConflictError(ApplicationError):
 class ForbiddenError(ApplicationError):
     status_code = 403
     code = "forbidden"
+
+
+class AuthenticationError(ApplicationError):
+    """Credentials were given and are wrong, revoked, expired or not accepted here."""
+
+    status_code = 401
+    code = "not_authenticated"
+    # The scheme a client should use instead (RFC 9110 asks a 401 to name one).
+    headers = {"WWW-Authenticate": "Token"}
+
+
+class LockedOutError(ApplicationError):
+    """Too many failed sign-ins for this account or address (django-axes); see docs/deploy.md."""
+
+    status_code = 429
+    code = "locked_out"
 
 
 class ImportRejected(ApplicationError):
@@ -71,6 +88,7 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         return Response(
             {"code": exc.code, "message": exc.message, "extra": exc.extra},
             status=exc.status_code,
+            headers=getattr(exc, "headers", None),
         )
     if isinstance(exc, DjangoValidationError):
         exc = drf_exceptions.ValidationError(

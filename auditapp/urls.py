@@ -12,6 +12,7 @@ urlpatterns = [
     path("", annotation_views.home, name="home"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),
     path("", include("annotations.urls")),
     path("api/", include((annotation_api, "annotations-api"))),

@@ -7,6 +7,7 @@ secret is an error, never a silent default.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -59,6 +60,10 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
+    "knox",
+    "csp",
+    "accounts",
     "annotations",
     "judges",
     "auditapp.reports",
@@ -73,6 +78,11 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "accounts.middleware.NoStoreMiddleware",
+    "accounts.middleware.SessionIdleTimeoutMiddleware",
+    # Last, as axes asks: it turns a lockout flagged during the view into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "auditapp.urls"
@@ -87,6 +97,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "accounts.context_processors.api_tokens",
             ],
         },
     },
@@ -142,8 +153,10 @@ LOGOUT_REDIRECT_URL = "login"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Session first: its 403 for anonymous requests is what the API has always answered.
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+        "accounts.authentication.ApiTokenAuthentication",
+        "accounts.authentication.ThrottledBasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "EXCEPTION_HANDLER": "auditapp.exceptions.api_exception_handler",
@@ -229,15 +242,77 @@ else:
 # labelling loop, still durable in the database.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
+# --- Authentication: throttling, API tokens, sessions (docs/deploy.md) -------------------
+# django-axes counts failed sign-ins (login form, admin login, HTTP Basic, API tokens) per
+# account and per address separately; its backend goes first so a locked-out account cannot
+# authenticate anywhere, Basic included.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+STEPAUDIT_LOGIN_FAILURE_LIMIT = int(os.environ.get("STEPAUDIT_LOGIN_FAILURE_LIMIT", "10"))
+STEPAUDIT_LOGIN_COOLOFF_MINUTES = int(os.environ.get("STEPAUDIT_LOGIN_COOLOFF_MINUTES", "15"))
+STEPAUDIT_LOGIN_LOCKOUT_BY = env_list("STEPAUDIT_LOGIN_LOCKOUT_BY", ["username", "ip_address"])
+AXES_FAILURE_LIMIT = STEPAUDIT_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=STEPAUDIT_LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = "accounts.lockout.lockout_parameters"
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "accounts.lockout.client_ip_address"
+AXES_RESET_ON_SUCCESS = False  # a success of the attacker's own must not reset an address
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"  # attempts visible in the admin
+
+# Per-user API tokens (django-rest-knox: only a digest is stored). HTTP Basic sends the
+# password with every call, so it is off by default in production and on with DEBUG.
+STEPAUDIT_API_BASIC_AUTH = env_bool("STEPAUDIT_API_BASIC_AUTH", DEBUG)
+STEPAUDIT_API_TOKEN_MAX_DAYS = int(os.environ.get("STEPAUDIT_API_TOKEN_MAX_DAYS", "365"))
+KNOX_TOKEN_MODEL = "knox.AuthToken"  # named so migrations can depend on it
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(days=90),
+    "TOKEN_PREFIX": "sa_",  # recognisable by secret scanners
+    "AUTH_HEADER_PREFIX": "Token",
+}
+
+# A signed-in session ends after this long without a request, and in any case this long after
+# signing in; the browser's cookie goes when the browser closes.
+STEPAUDIT_SESSION_IDLE_MINUTES = int(os.environ.get("STEPAUDIT_SESSION_IDLE_MINUTES", "60"))
+STEPAUDIT_SESSION_MAX_HOURS = int(os.environ.get("STEPAUDIT_SESSION_MAX_HOURS", "12"))
+SESSION_COOKIE_AGE = STEPAUDIT_SESSION_MAX_HOURS * 3600
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+
+# --- Content-Security-Policy (django-csp 4) --------------------------------------------------
+# No inline script or style anywhere (templates pass data by json_script; figures carry SVG
+# presentation attributes, not style=); the browser tests fail on any violation.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
 # --- Security (production) ---------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # the labelling page's JS reads the CSRF token to post
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# A TLS-terminating proxy in front (docker-compose's Caddy): only then is its
+# X-Forwarded-Proto trusted, and the client address taken from X-Forwarded-For (the last
+# STEPAUDIT_PROXY_COUNT hops are proxies of ours). Without a proxy both headers are the
+# client's own words and are ignored.
+STEPAUDIT_BEHIND_PROXY = env_bool("STEPAUDIT_BEHIND_PROXY", False)
+STEPAUDIT_PROXY_COUNT = int(os.environ.get("STEPAUDIT_PROXY_COUNT", "1"))
+if STEPAUDIT_BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000"))

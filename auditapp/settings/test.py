@@ -13,3 +13,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory: worker and web processes started by tests must see the same data.
     # One file per test run, so concurrent runs on one checkout don't share a database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
+
+# django-axes stays on (the lockout tests need it); only Client.login(), which authenticates
+# without a request, is let past its backend (accounts/backends.py).
+AUTHENTICATION_BACKENDS = [
+    "accounts.backends.AxesBackendForTests",
+    "django.contrib.auth.backends.ModelBackend",
+]
