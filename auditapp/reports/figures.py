@@ -47,7 +47,63 @@ def _svg(fig) -> str:
     # Inline SVG: drop the XML prolog and DOCTYPE; keep it scalable to its container.
     text = text[text.index("<svg") :]
     text = re.sub(r'(<svg[^>]*?) width="[^"]*" height="[^"]*"', r"\1", text, count=1)
-    return text.replace("<svg ", '<svg role="img" preserveAspectRatio="xMidYMid meet" ', 1)
+    text = text.replace("<svg ", '<svg role="img" preserveAspectRatio="xMidYMid meet" ', 1)
+    return _presentation_attributes(text)
+
+
+_STYLE_ATTR = re.compile(r'\sstyle="([^"]*)"')
+_STYLE_ELEMENT = re.compile(r"<style[^>]*>(.*?)</style>", re.S)
+_FONT = re.compile(r"^(?P<pre>.*?)\s*(?P<size>[\d.]+(?:px|pt|em|%))(?:/\S+)?\s+(?P<family>.+)$")
+
+
+def _declarations(css: str) -> list[tuple[str, str]]:
+    pairs = []
+    for part in css.split(";"):
+        name, sep, value = part.partition(":")
+        if sep and name.strip():
+            name, value = name.strip(), value.strip()
+            if name == "font":
+                match = _FONT.match(value)
+                if match is None:
+                    raise ValueError(f"cannot expand the SVG font shorthand {value!r}")
+                for word in match["pre"].split():
+                    key = "font-style" if word in ("italic", "oblique") else "font-weight"
+                    if word != "normal":
+                        pairs.append((key, word))
+                pairs += [("font-size", match["size"]), ("font-family", match["family"])]
+            else:
+                pairs.append((name, value))
+    return pairs
+
+
+def _presentation_attributes(svg: str) -> str:
+    """matplotlib styles its SVG with style="..." attributes and a <style> element; both are
+    inline style, which the pages' Content-Security-Policy refuses (and the figure would lose
+    its colours). SVG takes the same properties as presentation attributes, which CSP does not
+    govern: rewrite each declaration as one (a style attribute outranks a presentation
+    attribute, so its value replaces an existing attribute of the same name)."""
+    rules = _STYLE_ELEMENT.search(svg)
+    svg = _STYLE_ELEMENT.sub("", svg)
+    if rules:
+        # matplotlib's only rule is "*{stroke-linejoin: round; stroke-linecap: butt}":
+        # presentation attributes inherit, so on the root they reach every element.
+        root = "".join(f' {k}="{v}"' for k, v in _declarations(rules.group(1).strip("*{} \n")))
+        svg = svg.replace("<svg ", "<svg" + root + " ", 1)
+
+    def element(match: re.Match) -> str:
+        tag = match.group(0)
+        css = _STYLE_ATTR.search(tag)
+        if css is None:
+            return tag
+        tag = tag[: css.start()] + tag[css.end() :]
+        for name, value in _declarations(css.group(1)):
+            tag = re.sub(rf'\s{re.escape(name)}="[^"]*"', "", tag)
+            value = value.replace('"', "'")
+            end = len(tag) - (2 if tag.endswith("/>") else 1)
+            tag = f'{tag[:end].rstrip()} {name}="{value}"{tag[end:]}'
+        return tag
+
+    return re.sub(r"<[a-zA-Z][^<>]*\sstyle=\"[^\"]*\"[^<>]*>", element, svg)
 
 
 def svg_data_uri(svg: str) -> str:
