@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
@@ -44,7 +45,7 @@ def api_token_create(
             f"A token lasts at most {max_days} days.", extra={"field": "expires_in"}
         )
     # Lock the user's row so two concurrent creates cannot both pass the count.
-    type(user).objects.select_for_update().filter(pk=user.pk).first()
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
     live = AuthToken.objects.filter(user=user).exclude(expiry__lt=timezone.now()).count()
     if live >= MAX_TOKENS_PER_USER:
         raise app_errors.ApplicationError(
