@@ -34,17 +34,42 @@ def production_env(tmp_path: Path, **extra: str) -> dict:
     return env
 
 
-def test_production_settings_pass_check_deploy(tmp_path):
+@pytest.mark.parametrize("proxy", ["0", "1"], ids=["direct", "behind-proxy"])
+def test_production_settings_pass_check_deploy(tmp_path, proxy):
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT,
-        env=production_env(tmp_path),
+        env=production_env(tmp_path, STEPAUDIT_BEHIND_PROXY=proxy),
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("proxy", "expected"),
+    [(None, "None"), ("0", "None"), ("1", "('HTTP_X_FORWARDED_PROTO', 'https')")],
+    ids=["unset", "off", "on"],
+)
+def test_x_forwarded_proto_is_trusted_only_when_a_proxy_is_declared(tmp_path, proxy, expected):
+    # given production settings with or without STEPAUDIT_BEHIND_PROXY
+    env = production_env(tmp_path)
+    if proxy is not None:
+        env["STEPAUDIT_BEHIND_PROXY"] = proxy
+    code = "from django.conf import settings; print(settings.SECURE_PROXY_SSL_HEADER)"
+    # when
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # then a client's own X-Forwarded-Proto is believed only behind the declared proxy
+    assert result.stdout.strip().splitlines()[-1] == expected, result.stderr
 
 
 def test_debug_off_without_a_secret_key_refuses_to_start(tmp_path):
@@ -102,6 +127,9 @@ def test_gunicorn_serves_pages_and_static_files_with_debug_off(tmp_path, child_e
         assert css.status == 200 and b"StepAudit" in css.read()
         assert "max-age" in css.headers.get("Cache-Control", "")
         assert page.headers["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+        assert "no-store" in page.headers["Cache-Control"]
+        assert "no-store" not in css.headers.get("Cache-Control", "")
     finally:
         web.stop()
 
