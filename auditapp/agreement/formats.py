@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 
 __all__ = [
     "ANSWER_COLUMNS",
+    "CSV_RISKY_STARTS",
     "EVALUATOR_KINDS",
     "LABEL_COLUMNS",
     "LABEL_OPTIONAL_COLUMNS",
@@ -40,6 +41,8 @@ __all__ = [
     "VERDICTS",
     "answers_read",
     "answers_validate",
+    "csv_cell_safe",
+    "csv_text_restore",
     "labels_read",
     "labels_validate",
     "ratings_read",
@@ -370,6 +373,54 @@ def ratings_validate(ratings: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+# --- spreadsheet-safe CSV cells ------------------------------------------------------------
+# OWASP's CSV-injection starts, plus the apostrophe itself so the escape can be undone exactly.
+CSV_RISKY_STARTS: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def csv_cell_safe(value: Any) -> Any:
+    """A text cell a spreadsheet opens as text: a leading apostrophe before a risky start.
+
+    >>> [csv_cell_safe(v) for v in ["=SUM(A1)", "-2+3", "'quoted", "ok", -2.0]]
+    ["'=SUM(A1)", "'-2+3", "''quoted", 'ok', -2.0]
+    """
+    if isinstance(value, str) and value.startswith(CSV_RISKY_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_text_restore(frame: pd.DataFrame) -> pd.DataFrame:
+    """Undo :func:`csv_cell_safe` in the text columns of a CSV read back (exact inverse).
+
+    A cell is restored only when its apostrophe comes before a risky start, so a hand-made
+    file whose cells never went through the escape reads as before.
+
+    >>> csv_text_restore(pd.DataFrame({"t": ["'=1", "''x", "'plain", "ok"]}))["t"].tolist()
+    ['=1', "'x", "'plain", 'ok']
+    """
+    out = frame
+    for column in frame.columns:
+        values = frame[column]
+        if not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
+            continue
+        try:
+            escaped = values.str.match(r"'[=+\-@\t\r']", na=False).astype(bool)
+        except AttributeError:  # no strings in this column
+            continue
+        if escaped.any():
+            if out is frame:
+                out = frame.copy()
+            restored = values.copy()
+            restored[escaped] = values[escaped].str.slice(1)
+            out[column] = restored
+    return out
+
+
+def _read_csv(source: PathOrBuffer, dtypes: dict[str, type]) -> pd.DataFrame:
+    """A CSV the app exported (or one made by hand), its neutralised formulas restored."""
+    return csv_text_restore(pd.read_csv(source, dtype=dtypes))
+
+
 # Text columns are read as text so that "007" stays "007" and an answer "3" never becomes 3.0.
 _LABEL_DTYPES = {c: str for c in ("step_id", "trace_id", "question_id", "condition", "evaluator")}
 _ANSWER_DTYPES = {c: str for c in ("trace_id", "question_id", "condition", "answer", "gold")}
@@ -378,14 +429,14 @@ _RATING_DTYPES = {c: str for c in ("trace_id", "trace_type", "rater", "item")}
 
 def labels_read(source: PathOrBuffer) -> pd.DataFrame:
     """Read and validate a labels CSV (see :func:`labels_validate`)."""
-    return labels_validate(pd.read_csv(source, dtype=_LABEL_DTYPES))
+    return labels_validate(_read_csv(source, _LABEL_DTYPES))
 
 
 def answers_read(source: PathOrBuffer) -> pd.DataFrame:
     """Read and validate an answers CSV (see :func:`answers_validate`)."""
-    return answers_validate(pd.read_csv(source, dtype=_ANSWER_DTYPES))
+    return answers_validate(_read_csv(source, _ANSWER_DTYPES))
 
 
 def ratings_read(source: PathOrBuffer) -> pd.DataFrame:
     """Read and validate a ratings CSV (see :func:`ratings_validate`)."""
-    return ratings_validate(pd.read_csv(source, dtype=_RATING_DTYPES))
+    return ratings_validate(_read_csv(source, _RATING_DTYPES))

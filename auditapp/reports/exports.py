@@ -3,6 +3,11 @@
 Every table is one pandas DataFrame with scalar cells: nested parts of a section either
 become their own table (pairwise differences, Mann–Whitney pairs) or a JSON string cell
 (confusion matrices).
+
+CSV is written for spreadsheets, so every CSV the app writes goes through :func:`frame_to_csv`:
+text cells that a spreadsheet would run as a formula are neutralised (:func:`csv_safe`, the
+OWASP rule) and lines end in CRLF (RFC 4180), which also makes the csv writer quote a cell
+holding a carriage return. Parquet keeps the raw values.
 """
 
 from __future__ import annotations
@@ -15,7 +20,57 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["REPORT_TABLES", "frame_to_bytes", "report_tables", "tables_zip"]
+from auditapp.agreement.formats import CSV_RISKY_STARTS, csv_cell_safe
+
+__all__ = [
+    "REPORT_TABLES",
+    "csv_safe",
+    "frame_to_bytes",
+    "frame_to_csv",
+    "report_tables",
+    "tables_zip",
+]
+
+
+def _safe_column(column: pd.Series) -> pd.Series:
+    if not (pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column)):
+        return column  # numbers, booleans, dates: written as numbers, never prefixed
+    try:
+        # Vectorised; in an object column non-strings (a float, None) give False, so a number
+        # in a mixed column stays a number.
+        risky = column.str.startswith(CSV_RISKY_STARTS, na=False).astype(bool)
+    except AttributeError:  # an object column without any string in it
+        return column
+    if not risky.any():
+        return column
+    out = column.copy()
+    out[risky] = "'" + column[risky]
+    return out
+
+
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` whose text cells (and column names) open as text in a spreadsheet.
+
+    OWASP's rule for CSV injection: a text cell starting with ``=``, ``+``, ``-``, ``@``, a tab
+    or a carriage return gets a leading apostrophe; so does one that already starts with an
+    apostrophe, so that a spreadsheet (which hides one leading apostrophe) shows it as it was
+    and ``auditapp.agreement.formats`` can undo it exactly when the file is read back. Numeric
+    columns are untouched: ``-0.5`` in ``error_rate`` stays the number -0.5.
+
+    >>> safe = csv_safe(pd.DataFrame({"t": ["=1+1", "-x", "ok"], "n": [-1.5, 2.0, 3.0]}))
+    >>> safe["t"].tolist(), safe["n"].tolist()
+    (["'=1+1", "'-x", 'ok'], [-1.5, 2.0, 3.0])
+    """
+    out = frame.copy()
+    for position in range(out.shape[1]):
+        out.isetitem(position, _safe_column(out.iloc[:, position]))
+    out.columns = [csv_cell_safe(c) if isinstance(c, str) else c for c in out.columns]
+    return out
+
+
+def frame_to_csv(frame: pd.DataFrame) -> str:
+    """The CSV every export writes: :func:`csv_safe` cells, a header, no index, CRLF lines."""
+    return csv_safe(frame).to_csv(index=False, lineterminator="\r\n")
 
 
 def _rows(rows: list[dict[str, Any]] | None) -> pd.DataFrame:
@@ -189,9 +244,9 @@ def report_tables(report: dict[str, Any]) -> dict[str, pd.DataFrame]:
 
 
 def frame_to_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
-    """CSV (UTF-8, header, no index) or Parquet bytes of a frame."""
+    """CSV (UTF-8, header, no index, formulas neutralised) or Parquet (raw values) bytes."""
     if fmt == "csv":
-        return frame.to_csv(index=False).encode("utf-8")
+        return frame_to_csv(frame).encode("utf-8")
     if fmt == "parquet":
         buffer = io.BytesIO()
         # Object columns of mixed None/str are fine for pyarrow; floats stay floats.
@@ -206,6 +261,6 @@ def tables_zip(report: dict[str, Any], extra: dict[str, pd.DataFrame] | None = N
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, frame in {**report_tables(report), **(extra or {})}.items():
-            archive.writestr(f"{name}.csv", frame.to_csv(index=False))
+            archive.writestr(f"{name}.csv", frame_to_csv(frame))
         archive.writestr("report.json", json.dumps(report, indent=2, ensure_ascii=False))
     return buffer.getvalue()

@@ -7,7 +7,9 @@ Output by ``--format``:
   existing directory (or a path ending in ``/``) every table as ``<name>.csv`` plus
   ``report.json`` in it; with ``--out FILE.zip`` the same files in one zip. From ``--audit`` the
   long tables ``labels.csv``, ``answers.csv`` and ``ratings.csv`` come along, so the same report
-  can be recomputed from the files with ``--labels/--answers/--ratings``.
+  can be recomputed from the files with ``--labels/--answers/--ratings`` (and, once the audit is
+  unblinded, ``pseudonyms.csv``: pseudonym → imported id). Every CSV has its formula-like text
+  cells neutralised (``exports.csv_safe``); the readers undo it.
 - ``html``: the stand-alone HTML report, figures embedded as data URIs.
 """
 
@@ -20,7 +22,7 @@ from django.core.management.base import BaseCommand, CommandError
 from annotations.models import Audit
 from auditapp.exceptions import ApplicationError
 from auditapp.reports.collect import long_tables_collect
-from auditapp.reports.exports import report_tables, tables_zip
+from auditapp.reports.exports import frame_to_csv, report_tables, tables_zip
 from auditapp.reports.render import report_html
 from auditapp.reports.services import report_build, report_from_files
 
@@ -118,13 +120,13 @@ class Command(BaseCommand):
             folder.mkdir(parents=True, exist_ok=True)
             tables = {**report_tables(report), **long_tables}
             for name, frame in tables.items():
-                frame.to_csv(folder / f"{name}.csv", index=False)
+                (folder / f"{name}.csv").write_bytes(frame_to_csv(frame).encode("utf-8"))
             (folder / "report.json").write_text(
                 json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8"
             )
             self.stderr.write(f"wrote {len(tables) + 1} files to {folder}")
         else:
-            self._emit(report_tables(report)["error_rates"].to_csv(index=False), out)
+            self._emit(frame_to_csv(report_tables(report)["error_rates"]), out)
 
     def _emit(self, text: str, out: str | None) -> None:
         if out is None:
