@@ -28,7 +28,8 @@ from typing import Any
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
-from annotations.models import Audit, Condition, Step
+from annotations.models import Audit, Condition, Question, Step, Trace
+from annotations.selectors.pseudonyms import audit_ids_shown
 from judges.models import Judge, JudgeRun, JudgeVerdict, judge_label
 
 
@@ -126,11 +127,28 @@ def run_condition_summary(run: JudgeRun) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: r["condition"])
 
 
+def trace_ids_shown(*, audit: Audit) -> tuple[dict[int, str], dict[int, str]]:
+    """Trace pk → shown id and question pk → shown id: pseudonyms until the audit is unblinded.
+
+    Rows read primary keys and map them through these, so an external id (which may name the
+    arm, ``teacher-q03``) never passes through a researcher-facing row while blinded.
+    """
+    shown: list[dict[int, str]] = []
+    for kind, model in (("trace", Trace), ("question", Question)):
+        rows = list(
+            model.objects.filter(audit=audit).order_by("pk").values_list("pk", "external_id")
+        )
+        ids = audit_ids_shown(audit=audit, kind=kind, external_ids=[e for _, e in rows])
+        shown.append({pk: i for (pk, _), i in zip(rows, ids, strict=True)})
+    return shown[0], shown[1]
+
+
 def verdicts_long_table(audit: Audit) -> Iterator[dict[str, Any]]:
     """One row per (judge, step) of the audit, the long format the agreement module takes.
 
-    Keys: ``step_id`` (the step's public id), ``trace_id`` (the trace's external id),
-    ``question_id`` (the question's external id), ``condition`` (blind code unless unblinded),
+    Keys: ``step_id`` (the step's public id), ``trace_id`` and ``question_id`` (pseudonyms
+    while the audit is blinded, the external ids afterwards: ``trace_ids_shown``),
+    ``condition`` (blind code unless unblinded),
     ``evaluator`` (judge name), ``evaluator_kind`` ('judge' or 'reference'), ``verdict``,
     ``error_category`` ('' when none), plus ``segmentation`` and ``run_id``. See the module
     docstring for which run wins when a judge has several. Streams; a few queries in all.
@@ -139,6 +157,7 @@ def verdicts_long_table(audit: Audit) -> Iterator[dict[str, Any]]:
     labels = {
         c.pk: (c.name if unblinded else c.blind_code) for c in Condition.objects.filter(audit=audit)
     }
+    traces, questions = trace_ids_shown(audit=audit)
     seen: set[tuple[int, int]] = set()
     rows = (
         JudgeVerdict.objects.filter(run__audit=audit)
@@ -152,8 +171,8 @@ def verdicts_long_table(audit: Audit) -> Iterator[dict[str, Any]]:
             "step_id",
             "step__public_id",
             "step__segmentation",
-            "step__trace__external_id",
-            "step__trace__question__external_id",
+            "step__trace_id",
+            "step__trace__question_id",
             "step__trace__condition_id",
             "verdict",
             "category",
@@ -168,8 +187,8 @@ def verdicts_long_table(audit: Audit) -> Iterator[dict[str, Any]]:
         step_pk,
         public_id,
         segmentation,
-        trace_ext,
-        question_ext,
+        trace_pk,
+        question_pk,
         condition_id,
         verdict,
         category,
@@ -180,8 +199,8 @@ def verdicts_long_table(audit: Audit) -> Iterator[dict[str, Any]]:
         seen.add(key)
         yield {
             "step_id": public_id,
-            "trace_id": trace_ext,
-            "question_id": question_ext,
+            "trace_id": traces.get(trace_pk, ""),
+            "question_id": questions.get(question_pk, ""),
             "condition": labels.get(condition_id, ""),
             "evaluator": judge_label(judge_name, judge_version),
             "evaluator_kind": "reference" if is_reference else "judge",

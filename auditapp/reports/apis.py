@@ -15,7 +15,12 @@ from rest_framework.views import APIView
 from annotations.permissions import IsAdmin, IsResearcherOrAdmin
 from auditapp.exceptions import ApplicationError, NotFoundError
 from auditapp.openapi import error_responses
-from auditapp.reports.collect import answers_collect, labels_collect, ratings_collect
+from auditapp.reports.collect import (
+    answers_collect,
+    labels_collect,
+    pseudonyms_collect,
+    ratings_collect,
+)
 from auditapp.reports.exports import REPORT_TABLES, frame_to_bytes, report_tables
 from auditapp.reports.selectors import audit_get_for_report
 from auditapp.reports.services import (
@@ -26,7 +31,8 @@ from auditapp.reports.services import (
     report_cached,
 )
 
-LONG_TABLES = ("labels", "answers", "ratings")
+# "pseudonyms" (pseudonym → imported id) answers 409 still_blinded until the audit is unblinded.
+LONG_TABLES = ("labels", "answers", "ratings", "pseudonyms")
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
 # An uploaded agreement table is read whole into memory; 50 MB is ~1,000,000 short rows.
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
@@ -152,7 +158,7 @@ class AuditTableApi(APIView):
             (200, CONTENT_TYPES["parquet"]): OpenApiResponse(
                 OpenApiTypes.BINARY, description="The table as Parquet."
             ),
-            **error_responses(400, 404),
+            **error_responses(400, 404, 409),
         },
     )
     def get(self, request, slug: str, name: str, fmt: str):
@@ -165,6 +171,8 @@ class AuditTableApi(APIView):
             frame = answers_collect(audit)
         elif name == "ratings":
             frame = ratings_collect(audit)
+        elif name == "pseudonyms":
+            frame = pseudonyms_collect(audit)
         elif name in REPORT_TABLES:
             frame = report_tables(report_cached(audit=audit, **_settings(request)))[name]
         else:

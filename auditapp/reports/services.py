@@ -23,7 +23,12 @@ from django.utils import timezone
 from annotations.models import Audit, Condition
 from annotations.roles import Role, user_has_role, user_is_researcher_or_admin
 from auditapp.agreement.blinding import DONT_KNOW
-from auditapp.agreement.formats import answers_read, labels_read, ratings_read
+from auditapp.agreement.formats import (
+    answers_read,
+    csv_text_restore,
+    labels_read,
+    ratings_read,
+)
 from auditapp.agreement.rates import ABSTAIN_RULES
 from auditapp.agreement.report import REPORT_KEYS, report_compute
 from auditapp.exceptions import ApplicationError, ConflictError, ForbiddenError
@@ -31,6 +36,7 @@ from auditapp.reports.collect import (
     AuditTables,
     audit_tables_collect,
     condition_labels,
+    ids_pseudonymised,
     tables_fingerprint,
 )
 from auditapp.reports.models import AnalysisPlan, UnblindingEvent
@@ -236,7 +242,16 @@ def audit_unblind(
 
 
 # --- reports ------------------------------------------------------------------------------
-def _exclude(labels: pd.DataFrame, exclusions: dict[str, list[str]]) -> pd.DataFrame:
+def _exclude(
+    labels: pd.DataFrame, exclusions: dict[str, list[str]], *, audit: Audit
+) -> pd.DataFrame:
+    """Drop the rows a locked plan excludes.
+
+    A plan is locked while the audit is blinded, so its ``trace_ids`` are the pseudonyms the
+    researcher saw; they match the table's ``trace_id`` while blinded and, once the table
+    shows the imported ids, match those ids' pseudonyms (an imported id typed into the plan
+    matches nothing while blinded: the exclusion is no oracle for guessed ids).
+    """
     keep = np.ones(len(labels), dtype=bool)
     for key, column in (
         ("evaluators", "evaluator"),
@@ -245,8 +260,13 @@ def _exclude(labels: pd.DataFrame, exclusions: dict[str, list[str]]) -> pd.DataF
         ("step_ids", "step_id"),
     ):
         values = exclusions.get(key) or []
-        if values:
-            keep &= ~labels[column].astype(str).isin(values).to_numpy()
+        if not values:
+            continue
+        hit = labels[column].astype(str).isin(values).to_numpy()
+        if key == "trace_ids" and audit.unblinded_at is not None:
+            pseudonyms = ids_pseudonymised(labels[column], seed=audit.blinding_seed, kind="trace")
+            hit = hit | pseudonyms.isin(values).to_numpy()
+        keep &= ~hit
     return labels[keep] if not keep.all() else labels
 
 
@@ -328,7 +348,9 @@ def report_build(
     )
     plan = analysis_plan_get(audit=audit)
     tables = tables or audit_tables_collect(audit, seed=params.seed)
-    labels = _exclude(tables.labels, plan.plan["exclusions"]) if plan else tables.labels
+    labels = (
+        _exclude(tables.labels, plan.plan["exclusions"], audit=audit) if plan else tables.labels
+    )
     body = _compute(
         labels, tables.answers, tables.ratings, params, texts=tables.texts, guesses=tables.guesses
     )
@@ -494,7 +516,8 @@ def agreement_stats_from_csv(
     if level not in ("nominal", "ordinal", "interval", "ratio"):
         raise ApplicationError(f"level must be nominal, ordinal, interval or ratio, not {level!r}")
     try:
-        frame = pd.read_csv(source)
+        # An exported table comes back with its neutralised formulas undone.
+        frame = csv_text_restore(pd.read_csv(source))
     except pd.errors.EmptyDataError:
         raise ApplicationError(f"{name} is empty", code="unreadable") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:

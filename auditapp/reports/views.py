@@ -86,7 +86,9 @@ def audit_report_page(request, slug: str):
             "settings_form": settings_form,
             "query": query_string,
             "download_base": reverse("reports-api:table-base", args=[audit.slug]),
-            "long_tables": ["labels", "answers", "ratings"],
+            # The id mapping exists for researchers only once the audit is unblinded.
+            "long_tables": ["labels", "answers", "ratings"]
+            + ([] if audit.unblinded_at is None else ["pseudonyms"]),
             "planner_form": planner_form,
             "planner": planner_result,
             "planner_error": planner_error,

@@ -1,6 +1,9 @@
+import contextlib
 import io
 import json
+import re
 import zipfile
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -9,6 +12,8 @@ from django.urls import reverse
 from auditapp.exceptions import ApplicationError, ConflictError, ForbiddenError
 from auditapp.reports.models import UnblindingEvent
 from auditapp.reports.services import audit_unblind
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples" / "traces.jsonl"
 
 
 def _bodies(client, audit) -> dict[str, str]:
@@ -198,3 +203,306 @@ def test_zip_export_holds_every_table(tmp_path, demo_audit):
         error_rates = z.read("error_rates.csv").decode()
     assert {"error_rates.csv", "orderings.csv", "answer_metrics.csv", "report.json"} <= names
     assert io.StringIO(error_rates).readline().startswith("evaluator,evaluator_kind,condition")
+
+
+# --- trace and question ids under pseudonyms (an attacker's walk) ---------------------------
+def _leaky_file(tmp_path: Path) -> Path:
+    """The demo traces with ids that name their arm, as real files do: ``teacher-q03``."""
+    lines = []
+    for line in EXAMPLES.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        arm, question = record["condition"], record["question_id"]
+        record["question_id"] = f"{arm}-{question}"
+        record["trace_id"] = f"{arm}-{question}-{record['trace_id']}"
+        lines.append(json.dumps(record))
+    path = tmp_path / "leaky.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def leaky_audit(db, tmp_path, clinician, other_clinician):
+    """An audit whose imported ids name the arm, with everything a report reads: expert labels,
+    a Likert rating, a reference run and an imported judge run."""
+    from annotations.models import AssignmentItem, Step, TraceRating
+    from annotations.services.audits import audit_create
+    from annotations.services.batches import batch_assign, batch_build
+    from annotations.services.imports import import_file
+    from annotations.services.labels import label_save
+    from judges.services import reference_run_create, verdicts_import
+
+    audit = audit_create(slug="leaky", name="Leaky ids")
+    import_file(audit=audit, path=_leaky_file(tmp_path), segmenter_names=["given"])
+    batch = batch_build(audit=audit, name="b", size=40, segmentation="given", overlap=2)
+    for n, assignment in enumerate(
+        batch_assign(batch=batch, annotators=[clinician, other_clinician])
+    ):
+        for item in assignment.items.order_by("position"):
+            label_save(
+                annotator=assignment.annotator,
+                assignment_public_id=assignment.public_id,
+                position=item.position,
+                verdict="error" if (item.position + n) % 3 == 0 else "correct",
+                error_category="other",
+            )
+    item = AssignmentItem.objects.filter(assignment__batch=batch).select_related(
+        "batch_item__step"
+    )[0]
+    TraceRating.objects.create(
+        assignment_item=item,
+        assignment=item.assignment,
+        trace_id=item.batch_item.step.trace_id,
+        answers={"clarity": 4},
+    )
+    reference_run_create(audit=audit, segmentation="given")
+    steps = Step.objects.filter(audit=audit, segmentation="given").values_list(
+        "public_id", flat=True
+    )
+    verdicts_import(
+        audit=audit,
+        judge_name="llm-judge",
+        lines=[json.dumps({"step_id": s, "verdict": "correct"}) for s in steps],
+        segmentation="given",
+    )
+    return audit
+
+
+def _external_ids(audit) -> set[str]:
+    from annotations.models import Question, Trace
+
+    return set(Trace.objects.filter(audit=audit).values_list("external_id", flat=True)) | set(
+        Question.objects.filter(audit=audit).values_list("external_id", flat=True)
+    )
+
+
+def _url_patterns(patterns=None, prefix: str = ""):
+    from django.urls import URLPattern, URLResolver, get_resolver
+
+    for p in patterns if patterns is not None else get_resolver().url_patterns:
+        if isinstance(p, URLResolver):
+            yield from _url_patterns(p.url_patterns, prefix + str(p.pattern))
+        elif isinstance(p, URLPattern):
+            yield prefix + str(p.pattern)
+
+
+def _as_text(response) -> str:
+    """A body as text; Parquet read back into CSV (its strings may be compressed)."""
+    import pandas as pd
+
+    data = b"".join(response.streaming_content) if response.streaming else response.content
+    if data[:4] == b"PAR1":
+        return pd.read_parquet(io.BytesIO(data)).to_csv(index=False)
+    return data.decode("utf-8", errors="replace") + json.dumps(dict(response.headers))
+
+
+def _researcher_surfaces(client, audit) -> dict[str, str]:
+    """GET every URL pattern of the app, its parameters filled from the audit, as the signed-in
+    user; every answer that is not a redirect or a refusal, as text."""
+    from annotations.models import Assignment, Batch
+    from auditapp.reports.apis import LONG_TABLES
+    from auditapp.reports.exports import REPORT_TABLES
+    from judges.models import JudgeRun
+
+    values = {
+        "slug": [audit.slug],
+        "batch_id": [
+            str(b) for b in Batch.objects.filter(audit=audit).values_list("pk", flat=True)
+        ],
+        "run_id": [
+            str(r) for r in JudgeRun.objects.filter(audit=audit).values_list("pk", flat=True)
+        ],
+        "public_id": list(
+            Assignment.objects.filter(batch__audit=audit).values_list("public_id", flat=True)
+        ),
+        "position": ["1"],
+        "name": [*LONG_TABLES, *REPORT_TABLES],
+        "fmt": ["csv", "parquet"],
+    }
+    urls: list[str] = []
+    for pattern in _url_patterns():
+        if pattern.startswith(("admin/", "^", "accounts/")) or "<slug:action>" in pattern:
+            continue  # admin: staff only (checked below); actions and accounts: POST / no data
+        filled = [pattern]
+        for key, options in values.items():
+            marker = re.compile(rf"<(?:\w+:)?{key}>")
+            filled = (
+                [marker.sub(o, f) for f in filled for o in options]
+                if any(marker.search(f) for f in filled)
+                else filled
+            )
+        urls.extend("/" + f for f in filled if "<" not in f)
+    urls += [f"/api/judges/runs/?audit={audit.slug}", "/admin/annotations/trace/"]
+    bodies = {}
+    for url in urls:
+        sep = "&" if "?" in url else "?"
+        response = client.get(f"{url}{sep}resamples=30")
+        if response.status_code in (301, 302, 403, 404, 405):
+            continue
+        bodies[url] = _as_text(response)
+    return bodies
+
+
+def _command_outputs(audit, tmp_path) -> dict[str, str]:
+    bodies = _command_bodies(audit, tmp_path)
+    folder = tmp_path / "folder"
+    call_command("agreement_report", audit=audit.slug, format="csv", out=f"{folder}/", resamples=30)
+    for path in folder.iterdir():
+        bodies[f"folder/{path.name}"] = path.read_text(encoding="utf-8")
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        call_command("agreement_report", audit=audit.slug, format="csv", resamples=30)
+    bodies["stdout"] = stdout.getvalue()
+    return bodies
+
+
+def _table(client, audit, name: str, fmt: str = "csv"):
+    import pandas as pd
+
+    response = client.get(reverse("reports-api:table", args=[audit.slug, name, fmt]))
+    assert response.status_code == 200, (name, response.status_code)
+    if fmt == "parquet":
+        return pd.read_parquet(io.BytesIO(response.content))
+    return pd.read_csv(io.BytesIO(response.content), dtype=str)
+
+
+def test_no_imported_id_reaches_a_researcher_while_blinded(
+    client, leaky_audit, researcher, condition_names, tmp_path
+):
+    # given a researcher, the audit blinded, ids that name the arm
+    client.force_login(researcher)
+    secrets = _external_ids(leaky_audit)
+    assert any(s.startswith("teacher-q") for s in secrets)
+    # when every page, API, table (CSV and Parquet) and command output is read
+    bodies = {
+        **_researcher_surfaces(client, leaky_audit),
+        **_command_outputs(leaky_audit, tmp_path),
+    }
+    # then the surfaces that show data were all read …
+    reached = set(bodies)
+    for must in (
+        f"/reports/audits/{leaky_audit.slug}/",
+        f"/api/reports/audits/{leaky_audit.slug}/report/",
+        f"/api/reports/audits/{leaky_audit.slug}/tables/labels.csv",
+        f"/api/reports/audits/{leaky_audit.slug}/tables/ratings.parquet",
+        f"/judges/audits/{leaky_audit.slug}/runs/",
+        "folder/labels.csv",
+        "zip",
+    ):
+        assert must in reached, must
+    # … and not one carries an imported id or an arm's name
+    for key, body in bodies.items():
+        for secret in (*secrets, *condition_names):
+            assert secret not in body, f"{secret!r} leaked into {key}"
+    # and the long tables name traces and questions by pseudonym
+    labels = _table(client, leaky_audit, "labels")
+    assert labels["trace_id"].str.fullmatch(r"T-[A-Z2-7]{16}").all()
+    assert labels["question_id"].str.fullmatch(r"Q-[A-Z2-7]{16}").all()
+
+
+def test_pseudonyms_are_stable_and_join_across_tables_and_formats(client, leaky_audit, researcher):
+    # given
+    client.force_login(researcher)
+    # when the same tables are read twice, as CSV and as Parquet
+    first, again = _table(client, leaky_audit, "labels"), _table(client, leaky_audit, "labels")
+    parquet = _table(client, leaky_audit, "labels", "parquet")
+    answers = _table(client, leaky_audit, "answers")
+    ratings = _table(client, leaky_audit, "ratings")
+    # then the same step has the same trace pseudonym everywhere
+    by_step = first.set_index(["step_id", "evaluator"])["trace_id"]
+    assert by_step.equals(again.set_index(["step_id", "evaluator"])["trace_id"])
+    assert by_step.to_dict() == parquet.set_index(["step_id", "evaluator"])["trace_id"].to_dict()
+    # and labels, answers and ratings join on it: one trace, one question, one pseudonym each
+    assert set(first["trace_id"]) <= set(answers["trace_id"])
+    assert set(ratings["trace_id"]) <= set(answers["trace_id"])
+    pairs = first[["trace_id", "question_id"]].drop_duplicates()
+    assert pairs.merge(answers, on=["trace_id", "question_id"]).shape[0] == len(pairs)
+    assert answers["trace_id"].is_unique and len(answers) == 60
+    assert answers["question_id"].nunique() == len(
+        set(leaky_audit.questions.values_list("external_id", flat=True))
+    )
+
+
+def test_pseudonyms_need_the_audit_secret():
+    # given the same ids under two seeds / when / then unrelated, kinds independent too
+    from annotations.selectors.pseudonyms import id_pseudonyms
+
+    ids = ["teacher-q03", "student-after-q03"]
+    one = id_pseudonyms(seed="a" * 64, kind="trace", external_ids=ids)
+    assert one == id_pseudonyms(seed="a" * 64, kind="trace", external_ids=ids)
+    assert set(one).isdisjoint(id_pseudonyms(seed="b" * 64, kind="trace", external_ids=ids))
+    questions = id_pseudonyms(seed="a" * 64, kind="question", external_ids=ids)
+    assert {p[2:] for p in one}.isdisjoint(p[2:] for p in questions)
+    assert all(p.startswith("Q-") for p in questions) and len(set(one)) == 2
+
+
+def test_the_mapping_is_refused_while_blinded_even_to_admins(
+    api_client, leaky_audit, researcher, admin_user
+):
+    url = reverse("reports-api:table", args=[leaky_audit.slug, "pseudonyms", "csv"])
+    for user in (researcher, admin_user):
+        # given / when
+        api_client.force_authenticate(user)
+        response = api_client.get(url)
+        # then
+        assert response.status_code == 409
+        assert response.json()["code"] == "still_blinded"
+        assert "teacher" not in response.content.decode()
+
+
+def test_after_unblinding_real_ids_appear_and_the_mapping_round_trips(
+    client, leaky_audit, researcher, admin_user, tmp_path
+):
+    # given the blinded tables a researcher saved
+    client.force_login(researcher)
+    blinded = _table(client, leaky_audit, "labels")
+    blinded_answers = _table(client, leaky_audit, "answers")
+    # when an admin unblinds
+    audit_unblind(audit=leaky_audit, user=admin_user, confirm_slug=leaky_audit.slug)
+    leaky_audit.refresh_from_db()
+    # then the tables carry the imported ids
+    labels = _table(client, leaky_audit, "labels")
+    assert set(labels["trace_id"]) <= _external_ids(leaky_audit)
+    assert any(t.startswith("teacher-q") for t in labels["trace_id"])
+    # and the mapping (CSV and Parquet) turns the saved blinded tables into the real ones
+    for fmt in ("csv", "parquet"):
+        mapping = _table(client, leaky_audit, "pseudonyms", fmt)
+        assert set(mapping.columns) == {"kind", "pseudonym", "external_id"}
+        assert mapping["pseudonym"].is_unique
+        assert len(mapping) == leaky_audit.traces.count() + leaky_audit.questions.count()
+        to_id = dict(zip(mapping["pseudonym"], mapping["external_id"], strict=True))
+        restored = blinded.assign(
+            trace_id=blinded["trace_id"].map(to_id), question_id=blinded["question_id"].map(to_id)
+        )
+        key = ["step_id", "evaluator"]
+        assert (
+            restored.set_index(key)[["trace_id", "question_id"]]
+            .sort_index()
+            .equals(labels.set_index(key)[["trace_id", "question_id"]].sort_index())
+        )
+        answers = _table(client, leaky_audit, "answers")
+        assert sorted(blinded_answers["trace_id"].map(to_id)) == sorted(answers["trace_id"])
+    # and the page links it, and the command writes it along with the long tables
+    page = client.get(reverse("reports:audit", args=[leaky_audit.slug])).content.decode()
+    assert "pseudonyms.csv" in page
+    call_command(
+        "agreement_report", audit=leaky_audit.slug, format="csv", out=f"{tmp_path}/t/", resamples=20
+    )
+    assert (tmp_path / "t" / "pseudonyms.csv").read_text().count("teacher-q") > 0
+
+
+def test_judge_long_table_names_traces_like_the_report(leaky_audit, admin_user):
+    # given the judges' own long table (the selector the report falls back to)
+    from auditapp.reports.collect import labels_collect
+    from judges.selectors import verdicts_long_table
+
+    secrets = _external_ids(leaky_audit)
+    # when read while blinded / then the report's pseudonyms, never an imported id
+    rows = list(verdicts_long_table(leaky_audit))
+    labels, _ = labels_collect(leaky_audit)
+    shown = dict(zip(labels["step_id"], labels["trace_id"], strict=False))
+    assert rows and all(r["trace_id"] == shown[r["step_id"]] for r in rows)
+    assert not secrets & {v for r in rows for v in (r["trace_id"], r["question_id"])}
+    # when unblinded / then the imported ids
+    audit_unblind(audit=leaky_audit, user=admin_user, confirm_slug=leaky_audit.slug)
+    leaky_audit.refresh_from_db()
+    assert {r["trace_id"] for r in verdicts_long_table(leaky_audit)} <= secrets

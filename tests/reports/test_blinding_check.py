@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from annotations.models import Condition, Step
+from annotations.selectors.pseudonyms import id_pseudonyms
 from auditapp.reports.collect import blinded_texts_collect, guesses_collect, probe_mapping
 from auditapp.reports.services import audit_unblind, report_build
 
@@ -76,7 +77,10 @@ def test_text_sample_is_bounded_and_reproducible_from_the_seed(demo_audit):
     per_trace = Step.objects.filter(audit=demo_audit, segmentation="given").values_list(
         "trace__external_id", flat=True
     )
-    sizes = pd.Series(list(per_trace)).value_counts()
+    # (while blinded the texts carry the traces' pseudonyms)
+    sizes = pd.Series(
+        id_pseudonyms(seed=demo_audit.blinding_seed, kind="trace", external_ids=list(per_trace))
+    ).value_counts()
     assert first["trace_id"].value_counts().to_dict() == {
         t: sizes[t] for t in first["trace_id"].unique()
     }

@@ -4,6 +4,7 @@ import json
 import pytest
 from django.urls import reverse
 
+from annotations.selectors.pseudonyms import id_pseudonyms
 from auditapp.exceptions import ApplicationError, ConflictError, ForbiddenError
 from auditapp.reports.models import AnalysisPlan, ImmutableRecordError
 from auditapp.reports.services import (
@@ -76,9 +77,15 @@ def test_lock_refuses_bad_plans(demo_audit, researcher, bad):
     assert not AnalysisPlan.objects.exists()
 
 
-def test_report_follows_the_plan_and_names_deviations(demo_audit, researcher):
+def _blind_plan(audit) -> dict:
+    """PLAN as a researcher writes it while blinded: the trace under its pseudonym."""
+    (pseudonym,) = id_pseudonyms(seed=audit.blinding_seed, kind="trace", external_ids=["tr-da590e"])
+    return {**PLAN, "exclusions": {"trace_ids": [pseudonym]}}
+
+
+def test_report_follows_the_plan_and_names_deviations(demo_audit, researcher, admin_user):
     # given a locked plan
-    analysis_plan_lock(audit=demo_audit, user=researcher, plan=PLAN)
+    analysis_plan_lock(audit=demo_audit, user=researcher, plan=_blind_plan(demo_audit))
     # when built with the plan's settings (defaults come from it)
     followed = report_build(audit=demo_audit)
     # then followed, settings and exclusions applied
@@ -86,6 +93,17 @@ def test_report_follows_the_plan_and_names_deviations(demo_audit, researcher):
     assert followed["parameters"]["resamples"] == 40
     assert followed["parameters"]["seed"] == 7
     assert followed["audit"]["n_labels_used"] == 264 - 5  # the excluded trace's 5 steps
+    # when unblinded (the tables now carry imported ids) / then the same trace stays excluded
+    audit_unblind(audit=demo_audit, user=admin_user, confirm_slug=demo_audit.slug)
+    demo_audit.refresh_from_db()
+    assert report_build(audit=demo_audit)["audit"]["n_labels_used"] == 264 - 5
+
+
+def test_plan_exclusion_is_no_oracle_for_guessed_ids(demo_audit, researcher):
+    # given a researcher who guessed an imported id and excludes it in the blind plan
+    analysis_plan_lock(audit=demo_audit, user=researcher, plan=PLAN)
+    # when the report is built / then nothing is excluded: which arm lost labels tells nothing
+    assert report_build(audit=demo_audit)["audit"]["n_labels_used"] == 264
     # when built with other settings / then deviations listed
     deviated = report_build(audit=demo_audit, resamples=30, ece_bins=10)
     plan = deviated["analysis_plan"]
