@@ -108,7 +108,13 @@ class RunDetailApi(APIView):
     @extend_schema(responses={200: RunDetailOutputSerializer, **error_responses(404)})
     def get(self, request, run_id: int):
         run = _run_or_404(run_id)
-        return Response({**run_progress(run), "conditions": run_condition_summary(run)})
+        return Response(
+            {
+                **run_progress(run),
+                "conditions": run_condition_summary(run),
+                "judge_settings": run.judge_settings,
+            }
+        )
 
 
 _ACTIONS = {"pause": run_pause, "resume": run_resume, "cancel": run_cancel}

@@ -103,3 +103,6 @@ class RunConditionOutputSerializer(serializers.Serializer):
 
 class RunDetailOutputSerializer(RunProgressOutputSerializer):
     conditions = RunConditionOutputSerializer(many=True)
+    judge_settings = serializers.DictField(
+        help_text="The judge version's settings when the run was made (what made its verdicts)."
+    )

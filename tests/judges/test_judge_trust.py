@@ -165,6 +165,8 @@ def test_a_judge_with_runs_never_changes_a_change_makes_a_new_version(
     assert run.judge_settings["model"] == "model-a" and run.judge_settings["version"] == 1
     assert run.judge_settings["base_url"] == fake.base_url
     assert run.judge_settings["prompt"] == str(v1.prompt)
+    detail = api_client.get(f"/api/judges/runs/{run.pk}/").json()
+    assert detail["judge"] == "j" and detail["judge_settings"]["model"] == "model-a"
     # when the same spec is saved again, nothing new is made
     again = api_client.post("/api/judges/", {**spec, "model": "model-b"}, format="json")
     assert again.json()["version"] == 2 and Judge.objects.filter(name="j").count() == 2
