@@ -242,7 +242,10 @@ def browser(monkeypatch):
 
 @pytest.fixture
 def page(browser, live_server):
-    """A fresh page on the live server; uncaught JavaScript errors collect in ``page.errors``."""
+    """A fresh page on the live server; uncaught JavaScript errors collect in ``page.errors``,
+    Content-Security-Policy violations in ``page.csp_violations`` (any fails the test)."""
+    from browsing import watch_csp
+
     context = browser.new_context(
         viewport={"width": 1280, "height": 900}, base_url=live_server.url, accept_downloads=True
     )
@@ -251,8 +254,10 @@ def page(browser, live_server):
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.errors = errors
+    page.csp_violations = watch_csp(page)
     yield page
     context.close()
+    assert page.csp_violations == [], "the pages broke their Content-Security-Policy"
 
 
 ARTIFACTS = ROOT / "test-artifacts"

@@ -136,14 +136,15 @@ def test_clinician_labels_by_keyboard_resumes_revises_and_submits(
     page.keyboard.press("Enter")
     # then the submit button appears and takes the focus; Enter submits
     page.locator("#submit-box:not([hidden])").wait_for()
-    page.wait_for_function("document.activeElement.id === 'submit-button'")
+    # a function, not an expression string: Playwright evals a string in the page (CSP: no eval)
+    page.wait_for_function("() => document.activeElement.id === 'submit-button'")
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r"/my/$"))
     assert page.get_by_text("Submitted").is_visible()
     one_assignment.refresh_from_db()
     assert one_assignment.submitted_at is not None
     assert Label.objects.filter(assignment=one_assignment).count() == 12
-    assert page.errors == []
+    assert page.errors == [] and page.csp_violations == []
 
 
 def test_participant_rates_traces_by_keyboard(page, rating_assigned, clinician, artifacts_dir):
@@ -169,7 +170,8 @@ def test_participant_rates_traces_by_keyboard(page, rating_assigned, clinician, 
             page.reload()
             _wait_position(page, pid, 4)
     page.locator("#submit-box:not([hidden])").wait_for()
-    page.wait_for_function("document.activeElement.id === 'submit-button'")
+    # a function, not an expression string: Playwright evals a string in the page (CSP: no eval)
+    page.wait_for_function("() => document.activeElement.id === 'submit-button'")
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r"/my/$"))
     # then
@@ -177,4 +179,4 @@ def test_participant_rates_traces_by_keyboard(page, rating_assigned, clinician, 
     assert ratings.count() == total
     assert all(r.answers["cognitive_load"] == 2 for r in ratings)
     assert Assignment.objects.get(pk=mine.pk).submitted_at is not None
-    assert page.errors == []
+    assert page.errors == [] and page.csp_violations == []

@@ -56,7 +56,7 @@ def test_a_run_started_in_the_browser_moves_its_bar_to_the_end(
     assert int(bar.get_attribute("aria-valuenow")) == total
     assert card.locator('[data-field="fill"]').evaluate("e => e.style.width") == "100%"
     assert card.locator('[data-field="remaining"]').inner_text() == "0"
-    assert loads == [] and page.errors == []
+    assert loads == [] and page.errors == [] and page.csp_violations == []
     # and the page followed the run: no action is offered on an ended run, and the table of
     # verdicts per condition counts every verdict without a reload
     for action in ("Pause", "Resume", "Cancel"):

@@ -24,6 +24,9 @@ def test_researcher_reads_the_report_and_downloads_a_table(
     figure = page.locator("#h-rates ~ figure.rt-figure svg").first
     figure.wait_for()
     assert figure.is_visible()
+    # drawn in colour under the CSP: presentation attributes, no style= for it to block
+    assert figure.locator("[style]").count() == 0
+    assert figure.locator("[fill], [stroke]").count() > 10
     heading = page.get_by_role("heading", name="Does the expert reproduce the judge?")
     assert heading.is_visible()
     answer = page.locator(".rt-answer .rt-big").first
@@ -51,4 +54,4 @@ def test_researcher_reads_the_report_and_downloads_a_table(
     assert download.suggested_filename == f"{audit.slug}-error_rates.csv"
     # and the page ran without a script error; a screenshot for the record
     page.screenshot(path=str(artifacts_dir / "report.png"), full_page=True)
-    assert page.errors == []
+    assert page.errors == [] and page.csp_violations == []
