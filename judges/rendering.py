@@ -87,6 +87,8 @@ def requests_for_steps(
     if not ids:
         return []
     text_field = "blinded_text" if judge.style_blind else "text"
+    # Style-blind: the final answer blinded by the audit's normaliser, as annotators see it.
+    answer_field = "trace__blinded_final_answer" if judge.style_blind else "trace__final_answer"
     rows = {
         row["id"]: row
         for row in Step.objects.filter(audit=audit, pk__in=ids).values(
@@ -96,7 +98,7 @@ def requests_for_steps(
             "segmentation",
             "index",
             text_field,
-            "trace__final_answer",
+            answer_field,
             "trace__question__stem",
             "trace__question__options",
         )
@@ -116,7 +118,7 @@ def requests_for_steps(
             if mode == "preceding"
             else None
         )
-        final_answer = (row["trace__final_answer"] or "") if judge.show_final_answer else None
+        final_answer = (row[answer_field] or "") if judge.show_final_answer else None
         messages = render_messages(
             template,
             question=row["trace__question__stem"],

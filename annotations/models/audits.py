@@ -1,11 +1,27 @@
 import secrets
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
+
+from annotations.services.normalise import NORMALISER_V1, NORMALISER_V2, RuleError, rules_compile
 
 
 def new_blinding_seed() -> str:
     return secrets.token_hex(32)
+
+
+class NormaliserVersion(models.TextChoices):
+    V1 = NORMALISER_V1, "norm-v1"
+    V2 = NORMALISER_V2, "norm-v2"
+
+
+def validate_normaliser_rules(value: object) -> None:
+    """Model-field validator (admin, forms): the rules compile and are idempotent."""
+    try:
+        rules_compile(value)  # type: ignore[arg-type]
+    except RuleError as exc:
+        raise ValidationError(str(exc), code="invalid_rules") from None
 
 
 class Verdict(models.TextChoices):
@@ -34,6 +50,22 @@ class Audit(models.Model):
         max_length=16, choices=ContextMode.choices, default=ContextMode.PRECEDING
     )
     style_normalisation = models.BooleanField(default=True)
+    # Which normaliser blinds this audit's steps (and, from norm-v2 on, final answers). An audit
+    # keeps the version it was imported with: existing audits were migrated as norm-v1.
+    normaliser_version = models.CharField(
+        max_length=16,
+        choices=NormaliserVersion.choices,
+        default=NormaliserVersion.V2,
+        help_text="docs/formats.md, 'Blinded text'.",
+    )
+    # The audit's own replacement rules, run after the normaliser:
+    # [{"pattern": regex, "replacement": str, "example"?: str, "note"?: str}, …]
+    normaliser_rules = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_normaliser_rules],
+        help_text="Regex → replacement, applied in order after the normaliser; checked on save.",
+    )
     show_final_answer = models.BooleanField(default=False)
     likert_items = models.JSONField(default=list, blank=True)
     blinding_probe_options = models.JSONField(

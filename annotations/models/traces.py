@@ -34,6 +34,9 @@ class Trace(models.Model):
     sample_index = models.PositiveIntegerField(default=0)
     text = models.TextField()
     final_answer = models.CharField(max_length=200, blank=True)
+    # What annotators and style-blind judges are shown, blinded at import like step text
+    # (norm-v1 and raw audits: the final answer as imported).
+    blinded_final_answer = models.TextField(blank=True, default="")
     # Stored at import (final answer vs gold) because batches stratify on it.
     answer_correct = models.BooleanField(null=True, blank=True)
     confidence = models.FloatField(null=True, blank=True)

@@ -242,7 +242,7 @@ def assignment_item_get_for_display(
     sql = f"""
         SELECT {_ACCESS_COLUMNS},
             au.guidelines, a.public_id, s.blinded_text, s.trace_id,
-            t.final_answer, q.stem, q.options,
+            t.blinded_final_answer, q.stem, q.options,
             l.verdict, l.error_category, l.comment, l.probe_guess, l.elapsed_ms, l.revision,
             r.answers, r.comment, r.elapsed_ms, r.revision,
             (SELECT COUNT(*) FROM {t["item"]} c WHERE c.assignment_id = a.id),

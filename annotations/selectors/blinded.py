@@ -71,7 +71,7 @@ class BlindedItem:
     context: tuple[str, ...]  # preceding steps (blinded), when the audit allows
     step: str  # the step to judge (blinded); empty for trace ratings
     trace: tuple[str, ...]  # the whole trace's steps (blinded), for trace ratings
-    final_answer: str  # only when the audit shows it
+    final_answer: str  # only when the audit shows it; blinded at import (norm-v2 on)
     error_categories: tuple[str, ...]
     guidelines: str
     probe_options: tuple[str, ...]

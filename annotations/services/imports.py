@@ -28,7 +28,12 @@ from annotations.services.import_formats import (
     read_records,
     sniff_head,
 )
-from annotations.services.normalise import blind_text
+from annotations.services.normalise import (
+    Blinder,
+    RuleError,
+    blinder_for_audit,
+    final_answer_blinded,
+)
 from annotations.services.randomness import public_ids, seeded_random
 from auditapp.exceptions import ImportRejected
 
@@ -128,6 +133,10 @@ def import_validate(
     except FormatError as exc:
         raise ImportRejected(exc.problems) from None
     names = list(dict.fromkeys(segmenter_names or []))
+    try:
+        blinder_for_audit(audit)
+    except RuleError as exc:  # rules written around the model's validator (a shell, SQL)
+        problems.append(ImportProblem(None, f"the audit's normaliser rules: {exc}"))
     for name in names:
         if name not in segmenters.SEGMENTER_NAMES:
             problems.append(
@@ -298,6 +307,7 @@ class _RowWriter:
         "trace_type",
         "metadata",
         "import_job_id",
+        "blinded_final_answer",
     )
     STEP_COLUMNS = (
         "audit_id",
@@ -347,7 +357,7 @@ class _RowWriter:
             ) as copy,
         ):
             for row in rows:
-                copy.write_row((*row[:11], orjson.dumps(row[11]).decode(), row[12]))
+                copy.write_row((*row[:11], orjson.dumps(row[11]).decode(), *row[12:]))
         return [row[0] for row in rows]
 
     @contextmanager
@@ -409,6 +419,8 @@ def import_run(
         conditions = conditions_ensure(audit=audit, names=plan.condition_names)
         question_ids = dict(Question.objects.filter(audit=audit).values_list("external_id", "id"))
         new_public_ids = _PublicIdPool(audit).take
+        # Compiled once per import: the audit's normaliser version and its own rules.
+        blinder = blinder_for_audit(audit)
         records = read_records(
             plan.path,
             plan.file_format,
@@ -452,6 +464,7 @@ def import_run(
                         r.trace_type,
                         r.metadata,
                         job.pk if job else None,
+                        final_answer_blinded(r.final_answer, blinder=blinder),
                     )
                     for pk, r in zip(writer.trace_ids(len(kept)), kept, strict=True)
                 ]
@@ -462,6 +475,7 @@ def import_run(
                         record,
                         trace_pk,
                         audit=audit,
+                        blinder=blinder,
                         names=plan.segmenters,
                         new_ids=new_public_ids,
                         put=put,
@@ -509,6 +523,7 @@ def _write_steps(
     trace_pk: int,
     *,
     audit: Audit,
+    blinder: Blinder,
     names: list[str],
     new_ids: Callable[[int], list[str]],
     put: Callable[[tuple], None],
@@ -539,7 +554,7 @@ def _write_steps(
         for index, (segment, public_id) in enumerate(
             zip(segments, new_ids(len(segments)), strict=True)
         ):
-            blinded, version = blind_text(segment.text, normalise=audit.style_normalisation)
+            blinded = blinder(segment.text)
             verdict, kind = extras[index] if name == "given" else (None, "")
             put(
                 (
@@ -549,7 +564,7 @@ def _write_steps(
                     index,
                     segment.text,
                     blinded,
-                    version,
+                    blinder.version,
                     segment.start,
                     segment.end,
                     public_id,

@@ -372,7 +372,7 @@ def _worker_row_fails(audit: Audit, *, sample_index=0, text="T.", metadata=None,
         with transaction.atomic():
             (pk,) = writer.trace_ids(1)
             row = (pk, audit.pk, question.pk, condition.pk, "tx", sample_index, text, "", None,
-                   None, "", metadata or {}, None)  # fmt: skip
+                   None, "", metadata or {}, None, "")  # fmt: skip
             writer.insert_traces([row])
             with writer.step_sink() as put:
                 put((audit.pk, pk, "given", 0, step, step, "raw", None, None, "p" * 16, None, ""))
