@@ -194,7 +194,8 @@ def prepare_assignments(audit, *, clinicians: int, items_each: int) -> list[dict
     for user, assignment in zip(users, assignments, strict=True):
         session = SessionStore()
         session[SESSION_KEY] = str(user.pk)
-        session[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
+        # The backend that loads users (the first one, axes, only guards sign-in).
+        session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
         session[HASH_SESSION_KEY] = user.get_session_auth_hash()
         session.create()
         out.append(
