@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin
 
 from annotations.models import (
@@ -13,6 +14,12 @@ from annotations.models import (
     Trace,
     TraceRating,
 )
+from annotations.services.audit_blinding import (
+    BLINDING_FIELDS,
+    BLINDING_IN_USE,
+    audit_blinding_in_use,
+    audit_normaliser_update,
+)
 
 
 class ConditionInline(admin.TabularInline):
@@ -22,8 +29,22 @@ class ConditionInline(admin.TabularInline):
     readonly_fields = ("blind_code",)
 
 
+class AuditAdminForm(forms.ModelForm):
+    class Meta:
+        model = Audit
+        fields = "__all__"  # noqa: DJ007 (the ModelAdmin chooses the fields it shows)
+
+    def clean(self):
+        cleaned = super().clean()
+        changed = set(BLINDING_FIELDS) & set(self.changed_data)
+        if self.instance.pk and changed and audit_blinding_in_use(audit=self.instance):
+            raise forms.ValidationError(BLINDING_IN_USE)
+        return cleaned
+
+
 @admin.register(Audit)
 class AuditAdmin(admin.ModelAdmin):
+    form = AuditAdminForm
     list_display = (
         "slug",
         "name",
@@ -37,6 +58,12 @@ class AuditAdmin(admin.ModelAdmin):
     search_fields = ("slug", "name")
     readonly_fields = ("created_at", "unblinded_at", "unblinded_by")
     inlines = [ConditionInline]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and set(BLINDING_FIELDS) & set(form.changed_data):
+            # Stored blinded text follows the new normaliser settings (checked in the form).
+            audit_normaliser_update(audit=obj)
 
 
 @admin.register(Condition)

@@ -140,6 +140,7 @@ def test_v2_rules(raw, blinded):
         "So far the patient is stable.",
         "Well-differentiated adenocarcinoma of the colon.",
         "Well controlled diabetes does not explain it.",
+        "Wells score is low, so a PE is unlikely.",
         "Right ventricle is dilated on echo.",
         "Right-sided heart failure explains the oedema.",
         "Now 3 days after surgery, she is febrile.",
