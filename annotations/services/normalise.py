@@ -281,6 +281,36 @@ def final_answer_blinded(text: str, *, blinder: Blinder) -> str:
     return blinder(text)
 
 
+def normaliser_description(
+    *,
+    normalise: bool,
+    version: str,
+    rules: Iterable[Any] | None,
+    step_versions: Mapping[str, int] | None = None,
+) -> str:
+    """One paragraph for a report's methods: what blinded the text annotators saw."""
+    if not normalise:
+        text = "Style normalisation off: annotators saw each step's raw text, trimmed."
+    else:
+        text = f"Blinded text by the {version} normaliser (docs/formats.md, 'Blinded text')" + (
+            "; final answers as imported" if version == NORMALISER_V1 else ", final answers too"
+        )
+        rule_list = list(rules or [])
+        if rule_list:
+            shown = "; ".join(
+                f"/{r.get('pattern', '')}/ → {r.get('replacement', '')!r}" for r in rule_list
+            )
+            text += (
+                f", then the audit's {len(rule_list)} own rule(s) in order "
+                f"(set {rules_digest(rule_list)}): {shown}"
+            )
+        text += "."
+    if step_versions:
+        counts = ", ".join(f"{v} {n:,}" for v, n in sorted(step_versions.items()))
+        text += f" Steps by blinding version: {counts}."
+    return text
+
+
 def blind_text(
     text: str,
     *,

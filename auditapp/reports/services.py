@@ -18,10 +18,12 @@ import numpy as np
 import pandas as pd
 from django.core.cache import cache
 from django.db import transaction
+from django.db.models import Count
 from django.utils import timezone
 
-from annotations.models import Audit, Condition
+from annotations.models import Audit, Condition, Step
 from annotations.roles import Role, user_has_role, user_is_researcher_or_admin
+from annotations.services.normalise import normaliser_description
 from auditapp.agreement.blinding import DONT_KNOW
 from auditapp.agreement.formats import (
     answers_read,
@@ -315,6 +317,22 @@ def _blinding_section(audit: Audit) -> dict[str, Any]:
     }
 
 
+def _normaliser_method(audit: Audit) -> str:
+    versions = dict(
+        Step.objects.filter(audit=audit)
+        .values("blinding_version")
+        .annotate(n=Count("pk"))
+        .order_by()
+        .values_list("blinding_version", "n")
+    )
+    return normaliser_description(
+        normalise=audit.style_normalisation,
+        version=audit.normaliser_version,
+        rules=audit.normaliser_rules,
+        step_versions=versions,
+    )
+
+
 def resolve_params(*, audit: Audit | None, **given: Any) -> ReportParams:
     """Explicit values win; then the locked plan's; then the report defaults."""
     plan = analysis_plan_get(audit=audit) if audit is not None else None
@@ -355,6 +373,7 @@ def report_build(
         labels, tables.answers, tables.ratings, params, texts=tables.texts, guesses=tables.guesses
     )
     blinding = {**_blinding_section(audit), **_probe_public(body.pop("blinding"), audit=audit)}
+    body["methods"]["normaliser"] = _normaliser_method(audit)
     return {
         "audit": {
             "slug": audit.slug,

@@ -265,3 +265,18 @@ def test_clinicians_and_style_blind_judges_see_the_blinded_final_answer(db, tmp_
     assert shown == {"B"}
     assert "boxed" not in sent(blind) and "Final Answer" not in sent(blind)
     assert "\\\\boxed{B}" in sent(raw)
+
+
+def test_the_report_methods_say_what_blinded_the_text(db, tmp_path):
+    from auditapp.reports.services import report_build
+
+    # given
+    audit = _import(
+        tmp_path, normaliser_rules=[{"pattern": r"\bconfirms\b", "replacement": "shows"}]
+    )
+    # when
+    methods = report_build(audit=audit, resamples=10)["methods"]
+    # then
+    assert "norm-v2 normaliser" in methods["normaliser"]
+    assert "/\\bconfirms\\b/ → 'shows'" in methods["normaliser"]
+    assert f"norm-v2+{rules_digest(audit.normaliser_rules)} 5" in methods["normaliser"]
