@@ -280,3 +280,40 @@ def test_the_report_methods_say_what_blinded_the_text(db, tmp_path):
     assert "norm-v2 normaliser" in methods["normaliser"]
     assert "/\\bconfirms\\b/ → 'shows'" in methods["normaliser"]
     assert f"norm-v2+{rules_digest(audit.normaliser_rules)} 5" in methods["normaliser"]
+
+
+def _admin_form(audit: Audit, **changes):
+    from django.forms.models import model_to_dict
+
+    from annotations.admin import AuditAdminForm
+
+    data = {
+        key: json.dumps(value) if isinstance(value, list | dict) else value
+        for key, value in model_to_dict(audit).items()
+        if value is not None
+    }
+    data.update({k: json.dumps(v) if isinstance(v, list) else v for k, v in changes.items()})
+    return AuditAdminForm(data=data, instance=audit)
+
+
+def test_the_admin_form_refuses_bad_rules_and_changes_after_labelling(db, tmp_path, clinician):
+    # given
+    audit = _import(tmp_path)
+    # then: a bad regex is a form error on the field, with the reason
+    form = _admin_form(audit, normaliser_rules=[{"pattern": "(", "replacement": ""}])
+    assert not form.is_valid()
+    assert "not a regular expression" in str(form.errors["normaliser_rules"])
+    # and good rules pass until someone has labelled
+    good = [{"pattern": r"\bconfirms\b", "replacement": "shows"}]
+    assert _admin_form(audit, normaliser_rules=good).is_valid()
+    batch = batch_build(audit=audit, name="b", size=1, segmentation="paragraphs")
+    (assignment,) = batch_assign(batch=batch, annotators=[clinician])
+    label_save(
+        annotator=clinician,
+        assignment_public_id=assignment.public_id,
+        position=assignment.items.first().position,
+        verdict="correct",
+    )
+    form = _admin_form(audit, normaliser_rules=good)
+    assert not form.is_valid()
+    assert "can no longer change" in str(form.errors)
