@@ -7,6 +7,14 @@ from django.db import models
 from annotations.services.normalise import NORMALISER_V1, NORMALISER_V2, RuleError, rules_compile
 
 
+# Safe defaults for the side channels. K = 2 preceding steps: the number shown is
+# min(index, 2) plus whether earlier ones were cut, which tells a first and a second step from
+# the rest and nothing about the trace's length (measured in docs/formats.md).
+DEFAULT_CONTEXT_WINDOW = 2
+DEFAULT_ANNOTATOR_TITLE = "Step review"
+DEFAULT_REPEAT_MIN_GAP = 10
+
+
 def new_blinding_seed() -> str:
     return secrets.token_hex(32)
 
@@ -67,6 +75,30 @@ class Audit(models.Model):
         help_text="Regex → replacement, applied in order after the normaliser; checked on save.",
     )
     show_final_answer = models.BooleanField(default=False)
+    # Side channels (docs/formats.md, "What an annotator sees"): a step's position and its
+    # trace's length predicted the arm on their own, so both stay hidden unless asked for.
+    show_step_numbers = models.BooleanField(
+        default=False,
+        help_text="Show 'step N' and the number of preceding steps (reveals trace position).",
+    )
+    context_window = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        default=DEFAULT_CONTEXT_WINDOW,
+        help_text="Show at most this many preceding steps ('…' when earlier ones are cut); "
+        "empty: all of them (reveals how far into its trace a step is).",
+    )
+    annotator_title = models.CharField(
+        max_length=200,
+        default=DEFAULT_ANNOTATOR_TITLE,
+        help_text="What annotators see instead of the audit's name (which may state the "
+        "hypothesis).",
+    )
+    repeat_min_gap = models.PositiveSmallIntegerField(
+        default=DEFAULT_REPEAT_MIN_GAP,
+        help_text="A hidden repeat comes at least this many items after its original, and "
+        "identical blinded texts are kept this far apart (where the assignment allows).",
+    )
     likert_items = models.JSONField(default=list, blank=True)
     blinding_probe_options = models.JSONField(
         default=list, blank=True, help_text="Empty: no blinding probe."
