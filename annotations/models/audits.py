@@ -6,7 +6,6 @@ from django.db import models
 
 from annotations.services.normalise import NORMALISER_V1, NORMALISER_V2, RuleError, rules_compile
 
-
 # Safe defaults for the side channels. K = 2 preceding steps: the number shown is
 # min(index, 2) plus whether earlier ones were cut, which tells a first and a second step from
 # the rest and nothing about the trace's length (measured in docs/formats.md).
