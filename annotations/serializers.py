@@ -45,6 +45,8 @@ def blinded_item_output(item) -> dict:
         "question": item.question,
         "options": [{"key": key, "text": text} for key, text in item.options],
         "context": list(item.context),
+        "context_cut": item.context_cut,
+        "step_number": item.step_number,
         "step": item.step,
         "trace": list(item.trace),
         "final_answer": item.final_answer,
@@ -269,7 +271,14 @@ class BlindedItemOutputSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=["step", "trace"])
     question = serializers.CharField(allow_blank=True)
     options = OptionOutputSerializer(many=True)
-    context = serializers.ListField(child=serializers.CharField(allow_blank=True))
+    context = serializers.ListField(
+        child=serializers.CharField(allow_blank=True),
+        help_text="The last K preceding steps (the audit's context window).",
+    )
+    context_cut = serializers.BooleanField(help_text="Earlier preceding steps were left out.")
+    step_number = serializers.IntegerField(
+        allow_null=True, help_text="Position in its trace; null unless the audit shows it."
+    )
     step = serializers.CharField(allow_blank=True)
     trace = serializers.ListField(child=serializers.CharField(allow_blank=True))
     final_answer = serializers.CharField(allow_blank=True)

@@ -100,6 +100,8 @@ class ItemAccess:
     likert_items: list
     step_index: int | None
     blinding_version: str | None
+    context_window: int | None  # at most this many preceding steps; None: all
+    show_step_numbers: bool
 
     @property
     def locked(self) -> bool:
@@ -143,7 +145,7 @@ _ACCESS_COLUMNS = """
     ai.id, ai.position, a.id, a.submitted_at, b.segmentation, bi.step_id, bi.trace_id,
     au.kind, au.context_mode, au.show_final_answer, au.style_normalisation,
     au.error_categories, au.blinding_probe_options, au.likert_items,
-    s."index", s.blinding_version
+    s."index", s.blinding_version, au.context_window, au.show_step_numbers
 """
 _ACCESS_JOINS = """
     FROM {item} ai
@@ -175,6 +177,8 @@ def _access(row: tuple) -> dict:
         "likert_items": _json(row[13]) or [],
         "step_index": row[14],
         "blinding_version": row[15],
+        "context_window": row[16],
+        "show_step_numbers": bool(row[17]),
     }
 
 
@@ -262,7 +266,7 @@ def assignment_item_get_for_display(
         # All done, or not this annotator's assignment: tell the two apart.
         assignment_get_for_annotator(annotator=annotator, assignment_public_id=assignment_public_id)
         return None
-    rest = row[16:]
+    rest = row[18:]
     return ItemView(
         **_access(row),
         guidelines=rest[0],
@@ -295,14 +299,24 @@ def assignment_item_get_for_display(
     )
 
 
-def context_texts(*, trace_id: int, segmentation: str, before_index: int | None) -> list[str]:
-    """Blinded texts of a trace's steps (those before ``before_index``), in order."""
+def context_texts(
+    *, trace_id: int, segmentation: str, before_index: int | None, last: int | None = None
+) -> list[str]:
+    """Blinded texts of a trace's steps (those before ``before_index``), in order; with
+    ``last``, only the last ``last`` of them (the window annotators see)."""
     table = connection.ops.quote_name(Step._meta.db_table)
     sql = f"SELECT blinded_text FROM {table} WHERE trace_id = %s AND segmentation = %s"
     params: list = [trace_id, segmentation]
     if before_index is not None:
         sql += ' AND "index" < %s'
         params.append(before_index)
+    if last is not None:
+        # Newest first, then reversed: the window never reads the rest of a long trace.
+        sql += ' ORDER BY "index" DESC LIMIT %s'
+        params.append(last)
+    else:
+        sql += ' ORDER BY "index"'
     with connection.cursor() as cursor:
-        cursor.execute(sql + ' ORDER BY "index"', params)
-        return [r[0] for r in cursor.fetchall()]
+        cursor.execute(sql, params)
+        texts = [r[0] for r in cursor.fetchall()]
+    return texts[::-1] if last is not None else texts

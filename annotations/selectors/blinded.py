@@ -68,7 +68,9 @@ class BlindedItem:
     kind: str  # "step" or "trace"
     question: str
     options: tuple[tuple[str, str], ...]
-    context: tuple[str, ...]  # preceding steps (blinded), when the audit allows
+    context: tuple[str, ...]  # the last K preceding steps (blinded), when the audit allows
+    context_cut: bool  # earlier preceding steps were left out (shown as "…")
+    step_number: int | None  # 1-based position in its trace, only when the audit shows it
     step: str  # the step to judge (blinded); empty for trace ratings
     trace: tuple[str, ...]  # the whole trace's steps (blinded), for trace ratings
     final_answer: str  # only when the audit shows it; blinded at import (norm-v2 on)
@@ -121,10 +123,11 @@ def _likert(items: list) -> tuple[LikertItem, ...]:
 
 
 def _title(assignment: Assignment, index: int) -> str:
-    # The batch's name is written by an admin and may say anything ("teacher vs student"):
-    # the clinician sees a neutral title instead.
+    # The batch's name is written by an admin and may say anything ("teacher vs student"),
+    # and so may the audit's ("Demo: distillation audit" states the hypothesis): the
+    # clinician sees the audit's annotator-facing title instead.
     audit = assignment.batch.audit
-    return f"{audit.name} — assignment {index}"
+    return f"{audit.annotator_title} — assignment {index}"
 
 
 def item_get_blinded(
@@ -170,18 +173,27 @@ def item_get_after_save_blinded(
 def _blind(item: ItemView) -> BlindedItem:
     """Build the dataclass: one more query (the preceding steps) beyond the item itself."""
     context: tuple[str, ...] = ()
+    context_cut = False
+    step_number = None
     trace_steps: tuple[str, ...] = ()
     label = rating = None
     if item.step_id is not None:
         kind = "step"
         if item.context_mode == Audit.ContextMode.PRECEDING and item.step_index:
+            # At most K preceding steps: how many are shown must not give the trace's
+            # length (or the step's depth) away. Indexes are 0-based, so index = steps before.
+            window = item.context_window
             context = tuple(
                 context_texts(
                     trace_id=item.step_trace_id,
                     segmentation=item.segmentation,
                     before_index=item.step_index,
+                    last=window,
                 )
             )
+            context_cut = window is not None and item.step_index > window
+        if item.show_step_numbers:
+            step_number = (item.step_index or 0) + 1
         if item.label is not None:
             label = BlindedLabel(**item.label)
     else:
@@ -200,6 +212,8 @@ def _blind(item: ItemView) -> BlindedItem:
         question=item.question_stem,
         options=tuple((str(k), str(v)) for k, v in item.question_options.items()),
         context=context,
+        context_cut=context_cut,
+        step_number=step_number,
         step=item.step_text or "",
         trace=trace_steps,
         final_answer=item.final_answer if item.show_final_answer else "",
@@ -225,7 +239,7 @@ def assignment_list_for_clinician(*, clinician: AbstractBaseUser) -> list[Assign
             "due_date",
             "submitted_at",
             "created_at",
-            "batch__audit__name",
+            "batch__audit__annotator_title",
             "batch__audit__kind",
         )
         .order_by("created_at", "pk")

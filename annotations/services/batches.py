@@ -31,9 +31,6 @@ from annotations.services.sampling import Allocation, Stratum, StratumFunction, 
 from auditapp.exceptions import ApplicationError, ConflictError
 
 STRATIFIERS = ("answer_correct", "trace_type")
-# A hidden repeat comes at least this many items after its original (when there is room),
-# so it is not recognised from the item just labelled.
-REPEAT_MIN_GAP = 5
 
 
 @dataclass(frozen=True)
@@ -206,6 +203,7 @@ def batch_build(
     include_batched: bool = False,
     gold: int = 0,
     hidden_repeat_share: float | None = None,
+    repeat_min_gap: int | None = None,
     created_by: AbstractBaseUser | None = None,
 ) -> Batch:
     """Draw and store a batch. The same audit, seed and options draw the same units."""
@@ -231,7 +229,14 @@ def batch_build(
     share = audit.hidden_repeat_share if hidden_repeat_share is None else hidden_repeat_share
     if not 0 <= share <= 0.5:
         raise ApplicationError("The hidden repeat share must be between 0 and 0.5.", code="share")
-    design = plan.design() | {"overlap": overlap, "hidden_repeat_share": share}
+    gap = audit.repeat_min_gap if repeat_min_gap is None else repeat_min_gap
+    if gap < 1:
+        raise ApplicationError("The minimum repeat gap must be at least 1.", code="gap")
+    design = plan.design() | {
+        "overlap": overlap,
+        "hidden_repeat_share": share,
+        "repeat_min_gap": gap,
+    }
     batch = Batch.objects.create(
         audit=audit,
         name=name,
@@ -299,21 +304,98 @@ def _latin_square_order(
     return ordered
 
 
-@dataclass
+def text_key(text: str) -> str:
+    """What counts as the same text for spacing: blinded text, whitespace and case folded."""
+    return " ".join(text.split()).casefold()
+
+
+def order_spaced(
+    order: Sequence[BatchItem], *, keys: Mapping[int, str], gap: int
+) -> list[BatchItem]:
+    """The shuffled ``order`` with items of the same text key at least ``gap`` positions apart
+    where possible. Deterministic (no randomness of its own, so the order stays reproducible
+    from the seed) and the identity where nothing clashes: each position takes the first
+    waiting item whose text was not seen in the last ``gap - 1`` positions; when every waiting
+    item clashes, the one whose text was seen longest ago.
+
+    Identical normalised steps from different arms back to back invite a comparison (issue 11)."""
+    pending = list(order)
+    placed: list[BatchItem] = []
+    last: dict[str, int] = {}
+    while pending:
+        position = len(placed)
+        choice, oldest = None, None
+        for j, item in enumerate(pending):
+            key = keys.get(item.pk)
+            seen = last.get(key) if key is not None else None
+            if seen is None or position - seen >= gap:
+                choice = j
+                break
+            if oldest is None or seen < oldest[1]:
+                oldest = (j, seen)
+        if choice is None:
+            choice = oldest[0]  # type: ignore[index]
+        item = pending.pop(choice)
+        key = keys.get(item.pk)
+        if key is not None:
+            last[key] = position
+        placed.append(item)
+    return placed
+
+
+@dataclass(eq=False)  # identity: the same batch item appears twice (original and repeat)
 class _Slot:
     batch_item: BatchItem
     repeat_of: "_Slot | None" = None
 
 
-def _with_hidden_repeats(order: list[BatchItem], share: float, rng: random.Random) -> list[_Slot]:
+def _with_hidden_repeats(
+    order: list[BatchItem],
+    share: float,
+    rng: random.Random,
+    *,
+    gap: int,
+    keys: Mapping[int, str],
+) -> tuple[list[_Slot], dict]:
+    """Insert the hidden repeats, each at least ``gap`` items after its original (and, where
+    possible, ``gap`` from any item with the same text). Originals are drawn from the items
+    with room for that first; a repeat that cannot be placed so far comes last, and its gap
+    is returned (the short gaps, recorded in the batch's design)."""
     slots = [_Slot(item) for item in order]
-    eligible = [s for s in slots[:-1] if not s.batch_item.is_gold]
-    count = min(round(share * len(order)), len(eligible))
-    for original in rng.sample(eligible, count):
-        start = slots.index(original) + 1 + REPEAT_MIN_GAP
-        start = min(start, len(slots))
-        slots.insert(rng.randint(start, len(slots)), _Slot(original.batch_item, original))
-    return slots
+    n = len(slots)
+    eligible = [i for i, s in enumerate(slots[:-1]) if not s.batch_item.is_gold]
+    count = min(round(share * n), len(eligible))
+    roomy = [slots[i] for i in eligible if i + gap <= n]
+    if count <= len(roomy):
+        chosen = rng.sample(roomy, count)
+    else:
+        tight = [slots[i] for i in eligible if i + gap > n]
+        chosen = roomy + rng.sample(tight, count - len(roomy))
+    short = []
+    for original in chosen:
+        at = slots.index(original)
+        start = min(at + gap, len(slots))
+        key = keys.get(original.batch_item.pk)
+        same = [i for i, s in enumerate(slots) if keys.get(s.batch_item.pk) == key]
+        # Inserting at p: an item q < p stays p - q away, an item q >= p moves to q + 1.
+        candidates = [
+            p
+            for p in range(start, len(slots) + 1)
+            if all((p - q if q < p else q + 1 - p) >= gap for q in same)
+        ] or list(range(start, len(slots) + 1))
+        p = rng.choice(candidates)
+        slots.insert(p, _Slot(original.batch_item, original))
+        if p - at < gap:
+            short.append(p - at)
+    close, last = 0, {}
+    for i, s in enumerate(slots):
+        key = keys.get(s.batch_item.pk)
+        if key is None:
+            continue
+        if key in last and i - last[key] < gap:
+            close += 1
+        last[key] = i
+    return slots, {"repeats_closer_than_gap": short, "identical_texts_closer_than_gap": close}
 
 
 def _assignment_create(
@@ -323,9 +405,11 @@ def _assignment_create(
     order: list[BatchItem],
     share: float,
     due_date: date | None,
+    gap: int = 1,
+    keys: Mapping[int, str] | None = None,
     reassigned_from: Assignment | None = None,
     label_items: Sequence[tuple[BatchItem, bool, int | None]] | None = None,
-) -> Assignment:
+) -> tuple[Assignment, list[int]]:
     seed = batch.audit.blinding_seed
     serial = Assignment.objects.filter(batch=batch).count()
     (public_id,) = public_ids(
@@ -338,7 +422,9 @@ def _assignment_create(
         due_date=due_date,
         reassigned_from=reassigned_from,
     )
-    slots = _with_hidden_repeats(order, share, seeded_random(seed, f"repeats:{public_id}"))
+    slots, spacing = _with_hidden_repeats(
+        order, share, seeded_random(seed, f"repeats:{public_id}"), gap=gap, keys=keys or {}
+    )
     originals = [s for s in slots if s.repeat_of is None]
     rows = {
         id(s): AssignmentItem(
@@ -357,7 +443,7 @@ def _assignment_create(
             row.repeat_of = rows[id(s.repeat_of)]
             repeats.append(row)
     AssignmentItem.objects.bulk_create(repeats, batch_size=2000)
-    return assignment
+    return assignment, spacing
 
 
 @transaction.atomic
@@ -387,6 +473,13 @@ def batch_assign(
     audit = batch.audit
     seed = audit.blinding_seed
     items = list(batch.items.select_related("trace").order_by("pk"))
+    gap = int(batch.design.get("repeat_min_gap", audit.repeat_min_gap))
+    keys = {
+        pk: text_key(text)
+        for pk, text in batch.items.filter(step__isnull=False).values_list(
+            "pk", "step__blinded_text"
+        )
+    }
     sampled = [i for i in items if not i.is_gold]
     gold = [i for i in items if i.is_gold]
     rng = seeded_random(seed, f"batch:{batch.seed}:overlap")
@@ -406,6 +499,7 @@ def batch_assign(
     types = sorted({i.trace.trace_type for i in sampled}) if rating else []
     square = williams_square(len(types)) if types else []
     assignments = []
+    placement: dict[str, dict] = {}
     for p, annotator in enumerate(annotators):
         own = shares[p] + gold
         order_rng = seeded_random(seed, f"batch:{batch.seed}:order:{annotator.pk}")
@@ -415,16 +509,23 @@ def batch_assign(
         else:
             order = sorted(own, key=lambda i: i.pk)
             order_rng.shuffle(order)
+            order = order_spaced(order, keys=keys, gap=gap)
             repeat_share = share
-        assignments.append(
-            _assignment_create(
-                batch=batch,
-                annotator=annotator,
-                order=order,
-                share=repeat_share,
-                due_date=due_date,
-            )
+        assignment, spacing = _assignment_create(
+            batch=batch,
+            annotator=annotator,
+            order=order,
+            share=repeat_share,
+            due_date=due_date,
+            gap=gap,
+            keys=keys,
         )
+        assignments.append(assignment)
+        placement[assignment.public_id] = spacing
+    # Where the assignment was too short (or too repetitive) for the gap, say so: the report
+    # and an admin can see which repeats came closer than the design asked.
+    batch.design = batch.design | {"repeat_min_gap": gap, "spacing": placement}
+    batch.save(update_fields=["design"])
     return assignments
 
 

@@ -50,10 +50,14 @@ def _open_item_locked(annotator, assignment_public_id: str, position: int, *, ki
 def shown_for(item: ItemAccess) -> dict:
     """What the clinician saw for this item — stored with the label for the report."""
     preceding = item.context_mode == Audit.ContextMode.PRECEDING
+    before = item.step_index or 0
+    window = item.context_window
     return {
         "scheme": BLINDING_SCHEME,
         "context_mode": item.context_mode,
-        "context_steps": (item.step_index or 0) if preceding else 0,
+        "context_steps": (before if window is None else min(before, window)) if preceding else 0,
+        "context_window": window,
+        "step_numbers_visible": item.show_step_numbers,
         "final_answer_visible": item.show_final_answer,
         "gold_answer_visible": False,
         "style_normalisation": item.style_normalisation,

@@ -273,7 +273,11 @@ function show(item) {
   question.replaceChildren(...parts);
   const context = $("details.context");
   context.hidden = data.context.length === 0;
-  document.getElementById("context-count").textContent = String(data.context.length);
+  // No counts unless the audit shows step numbers (the trace's length is a side channel).
+  document.getElementById("context-count").textContent = data.step_number
+    ? ` (${data.step_number - 1})`
+    : "";
+  document.getElementById("context-cut").hidden = !data.context_cut;
   document.getElementById("context-steps").replaceChildren(
     ...data.context.map((text) => {
       const li = document.createElement("li");
@@ -282,7 +286,7 @@ function show(item) {
     }),
   );
   document.getElementById("step-title").textContent =
-    `Step to judge${data.context.length ? ` (step ${data.context.length + 1})` : ""}`;
+    `Step to judge${data.step_number ? ` (step ${data.step_number})` : ""}`;
   document.getElementById("step-text").textContent = data.step;
   comment.value = state.comment;
   setStatus("");

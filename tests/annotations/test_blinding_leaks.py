@@ -42,6 +42,8 @@ ID_STARTS = {
     "annotations_assignment": 9_150_000,
 }
 OTHER_COMMENT = "zebra-other-annotator-comment"
+# The internal name may state the hypothesis; clinicians see the annotator-facing title only.
+AUDIT_NAME = "Leak audit: distillation hurts steps"
 # Keys a clinician's JSON may carry; anything else is a leak until reviewed.
 ALLOWED_KEYS = {
     "id",
@@ -61,6 +63,8 @@ ALLOWED_KEYS = {
     "key",
     "text",
     "context",
+    "context_cut",
+    "step_number",
     "step",
     "trace",
     "final_answer",
@@ -134,7 +138,7 @@ def leak_setup(db, clinician, other_clinician, admin_user):
 
     _bump_sequences()
     audit = audit_create(
-        slug="leak-test", name="Leak audit", blinding_probe_options=["source one", "source two"]
+        slug="leak-test", name=AUDIT_NAME, blinding_probe_options=["source one", "source two"]
     )
     Audit.objects.filter(pk=audit.pk).update(blinding_seed="e" * 64, hidden_repeat_share=0.1)
     audit.refresh_from_db()
@@ -192,6 +196,8 @@ def _secrets(audit) -> dict[str, list[str]]:
         ),
         "other's comment": [OTHER_COMMENT],
         "batch name": ["teacher-vs-student"],
+        "audit name": [AUDIT_NAME, "distillation"],
+        "audit slug": [audit.slug],
         "seed": [audit.blinding_seed],
     }
 
