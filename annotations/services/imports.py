@@ -55,6 +55,8 @@ class ImportPlan:
     skip_trace_ids: set[str] = field(default_factory=set)
     condition_names: list[str] = field(default_factory=list)
     skip_existing: bool = False
+    # The audit's highest trace primary key when pass 1 checked for duplicates.
+    traces_seen_up_to: int = 0
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,9 @@ def import_validate(
     for name in names:
         problems.extend(over_limit.get(name, []))
     skip: set[str] = set()
+    # Read before the duplicate check: a trace another import writes after this point has a
+    # higher primary key, which is how pass 2 knows whether it must check again.
+    seen_up_to = _last_trace_pk(audit)
     if first_seen and audit.pk is not None:
         existing = _existing_trace_ids(audit, list(first_seen))
         if existing and skip_existing:
@@ -254,7 +259,15 @@ def import_validate(
         skip_trace_ids=skip,
         condition_names=list(conditions),
         skip_existing=skip_existing,
+        traces_seen_up_to=seen_up_to,
     )
+
+
+def _last_trace_pk(audit: Audit) -> int:
+    if audit.pk is None:
+        return 0
+    last = Trace.objects.filter(audit=audit).order_by("-pk").values_list("pk", flat=True).first()
+    return last or 0
 
 
 def _existing_trace_ids(audit: Audit, trace_ids: list[str]) -> set[str]:
@@ -421,6 +434,11 @@ def import_run(
         new_public_ids = _PublicIdPool(audit).take
         # Compiled once per import: the audit's normaliser version and its own rules.
         blinder = blinder_for_audit(audit)
+        # Pass 1 ran without the lock: if an import that held it first wrote traces since,
+        # ids must be checked again per chunk (else the unique constraint would fail the
+        # write with no line). One query decides; the usual answer is no (a per-chunk check
+        # cost ~0.8 s per 100,000 traces in the import bench).
+        recheck = Trace.objects.filter(audit=audit, pk__gt=plan.traces_seen_up_to).exists()
         records = read_records(
             plan.path,
             plan.file_format,
@@ -432,7 +450,7 @@ def import_run(
             kept = [r for r in chunk if r.trace_id not in plan.skip_trace_ids]
             # Pass 1 ran without the lock: an import that held it first may have written some of
             # these ids since (the unique constraint would fail the write with no line).
-            if arrived := _existing_trace_ids(audit, [r.trace_id for r in kept]):
+            if recheck and (arrived := _existing_trace_ids(audit, [r.trace_id for r in kept])):
                 if not plan.skip_existing:
                     problems.extend(
                         ImportProblem(
