@@ -28,6 +28,16 @@ LIKERT = [
 
 
 @pytest.fixture
+def celery_eager():
+    """Tasks run in the test process as they are enqueued (no broker, no worker)."""
+    from auditapp.celery import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+@pytest.fixture
 def seeded_audit(demo_audit):
     """The demo audit with a fixed secret, so statistical assertions are deterministic."""
     from annotations.models import Audit

@@ -11,15 +11,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def celery_eager():
-    from auditapp.celery import app
-
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = False
-
-
-@pytest.fixture
 def audit():
     return audit_create(slug="api", name="API audit")
 

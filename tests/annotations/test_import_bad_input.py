@@ -24,15 +24,6 @@ MIB = 2**20
 
 
 @pytest.fixture
-def celery_eager():
-    from auditapp.celery import app
-
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = False
-
-
-@pytest.fixture
 def audit():
     return audit_create(slug="bad", name="Bad input")
 
