@@ -340,7 +340,37 @@ def order_spaced(
         if key is not None:
             last[key] = position
         placed.append(item)
-    return placed
+    return _spacing_repaired(placed, keys=keys, gap=gap)
+
+
+def _spacing_repaired(
+    placed: list[BatchItem], *, keys: Mapping[int, str], gap: int
+) -> list[BatchItem]:
+    """The greedy pass can corner itself at the end (the clashing items are what is left):
+    swap each item still too close to its twin with the first item anywhere whose move
+    breaks nothing. Deterministic, and only touches the few clashing positions."""
+
+    def fits(position: int) -> bool:
+        key = keys.get(placed[position].pk)
+        if key is None:
+            return True
+        window = range(max(0, position - gap + 1), min(len(placed), position + gap))
+        return all(keys.get(placed[q].pk) != key for q in window if q != position)
+
+    unfixable: set[int] = set()
+    while True:
+        clash = next((i for i in range(len(placed)) if i not in unfixable and not fits(i)), None)
+        if clash is None:
+            return placed
+        for j in range(len(placed)):
+            if j == clash:
+                continue
+            placed[clash], placed[j] = placed[j], placed[clash]
+            if fits(clash) and fits(j):
+                break
+            placed[clash], placed[j] = placed[j], placed[clash]
+        else:
+            unfixable.add(clash)
 
 
 @dataclass(eq=False)  # identity: the same batch item appears twice (original and repeat)
@@ -357,33 +387,44 @@ def _with_hidden_repeats(
     gap: int,
     keys: Mapping[int, str],
 ) -> tuple[list[_Slot], dict]:
-    """Insert the hidden repeats, each at least ``gap`` items after its original (and, where
-    possible, ``gap`` from any item with the same text). Originals are drawn from the items
-    with room for that first; a repeat that cannot be placed so far comes last, and its gap
-    is returned (the short gaps, recorded in the batch's design)."""
+    """Insert the hidden repeats, each at least ``gap`` items after its original and ``gap``
+    from any item with the same text. Originals are tried in a random order, those with room
+    first; one that cannot be placed so is passed over while others can. When too few can
+    (a short assignment), the rest come as far after their original as the end allows, and
+    their gaps are returned (recorded in the batch's design)."""
     slots = [_Slot(item) for item in order]
     n = len(slots)
     eligible = [i for i, s in enumerate(slots[:-1]) if not s.batch_item.is_gold]
     count = min(round(share * n), len(eligible))
     roomy = [slots[i] for i in eligible if i + gap <= n]
-    if count <= len(roomy):
-        chosen = rng.sample(roomy, count)
-    else:
-        tight = [slots[i] for i in eligible if i + gap > n]
-        chosen = roomy + rng.sample(tight, count - len(roomy))
-    short = []
-    for original in chosen:
+    tight = [slots[i] for i in eligible if i + gap > n]
+    pool = rng.sample(roomy, len(roomy)) + rng.sample(tight, len(tight))
+    placed, deferred = 0, []
+    for original in pool:
+        if placed == count:
+            break
         at = slots.index(original)
-        start = min(at + gap, len(slots))
         key = keys.get(original.batch_item.pk)
-        same = [i for i, s in enumerate(slots) if keys.get(s.batch_item.pk) == key]
+        same = (
+            [at]
+            if key is None
+            else [i for i, s in enumerate(slots) if keys.get(s.batch_item.pk) == key]
+        )
         # Inserting at p: an item q < p stays p - q away, an item q >= p moves to q + 1.
         candidates = [
             p
-            for p in range(start, len(slots) + 1)
+            for p in range(at + gap, len(slots) + 1)
             if all((p - q if q < p else q + 1 - p) >= gap for q in same)
-        ] or list(range(start, len(slots) + 1))
-        p = rng.choice(candidates)
+        ]
+        if not candidates:
+            deferred.append(original)
+            continue
+        slots.insert(rng.choice(candidates), _Slot(original.batch_item, original))
+        placed += 1
+    short = []
+    for original in deferred[: count - placed]:
+        at = slots.index(original)
+        p = rng.randint(min(at + gap, len(slots)), len(slots))
         slots.insert(p, _Slot(original.batch_item, original))
         if p - at < gap:
             short.append(p - at)
