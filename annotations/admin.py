@@ -49,12 +49,15 @@ class AuditAdmin(admin.ModelAdmin):
         "slug",
         "name",
         "kind",
+        "annotator_title",
         "context_mode",
+        "context_window",
+        "show_step_numbers",
         "style_normalisation",
         "created_at",
         "unblinded_at",
     )
-    list_filter = ("kind", "context_mode", "style_normalisation")
+    list_filter = ("kind", "context_mode", "show_step_numbers", "style_normalisation")
     search_fields = ("slug", "name")
     readonly_fields = ("created_at", "unblinded_at", "unblinded_by")
     inlines = [ConditionInline]
