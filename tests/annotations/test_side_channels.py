@@ -381,3 +381,38 @@ def test_admin_shows_the_side_channel_settings(client, admin_user, length_audit)
     for field in ("show_step_numbers", "context_window", "annotator_title", "repeat_min_gap"):
         assert f'name="{field}"' in page, field
     assert json.dumps("Step review")[1:-1] in page
+
+
+# --- in the browser: the page drawn by label_page.js after "save & next" --------------------
+@pytest.mark.browser
+@pytest.mark.slow
+def test_items_shown_in_place_carry_no_counts(page, length_audit, clinician):
+    # given a clinician on the first item of every step of both arms
+    assignment = _assign_all(length_audit, clinician)
+    page.goto("/accounts/login/")
+    page.locator("#id_username").fill(clinician.username)
+    page.locator("#id_password").fill(clinician.raw_password)
+    page.locator("#id_password").press("Enter")
+    page.wait_for_url(re.compile(r"/my/$"))
+    page.goto(f"/my/{assignment.public_id}/1/")
+    cut_seen = set()
+    for position in range(1, 16):
+        # when the script draws item `position` (in place from the second on)
+        page.wait_for_url(f"**/my/{assignment.public_id}/{position}/")
+        shown = page.evaluate(
+            """() => ({
+                title: document.getElementById("step-title").textContent,
+                summary: document.querySelector("details.context summary").textContent,
+                cut: !document.getElementById("context-cut").hidden,
+                steps: document.querySelectorAll("#context-steps li").length,
+            })"""
+        )
+        # then no step number, no count, at most two preceding steps, "…" when cut
+        assert re.search(r"\d", shown["title"] + shown["summary"]) is None, shown
+        assert shown["steps"] <= 2
+        assert not shown["cut"] or shown["steps"] == 2
+        cut_seen.add(shown["cut"])
+        page.keyboard.press("1")
+        page.keyboard.press("Enter")
+    assert cut_seen == {True, False}
+    assert page.errors == []
