@@ -27,13 +27,21 @@ class BatchForm(forms.Form):
         max_length=64, required=False, help_text="Empty: the batch name. Same seed, same draw."
     )
     stratify_by = forms.MultipleChoiceField(
-        choices=[("answer_correct", "answer correct / wrong"), ("trace_type", "trace type")],
+        choices=[
+            ("answer_correct", "answer correct / wrong"),
+            ("trace_type", "trace type"),
+            ("context_depth", "what the item shows of the step's place"),
+        ],
         required=False,
         widget=forms.CheckboxSelectMultiple,
         help_text="Always stratified by condition.",
     )
     allocation = forms.ChoiceField(
-        choices=[("equal", "equal per condition"), ("proportional", "proportional")]
+        choices=[
+            ("equal", "equal per condition"),
+            ("proportional", "proportional"),
+            ("balanced", "balanced: each condition the same in every stratum"),
+        ]
     )
     gold = forms.IntegerField(min_value=0, initial=0, help_text="Steps with a reference verdict.")
     hidden_repeat_share = forms.FloatField(

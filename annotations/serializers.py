@@ -140,7 +140,9 @@ class BatchPlanInputSerializer(serializers.Serializer):
     stratify_by = serializers.ListField(
         child=serializers.CharField(max_length=32), required=False, default=list
     )
-    allocation = serializers.ChoiceField(choices=["equal", "proportional"], default="equal")
+    allocation = serializers.ChoiceField(
+        choices=["equal", "proportional", "balanced"], default="equal"
+    )
     include_batched = serializers.BooleanField(required=False, default=False)
     gold = serializers.IntegerField(min_value=0, required=False, default=0)
 

@@ -30,7 +30,20 @@ from annotations.services.randomness import public_ids, seeded_random
 from annotations.services.sampling import Allocation, Stratum, StratumFunction, allocate, draw
 from auditapp.exceptions import ApplicationError, ConflictError
 
-STRATIFIERS = ("answer_correct", "trace_type")
+STRATIFIERS = ("answer_correct", "trace_type", "context_depth")
+
+
+def context_depth(audit: Audit, index: int) -> str:
+    """What an item shows of its step's place under the audit's settings (0-based index):
+    its number when step numbers are shown or the whole context is; with a window of K, the
+    first K + 1 positions and "later"; nothing with the step alone. Stratifying by it with
+    ``balanced`` allocation gives every arm the same mix, so the mix cannot tell the arm."""
+    if audit.context_mode == Audit.ContextMode.STEP_ONLY and not audit.show_step_numbers:
+        return "any"
+    window = audit.context_window
+    if audit.show_step_numbers or window is None or index <= window:
+        return str(index + 1)
+    return f"{window + 2}+"
 
 
 @dataclass(frozen=True)
@@ -102,6 +115,8 @@ def batch_preview(
     if allocation not in Allocation.choices:
         raise ApplicationError(f"Unknown allocation {allocation!r}.", code="allocation")
     rating = audit.kind == Audit.Kind.TRACE_RATINGS
+    if rating and "context_depth" in stratify_by:
+        raise ApplicationError("Trace ratings show whole traces: no depth.", code="stratifier")
     if not segmentation:
         raise ApplicationError("Choose a segmentation.", code="segmentation")
     if rating:
@@ -117,6 +132,7 @@ def batch_preview(
             "trace__answer_correct",
             "trace__trace_type",
             "reference_verdict",
+            "index",
         )
     total = units.count()
     if total == 0:
@@ -141,6 +157,8 @@ def batch_preview(
                 extras.append((name, _answer_label(row[2])))
             elif name == "trace_type":
                 extras.append((name, row[3] or "-"))
+            elif name == "context_depth":
+                extras.append((name, context_depth(audit, row[5])))
             else:
                 extras.append((name, str(extra_labels[name].get(row[0], "none"))))
         key = _stratum_key(row[1], extras)

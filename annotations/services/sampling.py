@@ -19,8 +19,11 @@ StratumFunction = Callable[[Sequence[int]], Mapping[int, str]]
 class Allocation:
     EQUAL = "equal"  # each condition gets the same share (best for comparing conditions)
     PROPORTIONAL = "proportional"  # each stratum in proportion to its population
+    # Each condition the same number in every stratum of the other stratifiers: the arms'
+    # samples have the same mix (e.g. of step depths), so the mix tells nothing about the arm.
+    BALANCED = "balanced"
 
-    choices = (EQUAL, PROPORTIONAL)
+    choices = (EQUAL, PROPORTIONAL, BALANCED)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,16 @@ def allocate(
     ``equal``: every condition gets ``size / C`` (capped by what it has, the rest spread over
     the others); within a condition, strata in proportion to their populations.
     ``proportional``: every stratum in proportion to its population.
+    ``balanced``: strata that differ only by condition get the same sample size: each
+    condition's ``size / C`` is spread over the other stratifiers' cells in proportion to their
+    pooled population, capped by the smallest condition's population in the cell (so the
+    sample may fall short of ``size`` when a condition lacks a cell). A key's condition is its
+    first part (``_stratum_key``), the rest names its cell.
+
+    >>> [s.sample for s in allocate({"A | d=1": 5, "A | d=2": 20, "B | d=1": 9, "B | d=2": 6},
+    ...     {"A | d=1": "A", "A | d=2": "A", "B | d=1": "B", "B | d=2": "B"}, size=10,
+    ...     allocation="balanced")]
+    [2, 3, 2, 3]
     """
     if allocation not in Allocation.choices:
         raise ValueError(f"allocation must be one of {Allocation.choices}, not {allocation!r}")
@@ -89,6 +102,17 @@ def allocate(
         raise ValueError("size must be ≥ 0")
     if allocation == Allocation.PROPORTIONAL:
         sizes = largest_remainder(populations, size, populations)
+    elif allocation == Allocation.BALANCED:
+        n_conditions = len(set(conditions.values()))
+        cells: dict[str, dict[str, int]] = {}
+        for key, n in populations.items():
+            cells.setdefault(key[len(conditions[key]) :], {})[conditions[key]] = n
+        pooled = {cell: sum(by.values()) for cell, by in cells.items()}
+        caps = {
+            cell: min(by.values()) if len(by) == n_conditions else 0 for cell, by in cells.items()
+        }
+        per_cell = largest_remainder(pooled, size // max(n_conditions, 1), caps)
+        sizes = {key: per_cell[key[len(conditions[key]) :]] for key in populations}
     else:
         by_condition: dict[str, int] = {}
         for key, n in populations.items():

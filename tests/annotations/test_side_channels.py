@@ -416,3 +416,41 @@ def test_items_shown_in_place_carry_no_counts(page, length_audit, clinician):
         page.keyboard.press("Enter")
     assert cut_seen == {True, False}
     assert page.errors == []
+
+
+def test_a_depth_balanced_sample_leaves_the_attacker_at_chance(client, length_audit, clinician):
+    # given a batch that gives both arms the same mix of first, second, third and later steps
+    batch = batch_build(
+        audit=length_audit,
+        name="balanced",
+        size=120,
+        segmentation="given",
+        stratify_by=["context_depth"],
+        allocation="balanced",
+    )
+    (assignment,) = batch_assign(batch=batch, annotators=[clinician])
+    client.force_login(clinician)
+    # when
+    features, labels = _depth_features(client, assignment)
+    # then the same mix in both arms, and nothing to score
+    by_arm = defaultdict(lambda: defaultdict(int))
+    for f, y in zip(features, labels, strict=True):
+        by_arm[y][f] += 1
+    assert by_arm[0] == by_arm[1]
+    assert set(by_arm[0]) == {(0, False, None), (1, False, None), (2, False, None), (2, True, None)}
+    assert _best_auc(features, labels) == 0.5
+    # and the strata name the depth classes the defaults show
+    cells = {s["key"].split(" | ", 1)[1] for s in batch.design["strata"]}
+    assert cells == {f"context_depth={d}" for d in ("1", "2", "3", "4+")}
+
+
+def test_depth_classes_follow_the_audit_settings(length_audit):
+    from annotations.services.batches import context_depth
+
+    length_audit.context_window = 2
+    assert [context_depth(length_audit, i) for i in range(5)] == ["1", "2", "3", "4+", "4+"]
+    length_audit.show_step_numbers = True
+    assert context_depth(length_audit, 9) == "10"
+    length_audit.show_step_numbers = False
+    length_audit.context_mode = Audit.ContextMode.STEP_ONLY
+    assert context_depth(length_audit, 9) == "any"

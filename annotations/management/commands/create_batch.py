@@ -29,6 +29,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--stratify-by-trace-type", action="store_true", help="also stratify by trace type"
         )
+        parser.add_argument(
+            "--stratify-by-depth",
+            action="store_true",
+            help="also stratify by what an item shows of its step's place (with --allocation "
+            "balanced every arm gets the same mix)",
+        )
         parser.add_argument("--allocation", choices=Allocation.choices, default=Allocation.EQUAL)
         parser.add_argument("--gold", type=int, default=0, help="gold items (reference verdict)")
         parser.add_argument(
@@ -54,6 +60,8 @@ class Command(BaseCommand):
             stratify_by.append("answer_correct")
         if opts["stratify_by_trace_type"]:
             stratify_by.append("trace_type")
+        if opts["stratify_by_depth"]:
+            stratify_by.append("context_depth")
         name = opts["name"] or f"batch-{audit.batches.count() + 1}"
         options = dict(
             audit=audit,
