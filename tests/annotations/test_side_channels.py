@@ -454,3 +454,38 @@ def test_depth_classes_follow_the_audit_settings(length_audit):
     length_audit.show_step_numbers = False
     length_audit.context_mode = Audit.ContextMode.STEP_ONLY
     assert context_depth(length_audit, 9) == "any"
+
+
+def test_create_batch_samples_by_depth_from_the_command_line(length_audit, clinician):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from annotations.models import Batch
+
+    # when
+    out = StringIO()
+    call_command(
+        "create_batch",
+        "--audit",
+        "lengths",
+        "--size",
+        "40",
+        "--segmentation",
+        "given",
+        "--name",
+        "by depth",
+        "--stratify-by-depth",
+        "--allocation",
+        "balanced",
+        stdout=out,
+    )
+    # then
+    assert "context_depth=4+" in out.getvalue()
+    design = Batch.objects.get(name="by depth").design
+    assert design["allocation"] == "balanced"
+    sizes = defaultdict(dict)
+    for s in design["strata"]:
+        arm, cell = s["key"].split(" | ", 1)
+        sizes[cell][arm] = s["sample"]
+    assert all(len(set(by_arm.values())) == 1 for by_arm in sizes.values())
