@@ -126,9 +126,10 @@ def generate_rows() -> "object":
             cur.execute(
                 """
                 INSERT INTO annotations_trace (audit_id, question_id, condition_id, external_id,
-                    sample_index, text, final_answer, answer_correct, confidence, trace_type,
-                    metadata)
+                    sample_index, text, final_answer, blinded_final_answer, answer_correct,
+                    confidence, trace_type, metadata)
                 SELECT %s, %s + (i %% %s), (%s::bigint[])[1 + i %% 4], 'bt-' || i, 0, '',
+                    CASE WHEN i %% 3 = 0 THEN 'C' ELSE 'B' END,
                     CASE WHEN i %% 3 = 0 THEN 'C' ELSE 'B' END, i %% 3 <> 0, 0.8,
                     'chain-of-thought', '{}'::jsonb
                 FROM generate_series(1, %s) AS i

@@ -114,10 +114,11 @@ def fill(*, n_steps: int, n_labels: int, fresh: bool) -> None:
             c.execute(
                 """INSERT INTO annotations_trace
                    (audit_id, question_id, condition_id, external_id, sample_index, text,
-                    final_answer, answer_correct, confidence, trace_type, metadata)
+                    final_answer, blinded_final_answer, answer_correct, confidence, trace_type,
+                    metadata)
                    SELECT %s, %s + (g %% 1000), (ARRAY[%s, %s, %s])[1 + g %% 3], 't' || g,
                           (g / 3000) %% 3, '', CASE WHEN random() < 0.8 THEN 'A' ELSE 'B' END,
-                          NULL, round((0.5 + random() / 2)::numeric, 2), 'cot', '{}'::jsonb
+                          '', NULL, round((0.5 + random() / 2)::numeric, 2), 'cot', '{}'::jsonb
                    FROM generate_series(0, %s - 1) g""",
                 [audit.pk, q0, *ids, n_traces],
             )
