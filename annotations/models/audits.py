@@ -2,6 +2,7 @@ import secrets
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from annotations.services.normalise import NORMALISER_V1, NORMALISER_V2, RuleError, rules_compile
@@ -97,6 +98,14 @@ class Audit(models.Model):
         default=DEFAULT_REPEAT_MIN_GAP,
         help_text="A hidden repeat comes at least this many items after its original, and "
         "identical blinded texts are kept this far apart (where the assignment allows).",
+    )
+    # The leak gate (annotations/services/leak_gate.py): assigning a batch whose classifier AUC
+    # interval lies above this needs a logged confirmation. 0.5 = chance.
+    leak_threshold = models.FloatField(
+        default=0.6,
+        validators=[MinValueValidator(0.5), MaxValueValidator(1.0)],
+        help_text="Assigning a batch whose blinding-classifier AUC interval lies wholly above "
+        "this needs an explicit, logged confirmation.",
     )
     likert_items = models.JSONField(default=list, blank=True)
     blinding_probe_options = models.JSONField(

@@ -20,6 +20,9 @@ class Batch(models.Model):
     seed = models.CharField(max_length=64)
     design = models.JSONField(default=dict)
     overlap = models.PositiveSmallIntegerField(default=1)
+    # Set when the batch was assigned although the leak gate was above the audit's threshold:
+    # the figures, who confirmed and when (annotations/services/leak_gate.py).
+    leak_gate = models.JSONField(default=dict, blank=True, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )

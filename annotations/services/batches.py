@@ -14,6 +14,7 @@ from datetime import date
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef
+from django.utils import timezone
 
 from annotations.models import (
     Assignment,
@@ -26,6 +27,7 @@ from annotations.models import (
     Trace,
     TraceRating,
 )
+from annotations.services.leak_gate import batch_leak_check
 from annotations.services.randomness import public_ids, seeded_random
 from annotations.services.sampling import Allocation, Stratum, StratumFunction, allocate, draw
 from auditapp.exceptions import ApplicationError, ConflictError
@@ -511,10 +513,16 @@ def batch_assign(
     batch: Batch,
     annotators: Sequence[AbstractBaseUser],
     due_date: date | None = None,
+    confirm_leak: bool = False,
+    confirmed_by: AbstractBaseUser | None = None,
 ) -> list[Assignment]:
     """Give each sampled item to ``batch.overlap`` annotators (loads balanced), gold items to
     everyone; each annotator gets an independent shuffled order (trace-rating audits: a
-    Williams Latin square over trace types) with the batch's share of hidden repeats."""
+    Williams Latin square over trace types) with the batch's share of hidden repeats.
+
+    The leak gate runs first: when the blinding classifier's interval on what the annotators
+    will see lies above the audit's ``leak_threshold``, assigning needs ``confirm_leak``, and
+    the confirmation (figures, who, when) is kept in ``batch.leak_gate``."""
     batch = Batch.objects.select_for_update().select_related("audit").get(pk=batch.pk)
     if batch.assignments.exists():
         raise ConflictError(
@@ -529,6 +537,23 @@ def batch_assign(
             f"An overlap of {batch.overlap} needs at least {batch.overlap} annotators.",
             code="overlap",
         )
+    check = batch_leak_check(batch=batch)
+    if check.above:
+        figures = check.as_dict()
+        if not confirm_leak:
+            raise ConflictError(
+                f"What the annotators will see gives the arm away: AUC {check.auc:.3f} "
+                f"[{check.ci_low:.3f}, {check.ci_high:.3f}] lies above the audit's threshold "
+                f"{check.threshold:.2f}. Add a replacement rule and re-check, or confirm.",
+                code="leak_gate",
+                extra=figures,
+            )
+        batch.leak_gate = {
+            "check": figures,
+            "confirmed_by": confirmed_by.get_username() if confirmed_by is not None else "",
+            "confirmed_at": timezone.now().isoformat(),
+        }
+        batch.save(update_fields=["leak_gate"])
     audit = batch.audit
     seed = audit.blinding_seed
     items = list(batch.items.select_related("trace").order_by("pk"))

@@ -1,0 +1,156 @@
+"""The leak gate as an attacker sees it: the styled two-arm fixture under norm-v1 leaks (the gate
+refuses to assign without a logged confirmation), under norm-v2 it does not (assigns freely).
+
+The arms are the fixture's verbose reasoner and terse numbered list with the same claims
+(tests/annotations/fixtures/styled_arms.py); the texts checked are what the clinician page shows.
+"""
+
+import time
+
+import pytest
+
+from annotations.models import Audit, Batch, Step
+from annotations.selectors.blinded import item_get_blinded
+from annotations.services.audits import audit_create
+from annotations.services.batches import batch_assign, batch_build
+from annotations.services.imports import import_file
+from annotations.services.leak_gate import batch_leak_check, shown_texts
+from annotations.services.normalise import NORMALISER_V1, NORMALISER_V2
+from auditapp.exceptions import ConflictError
+from tests.annotations.fixtures.styled_arms import styled_jsonl
+
+
+def _styled_batch(tmp_path, version: str, *, questions: int = 60, **audit_options) -> Batch:
+    path = styled_jsonl(tmp_path / f"styled-{version}.jsonl", questions=questions)
+    audit = audit_create(
+        slug=f"styled-{version}", name="Styled arms", normaliser_version=version, **audit_options
+    )
+    import_file(audit=audit, path=path, segmenter_names=["paragraphs"])
+    n_steps = Step.objects.filter(audit=audit, segmentation="paragraphs").count()
+    return batch_build(audit=audit, name="all", size=n_steps, segmentation="paragraphs")
+
+
+@pytest.fixture
+def v1_batch(db, tmp_path):
+    return _styled_batch(tmp_path, NORMALISER_V1, show_final_answer=True)
+
+
+@pytest.fixture
+def v2_batch(db, tmp_path):
+    return _styled_batch(tmp_path, NORMALISER_V2, show_final_answer=True)
+
+
+def test_the_checked_text_is_what_the_clinician_page_shows(v1_batch, clinician):
+    # given: a v1 audit showing context (K=2) and the final answer, assigned with confirmation
+    audit = v1_batch.audit
+    assert audit.context_mode == Audit.ContextMode.PRECEDING
+    (assignment,) = batch_assign(
+        batch=v1_batch, annotators=[clinician], confirm_leak=True, confirmed_by=clinician
+    )
+    # when
+    checked = sorted(text for text, _, _ in shown_texts(batch=v1_batch))
+    page = []
+    for position in assignment.items.order_by("position").values_list("position", flat=True):
+        item = item_get_blinded(
+            clinician=clinician, assignment_public_id=assignment.public_id, position=position
+        )
+        page.append("\n".join([*item.context, item.step, item.final_answer]))
+    # then: the same texts, item for item (the order differs: the page is shuffled)
+    assert checked == sorted(page)
+
+
+def test_norm_v1_leaks_and_the_gate_says_so_with_the_features(v1_batch):
+    # when
+    check = batch_leak_check(batch=v1_batch)
+    # then
+    assert check.n_items == v1_batch.items.count()
+    assert check.threshold == pytest.approx(0.6)
+    assert check.ci_low > 0.9 and check.above
+    codes = set(v1_batch.audit.conditions.values_list("blind_code", flat=True))
+    assert set(check.top_features) == codes
+    # what separates the arms is the reasoner's markup: some arm's top n-grams carry it
+    ngrams = [f.ngram for features in check.top_features.values() for f in features]
+    assert any(any(mark in g for mark in ("*", "\\", "$", "box")) for g in ngrams), ngrams
+    for features in check.top_features.values():
+        assert 0 < len(features) <= 10
+        assert all(f.count > f.other for f in features)
+
+
+def test_norm_v2_passes_the_gate(v2_batch):
+    # when
+    check = batch_leak_check(batch=v2_batch)
+    # then
+    assert check.ci_low <= check.threshold and not check.above
+    assert check.auc < 0.7
+
+
+def test_the_threshold_is_the_audits(v2_batch):
+    # given: a strict audit (any sign of the arm blocks)
+    Audit.objects.filter(pk=v2_batch.audit_id).update(leak_threshold=0.5)
+    v2_batch.refresh_from_db()
+    # when
+    check = batch_leak_check(batch=v2_batch)
+    # then: the figures are the same; only the decision follows the threshold
+    assert check.threshold == 0.5
+    assert check.above == (check.ci_low > 0.5)
+
+
+def test_a_tiny_batch_is_not_gated(db, tmp_path):
+    # given: 2 questions x 2 arms x 5 paragraphs — too few per arm for a trustworthy interval
+    batch = _styled_batch(tmp_path, NORMALISER_V1, questions=2)
+    # when
+    check = batch_leak_check(batch=batch)
+    # then
+    assert not check.above
+    assert check.as_dict()["auc"] is None
+
+
+def test_v1_assignment_refused_without_confirmation(v1_batch, clinician):
+    # when
+    with pytest.raises(ConflictError) as caught:
+        batch_assign(batch=v1_batch, annotators=[clinician])
+    # then: nothing assigned, the figures come with the refusal
+    assert caught.value.code == "leak_gate"
+    assert caught.value.extra["above"] is True
+    assert caught.value.extra["ci_low"] > 0.6
+    assert not v1_batch.assignments.exists()
+    v1_batch.refresh_from_db()
+    assert v1_batch.leak_gate == {}
+
+
+def test_v1_assignment_with_confirmation_is_recorded(v1_batch, admin_user, clinician):
+    # when
+    batch_assign(batch=v1_batch, annotators=[clinician], confirm_leak=True, confirmed_by=admin_user)
+    # then
+    v1_batch.refresh_from_db()
+    assert v1_batch.assignments.count() == 1
+    gate = v1_batch.leak_gate
+    assert gate["confirmed_by"] == admin_user.get_username()
+    assert gate["confirmed_at"]
+    assert gate["check"]["above"] is True and gate["check"]["ci_low"] > 0.6
+
+
+def test_v2_assignment_needs_no_confirmation(v2_batch, clinician):
+    # when
+    (assignment,) = batch_assign(batch=v2_batch, annotators=[clinician])
+    # then
+    assert assignment.items.exists()
+    v2_batch.refresh_from_db()
+    assert v2_batch.leak_gate == {}
+
+
+def test_two_thousand_items_answer_in_under_five_seconds(db, tmp_path):
+    # given: 250 questions x 2 arms x 5 paragraphs = 2,500 steps; a 2,000-item batch
+    path = styled_jsonl(tmp_path / "big.jsonl", questions=250)
+    audit = audit_create(slug="big", name="Big", normaliser_version=NORMALISER_V1)
+    import_file(audit=audit, path=path, segmenter_names=["paragraphs"])
+    batch = batch_build(audit=audit, name="big", size=2000, segmentation="paragraphs")
+    assert batch.items.count() == 2000
+    # when
+    start = time.perf_counter()
+    check = batch_leak_check(batch=batch)
+    elapsed = time.perf_counter() - start
+    # then
+    print(f"\nleak gate on {check.n_items} items: {elapsed:.2f} s, AUC {check.auc:.3f}")
+    assert check.n_items == 2000
+    assert elapsed < 5.0
