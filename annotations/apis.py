@@ -330,7 +330,11 @@ class BatchAssignApi(APIView):
         serializer.is_valid(raise_exception=True)
         annotators = annotators_get_by_usernames(usernames=serializer.validated_data["annotators"])
         batch_assign(
-            batch=batch, annotators=annotators, due_date=serializer.validated_data["due_date"]
+            batch=batch,
+            annotators=annotators,
+            due_date=serializer.validated_data["due_date"],
+            confirm_leak=serializer.validated_data["confirm_leak"],
+            confirmed_by=request.user,
         )
         rows = assignment_progress_list(batch=batch)
         return Response(

@@ -59,6 +59,12 @@ class BatchForm(forms.Form):
 class AssignForm(forms.Form):
     annotators = forms.MultipleChoiceField(choices=(), widget=forms.CheckboxSelectMultiple)
     due_date = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    confirm_leak = forms.BooleanField(
+        required=False,
+        label="Assign anyway",
+        help_text="The arms can be told apart from what annotators will see; assign anyway "
+        "(your confirmation and the figures are recorded on the batch).",
+    )
 
     def __init__(self, *args, clinicians: list[str], **kwargs):
         super().__init__(*args, **kwargs)

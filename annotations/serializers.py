@@ -191,6 +191,8 @@ class BatchOutputSerializer(serializers.Serializer):
 class BatchAssignInputSerializer(serializers.Serializer):
     annotators = serializers.ListField(child=serializers.CharField(max_length=150), min_length=1)
     due_date = serializers.DateField(required=False, allow_null=True, default=None)
+    # Assign although the leak gate is above the audit's threshold (logged on the batch).
+    confirm_leak = serializers.BooleanField(required=False, default=False)
 
 
 class ReassignInputSerializer(serializers.Serializer):

@@ -47,6 +47,10 @@ class LeakCheck:
     above: bool  # the interval's lower bound lies above the threshold
     top_features: dict[str, tuple[LeakFeature, ...]]  # blind code → what gives the arm away
 
+    @property
+    def checked(self) -> bool:
+        return not math.isnan(self.auc)
+
     def as_dict(self) -> dict:
         """JSON-ready (nan → None)."""
         data = asdict(self)

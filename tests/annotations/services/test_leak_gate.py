@@ -154,3 +154,72 @@ def test_two_thousand_items_answer_in_under_five_seconds(db, tmp_path):
     print(f"\nleak gate on {check.n_items} items: {elapsed:.2f} s, AUC {check.auc:.3f}")
     assert check.n_items == 2000
     assert elapsed < 5.0
+
+
+# --- the API and the staff page ------------------------------------------------------------
+
+
+def test_the_api_refuses_with_409_leak_gate_then_assigns_when_confirmed(
+    v1_batch, api_client, admin_user, clinician
+):
+    # given
+    api_client.force_authenticate(admin_user)
+    url = f"/api/batches/{v1_batch.pk}/assign/"
+    # when
+    refused = api_client.post(url, {"annotators": [clinician.username]}, format="json")
+    confirmed = api_client.post(
+        url, {"annotators": [clinician.username], "confirm_leak": True}, format="json"
+    )
+    # then
+    assert refused.status_code == 409
+    body = refused.json()
+    assert body["code"] == "leak_gate"
+    assert body["extra"]["above"] is True and body["extra"]["ci_low"] > 0.6
+    assert body["extra"]["top_features"]
+    assert confirmed.status_code == 201
+    v1_batch.refresh_from_db()
+    assert v1_batch.leak_gate["confirmed_by"] == admin_user.username
+
+
+def test_the_api_assigns_a_v2_batch_without_confirmation(
+    v2_batch, api_client, admin_user, clinician
+):
+    # given
+    api_client.force_authenticate(admin_user)
+    # when
+    response = api_client.post(
+        f"/api/batches/{v2_batch.pk}/assign/", {"annotators": [clinician.username]}, format="json"
+    )
+    # then
+    assert response.status_code == 201
+
+
+def test_the_page_shows_the_figures_and_asks_to_assign_anyway(
+    v1_batch, client, admin_user, clinician
+):
+    # given
+    client.force_login(admin_user)
+    url = f"/batches/{v1_batch.pk}/"
+    check = batch_leak_check(batch=v1_batch)
+    # when
+    page = client.get(url).content.decode()
+    refused = client.post(url, {"assign": "1", "annotators": [clinician.username]}, follow=True)
+    after_refusal = v1_batch.assignments.count()
+    client.post(url, {"assign": "1", "annotators": [clinician.username], "confirm_leak": "on"})
+    # then: the figures, a top n-gram and the checkbox before assignment
+    assert f"AUC {check.auc:.3f} [{check.ci_low:.3f}, {check.ci_high:.3f}]" in page
+    assert "above the threshold" in page
+    assert "Assign anyway" in page and 'name="confirm_leak"' in page
+    assert "leak" in refused.content.decode().lower() and after_refusal == 0
+    assert v1_batch.assignments.count() == 1
+    assert "confirmed by admin1" in client.get(url).content.decode()
+
+
+def test_the_page_has_no_checkbox_when_the_gate_passes(v2_batch, client, admin_user):
+    # given
+    client.force_login(admin_user)
+    # when
+    page = client.get(f"/batches/{v2_batch.pk}/").content.decode()
+    # then
+    assert "Leak gate" in page and "not above the threshold" in page
+    assert 'name="confirm_leak"' not in page
