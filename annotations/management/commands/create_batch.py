@@ -1,8 +1,10 @@
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
 from annotations.models import Audit
 from annotations.selectors.users import annotators_get_by_usernames
 from annotations.services.batches import batch_assign, batch_build, batch_preview
+from annotations.services.leak_gate import LeakCheck, batch_leak_check
 from annotations.services.sampling import Allocation
 from auditapp.exceptions import ApplicationError
 
@@ -44,7 +46,14 @@ class Command(BaseCommand):
             "--include-batched", action="store_true", help="allow steps already in a batch"
         )
         parser.add_argument("--due", default=None, help="due date YYYY-MM-DD")
-        parser.add_argument("--dry-run", action="store_true", help="print the strata only")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="print the strata and the leak gate only"
+        )
+        parser.add_argument(
+            "--confirm-leak",
+            action="store_true",
+            help="assign although the leak gate is above the audit's threshold (recorded)",
+        )
 
     def handle(self, *args, **opts):
         audit = Audit.objects.filter(slug=opts["audit"]).first()
@@ -80,24 +89,57 @@ class Command(BaseCommand):
             if opts["dry_run"]:
                 plan = batch_preview(**options)
                 self._print_strata(plan.design())
-                return
-            batch = batch_build(
-                name=name,
-                overlap=opts["overlap"],
-                hidden_repeat_share=opts["hidden_repeats"],
-                **options,
-            )
-            self._print_strata(batch.design)
-            if annotators:
-                assignments = batch_assign(batch=batch, annotators=annotators, due_date=opts["due"])
-                for a in assignments:
-                    self.stdout.write(
-                        f"assigned {a.items.count()} items to {a.annotator.get_username()}"
-                        f" (assignment {a.public_id})"
+                # The gate reads a stored batch: draw it (same seed, same items) and roll back.
+                with transaction.atomic():
+                    draft = batch_build(
+                        name=f"{name[:100]} (dry run)", overlap=opts["overlap"], **options
                     )
+                    self._print_leak(batch_leak_check(batch=draft))
+                    transaction.set_rollback(True)
+                return
+            # One transaction: a batch the gate refuses to assign is not left behind, so the
+            # same command can be run again with --confirm-leak (or after adding a rule).
+            with transaction.atomic():
+                batch = batch_build(
+                    name=name,
+                    overlap=opts["overlap"],
+                    hidden_repeat_share=opts["hidden_repeats"],
+                    **options,
+                )
+                self._print_strata(batch.design)
+                if annotators:
+                    self._print_leak(batch_leak_check(batch=batch))
+                    assignments = batch_assign(
+                        batch=batch,
+                        annotators=annotators,
+                        due_date=opts["due"],
+                        confirm_leak=opts["confirm_leak"],
+                    )
+                    for a in assignments:
+                        self.stdout.write(
+                            f"assigned {a.items.count()} items to {a.annotator.get_username()}"
+                            f" (assignment {a.public_id})"
+                        )
         except ApplicationError as exc:
+            if exc.code == "leak_gate":
+                raise CommandError(f"{exc.message} (--confirm-leak to assign anyway)") from exc
             raise CommandError(exc.message) from exc
         self.stdout.write(self.style.SUCCESS(f"batch {name!r} created (id {batch.pk})"))
+
+    def _print_leak(self, check: LeakCheck) -> None:
+        if not check.checked:
+            self.stdout.write(
+                f"leak gate: not checked ({check.n_items} step items, too few per arm)"
+            )
+            return
+        verdict = "ABOVE the threshold" if check.above else "not above the threshold"
+        self.stdout.write(
+            f"leak gate: AUC {check.auc:.3f} [{check.ci_low:.3f}, {check.ci_high:.3f}] on "
+            f"{check.n_items} items, threshold {check.threshold:.2f}: {verdict}"
+        )
+        for arm, features in check.top_features.items():
+            shown = ", ".join(f"{f.ngram!r} {f.count}/{f.other}" for f in features)
+            self.stdout.write(f"  {arm} (items of this arm/others): {shown or '–'}")
 
     def _print_strata(self, design: dict) -> None:
         self.stdout.write(

@@ -5,9 +5,12 @@ The arms are the fixture's verbose reasoner and terse numbered list with the sam
 (tests/annotations/fixtures/styled_arms.py); the texts checked are what the clinician page shows.
 """
 
+import re
 import time
+from io import StringIO
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from annotations.models import Audit, Batch, Step
 from annotations.selectors.blinded import item_get_blinded
@@ -223,3 +226,70 @@ def test_the_page_has_no_checkbox_when_the_gate_passes(v2_batch, client, admin_u
     # then
     assert "Leak gate" in page and "not above the threshold" in page
     assert 'name="confirm_leak"' not in page
+
+
+# --- create_batch ----------------------------------------------------------------------------
+
+
+def _styled_audit(tmp_path, version: str):
+    path = styled_jsonl(tmp_path / f"cmd-{version}.jsonl")
+    audit = audit_create(slug=f"cmd-{version}", name="Styled", normaliser_version=version)
+    import_file(audit=audit, path=path, segmenter_names=["paragraphs"])
+    return audit
+
+
+def _create_batch(audit, *extra: str) -> str:
+    out = StringIO()
+    call_command(
+        "create_batch",
+        "--audit",
+        audit.slug,
+        "--size",
+        "600",
+        "--segmentation",
+        "paragraphs",
+        "--name",
+        "all",
+        *extra,
+        stdout=out,
+    )
+    return out.getvalue()
+
+
+def test_create_batch_dry_run_prints_the_gate_and_stores_nothing(db, tmp_path):
+    # given
+    audit = _styled_audit(tmp_path, NORMALISER_V1)
+    # when
+    text = _create_batch(audit, "--dry-run")
+    # then
+    assert re.search(r"leak gate: AUC 0\.9\d\d \[0\.9\d\d, 1\.000\] on 600 items", text), text
+    assert "threshold 0.60: ABOVE the threshold" in text
+    for code in audit.conditions.values_list("blind_code", flat=True):
+        assert f"  {code} (items of this arm/others): '" in text
+    assert not Batch.objects.filter(audit=audit).exists()
+
+
+def test_create_batch_refuses_a_leaking_batch_unless_confirmed(db, tmp_path, clinician):
+    # given
+    audit = _styled_audit(tmp_path, NORMALISER_V1)
+    # when: refused, nothing left behind
+    with pytest.raises(CommandError, match="--confirm-leak"):
+        _create_batch(audit, "--annotators", clinician.username)
+    assert not Batch.objects.filter(audit=audit).exists()
+    # when: confirmed
+    text = _create_batch(audit, "--annotators", clinician.username, "--confirm-leak")
+    # then
+    batch = Batch.objects.get(audit=audit, name="all")
+    assert batch.assignments.count() == 1
+    assert batch.leak_gate["check"]["above"] is True and batch.leak_gate["confirmed_at"]
+    assert "ABOVE the threshold" in text
+
+
+def test_create_batch_assigns_a_norm_v2_batch_without_confirmation(db, tmp_path, clinician):
+    # given
+    audit = _styled_audit(tmp_path, NORMALISER_V2)
+    # when
+    text = _create_batch(audit, "--annotators", clinician.username)
+    # then
+    assert "not above the threshold" in text
+    assert Batch.objects.get(audit=audit, name="all").assignments.count() == 1
