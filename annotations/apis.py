@@ -33,6 +33,7 @@ from annotations.serializers import (
     ImportCreateInputSerializer,
     ImportJobOutputSerializer,
     LabelInputSerializer,
+    LeakCheckOutputSerializer,
     OverviewEntryOutputSerializer,
     RatingInputSerializer,
     ReassignInputSerializer,
@@ -53,6 +54,7 @@ from annotations.services.import_jobs import (
     import_upload_check_declared_size,
 )
 from annotations.services.labels import assignment_submit, label_save, rating_save
+from annotations.services.leak_gate import batch_leak_check
 from auditapp.exceptions import ApplicationError
 from auditapp.openapi import error_responses
 
@@ -341,6 +343,17 @@ class BatchAssignApi(APIView):
             AssignmentProgressOutputSerializer(rows, many=True).data,
             status=status.HTTP_201_CREATED,
         )
+
+
+class BatchLeakCheckApi(APIView):
+    """The leak gate's figures on what the batch's annotators will see (before assigning)."""
+
+    permission_classes = [IsAdmin]
+
+    @extend_schema(responses={200: LeakCheckOutputSerializer, **error_responses(404)})
+    def get(self, request, batch_id: int):
+        batch = get_object_or_404(Batch.objects.select_related("audit"), pk=batch_id)
+        return Response(LeakCheckOutputSerializer(batch_leak_check(batch=batch).as_dict()).data)
 
 
 class BatchProgressApi(APIView):

@@ -195,6 +195,22 @@ class BatchAssignInputSerializer(serializers.Serializer):
     confirm_leak = serializers.BooleanField(required=False, default=False)
 
 
+class LeakFeatureOutputSerializer(serializers.Serializer):
+    ngram = serializers.CharField()
+    count = serializers.IntegerField()
+    other = serializers.IntegerField()
+
+
+class LeakCheckOutputSerializer(serializers.Serializer):
+    n_items = serializers.IntegerField()
+    auc = serializers.FloatField(allow_null=True)
+    ci_low = serializers.FloatField(allow_null=True)
+    ci_high = serializers.FloatField(allow_null=True)
+    threshold = serializers.FloatField()
+    above = serializers.BooleanField()
+    top_features = serializers.DictField(child=LeakFeatureOutputSerializer(many=True))
+
+
 class ReassignInputSerializer(serializers.Serializer):
     annotator = serializers.CharField(max_length=150)
     due_date = serializers.DateField(required=False, allow_null=True, default=None)

@@ -63,6 +63,11 @@ api_urlpatterns = [
     ),
     path("batches/<int:batch_id>/assign/", apis.BatchAssignApi.as_view(), name="api-batch-assign"),
     path(
+        "batches/<int:batch_id>/leak-check/",
+        apis.BatchLeakCheckApi.as_view(),
+        name="api-batch-leak-check",
+    ),
+    path(
         "batches/<int:batch_id>/progress/",
         apis.BatchProgressApi.as_view(),
         name="api-batch-progress",
