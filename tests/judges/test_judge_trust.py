@@ -302,3 +302,11 @@ def test_a_host_refused_after_the_policy_changed_fails_the_run_without_a_request
     run.refresh_from_db()
     assert run.status == JudgeRun.Status.FAILED and "not an allowed judge host" in run.message
     assert fake.stats()["requests"] == 0
+
+
+def test_every_spec_setting_is_frozen_once_a_version_has_runs():
+    # A spec field missing from Judge.SETTINGS_FIELDS could change under a run unnoticed.
+    from judges.services import SPEC_FIELDS
+
+    frozen = set(Judge.SETTINGS_FIELDS) - {"prompt_id"}
+    assert set(SPEC_FIELDS) - {"name", "description", "prompt"} == frozen
