@@ -30,6 +30,8 @@ from annotations.serializers import (
     BatchPlanInputSerializer,
     BatchPlanOutputSerializer,
     BlindedItemOutputSerializer,
+    EndProbeInputSerializer,
+    EndProbeOutputSerializer,
     ImportCreateInputSerializer,
     ImportJobOutputSerializer,
     LabelInputSerializer,
@@ -55,7 +57,8 @@ from annotations.services.import_jobs import (
 )
 from annotations.services.labels import assignment_submit, label_save, rating_save
 from annotations.services.leak_gate import batch_leak_check
-from auditapp.exceptions import ApplicationError
+from annotations.services.probe import end_probe_get, end_probe_save
+from auditapp.exceptions import ApplicationError, NotFoundError
 from auditapp.openapi import error_responses
 
 # ``?next=`` on a label PUT: the answer also carries the item to show next ("save & next" in
@@ -250,6 +253,35 @@ class RatingSaveApi(APIView):
         return Response(
             saved_output(position=position, revision=rating.revision, elapsed_ms=rating.elapsed_ms)
         )
+
+
+class MyEndProbeApi(APIView):
+    """The blinding question asked once per assignment, after its last item."""
+
+    permission_classes = [IsClinician]
+
+    def _probe(self, request, public_id: str):
+        probe = end_probe_get(annotator=request.user, assignment_public_id=public_id)
+        if probe is None:
+            raise NotFoundError("This audit asks no end-of-assignment question.", code="no_probe")
+        return probe
+
+    @extend_schema(responses={200: EndProbeOutputSerializer, **error_responses(404)})
+    def get(self, request, public_id: str):
+        return Response(EndProbeOutputSerializer(self._probe(request, public_id)).data)
+
+    @extend_schema(
+        request=EndProbeInputSerializer,
+        responses={200: EndProbeOutputSerializer, **error_responses(400, 404, 409)},
+    )
+    def put(self, request, public_id: str):
+        serializer = EndProbeInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        answers = {a["position"]: a["guess"] for a in serializer.validated_data["answers"]}
+        if len(answers) != len(serializer.validated_data["answers"]):
+            raise ApplicationError("An item is answered twice.", code="probe_position")
+        end_probe_save(annotator=request.user, assignment_public_id=public_id, answers=answers)
+        return Response(EndProbeOutputSerializer(self._probe(request, public_id)).data)
 
 
 class AssignmentSubmitApi(APIView):

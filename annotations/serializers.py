@@ -95,6 +95,7 @@ class AssignmentSummaryOutputSerializer(serializers.Serializer):
     due_date = serializers.DateField(allow_null=True)
     submitted = serializers.BooleanField()
     first_open_position = serializers.IntegerField(allow_null=True)
+    probe_pending = serializers.BooleanField()
 
 
 class OverviewEntryOutputSerializer(serializers.Serializer):
@@ -332,3 +333,31 @@ class AuditProgressOutputSerializer(serializers.Serializer):
     abstention_share = serializers.FloatField(allow_null=True)
     elapsed_ms = serializers.IntegerField()
     assignments = AssignmentProgressOutputSerializer(many=True)
+
+
+# --- the end-of-assignment blinding question ----------------------------------------------
+class ProbeItemOutputSerializer(serializers.Serializer):
+    position = serializers.IntegerField()
+    text = serializers.CharField(allow_blank=True)
+    guess = serializers.CharField(allow_blank=True)
+
+
+class EndProbeOutputSerializer(serializers.Serializer):
+    """:class:`annotations.services.probe.EndProbe`: the question asked once per assignment."""
+
+    assignment = serializers.CharField(source="assignment_public_id")
+    options = serializers.ListField(child=serializers.CharField())
+    items = ProbeItemOutputSerializer(many=True)
+    available = serializers.BooleanField(
+        help_text="False until every item of the assignment is done."
+    )
+    answered = serializers.BooleanField()
+
+
+class ProbeAnswerInputSerializer(serializers.Serializer):
+    position = serializers.IntegerField(min_value=1)
+    guess = serializers.CharField(max_length=120)
+
+
+class EndProbeInputSerializer(serializers.Serializer):
+    answers = ProbeAnswerInputSerializer(many=True, allow_empty=False, max_length=50)

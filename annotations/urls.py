@@ -8,6 +8,7 @@ urlpatterns = [
     path("my/", views.my_assignments, name="my-assignments"),
     path("my/<slug:public_id>/", views.assignment_resume, name="assignment"),
     path("my/<slug:public_id>/<int:position>/", views.label_page, name="label"),
+    path("my/<slug:public_id>/question/", views.end_probe_page, name="end-probe"),
     path("audits/<slug:slug>/batches/", views.batch_list_page, name="batches"),
     path("batches/<int:batch_id>/", views.batch_page, name="batch"),
     path("audits/<slug:slug>/import/", views.import_page, name="import"),
@@ -45,6 +46,11 @@ api_urlpatterns = [
         "my/assignments/<slug:public_id>/items/<int:position>/rating/",
         apis.RatingSaveApi.as_view(),
         name="api-rating-save",
+    ),
+    path(
+        "my/assignments/<slug:public_id>/question/",
+        apis.MyEndProbeApi.as_view(),
+        name="api-my-end-probe",
     ),
     path(
         "my/assignments/<slug:public_id>/submit/",

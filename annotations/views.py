@@ -26,6 +26,7 @@ from annotations.services.batches import (
 )
 from annotations.services.import_jobs import import_job_create, import_job_get, import_job_progress
 from annotations.services.leak_gate import batch_leak_check
+from annotations.services.probe import end_probe_get, end_probe_save
 from auditapp.exceptions import ApplicationError, ImportRejected, NotFoundError
 
 
@@ -135,6 +136,41 @@ def label_page(request, public_id: str, position: int):
         "annotations/rating_page.html" if item.kind == "trace" else ("annotations/label_page.html")
     )
     return render(request, template, {"item": item, "data": data})
+
+
+@login_required
+def end_probe_page(request, public_id: str):
+    """The blinding question, once per assignment after its last item (a plain form)."""
+    _clinician_only(request)
+    try:
+        probe = end_probe_get(annotator=request.user, assignment_public_id=public_id)
+    except NotFoundError:
+        raise Http404 from None
+    if probe is None:
+        raise Http404
+    error = ""
+    if request.method == "POST" and probe.available:
+        answers = {
+            item.position: request.POST.get(f"guess-{item.position}", "") for item in probe.items
+        }
+        if not all(answers.values()):
+            error = 'Please answer for every text ("no idea" is an answer).'
+        else:
+            try:
+                end_probe_save(
+                    annotator=request.user, assignment_public_id=public_id, answers=answers
+                )
+            except ApplicationError as exc:
+                error = str(exc)
+            else:
+                messages.success(request, "Thank you — your answers are saved.")
+                return redirect("annotations:my-assignments")
+    return render(
+        request,
+        "annotations/end_probe.html",
+        {"probe": probe, "error": error},
+        status=400 if error else 200,
+    )
 
 
 # --- admins: batches, assignment, progress -----------------------------------------------

@@ -1,9 +1,9 @@
 """Domain models of the annotations app, split by concern."""
 
-from .audits import Audit, Condition, Verdict
+from .audits import Audit, Condition, ProbeMode, Verdict
 from .batches import Assignment, AssignmentItem, Batch, BatchItem
 from .imports import ImportJob
-from .labels import Label, LabelRevision, TraceRating, TraceRatingRevision
+from .labels import Label, LabelRevision, ProbeAnswer, TraceRating, TraceRatingRevision
 from .traces import Question, Step, Trace
 
 __all__ = [
@@ -16,6 +16,8 @@ __all__ = [
     "ImportJob",
     "Label",
     "LabelRevision",
+    "ProbeAnswer",
+    "ProbeMode",
     "Question",
     "Step",
     "Trace",

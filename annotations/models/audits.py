@@ -13,6 +13,11 @@ from annotations.services.normalise import NORMALISER_V1, NORMALISER_V2, RuleErr
 DEFAULT_CONTEXT_WINDOW = 2
 DEFAULT_ANNOTATOR_TITLE = "Step review"
 DEFAULT_REPEAT_MIN_GAP = 10
+# The probe: once per assignment, after its last item, on this many of its steps (or, in
+# 'every' mode, on every Nth item).
+DEFAULT_PROBE_EVERY = 20
+DEFAULT_PROBE_END_ITEMS = 5
+PROBE_LABEL_MAX = 60
 
 
 def new_blinding_seed() -> str:
@@ -30,6 +35,40 @@ def validate_normaliser_rules(value: object) -> None:
         rules_compile(value)  # type: ignore[arg-type]
     except RuleError as exc:
         raise ValidationError(str(exc), code="invalid_rules") from None
+
+
+def validate_probe_arms(value: object) -> None:
+    """Model-field validator: a list of ``{"label", "condition"}`` with distinct labels.
+
+    Whether a label is neutral (names no condition) needs the audit's conditions: see
+    ``Audit.clean`` and ``annotations.services.probe.probe_arms_check``.
+    """
+    if not isinstance(value, list):
+        raise ValidationError("A list of {label, condition} objects.", code="probe_arms")
+    seen: set[str] = set()
+    for n, arm in enumerate(value):
+        where = f"probe_arms[{n}]"
+        if not isinstance(arm, dict) or set(arm) != {"label", "condition"}:
+            raise ValidationError(
+                f"{where}: an object with exactly 'label' and 'condition'.", code="probe_arms"
+            )
+        label, condition = arm["label"], arm["condition"]
+        if not isinstance(label, str) or not label.strip() or len(label) > PROBE_LABEL_MAX:
+            raise ValidationError(
+                f"{where}.label: 1 to {PROBE_LABEL_MAX} characters.", code="probe_arms"
+            )
+        if not isinstance(condition, str) or not condition.strip():
+            raise ValidationError(f"{where}.condition: a condition's name.", code="probe_arms")
+        key = label.strip().casefold()
+        if key in seen:
+            raise ValidationError(f"{where}.label: {label!r} is used twice.", code="probe_arms")
+        seen.add(key)
+
+
+class ProbeMode(models.TextChoices):
+    END = "end", "Once, after the assignment's last item"
+    EVERY = "every", "On every Nth item"
+    OFF = "off", "Off"
 
 
 class Verdict(models.TextChoices):
@@ -108,8 +147,32 @@ class Audit(models.Model):
         "this needs an explicit, logged confirmation.",
     )
     likert_items = models.JSONField(default=list, blank=True)
-    blinding_probe_options = models.JSONField(
-        default=list, blank=True, help_text="Empty: no blinding probe."
+    # The blinding probe (annotations/services/probe.py): arms described by neutral labels the
+    # admin writes, each mapped explicitly to a condition; the report reads guesses through
+    # this mapping, never by matching a label against condition names.
+    probe_arms = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_probe_arms],
+        help_text='[{"label": "Source 1", "condition": "<condition name>"}, ...]; empty: no '
+        "probe. Labels must not name a condition, its code or its description.",
+    )
+    probe_mode = models.CharField(
+        max_length=8,
+        choices=ProbeMode.choices,
+        default=ProbeMode.END,
+        help_text="end: once per assignment, after its last item, on a few of its items; "
+        "every: on every Nth item; off: never.",
+    )
+    probe_every = models.PositiveSmallIntegerField(
+        default=DEFAULT_PROBE_EVERY,
+        validators=[MinValueValidator(1)],
+        help_text="In 'every' mode, the probe is asked on items N, 2N, 3N, ...",
+    )
+    probe_end_items = models.PositiveSmallIntegerField(
+        default=DEFAULT_PROBE_END_ITEMS,
+        validators=[MinValueValidator(1), MaxValueValidator(50)],
+        help_text="In 'end' mode, how many of the assignment's steps the probe shows again.",
     )
     hidden_repeat_share = models.FloatField(default=0.0)
     # Secret: every random choice (blind codes, public ids, samples, orders) derives from it.
@@ -134,6 +197,24 @@ class Audit(models.Model):
     @property
     def is_blinded(self) -> bool:
         return self.unblinded_at is None
+
+    @property
+    def probe_active(self) -> bool:
+        return bool(self.probe_arms) and self.probe_mode != ProbeMode.OFF
+
+    def clean(self) -> None:
+        super().clean()
+        if self.pk and self.probe_arms:
+            from annotations.services.probe import probe_arms_check
+
+            try:
+                validate_probe_arms(self.probe_arms)
+            except ValidationError:
+                return  # reported by the field's own validator
+
+            problems = probe_arms_check(self)
+            if problems:
+                raise ValidationError({"probe_arms": problems})
 
 
 class Condition(models.Model):

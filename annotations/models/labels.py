@@ -96,3 +96,25 @@ class TraceRatingRevision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rating_id} r{self.revision}"
+
+
+class ProbeAnswer(models.Model):
+    """An annotator's answer to the end-of-assignment blinding question about one item.
+
+    In 'every' mode the answer rides on the label (``Label.probe_guess``); in 'end' mode the
+    probe re-shows a few of the assignment's steps once the assignment is done, and each answer
+    is one of these. ``guess`` is a probe arm's neutral label or "no idea".
+    """
+
+    assignment_item = models.OneToOneField(
+        AssignmentItem, on_delete=models.CASCADE, related_name="probe_answer"
+    )
+    assignment = models.ForeignKey(
+        Assignment, on_delete=models.CASCADE, related_name="probe_answers"
+    )
+    guess = models.CharField(max_length=120)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.assignment_item_id}: {self.guess}"

@@ -96,7 +96,9 @@ class ItemAccess:
     show_final_answer: bool
     style_normalisation: bool
     error_categories: list
-    blinding_probe_options: list
+    probe_arms: list  # [{"label", "condition"}]; the label form asks only in 'every' mode
+    probe_mode: str
+    probe_every: int
     likert_items: list
     step_index: int | None
     blinding_version: str | None
@@ -144,8 +146,9 @@ def _tables() -> dict[str, str]:
 _ACCESS_COLUMNS = """
     ai.id, ai.position, a.id, a.submitted_at, b.segmentation, bi.step_id, bi.trace_id,
     au.kind, au.context_mode, au.show_final_answer, au.style_normalisation,
-    au.error_categories, au.blinding_probe_options, au.likert_items,
-    s."index", s.blinding_version, au.context_window, au.show_step_numbers
+    au.error_categories, au.probe_arms, au.likert_items,
+    s."index", s.blinding_version, au.context_window, au.show_step_numbers,
+    au.probe_mode, au.probe_every
 """
 _ACCESS_JOINS = """
     FROM {item} ai
@@ -173,12 +176,14 @@ def _access(row: tuple) -> dict:
         "show_final_answer": bool(row[9]),
         "style_normalisation": bool(row[10]),
         "error_categories": _json(row[11]) or [],
-        "blinding_probe_options": _json(row[12]) or [],
+        "probe_arms": _json(row[12]) or [],
         "likert_items": _json(row[13]) or [],
         "step_index": row[14],
         "blinding_version": row[15],
         "context_window": row[16],
         "show_step_numbers": bool(row[17]),
+        "probe_mode": row[18],
+        "probe_every": row[19],
     }
 
 
@@ -266,7 +271,7 @@ def assignment_item_get_for_display(
         # All done, or not this annotator's assignment: tell the two apart.
         assignment_get_for_annotator(annotator=annotator, assignment_public_id=assignment_public_id)
         return None
-    rest = row[18:]
+    rest = row[20:]
     return ItemView(
         **_access(row),
         guidelines=rest[0],

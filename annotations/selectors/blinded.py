@@ -18,6 +18,8 @@ from annotations.models import (
     AssignmentItem,
     Audit,
     Label,
+    ProbeAnswer,
+    ProbeMode,
     TraceRating,
 )
 from annotations.selectors.access import (
@@ -27,7 +29,7 @@ from annotations.selectors.access import (
     assignment_item_get_for_display,
     context_texts,
 )
-from annotations.services.labels import PROBE_NO_IDEA
+from annotations.services.probe import probe_labels, probe_on_item
 from auditapp.exceptions import NotFoundError
 
 
@@ -93,6 +95,7 @@ class AssignmentSummary:
     due_date: object
     submitted: bool
     first_open_position: int | None
+    probe_pending: bool = False  # done, and the end-of-assignment question is not answered yet
 
 
 @dataclass(frozen=True)
@@ -102,10 +105,12 @@ class OverviewEntry:
     verdict: str  # this clinician's own verdict, "" when none (ratings: "rated")
 
 
-def _probe_options(options: list) -> tuple[str, ...]:
-    if not options:
-        return ()
-    return (*(str(o) for o in options), PROBE_NO_IDEA)
+def _probe_options(item: ItemView) -> tuple[str, ...]:
+    """The probe's answers when this item's label form asks it ('every' mode), else none."""
+    asks = probe_on_item(
+        mode=item.probe_mode, every=item.probe_every, arms=item.probe_arms, position=item.position
+    )
+    return probe_labels(item.probe_arms) if asks else ()
 
 
 def _likert(items: list) -> tuple[LikertItem, ...]:
@@ -219,7 +224,7 @@ def _blind(item: ItemView) -> BlindedItem:
         final_answer=item.final_answer if item.show_final_answer else "",
         error_categories=tuple(item.error_categories),
         guidelines=item.guidelines,
-        probe_options=_probe_options(item.blinding_probe_options),
+        probe_options=_probe_options(item),
         likert_items=_likert(item.likert_items),
         locked=item.locked,
         label=label,
@@ -241,6 +246,8 @@ def assignment_list_for_clinician(*, clinician: AbstractBaseUser) -> list[Assign
             "created_at",
             "batch__audit__annotator_title",
             "batch__audit__kind",
+            "batch__audit__probe_arms",
+            "batch__audit__probe_mode",
         )
         .order_by("created_at", "pk")
     )
@@ -264,19 +271,31 @@ def assignment_list_for_clinician(*, clinician: AbstractBaseUser) -> list[Assign
         .order_by()
         .values_list("assignment_id", "first")
     )
-    return [
-        AssignmentSummary(
-            public_id=a.public_id,
-            title=_title(a, index),
-            kind="trace" if a.batch.audit.kind == Audit.Kind.TRACE_RATINGS else "step",
-            total=stats.get(a.pk, {}).get("total", 0),
-            done=stats.get(a.pk, {}).get("n_done", 0),
-            due_date=a.due_date,
-            submitted=a.is_locked,
-            first_open_position=first_open.get(a.pk),
+    probed = set(
+        ProbeAnswer.objects.filter(assignment__annotator=clinician)
+        .values_list("assignment_id", flat=True)
+        .distinct()
+    )
+    summaries = []
+    for index, a in enumerate(assignments, start=1):
+        total = stats.get(a.pk, {}).get("total", 0)
+        done = stats.get(a.pk, {}).get("n_done", 0)
+        audit = a.batch.audit
+        asks_at_end = audit.probe_active and audit.probe_mode == ProbeMode.END
+        summaries.append(
+            AssignmentSummary(
+                public_id=a.public_id,
+                title=_title(a, index),
+                kind="trace" if audit.kind == Audit.Kind.TRACE_RATINGS else "step",
+                total=total,
+                done=done,
+                due_date=a.due_date,
+                submitted=a.is_locked,
+                first_open_position=first_open.get(a.pk),
+                probe_pending=asks_at_end and total > 0 and done == total and a.pk not in probed,
+            )
         )
-        for index, a in enumerate(assignments, start=1)
-    ]
+    return summaries
 
 
 def assignment_get_for_clinician(

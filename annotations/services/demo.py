@@ -83,10 +83,18 @@ def demo_seed(*, credentials_file: Path) -> list[tuple[str, str, str]]:
                     "max_label": "very much",
                 },
             ],
-            blinding_probe_options=["teacher model", "small model", "distilled model"],
         )
     if not audit.traces.exists():
         import_file(audit=audit, path=DEMO_TRACES, segmenter_names=["given", "sentences"])
+    if not audit.probe_arms:
+        # Neutral labels, mapped explicitly: the annotator learns nothing from the wording.
+        audit.probe_arms = [
+            {"label": "Source 1", "condition": "student-after"},
+            {"label": "Source 2", "condition": "teacher"},
+            {"label": "Source 3", "condition": "student-before"},
+        ]
+        audit.full_clean()
+        audit.save(update_fields=["probe_arms"])
     if not audit.batches.filter(name=DEMO_BATCH).exists():
         batch = batch_build(
             audit=audit,

@@ -65,6 +65,16 @@ def shown_for(item: ItemAccess) -> dict:
     }
 
 
+def _probe_answers(item: ItemAccess) -> tuple[str, ...]:
+    """The probe answers the label form of this item accepts (none unless it asks)."""
+    from annotations.services.probe import probe_labels, probe_on_item
+
+    asks = probe_on_item(
+        mode=item.probe_mode, every=item.probe_every, arms=item.probe_arms, position=item.position
+    )
+    return probe_labels(item.probe_arms) if asks else ()
+
+
 def _validate_label(item: ItemAccess, verdict: str, error_category: str, probe_guess: str) -> str:
     if verdict not in Verdict.values:
         raise ApplicationError(f"Unknown verdict {verdict!r}.", code="verdict")
@@ -76,10 +86,7 @@ def _validate_label(item: ItemAccess, verdict: str, error_category: str, probe_g
             code="error_category",
             extra={"categories": list(item.error_categories)},
         )
-    if probe_guess and (
-        not item.blinding_probe_options
-        or probe_guess not in [*item.blinding_probe_options, PROBE_NO_IDEA]
-    ):
+    if probe_guess and probe_guess not in _probe_answers(item):
         raise ApplicationError("Unknown answer to the blinding question.", code="probe_guess")
     return error_category
 

@@ -543,38 +543,28 @@ def blinded_texts_collect(
 
 
 def probe_mapping(audit: Audit) -> dict[str, int]:
-    """Probe answer option → condition id, for the options that name a condition.
-
-    The admin words the options (``Audit.blinding_probe_options``); an option names a
-    condition when, ignoring case and surrounding spaces, it equals the condition's name or
-    its description (so options may describe an arm, e.g. "teacher model", without showing
-    clinicians a condition name). An option matching two conditions names neither.
-    """
-    conditions = list(
-        Condition.objects.filter(audit=audit).values_list("pk", "name", "description")
-    )
-    mapping: dict[str, int] = {}
-    for option in audit.blinding_probe_options or []:
-        key = str(option).strip().casefold()
-        hits = {
-            pk
-            for pk, name, description in conditions
-            if key and key in {name.strip().casefold(), (description or "").strip().casefold()}
-        }
-        if len(hits) == 1:
-            mapping[str(option)] = hits.pop()
-    return mapping
+    """Probe answer (an arm's neutral label) → condition id, from the audit's explicit
+    mapping (``Audit.probe_arms``); a label whose condition does not exist maps to nothing."""
+    ids = dict(Condition.objects.filter(audit=audit).values_list("name", "pk"))
+    return {
+        str(arm["label"]): ids[str(arm["condition"])]
+        for arm in audit.probe_arms or []
+        if str(arm.get("condition")) in ids
+    }
 
 
 def guesses_collect(audit: Audit) -> pd.DataFrame | None:
-    """Clinicians' answers to the blinding question: ``condition, evaluator, option, guess``.
+    """Annotators' answers to the blinding question: ``condition, evaluator, option, guess``.
 
-    ``condition`` is the label the report shows for the step's true condition; ``guess`` the
-    label of the condition the answer names (see :func:`probe_mapping`), missing for a
-    don't-know or an option that names no condition. Hidden repeats and gold items are left
-    out, as for the expert labels. None when the labels model does not exist.
+    From both ways of asking: with the label (``Label.probe_guess``, 'every' mode) and once
+    per assignment (``ProbeAnswer``, 'end' mode). ``condition`` is the label the report shows
+    for the item's true condition; ``guess`` the label of the condition the answer is mapped
+    to (see :func:`probe_mapping`), missing for a don't-know or an unmapped answer. Hidden
+    repeats and gold items are left out, as for the expert labels. None when the labels model
+    does not exist.
     """
     label_model = _model("annotations", "Label")
+    answer_model = _model("annotations", "ProbeAnswer")
     if label_model is None:
         return None
     queryset = (
@@ -588,6 +578,29 @@ def guesses_collect(audit: Audit) -> pd.DataFrame | None:
         .values_list("step__trace__condition_id", "assignment__annotator__username", "probe_guess")
     )
     frame = _frame(queryset, ["condition_id", "evaluator", "option"], text=["evaluator", "option"])
+    if answer_model is not None:
+        answers = _frame(
+            answer_model.objects.filter(
+                assignment__batch__audit=audit,
+                assignment_item__is_hidden_repeat=False,
+                assignment_item__batch_item__is_gold=False,
+            )
+            .order_by("pk")
+            .values_list(
+                "assignment_item__batch_item__step__trace__condition_id",
+                "assignment_item__batch_item__trace__condition_id",
+                "assignment__annotator__username",
+                "guess",
+            ),
+            ["step_condition_id", "trace_condition_id", "evaluator", "option"],
+            text=["evaluator", "option"],
+        )
+        if not answers.empty:
+            answers["condition_id"] = answers["step_condition_id"].fillna(
+                answers["trace_condition_id"]
+            )
+            parts = [f for f in (frame, answers[["condition_id", "evaluator", "option"]]) if len(f)]
+            frame = pd.concat(parts, ignore_index=True)
     labels = condition_labels(audit)
     frame["condition"] = _map_conditions(frame, labels)
     mapping = {k.strip().casefold(): labels[v] for k, v in probe_mapping(audit).items()}

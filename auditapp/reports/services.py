@@ -393,10 +393,10 @@ def report_build(
 def _probe_public(section: dict[str, Any], *, audit: Audit) -> dict[str, Any]:
     """The blinding check as a blinded reader may see it.
 
-    Probe options are worded by the admin to name or describe the arms ("teacher model"),
-    so while the audit is blinded the answers per blind code would tell which code is which
-    arm. Until unblinding every answer except a don't-know is shown as "option N", numbered
-    by a permutation drawn from the audit's secret seed (not the order an admin typed them).
+    Probe labels are neutral but mapped to the arms by the admin (and older audits' options
+    named them), so while the audit is blinded the answers per blind code would tell which
+    code is which arm. Until unblinding every answer except a don't-know is shown as
+    "option N", numbered by a permutation drawn from the audit's secret seed (not the order an admin typed them).
     """
     if audit.unblinded_at is not None:
         return {**section, "options_hidden": False}
@@ -407,7 +407,7 @@ def _probe_public(section: dict[str, Any], *, audit: Audit) -> dict[str, Any]:
         for option in row.get("options", {})
         if option.strip().casefold() not in dont_know
     }
-    options = sorted(seen | {str(o) for o in audit.blinding_probe_options or []})
+    options = sorted(seen | {str(a["label"]) for a in audit.probe_arms or []})
     digest = hashlib.sha256(f"{audit.blinding_seed}:probe".encode()).digest()
     order = np.random.default_rng(int.from_bytes(digest[:8], "big")).permutation(len(options))
     alias = {option: f"option {int(n) + 1}" for option, n in zip(options, order, strict=True)}

@@ -54,6 +54,10 @@ ALLOWED_KEYS = {
     "due_date",
     "submitted",
     "first_open_position",
+    "probe_pending",
+    "available",
+    "answered",
+    "guess",
     "items",
     "position",
     "verdict",
@@ -137,12 +141,17 @@ def leak_setup(db, clinician, other_clinician, admin_user):
     from annotations.services.imports import import_file
 
     _bump_sequences()
-    audit = audit_create(
-        slug="leak-test", name=AUDIT_NAME, blinding_probe_options=["source one", "source two"]
-    )
+    audit = audit_create(slug="leak-test", name=AUDIT_NAME)
     Audit.objects.filter(pk=audit.pk).update(blinding_seed="e" * 64, hidden_repeat_share=0.1)
     audit.refresh_from_db()
     import_file(audit=audit, path=EXAMPLES, segmenter_names=["given"])
+    # The probe on every second label form, with neutral labels mapped to the arms.
+    audit.probe_arms = [
+        {"label": f"Source {n}", "condition": name}
+        for n, name in enumerate(audit.conditions.order_by("pk").values_list("name", flat=True), 1)
+    ]
+    audit.probe_mode, audit.probe_every = "every", 2
+    audit.save(update_fields=["probe_arms", "probe_mode", "probe_every"])
     batch = batch_build(
         audit=audit,
         name="teacher-vs-student",

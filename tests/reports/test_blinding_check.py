@@ -1,5 +1,5 @@
 """The blinding check in the audit report: texts sampled from the seed, guesses mapped to
-conditions by the admin's wording, answer options hidden until unblinding."""
+conditions by the admin's explicit mapping, answer options hidden until unblinding."""
 
 import json
 
@@ -11,44 +11,38 @@ from annotations.selectors.pseudonyms import id_pseudonyms
 from auditapp.reports.collect import blinded_texts_collect, guesses_collect, probe_mapping
 from auditapp.reports.services import audit_unblind, report_build
 
-OPTIONS = ["teacher model", "small model", "distilled model"]
-DESCRIPTIONS = {
-    "teacher": "Teacher model",
-    "student-before": "small model",
-    "student-after": "distilled model",
-}
+# Neutral labels, mapped by the admin; the third arm's label matches no condition's wording.
+ARMS = {"teacher": "Source B", "student-before": "Source C", "student-after": "Source A"}
 
 
 @pytest.fixture
 def probed_audit(expert_labels):
-    """The demo audit with expert labels, probe options that describe the arms (in the
-    conditions' descriptions), and every third label answering the probe."""
+    """The demo audit with expert labels, neutral probe labels mapped to the arms, and every
+    third label answering the probe."""
     from annotations.models.labels import Label
 
     audit = expert_labels
-    audit.blinding_probe_options = OPTIONS
-    audit.save(update_fields=["blinding_probe_options"])
-    for name, description in DESCRIPTIONS.items():
-        Condition.objects.filter(audit=audit, name=name).update(description=description)
+    audit.probe_arms = [{"label": label, "condition": name} for name, label in ARMS.items()]
+    audit.probe_mode, audit.probe_every = "every", 1
+    audit.full_clean()
+    audit.save(update_fields=["probe_arms", "probe_mode", "probe_every"])
     labels = list(Label.objects.filter(step__audit=audit).select_related("step__trace__condition"))
     for i, label in enumerate(labels):
         if i % 3 == 0:
             # Half the answers name the true arm, the rest don't know.
             truth = label.step.trace.condition.name
-            label.probe_guess = DESCRIPTIONS[truth].lower() if i % 2 == 0 else "no idea"
+            label.probe_guess = ARMS[truth] if i % 2 == 0 else "no idea"
     Label.objects.bulk_update(labels, ["probe_guess"])
     return audit
 
 
-def test_probe_options_map_to_conditions_by_name_or_description(probed_audit):
+def test_probe_labels_map_to_conditions_by_the_explicit_mapping(probed_audit):
     # when
     mapping = probe_mapping(probed_audit)
-    # then every option names its arm (case and spaces ignored)
+    # then every label maps to the condition the admin chose, not to a look-alike name
     names = dict(Condition.objects.filter(audit=probed_audit).values_list("pk", "name"))
     assert {option: names[pk] for option, pk in mapping.items()} == {
-        "teacher model": "teacher",
-        "small model": "student-before",
-        "distilled model": "student-after",
+        label: name for name, label in ARMS.items()
     }
 
 
@@ -114,7 +108,7 @@ def test_report_blinding_section_while_blinded_hides_the_option_wording(
     # and neither the option wording nor a condition name anywhere
     text = json.dumps(report)
     assert blinding["options_hidden"] is True
-    for word in [*OPTIONS, *condition_names]:
+    for word in [*ARMS.values(), *condition_names]:
         assert word not in text, word
     assert {k for r in rows for k in r["options"]} <= {
         "option 1",
@@ -133,13 +127,16 @@ def test_report_blinding_section_after_unblinding_shows_the_options(probed_audit
     # then
     rows = {r["condition"]: r for r in report["blinding"]["index"]}
     assert report["blinding"]["options_hidden"] is False
-    assert set(rows["teacher"]["options"]) <= {"teacher model", "no idea"}
+    assert set(rows["teacher"]["options"]) <= {ARMS["teacher"], "no idea"}
     assert report["blinding"]["blinded"] is False
 
 
 def test_unmapped_options_give_counts_and_a_note(probed_audit):
-    # given descriptions that no longer match the options
-    Condition.objects.filter(audit=probed_audit).update(description="")
+    # given labels mapped to no existing condition (as an old audit's unmatched options are)
+    type(probed_audit).objects.filter(pk=probed_audit.pk).update(
+        probe_arms=[{"label": label, "condition": "?"} for label in ARMS.values()]
+    )
+    probed_audit.refresh_from_db()
     # when
     report = report_build(audit=probed_audit, resamples=50)
     # then no index, counts per (hidden) option, and why
