@@ -396,7 +396,8 @@ def _probe_public(section: dict[str, Any], *, audit: Audit) -> dict[str, Any]:
     Probe labels are neutral but mapped to the arms by the admin (and older audits' options
     named them), so while the audit is blinded the answers per blind code would tell which
     code is which arm. Until unblinding every answer except a don't-know is shown as
-    "option N", numbered by a permutation drawn from the audit's secret seed (not the order an admin typed them).
+    "option N", numbered by a permutation drawn from the audit's secret seed (not the order
+    an admin typed them).
     """
     if audit.unblinded_at is not None:
         return {**section, "options_hidden": False}
