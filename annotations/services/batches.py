@@ -521,8 +521,8 @@ def batch_assign(
     Williams Latin square over trace types) with the batch's share of hidden repeats.
 
     The leak gate runs first: when the blinding classifier's interval on what the annotators
-    will see lies above the audit's ``leak_threshold``, assigning needs ``confirm_leak``, and
-    the confirmation (figures, who, when) is kept in ``batch.leak_gate``."""
+    will see lies above the audit's ``leak_threshold``, assigning needs ``confirm_leak``. The
+    figures (and the confirmation: who, when) are kept in ``batch.leak_gate``."""
     batch = Batch.objects.select_for_update().select_related("audit").get(pk=batch.pk)
     if batch.assignments.exists():
         raise ConflictError(
@@ -538,22 +538,27 @@ def batch_assign(
             code="overlap",
         )
     check = batch_leak_check(batch=batch)
-    if check.above:
-        figures = check.as_dict()
-        if not confirm_leak:
-            raise ConflictError(
-                f"What the annotators will see gives the arm away: AUC {check.auc:.3f} "
-                f"[{check.ci_low:.3f}, {check.ci_high:.3f}] lies above the audit's threshold "
-                f"{check.threshold:.2f}. Add a replacement rule and re-check, or confirm.",
-                code="leak_gate",
-                extra=figures,
-            )
-        batch.leak_gate = {
-            "check": figures,
-            "confirmed_by": confirmed_by.get_username() if confirmed_by is not None else "",
-            "confirmed_at": timezone.now().isoformat(),
-        }
-        batch.save(update_fields=["leak_gate"])
+    figures = check.as_dict()
+    if check.above and not confirm_leak:
+        raise ConflictError(
+            f"What the annotators will see gives the arm away: AUC {check.auc:.3f} "
+            f"[{check.ci_low:.3f}, {check.ci_high:.3f}] lies above the audit's threshold "
+            f"{check.threshold:.2f}. Add a replacement rule and re-check, or confirm.",
+            code="leak_gate",
+            extra=figures,
+        )
+    # Kept for every assigned batch, so the report's blinding section can show per batch what
+    # its annotators' items gave away when it was assigned (and who confirmed, if anyone).
+    now = timezone.now().isoformat()
+    batch.leak_gate = {
+        "check": figures,
+        "checked_at": now,
+        "confirmed_by": (confirmed_by.get_username() if confirmed_by else "")
+        if check.above
+        else "",
+        "confirmed_at": now if check.above else None,
+    }
+    batch.save(update_fields=["leak_gate"])
     audit = batch.audit
     seed = audit.blinding_seed
     items = list(batch.items.select_related("trace").order_by("pk"))

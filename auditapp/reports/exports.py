@@ -199,6 +199,20 @@ def _blinding_index(report: dict) -> pd.DataFrame:
     return _rows(rows)
 
 
+def _blinding_batches(report: dict) -> pd.DataFrame:
+    rows = [
+        {
+            **{k: v for k, v in row.items() if k != "top_features"},
+            "top_features": "; ".join(
+                f"{arm}: {', '.join(grams)}"
+                for arm, grams in (row.get("top_features") or {}).items()
+            ),
+        }
+        for row in (report.get("blinding") or {}).get("batches") or []
+    ]
+    return _rows(rows)
+
+
 # name → (builder, one-line description for docs and the page)
 REPORT_TABLES: dict[str, tuple[Callable[[dict], pd.DataFrame], str]] = {
     "error_rates": (_section("error_rates"), "error rate per evaluator × condition"),
@@ -235,6 +249,10 @@ REPORT_TABLES: dict[str, tuple[Callable[[dict], pd.DataFrame], str]] = {
         "can the condition be predicted from blinded text (AUC; near 0.5 is good)",
     ),
     "blinding_index": (_blinding_index, "clinicians' guesses per condition; Bang's index"),
+    "blinding_batches": (
+        _blinding_batches,
+        "the leak gate per batch: classifier AUC on what its annotators were shown",
+    ),
 }
 
 

@@ -75,6 +75,12 @@ def _p(value: Any) -> str:
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
+_GATE_MISSING = {
+    False: "not assigned yet",
+    True: "not recorded (assigned before the gate was kept per batch)",
+}
+
+
 def _table(name, title, columns, rows, note="", numeric_from=1) -> DisplayTable:
     return DisplayTable(
         name=name,
@@ -431,6 +437,35 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
         ],
     )
     blinding = report.get("blinding") or {}
+    out["blinding_batches"] = _table(
+        "blinding_batches",
+        "Leak gate per batch: can the arm be read from what its annotators were shown?",
+        ["batch", "items", "AUC", "95% CI", "threshold", "above", "confirmed by", "top n-grams"],
+        [
+            [
+                b["batch"],
+                _num(b.get("n_items")),
+                _num(b.get("auc")),
+                _interval(b.get("ci_low"), b.get("ci_high"), pct=False),
+                _num(b.get("threshold")),
+                "yes" if b.get("above") else "no",
+                b.get("confirmed_by") or "–",
+                "; ".join(
+                    f"{arm}: {', '.join(grams)}"
+                    for arm, grams in (b.get("top_features") or {}).items()
+                    if grams
+                )
+                or "–",
+            ]
+            if b.get("recorded")
+            else [b["batch"], "–", "–", "–", "–", "–", "–", _GATE_MISSING[b.get("assigned", False)]]
+            for b in blinding.get("batches") or []
+        ],
+        note="The blinding classifier of the check above, run when the batch was assigned on "
+        "each item as its annotators see it (context window, step, final answer when shown); "
+        "'above': the interval's lower bound exceeds the audit's threshold, and assigning "
+        "needed a logged confirmation. No AUC: an arm had fewer than 30 items.",
+    )
     index_rows = blinding.get("index") or []
     out["blinding_index"] = _table(
         "blinding_index",

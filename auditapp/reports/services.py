@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Exists, OuterRef
 from django.utils import timezone
 
-from annotations.models import Audit, Condition, Step
+from annotations.models import Assignment, Audit, Batch, Condition, Step
 from annotations.roles import Role, user_has_role, user_is_researcher_or_admin
 from annotations.services.normalise import normaliser_description
 from auditapp.agreement.blinding import DONT_KNOW
@@ -306,6 +306,7 @@ def _blinding_section(audit: Audit) -> dict[str, Any]:
         conditions.append(row)
     event = UnblindingEvent.objects.filter(audit=audit).select_related("user").first()
     return {
+        "batches": _batch_gates(audit),
         "blinded": blinded,
         "unblinded_at": audit.unblinded_at.isoformat() if audit.unblinded_at else None,
         "unblinded_by": event.user.get_username() if event else None,
@@ -315,6 +316,40 @@ def _blinding_section(audit: Audit) -> dict[str, Any]:
             "unblinding is logged and cannot be undone."
         ),
     }
+
+
+# Top n-grams per arm in the report (the batch page shows all ten).
+REPORT_GATE_FEATURES = 3
+
+
+def _batch_gates(audit: Audit) -> list[dict[str, Any]]:
+    """The leak gate's figures per batch, as recorded when the batch was assigned: the
+    blinding classifier on what that batch's annotators were shown (see
+    ``annotations.services.leak_gate``). Arms are blind codes, as on the batch page."""
+    rows = []
+    for name, gate, assigned in (
+        Batch.objects.filter(audit=audit)
+        .annotate(assigned=Exists(Assignment.objects.filter(batch=OuterRef("pk"))))
+        .order_by("created_at", "pk")
+        .values_list("name", "leak_gate", "assigned")
+    ):
+        check = (gate or {}).get("check")
+        row: dict[str, Any] = {"batch": name, "assigned": bool(assigned), "recorded": bool(check)}
+        if check:
+            row.update(
+                {
+                    key: check.get(key)
+                    for key in ("n_items", "auc", "ci_low", "ci_high", "threshold", "above")
+                }
+            )
+            row["confirmed_by"] = gate.get("confirmed_by") or ""
+            row["checked_at"] = gate.get("checked_at") or gate.get("confirmed_at")
+            row["top_features"] = {
+                arm: [f["ngram"] for f in features[:REPORT_GATE_FEATURES]]
+                for arm, features in (check.get("top_features") or {}).items()
+            }
+        rows.append(row)
+    return rows
 
 
 def _normaliser_method(audit: Audit) -> str:

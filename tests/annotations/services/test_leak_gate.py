@@ -139,7 +139,9 @@ def test_v2_assignment_needs_no_confirmation(v2_batch, clinician):
     # then
     assert assignment.items.exists()
     v2_batch.refresh_from_db()
-    assert v2_batch.leak_gate == {}
+    gate = v2_batch.leak_gate
+    assert gate["check"]["above"] is False and gate["check"]["ci_high"] < 0.6
+    assert gate["confirmed_by"] == "" and gate["confirmed_at"] is None and gate["checked_at"]
 
 
 def test_two_thousand_items_answer_in_under_five_seconds(db, tmp_path):
@@ -324,3 +326,34 @@ def test_the_api_shows_the_figures_before_assignment_to_admins_only(
         set(f) == {"ngram", "count", "other"} for fs in body["top_features"].values() for f in fs
     )
     assert not v1_batch.assignments.exists()
+
+
+def test_the_report_shows_each_batchs_gate_as_recorded(v1_batch, admin_user, clinician):
+    from auditapp.reports.exports import report_tables
+    from auditapp.reports.render import report_context
+    from auditapp.reports.services import report_build
+
+    # given: the leaking batch assigned with confirmation, and a second batch not assigned
+    audit = v1_batch.audit
+    batch_assign(batch=v1_batch, annotators=[clinician], confirm_leak=True, confirmed_by=admin_user)
+    batch_build(audit=audit, name="later", size=10, segmentation="paragraphs")
+    v1_batch.refresh_from_db()
+    gate = v1_batch.leak_gate["check"]
+    # when
+    report = report_build(audit=audit, resamples=20)
+    # then the JSON carries the recorded figures per batch, arms by blind code
+    rows = {r["batch"]: r for r in report["blinding"]["batches"]}
+    assert rows["all"]["recorded"] and rows["all"]["assigned"]
+    for key in ("n_items", "auc", "ci_low", "ci_high", "threshold", "above"):
+        assert rows["all"][key] == gate[key]
+    assert rows["all"]["confirmed_by"] == admin_user.get_username()
+    codes = set(audit.conditions.values_list("blind_code", flat=True))
+    assert set(rows["all"]["top_features"]) == codes
+    assert rows["later"] == {"batch": "later", "assigned": False, "recorded": False}
+    # and the table on the page and in the export say the same
+    table = report_context(report, standalone=True)["tables"]["blinding_batches"]
+    row = next(r for r in table.rows if r[0] == "all")
+    assert row[2] == f"{gate['auc']:.3f}" and row[5] == "yes"
+    assert next(r for r in table.rows if r[0] == "later")[-1] == "not assigned yet"
+    frame = report_tables(report)["blinding_batches"]
+    assert frame.loc[frame["batch"] == "all", "auc"].item() == gate["auc"]
