@@ -1,0 +1,131 @@
+"""Active expert sampling: inclusion probabilities that follow the judge's uncertainty.
+
+Active statistical inference (Zrnic & Candès, ICML 2024) draws the expert sample with
+probabilities π_i that grow with how unsure the judge is about unit i, then corrects with the
+recorded π_i (Horvitz–Thompson / Hájek weights 1/π_i), so the estimate stays unbiased for any
+π while its variance drops when the experts' effort goes where the judge is least reliable.
+The variance of a prediction-powered estimate is Σ (Y_i − f_i)² (1 − π_i) / π_i / N² for
+Poisson sampling, smallest for π_i ∝ sd(Y_i − f_i | judge); for a 0/1 error label and a
+calibrated judge probability p_i that sd is sqrt(p_i (1 − p_i)), the **uncertainty score**.
+
+Where p_i comes from (:func:`error_probability`), in the order used:
+
+* several samples of one judge: the share of its samples that call the step an error;
+* several judges: the share of judges that call it an error;
+* a stated confidence c in the verdict (or the verdict token's probability): c for an
+  "error" verdict, 1 − c for a "correct" one;
+* one plain verdict: no uncertainty is known, every step gets the same score.
+
+**The floor.** A judge that is confidently wrong gives p_i = 0 or 1 and a score of 0: without
+a floor such a step could never reach an expert, the weights 1/π_i would be unbounded and the
+estimate's variance with them. Every step keeps π_i ≥ ``floor`` × n / N (default 0.2: at most
+a five-fold weight relative to uniform sampling), which bounds the worst case at 5× the
+uniform design's variance contribution per step while leaving most of the budget to the
+uncertain steps.
+
+Examples
+--------
+>>> import numpy as np
+>>> pi = inclusion_probabilities(np.array([0.0, 0.0, 0.5, 0.5]), n=2, floor=0.2)
+>>> [round(float(p), 3) for p in pi], round(float(pi.sum()), 6)
+([0.1, 0.1, 0.9, 0.9], 2.0)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "error_probability",
+    "inclusion_probabilities",
+    "systematic_sample",
+    "uncertainty_score",
+]
+
+DEFAULT_FLOOR = 0.2
+
+
+def error_probability(
+    *,
+    sample_error_share: np.ndarray | None = None,
+    judge_error_share: np.ndarray | None = None,
+    confidence: np.ndarray | None = None,
+    verdict_is_error: np.ndarray | None = None,
+) -> np.ndarray:
+    """The judge's probability that each step is an error, from what exists (module doc)."""
+    for share in (sample_error_share, judge_error_share):
+        if share is not None:
+            p = np.asarray(share, dtype=float)
+            if np.any((p < 0) | (p > 1) | ~np.isfinite(p)):
+                raise ValueError("error shares must lie in [0, 1]")
+            return p
+    if confidence is not None:
+        if verdict_is_error is None:
+            raise ValueError("a stated confidence needs the verdict it is about")
+        c = np.asarray(confidence, dtype=float)
+        if np.any((c < 0) | (c > 1) | ~np.isfinite(c)):
+            raise ValueError("confidences must lie in [0, 1]")
+        return np.where(np.asarray(verdict_is_error, dtype=bool), c, 1.0 - c)
+    if verdict_is_error is not None:
+        return np.full(np.asarray(verdict_is_error).shape, 0.5)
+    raise ValueError("give at least one source of the judge's uncertainty")
+
+
+def uncertainty_score(p: np.ndarray) -> np.ndarray:
+    """sqrt(p (1 − p)): the standard deviation of a 0/1 label with error probability p."""
+    p = np.asarray(p, dtype=float)
+    return np.sqrt(np.clip(p * (1.0 - p), 0.0, 0.25))
+
+
+def inclusion_probabilities(p: np.ndarray, *, n: int, floor: float = DEFAULT_FLOOR) -> np.ndarray:
+    """π_i ∝ uncertainty_score(p_i), at least ``floor``·n/N, at most 1, summing to n.
+
+    Water-filling: scale the scores to the budget, raise those under the floor to it and cap
+    those over 1, then rescale the rest, until the sum is n.
+    """
+    scores = uncertainty_score(p)
+    big_n = scores.size
+    if not 0 < n <= big_n:
+        raise ValueError(f"n must lie in 1..{big_n}, got {n}")
+    if not 0 <= floor <= 1:
+        raise ValueError("floor must lie in [0, 1]")
+    low = floor * n / big_n
+    if np.all(scores == 0):
+        return np.full(big_n, n / big_n)
+    pi = np.empty(big_n)
+    fixed = np.zeros(big_n, dtype=bool)
+    for _ in range(big_n + 1):
+        free = ~fixed
+        budget = n - pi[fixed].sum()
+        weight = scores[free].sum()
+        if weight <= 0:
+            pi[free] = budget / free.sum()
+        else:
+            pi[free] = scores[free] * budget / weight
+        under = free & (pi < low)
+        over = free & (pi > 1.0)
+        if not under.any() and not over.any():
+            break
+        pi[under] = low
+        pi[over] = 1.0
+        fixed |= under | over
+    return pi
+
+
+def systematic_sample(pi: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices of a fixed-size sample whose inclusion probabilities are exactly ``pi``.
+
+    Systematic probability-proportional-to-size sampling over a random order (the random
+    order removes any periodicity of the input): a uniform start u, and the units whose
+    cumulative π interval contains u, u + 1, u + 2, ... ``pi`` must sum to an integer.
+    """
+    pi = np.asarray(pi, dtype=float)
+    total = pi.sum()
+    n = round(float(total))
+    if abs(total - n) > 1e-6 or np.any((pi < 0) | (pi > 1 + 1e-12)):
+        raise ValueError("inclusion probabilities must lie in [0, 1] and sum to an integer")
+    order = rng.permutation(pi.size)
+    edges = np.concatenate([[0.0], np.cumsum(pi[order])])
+    points = rng.random() + np.arange(n)
+    chosen = np.searchsorted(edges, points, side="right") - 1
+    return np.sort(order[np.clip(chosen, 0, pi.size - 1)])
