@@ -311,6 +311,7 @@ def _plan_data(plan) -> dict:
             "population": plan.population,
             "excluded": plan.excluded,
             "sample_size": plan.sample_size,
+            "sampling": dict(plan.sampling),
             "gold": plan.gold,
             "gold_available": plan.gold_available,
             "strata": plan.strata,

@@ -146,6 +146,19 @@ class BatchPlanInputSerializer(serializers.Serializer):
     )
     include_batched = serializers.BooleanField(required=False, default=False)
     gold = serializers.IntegerField(min_value=0, required=False, default=0)
+    design = serializers.ChoiceField(
+        choices=["stratified", "active"],
+        default="stratified",
+        help_text="active: within each stratum, probabilities follow the judge's uncertainty.",
+    )
+    uncertainty = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="The active design's source, e.g. judge-runs:12 or judge-runs:12,13.",
+    )
+    floor = serializers.FloatField(min_value=0, max_value=1, required=False, default=0.2)
 
 
 class BatchCreateInputSerializer(BatchPlanInputSerializer):
@@ -173,6 +186,7 @@ class BatchPlanOutputSerializer(serializers.Serializer):
     population = serializers.IntegerField()
     excluded = serializers.IntegerField()
     sample_size = serializers.IntegerField()
+    sampling = serializers.DictField(help_text="The design: stratified, or active and its source.")
     gold = serializers.IntegerField()
     gold_available = serializers.IntegerField()
     strata = StratumOutputSerializer(many=True)

@@ -27,9 +27,11 @@ from annotations.models import (
     Trace,
     TraceRating,
 )
+from annotations.services.active_design import draw_active, uncertainty_source_get
 from annotations.services.leak_gate import batch_leak_check
-from annotations.services.randomness import public_ids, seeded_random
+from annotations.services.randomness import public_ids, seeded_generator, seeded_random
 from annotations.services.sampling import Allocation, Stratum, StratumFunction, allocate, draw
+from auditapp.agreement.active import DEFAULT_FLOOR
 from auditapp.exceptions import ApplicationError, ConflictError
 
 STRATIFIERS = ("answer_correct", "trace_type", "context_depth")
@@ -65,6 +67,9 @@ class BatchPlan:
     gold_available: int
     drawn: Mapping[str, Sequence[int]] = field(repr=False, default_factory=dict)
     gold_units: Sequence[tuple[int, str]] = field(repr=False, default=())
+    # The active design: each drawn unit's own inclusion probability, and how it was chosen.
+    probabilities: Mapping[int, float] = field(repr=False, default_factory=dict)
+    sampling: Mapping[str, object] = field(default_factory=lambda: {"design": "stratified"})
 
     @property
     def sample_size(self) -> int:
@@ -83,6 +88,7 @@ class BatchPlan:
             "excluded_already_batched": self.excluded,
             "strata": [s.as_dict() for s in self.strata],
             "gold": self.gold,
+            "sampling": dict(self.sampling),
         }
 
 
@@ -105,9 +111,28 @@ def batch_preview(
     allocation: str = Allocation.EQUAL,
     include_batched: bool = False,
     gold: int = 0,
+    design: str = "stratified",
+    uncertainty: str = "",
+    floor: float = DEFAULT_FLOOR,
 ) -> BatchPlan:
     """Plan a stratified sample: always by condition, optionally by the trace's answer
-    correctness, its trace type, or any ``stratum_functions`` (e.g. a judge run's verdict)."""
+    correctness, its trace type, or any ``stratum_functions`` (e.g. a judge run's verdict).
+
+    ``design="active"``: within each stratum, units are drawn with probabilities that follow
+    the judge's uncertainty from the ``uncertainty`` source (e.g. ``"judge-runs:12"``), at
+    least ``floor`` times the stratum's uniform probability (``annotations.services.
+    active_design``); each unit's probability is recorded."""
+    if design not in ("stratified", "active"):
+        raise ApplicationError(
+            f"Unknown design {design!r}; use stratified or active.", code="design"
+        )
+    if design == "active" and not uncertainty:
+        raise ApplicationError(
+            "The active design needs an uncertainty source, e.g. judge-runs:<run id>.",
+            code="uncertainty",
+        )
+    if not 0 <= floor <= 1:
+        raise ApplicationError("The floor must lie between 0 and 1.", code="floor")
     stratum_functions = dict(stratum_functions or {})
     unknown = [s for s in stratify_by if s not in STRATIFIERS and s not in stratum_functions]
     if unknown:
@@ -169,11 +194,33 @@ def batch_preview(
         units_by_stratum[key].append(row[0])
     seed = seed or "0"
     strata = allocate(populations, conditions, size=size, allocation=allocation)
-    drawn = draw(
-        units_by_stratum,
-        strata,
-        lambda key: seeded_random(audit.blinding_seed, f"batch:{seed}:stratum:{key}"),
-    )
+    probabilities: dict[int, float] = {}
+    sampling: dict[str, object] = {"design": "stratified"}
+    if design == "active":
+        error_probabilities, described = uncertainty_source_get(uncertainty)
+        known = error_probabilities([r[0] for r in rows])
+        drawn = {}
+        for stratum in strata:
+            rng = seeded_generator(audit.blinding_seed, f"batch:{seed}:active:{stratum.key}")
+            drawn[stratum.key], chosen = draw_active(
+                units_by_stratum.get(stratum.key, ()), stratum.sample, known, rng, floor=floor
+            )
+            probabilities.update(chosen)
+        sampling = {
+            "design": "active",
+            "uncertainty": uncertainty,
+            "source": described,
+            "floor": floor,
+            "units_with_a_score": sum(1 for r in rows if r[0] in known),
+            "rule": "within each stratum π ∝ sqrt(p(1 − p)) of the judge's error probability p, "
+            "at least floor × the stratum's uniform probability, capped at 1; systematic PPS",
+        }
+    else:
+        drawn = draw(
+            units_by_stratum,
+            strata,
+            lambda key: seeded_random(audit.blinding_seed, f"batch:{seed}:stratum:{key}"),
+        )
     gold_units: list[tuple[int, str]] = []
     gold_available = 0
     if not rating:
@@ -205,6 +252,8 @@ def batch_preview(
         gold_available=gold_available,
         drawn=drawn,
         gold_units=gold_units,
+        probabilities=probabilities,
+        sampling=sampling,
     )
 
 
@@ -225,6 +274,9 @@ def batch_build(
     hidden_repeat_share: float | None = None,
     repeat_min_gap: int | None = None,
     created_by: AbstractBaseUser | None = None,
+    design: str = "stratified",
+    uncertainty: str = "",
+    floor: float = DEFAULT_FLOOR,
 ) -> Batch:
     """Draw and store a batch. The same audit, seed and options draw the same units."""
     if overlap < 1:
@@ -245,6 +297,9 @@ def batch_build(
         allocation=allocation,
         include_batched=include_batched,
         gold=gold,
+        design=design,
+        uncertainty=uncertainty,
+        floor=floor,
     )
     share = audit.hidden_repeat_share if hidden_repeat_share is None else hidden_repeat_share
     if not 0 <= share <= 0.5:
@@ -271,7 +326,7 @@ def batch_build(
         BatchItem(
             batch=batch,
             stratum=s.key,
-            inclusion_probability=s.inclusion_probability,
+            inclusion_probability=plan.probabilities.get(pk, s.inclusion_probability),
             **{unit: pk},
         )
         for s in plan.strata

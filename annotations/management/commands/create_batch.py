@@ -6,6 +6,7 @@ from annotations.selectors.users import annotators_get_by_usernames
 from annotations.services.batches import batch_assign, batch_build, batch_preview
 from annotations.services.leak_gate import LeakCheck, batch_leak_check
 from annotations.services.sampling import Allocation
+from auditapp.agreement.active import DEFAULT_FLOOR
 from auditapp.exceptions import ApplicationError
 
 
@@ -38,6 +39,26 @@ class Command(BaseCommand):
             "balanced every arm gets the same mix)",
         )
         parser.add_argument("--allocation", choices=Allocation.choices, default=Allocation.EQUAL)
+        parser.add_argument(
+            "--design",
+            choices=["stratified", "active"],
+            default="stratified",
+            help="active: within each stratum, draw with probabilities that follow the judge's "
+            "uncertainty (needs --uncertainty)",
+        )
+        parser.add_argument(
+            "--uncertainty",
+            default="",
+            help="where the active design reads the judge's uncertainty, e.g. judge-runs:12 "
+            "(one run with several samples per step) or judge-runs:12,13 (several judges)",
+        )
+        parser.add_argument(
+            "--floor",
+            type=float,
+            default=DEFAULT_FLOOR,
+            help="active design: every unit keeps at least this share of the uniform "
+            "probability (default %(default)s: weights at most 1/floor times the uniform ones)",
+        )
         parser.add_argument("--gold", type=int, default=0, help="gold items (reference verdict)")
         parser.add_argument(
             "--hidden-repeats", type=float, default=None, help="share repeated unannounced"
@@ -81,6 +102,9 @@ class Command(BaseCommand):
             allocation=opts["allocation"],
             include_batched=opts["include_batched"],
             gold=opts["gold"],
+            design=opts["design"],
+            uncertainty=opts["uncertainty"],
+            floor=opts["floor"],
         )
         try:
             annotators = annotators_get_by_usernames(
@@ -158,3 +182,10 @@ class Command(BaseCommand):
         self.stdout.write(f"{'total':<{width}}  {design['population']:>10}  {total:>6}")
         if design.get("gold"):
             self.stdout.write(f"+ {design['gold']} gold items")
+        sampling = design.get("sampling") or {}
+        if sampling.get("design") == "active":
+            self.stdout.write(
+                f"active design: {sampling['source']}; {sampling['units_with_a_score']} units "
+                f"scored; floor {sampling['floor']:g} (π per item is recorded; the column above "
+                "is the stratum's average)"
+            )
