@@ -665,3 +665,28 @@ def tables_fingerprint(audit: Audit) -> dict[str, Any]:
             logger.warning("no fingerprint for %s", name, exc_info=True)
             parts[name] = None
     return parts
+
+
+# --- annotator quality -------------------------------------------------------------------
+def annotator_items_collect(audit: Audit) -> pd.DataFrame:
+    """Every expert label with what annotator quality needs: ``evaluator, unit, verdict,
+    is_gold, gold_verdict, is_repeat, elapsed_ms`` — gold items and hidden repeats included
+    (``_expert_labels`` leaves them out of the estimates)."""
+    columns = ["evaluator", "unit", "verdict", "is_gold", "gold_verdict", "is_repeat", "elapsed_ms"]
+    label_model = _model("annotations", "Label")
+    if label_model is None:
+        return pd.DataFrame(columns=columns)
+    rows = list(
+        label_model.objects.filter(step__audit=audit)
+        .order_by("pk")
+        .values_list(
+            "assignment__annotator__username",
+            "step_id",
+            "verdict",
+            "assignment_item__batch_item__is_gold",
+            "assignment_item__batch_item__gold_verdict",
+            "assignment_item__is_hidden_repeat",
+            "elapsed_ms",
+        )
+    )
+    return pd.DataFrame(rows, columns=columns)

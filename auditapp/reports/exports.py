@@ -249,6 +249,14 @@ REPORT_TABLES: dict[str, tuple[Callable[[dict], pd.DataFrame], str]] = {
         "can the condition be predicted from blinded text (AUC; near 0.5 is good)",
     ),
     "blinding_index": (_blinding_index, "clinicians' guesses per condition; Bang's index"),
+    "annotator_quality": (
+        lambda r: _rows((r.get("annotators") or {}).get("quality")),
+        "per expert: gold accuracy, hidden-repeat consistency, speed, abstention, flags",
+    ),
+    "annotator_agreement": (
+        lambda r: _rows((r.get("annotators") or {}).get("agreement")),
+        "each expert against every other evaluator",
+    ),
     "blinding_batches": (
         _blinding_batches,
         "the leak gate per batch: classifier AUC on what its annotators were shown",

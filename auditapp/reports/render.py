@@ -525,6 +525,58 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
         ],
         numeric_from=4,
     )
+    annotators = report.get("annotators") or {}
+    out["annotator_quality"] = _table(
+        "annotator_quality",
+        "Annotator quality",
+        [
+            "expert",
+            "labels",
+            "gold items",
+            "gold accuracy",
+            "95% CI",
+            "repeat pairs",
+            "repeat agreement",
+            "repeat κ",
+            "median s/item",
+            "abstained",
+            "flags",
+        ],
+        [
+            [
+                q["evaluator"],
+                _num(q.get("n_labels")),
+                _num(q.get("gold_items")),
+                _pct(q.get("gold_accuracy")),
+                _interval(q.get("gold_ci_low"), q.get("gold_ci_high")),
+                _num(q.get("repeat_pairs")),
+                _pct(q.get("repeat_agreement")),
+                _num(q.get("repeat_kappa")),
+                _num(q.get("median_seconds"), 1),
+                _pct(q.get("abstain_share")),
+                q.get("flags") or "–",
+            ]
+            for q in annotators.get("quality") or []
+        ],
+        note=annotators.get("rule", ""),
+    )
+    out["annotator_agreement"] = _table(
+        "annotator_agreement",
+        "Each expert against every other evaluator (shared steps, gold and repeats left out)",
+        ["expert", "other", "kind", "shared steps", "agreement", "Cohen's κ"],
+        [
+            [
+                a["evaluator"],
+                a["other"],
+                a.get("other_kind") or "–",
+                _num(a.get("n_shared")),
+                _pct(a.get("percent_agreement")),
+                _num(a.get("kappa")),
+            ]
+            for a in annotators.get("agreement") or []
+        ],
+        numeric_from=3,
+    )
     return out
 
 

@@ -24,6 +24,11 @@ from django.utils import timezone
 from annotations.models import Assignment, Audit, Batch, Condition, Step
 from annotations.roles import Role, user_has_role, user_is_researcher_or_admin
 from annotations.services.normalise import normaliser_description
+from auditapp.agreement.annotators import (
+    QualityThresholds,
+    annotator_agreement,
+    annotator_quality,
+)
 from auditapp.agreement.blinding import DONT_KNOW
 from auditapp.agreement.formats import (
     answers_read,
@@ -36,6 +41,7 @@ from auditapp.agreement.report import REPORT_KEYS, report_compute
 from auditapp.exceptions import ApplicationError, ConflictError, ForbiddenError
 from auditapp.reports.collect import (
     AuditTables,
+    annotator_items_collect,
     audit_tables_collect,
     condition_labels,
     ids_pseudonymised,
@@ -352,6 +358,50 @@ def _batch_gates(audit: Audit) -> list[dict[str, Any]]:
     return rows
 
 
+def _annotators_section(
+    audit: Audit, labels: pd.DataFrame, confidence_level: float
+) -> dict[str, Any]:
+    """Per expert: gold accuracy, hidden-repeat consistency, speed, abstention, agreement
+    with every other evaluator (``auditapp.agreement.annotators``)."""
+    items = annotator_items_collect(audit)
+    thresholds = QualityThresholds()
+    if items.empty:
+        quality, agreement = [], []
+    else:
+        quality = _records(
+            annotator_quality(items, thresholds=thresholds, confidence_level=confidence_level)
+        )
+        shared = labels.dropna(subset=["step_id"]) if "step_id" in labels else labels.iloc[:0]
+        experts = shared[shared["evaluator_kind"] == "expert"]
+        agreement = _records(
+            annotator_agreement(
+                experts.rename(columns={"step_id": "unit"}),
+                shared.rename(columns={"step_id": "unit"}),
+            )
+        )
+    return {
+        "quality": quality,
+        "agreement": agreement,
+        "thresholds": asdict(thresholds),
+        "rule": (
+            f"Flagged when the evidence falls short of a threshold: gold accuracy whose whole "
+            f"{confidence_level:.0%} Wilson interval lies below {thresholds.gold_accuracy:g}; "
+            f"hidden-repeat agreement below {thresholds.repeat_agreement:g}; a median below "
+            f"{thresholds.min_median_seconds:g} s per item; abstaining on more than "
+            f"{thresholds.max_abstain_share:.0%} of items. 'watch': the point estimate falls "
+            "short but the interval still reaches the threshold. A flag excludes nobody."
+        ),
+    }
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON-ready rows (NaN → None)."""
+    return [
+        {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+        for row in frame.astype(object).where(frame.notna(), None).to_dict("records")
+    ]
+
+
 def _normaliser_method(audit: Audit) -> str:
     versions = dict(
         Step.objects.filter(audit=audit)
@@ -409,6 +459,7 @@ def report_build(
     )
     blinding = {**_blinding_section(audit), **_probe_public(body.pop("blinding"), audit=audit)}
     body["methods"]["normaliser"] = _normaliser_method(audit)
+    body["annotators"] = _annotators_section(audit, tables.labels, params.confidence_level)
     return {
         "audit": {
             "slug": audit.slug,
