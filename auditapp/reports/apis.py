@@ -17,9 +17,12 @@ from auditapp.exceptions import ApplicationError, NotFoundError
 from auditapp.openapi import error_responses
 from auditapp.reports.collect import (
     answers_collect,
+    expert_labels_collect,
     labels_collect,
     pseudonyms_collect,
     ratings_collect,
+    revisions_collect,
+    steps_collect,
 )
 from auditapp.reports.exports import REPORT_TABLES, frame_to_bytes, report_tables
 from auditapp.reports.selectors import audit_get_for_report
@@ -32,7 +35,15 @@ from auditapp.reports.services import (
 )
 
 # "pseudonyms" (pseudonym → imported id) answers 409 still_blinded until the audit is unblinded.
-LONG_TABLES = ("labels", "answers", "ratings", "pseudonyms")
+LONG_TABLES = (
+    "labels",
+    "answers",
+    "ratings",
+    "pseudonyms",
+    "expert_labels",
+    "revisions",
+    "steps",
+)
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
 # An uploaded agreement table is read whole into memory; 50 MB is ~1,000,000 short rows.
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
@@ -173,6 +184,12 @@ class AuditTableApi(APIView):
             frame = ratings_collect(audit)
         elif name == "pseudonyms":
             frame = pseudonyms_collect(audit)
+        elif name == "expert_labels":
+            frame = expert_labels_collect(audit)
+        elif name == "revisions":
+            frame = revisions_collect(audit)
+        elif name == "steps":
+            frame = steps_collect(audit)
         elif name in REPORT_TABLES:
             frame = report_tables(report_cached(audit=audit, **_settings(request)))[name]
         else:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -476,13 +477,17 @@ def ratings_collect(audit: Audit) -> pd.DataFrame:
 # --- blinding: step texts and probe answers -------------------------------------------------
 def long_tables_collect(audit: Audit) -> dict[str, pd.DataFrame]:
     """The audit's long tables, in the formats ``agreement_report --labels/--answers/--ratings``
-    reads back: ``labels``, ``answers``, ``ratings``; once the audit is unblinded also
-    ``pseudonyms``, the mapping from the pseudonyms earlier exports carried to the ids."""
+    reads back: ``labels``, ``answers``, ``ratings``; the complete record ``expert_labels``,
+    ``revisions`` and ``steps``; once the audit is unblinded also ``pseudonyms``, the mapping
+    from the pseudonyms earlier exports carried to the ids."""
     labels, _ = labels_collect(audit)
     tables = {
         "labels": labels,
         "answers": answers_collect(audit),
         "ratings": ratings_collect(audit),
+        "expert_labels": expert_labels_collect(audit),
+        "revisions": revisions_collect(audit),
+        "steps": steps_collect(audit),
     }
     if audit.unblinded_at is not None:
         tables["pseudonyms"] = pseudonyms_collect(audit)
@@ -690,3 +695,135 @@ def annotator_items_collect(audit: Audit) -> pd.DataFrame:
         )
     )
     return pd.DataFrame(rows, columns=columns)
+
+
+# --- complete exports: everything the experts entered, every revision, every step --------
+EXPERT_LABEL_COLUMNS = [
+    "step_id", "trace_id", "question_id", "condition", "segmentation", "evaluator", "verdict",
+    "error_category", "comment", "probe_guess", "seconds_on_task", "first_saved",
+    "last_saved", "revisions", "batch", "assignment", "position", "is_gold", "gold_verdict",
+    "is_hidden_repeat", "shown",
+]  # fmt: skip
+
+
+def _with_step_ids(frame: pd.DataFrame, audit: Audit) -> pd.DataFrame:
+    """Replace ``step_pk`` by the step's public id, trace/question ids as shown, condition."""
+    steps = _steps_frame(audit)[["step_pk", "step_id", "trace_pk", "segmentation"]]
+    traces = _traces_frame(audit, condition_labels(audit))
+    out = frame.merge(steps, on="step_pk", how="left").merge(traces, on="trace_pk", how="left")
+    return out
+
+
+def expert_labels_collect(audit: Audit) -> pd.DataFrame:
+    """One row per expert label with all the expert entered and how it was shown: comment,
+    category, probe guess, seconds on task, first and last saved, revisions, batch,
+    assignment and position, gold and hidden-repeat flags, and ``shown`` (JSON). Gold items
+    and repeats are included (flagged): this is the record, not the analysis sample."""
+    label_model = _model("annotations", "Label")
+    if label_model is None:
+        return pd.DataFrame(columns=EXPERT_LABEL_COLUMNS)
+    rows = list(
+        label_model.objects.filter(step__audit=audit)
+        .order_by("pk")
+        .values_list(
+            "step_id",
+            "assignment__annotator__username",
+            "verdict",
+            "error_category",
+            "comment",
+            "probe_guess",
+            "elapsed_ms",
+            "created_at",
+            "updated_at",
+            "revision",
+            "assignment__batch__name",
+            "assignment__public_id",
+            "assignment_item__position",
+            "assignment_item__batch_item__is_gold",
+            "assignment_item__batch_item__gold_verdict",
+            "assignment_item__is_hidden_repeat",
+            "shown",
+        )
+    )
+    names = [
+        "step_pk", "evaluator", "verdict", "error_category", "comment", "probe_guess",
+        "elapsed_ms", "first_saved", "last_saved", "revisions", "batch", "assignment",
+        "position", "is_gold", "gold_verdict", "is_hidden_repeat", "shown",
+    ]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=names)
+    if frame.empty:
+        return pd.DataFrame(columns=EXPERT_LABEL_COLUMNS)
+    frame["seconds_on_task"] = frame.pop("elapsed_ms").astype(float) / 1000
+    for column in ("first_saved", "last_saved"):
+        frame[column] = pd.to_datetime(frame[column], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    frame["shown"] = frame["shown"].map(
+        lambda v: json.dumps(v if not isinstance(v, str) else json.loads(v), sort_keys=True)
+    )
+    return _with_step_ids(frame, audit).reindex(columns=EXPERT_LABEL_COLUMNS)
+
+
+REVISION_COLUMNS = [
+    "step_id", "evaluator", "revision", "verdict", "error_category", "comment", "probe_guess",
+    "seconds_on_task", "changed_by", "changed_at",
+]  # fmt: skip
+
+
+def revisions_collect(audit: Audit) -> pd.DataFrame:
+    """Every revision of every expert label (the history behind ``expert_labels``)."""
+    model = _model("annotations", "LabelRevision")
+    if model is None:
+        return pd.DataFrame(columns=REVISION_COLUMNS)
+    rows = list(
+        model.objects.filter(label__step__audit=audit)
+        .order_by("label_id", "revision")
+        .values_list(
+            "label__step_id",
+            "label__assignment__annotator__username",
+            "revision",
+            "verdict",
+            "error_category",
+            "comment",
+            "probe_guess",
+            "elapsed_ms",
+            "changed_by__username",
+            "changed_at",
+        )
+    )
+    names = ["step_pk", *REVISION_COLUMNS[1:7], "elapsed_ms", "changed_by", "changed_at"]
+    frame = pd.DataFrame(rows, columns=names)
+    if frame.empty:
+        return pd.DataFrame(columns=REVISION_COLUMNS)
+    frame["seconds_on_task"] = frame.pop("elapsed_ms").astype(float) / 1000
+    frame["changed_at"] = pd.to_datetime(frame["changed_at"], utc=True).dt.strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ"
+    )
+    return _with_step_ids(frame, audit).reindex(columns=REVISION_COLUMNS)
+
+
+STEP_COLUMNS = [
+    "audit", "segmentation", "trace_id", "position", "step_id", "blinded_text",
+    "reference_verdict",
+]  # fmt: skip
+
+
+def steps_collect(audit: Audit) -> pd.DataFrame:
+    """Every step of the audit as clinicians and judges see it, with its public id: outside
+    verdicts can be joined on ``step_id`` and imported back (``position`` is 1-based)."""
+    frame = _frame(
+        Step.objects.filter(audit=audit)
+        .order_by("segmentation", "trace_id", "index")
+        .values_list(
+            "trace__external_id",
+            "segmentation",
+            "index",
+            "public_id",
+            "blinded_text",
+            "reference_verdict",
+        ),
+        ["trace_id", "segmentation", "position", "step_id", "blinded_text", "reference_verdict"],
+        text=["trace_id", "segmentation", "step_id", "blinded_text", "reference_verdict"],
+    )
+    frame["audit"] = audit.slug
+    frame["position"] = pd.to_numeric(frame["position"]) + 1
+    frame = _ids_shown(frame, audit)
+    return frame.reindex(columns=STEP_COLUMNS)
