@@ -16,6 +16,7 @@ urlpatterns = [
 
 api_urlpatterns = [
     path("audits/", apis.AuditListApi.as_view(), name="api-audits"),
+    path("audits/<slug:slug>/", apis.AuditDetailApi.as_view(), name="api-audit"),
     path("audits/<slug:slug>/imports/", apis.ImportCreateApi.as_view(), name="api-import-create"),
     path("imports/<int:job_id>/", apis.ImportDetailApi.as_view(), name="api-import-detail"),
     # clinicians: their own work, addressed by random public ids and positions only. Public ids
