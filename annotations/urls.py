@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotations import apis, views
+from annotations import apis, audit_views, views
 
 app_name = "annotations"
 
@@ -8,6 +8,8 @@ urlpatterns = [
     path("my/", views.my_assignments, name="my-assignments"),
     path("my/<slug:public_id>/", views.assignment_resume, name="assignment"),
     path("my/<slug:public_id>/<int:position>/", views.label_page, name="label"),
+    path("audits/new/", audit_views.audit_new_page, name="audit-new"),
+    path("audits/<slug:slug>/edit/", audit_views.audit_edit_page, name="audit-edit"),
     path("audits/<slug:slug>/batches/", views.batch_list_page, name="batches"),
     path("batches/<int:batch_id>/", views.batch_page, name="batch"),
     path("audits/<slug:slug>/import/", views.import_page, name="import"),
