@@ -32,6 +32,7 @@ class JsonOutputMixin:
 
     def finish(self: BaseCommand, payload: dict[str, Any], prose: str, style=None) -> None:
         if getattr(self, "_as_json", False):
+            self.stderr.write(prose)
             self.stdout.write(json.dumps(payload, sort_keys=True))
         else:
             self.stdout.write(style(prose) if style else prose)
