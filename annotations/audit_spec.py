@@ -60,12 +60,20 @@ def _lenient(field: serializers.Field) -> bool:
 
 
 class StrictCharField(serializers.CharField):
-    default_error_messages = {"invalid": "Must be a string."}
+    default_error_messages = {
+        "invalid": "Must be a string.",
+        "not_text": "Must be text (a lone surrogate such as \\ud800 is not).",
+    }
 
     def to_internal_value(self, data):
         if not isinstance(data, str) and not _lenient(self):
             self.fail("invalid")
-        return super().to_internal_value(data)
+        value = super().to_internal_value(data)
+        try:
+            value.encode("utf-8")  # JSON allows "\ud800"; the database's UTF-8 does not
+        except UnicodeEncodeError:
+            self.fail("not_text")
+        return value
 
 
 class StrictSlugField(serializers.SlugField):
@@ -240,6 +248,11 @@ class AuditSpecSerializer(_StrictKeys, serializers.ModelSerializer):
             "repeat_min_gap": {"min_value": 0, "max_value": 1000},
             "context_window": {"max_value": 100},
             "guidelines": {"trim_whitespace": False},
+            "slug": {"help_text": "The audit's name in URLs and commands; can't change."},
+            "name": {
+                "help_text": "Internal: may state the hypothesis. Annotators see the annotator "
+                "title instead."
+            },
         }
         ref_name = "AuditSpec"
 

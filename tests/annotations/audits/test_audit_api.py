@@ -111,3 +111,24 @@ def test_a_change_that_would_rewrite_the_record_is_a_409(api_client, admin_user,
     assert seed.status_code == 409 and seed.json()["extra"]["field"] == "seed"
     demo_audit.refresh_from_db()
     assert demo_audit.kind == "step_labels" and demo_audit.likert_items == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"slug": "odd", "name": "a\\ud800b"}',
+        '{"slug": "odd", "name": "a\\u0000b"}',
+        '{"slug": "odd", "name": "ok", "kind": "trace_ratings",'
+        ' "likert_items": [{"key": "k", "label": "\\udfff"}]}',
+        '{"slug": "odd", "name": "ok", "guidelines": {"nested": 1}}',
+        '{"slug": "odd\\u0000", "name": "ok"}',
+    ],
+)
+def test_text_the_database_cannot_store_is_a_400(api_client, admin_user, raw):
+    # given JSON that parses but holds a lone surrogate, a NUL or an object for text
+    client = _as(api_client, admin_user)
+    # when it is posted
+    response = client.post("/api/audits/", data=raw, content_type="application/json")
+    # then a 400, never a database error, and nothing is stored
+    assert response.status_code == 400, response.content
+    assert not Audit.objects.exists()
