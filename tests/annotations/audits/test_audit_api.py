@@ -132,3 +132,32 @@ def test_text_the_database_cannot_store_is_a_400(api_client, admin_user, raw):
     # then a 400, never a database error, and nothing is stored
     assert response.status_code == 400, response.content
     assert not Audit.objects.exists()
+
+
+def test_saving_lists_written_before_the_schema_unchanged_is_no_change(
+    api_client, admin_user, demo_audit
+):
+    # given an audit already labelled, whose rule and Likert item were stored in a shorter form
+    from annotations.models import Audit as AuditModel
+
+    AuditModel.objects.filter(pk=demo_audit.pk).update(
+        normaliser_rules=[{"pattern": "Hmm", "replacement": "", "example": ""}],
+        likert_items=[{"key": "clarity"}],
+    )
+    demo_audit.refresh_from_db()
+    client = _as(api_client, admin_user)
+    body = client.get(f"/api/audits/{demo_audit.slug}/").json()
+    assert body["likert_items"][0] == {
+        "key": "clarity", "label": "clarity", "min": 1, "max": 5, "min_label": "", "max_label": "",
+    }  # fmt: skip
+    # when the settings are patched back as read, but the title
+    response = client.patch(
+        f"/api/audits/{demo_audit.slug}/",
+        {"normaliser_rules": body["normaliser_rules"], "annotator_title": "Review"},
+        format="json",
+    )
+    # then only the title changed: the rules were not rewritten (no re-blinding)
+    assert response.status_code == 200, response.json()
+    demo_audit.refresh_from_db()
+    assert demo_audit.annotator_title == "Review"
+    assert demo_audit.normaliser_rules == [{"pattern": "Hmm", "replacement": "", "example": ""}]
