@@ -15,6 +15,7 @@ for a number, ``1`` for text, ``"yes"`` for a boolean) is an error naming the fi
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -77,10 +78,17 @@ class StrictCharField(serializers.CharField):
 
 
 class StrictSlugField(serializers.SlugField):
+    _SLUG = re.compile(r"[-a-zA-Z0-9_]+")
+
     def to_internal_value(self, data):
         if not isinstance(data, str) and not _lenient(self):
             raise serializers.ValidationError("Must be a string.", code="invalid")
-        return super().to_internal_value(data)
+        value = super().to_internal_value(data)
+        # Checked here, before the validators: the slug's uniqueness check queries the
+        # database, which must never see a NUL or a lone surrogate.
+        if not self._SLUG.fullmatch(value):
+            self.fail("invalid")
+        return value
 
 
 class StrictBooleanField(serializers.BooleanField):
@@ -144,6 +152,22 @@ class _StrictKeys:
         return [name for name, field in self.fields.items() if not field.read_only]
 
 
+def _whole_item(item: serializers.Serializer, attrs: dict) -> dict:
+    """An item of a list is a whole value even in a PATCH: DRF's partial mode (inherited from
+    the root) skips its missing required keys and its defaults; put both back."""
+    missing = {}
+    for name, f in item.fields.items():
+        if name in attrs or f.read_only:
+            continue
+        if f.default is not serializers.empty:
+            attrs[name] = f.default() if callable(f.default) else f.default
+        elif f.required:
+            missing[name] = [serializers.Field.default_error_messages["required"]]
+    if missing:
+        raise serializers.ValidationError(missing)
+    return attrs
+
+
 class LikertItemSerializer(_StrictKeys, serializers.Serializer):
     """One rating question: its scale (``min``..``max``) and the anchors at both ends."""
 
@@ -166,7 +190,8 @@ class LikertItemSerializer(_StrictKeys, serializers.Serializer):
         return super().to_representation(item)
 
     def validate(self, attrs):
-        low, high = attrs.get("min", 1), attrs.get("max", 5)
+        attrs = _whole_item(self, attrs)
+        low, high = attrs["min"], attrs["max"]
         if high <= low:
             raise serializers.ValidationError({"max": "Must be greater than min."})
         if high - low + 1 > MAX_LIKERT_POINTS:
@@ -183,6 +208,9 @@ class NormaliserRuleSerializer(_StrictKeys, serializers.Serializer):
     )
     example = StrictCharField(allow_blank=True, default="", trim_whitespace=False)
     note = StrictCharField(allow_blank=True, default="", max_length=500)
+
+    def validate(self, attrs):
+        return _whole_item(self, attrs)
 
     def to_representation(self, instance):
         rule = dict(instance) if isinstance(instance, Mapping) else {}
