@@ -59,7 +59,7 @@ class AuditAdmin(admin.ModelAdmin):
     )
     list_filter = ("kind", "context_mode", "show_step_numbers", "style_normalisation")
     search_fields = ("slug", "name")
-    readonly_fields = ("created_at", "unblinded_at", "unblinded_by")
+    readonly_fields = ("seed", "created_at", "unblinded_at", "unblinded_by")
     inlines = [ConditionInline]
 
     def save_model(self, request, obj, form, change):

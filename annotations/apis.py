@@ -6,6 +6,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotations.audit_spec import AuditSpecSerializer
 from annotations.models import Assignment, Audit, Batch
 from annotations.permissions import IsAdmin, IsClinician, IsResearcherOrAdmin
 from annotations.selectors.blinded import (
@@ -68,12 +69,48 @@ NEXT_MODES = ("unlabelled", "following")
 
 
 class AuditListApi(APIView):
-    permission_classes = [IsResearcherOrAdmin]
+    """GET: the audits in brief (researchers and admins). POST: a new audit (admins), with
+    the same settings and validation as ``create_audit FILE`` (annotations/audit_spec.py)."""
+
+    def get_permissions(self):
+        return [IsAdmin()] if self.request.method == "POST" else [IsResearcherOrAdmin()]
 
     @extend_schema(responses={200: AuditOutputSerializer(many=True)})
     def get(self, request):
         audits = Audit.objects.all()
         return Response(AuditOutputSerializer(audits, many=True).data)
+
+    @extend_schema(
+        request=AuditSpecSerializer,
+        responses={201: AuditSpecSerializer, **error_responses(400)},
+    )
+    def post(self, request):
+        serializer = AuditSpecSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        audit = serializer.save()
+        return Response(AuditSpecSerializer(audit).data, status=status.HTTP_201_CREATED)
+
+
+class AuditDetailApi(APIView):
+    """Every setting of one audit (admins); PATCH changes the settings given."""
+
+    permission_classes = [IsAdmin]
+
+    @extend_schema(responses={200: AuditSpecSerializer, **error_responses(404)})
+    def get(self, request, slug: str):
+        audit = get_object_or_404(Audit, slug=slug)
+        return Response(AuditSpecSerializer(audit).data)
+
+    @extend_schema(
+        request=AuditSpecSerializer(partial=True),
+        responses={200: AuditSpecSerializer, **error_responses(400, 404, 409)},
+    )
+    def patch(self, request, slug: str):
+        audit = get_object_or_404(Audit, slug=slug)
+        serializer = AuditSpecSerializer(instance=audit, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        audit = serializer.save()
+        return Response(AuditSpecSerializer(audit).data)
 
 
 def _import_fields(data) -> dict:

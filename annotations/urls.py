@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotations import apis, views
+from annotations import apis, audit_views, views
 
 app_name = "annotations"
 
@@ -9,6 +9,8 @@ urlpatterns = [
     path("my/<slug:public_id>/", views.assignment_resume, name="assignment"),
     path("my/<slug:public_id>/<int:position>/", views.label_page, name="label"),
     path("my/<slug:public_id>/question/", views.end_probe_page, name="end-probe"),
+    path("audits/new/", audit_views.audit_new_page, name="audit-new"),
+    path("audits/<slug:slug>/edit/", audit_views.audit_edit_page, name="audit-edit"),
     path("audits/<slug:slug>/batches/", views.batch_list_page, name="batches"),
     path("batches/<int:batch_id>/", views.batch_page, name="batch"),
     path("audits/<slug:slug>/import/", views.import_page, name="import"),
@@ -17,6 +19,7 @@ urlpatterns = [
 
 api_urlpatterns = [
     path("audits/", apis.AuditListApi.as_view(), name="api-audits"),
+    path("audits/<slug:slug>/", apis.AuditDetailApi.as_view(), name="api-audit"),
     path("audits/<slug:slug>/imports/", apis.ImportCreateApi.as_view(), name="api-import-create"),
     path("imports/<int:job_id>/", apis.ImportDetailApi.as_view(), name="api-import-detail"),
     # clinicians: their own work, addressed by random public ids and positions only. Public ids

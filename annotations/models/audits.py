@@ -175,6 +175,16 @@ class Audit(models.Model):
         help_text="In 'end' mode, how many of the assignment's steps the probe shows again.",
     )
     hidden_repeat_share = models.FloatField(default=0.0)
+    # Optional, set by whoever creates the audit: the secret below is then derived from it
+    # (annotations/services/randomness.py, audit_secret_from_seed), so the same files and
+    # seeds re-run on a fresh database give the same samples, orders and ids.
+    seed = models.CharField(
+        max_length=200,
+        blank=True,
+        editable=False,
+        help_text="Empty: the secret is random. Set: the secret is derived from it and the "
+        "audit's slug (whoever has the seed can reproduce the blinding).",
+    )
     # Secret: every random choice (blind codes, public ids, samples, orders) derives from it.
     blinding_seed = models.CharField(max_length=64, default=new_blinding_seed, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -23,6 +23,22 @@ def _stream_seed(seed: str, purpose: str) -> int:
     return int.from_bytes(digest, "big")
 
 
+# Domain separation: a seed used elsewhere (a batch's --seed, another tool) gives another key.
+_AUDIT_SECRET_PURPOSE = "stepaudit/audit-secret/v1:"
+
+
+def audit_secret_from_seed(seed: str, slug: str) -> str:
+    """The audit's secret (``blinding_seed``) for an audit created with ``seed``.
+
+    HMAC-SHA256 keyed by the seed over a fixed label and the audit's slug, as 64 hex digits:
+    the same seed gives two audits different secrets, and the secret reveals nothing of the
+    seed. Whoever holds the seed can recompute the secret, hence every blind code, pseudonym
+    and order (docs/formats.md, "Seeds").
+    """
+    message = (_AUDIT_SECRET_PURPOSE + slug).encode()
+    return hmac.new(seed.encode(), message, hashlib.sha256).hexdigest()
+
+
 def seeded_random(seed: str, purpose: str) -> random.Random:
     return random.Random(_stream_seed(seed, purpose))
 

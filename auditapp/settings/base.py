@@ -183,6 +183,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ImportStatusEnum": "annotations.models.imports.ImportJob.Status",
         "RunStatusEnum": "judges.models.JudgeRun.Status",
+        "AuditKindEnum": "annotations.models.audits.Audit.Kind",
+        "ContextModeEnum": "annotations.models.audits.Audit.ContextMode",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

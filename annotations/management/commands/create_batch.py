@@ -7,10 +7,11 @@ from annotations.services.batches import batch_assign, batch_build, batch_previe
 from annotations.services.leak_gate import LeakCheck, batch_leak_check
 from annotations.services.sampling import Allocation
 from auditapp.agreement.active import DEFAULT_FLOOR
+from auditapp.commands import JsonOutputMixin
 from auditapp.exceptions import ApplicationError
 
 
-class Command(BaseCommand):
+class Command(JsonOutputMixin, BaseCommand):
     help = (
         "Sample a batch of steps stratified by condition and assign it to clinicians "
         "(each with their own order). Prints the strata."
@@ -75,8 +76,10 @@ class Command(BaseCommand):
             action="store_true",
             help="assign although the leak gate is above the audit's threshold (recorded)",
         )
+        self.add_json_argument(parser)
 
     def handle(self, *args, **opts):
+        self.json_setup(opts)
         audit = Audit.objects.filter(slug=opts["audit"]).first()
         if audit is None:
             raise CommandError(f"No audit {opts['audit']!r}.")
@@ -120,6 +123,7 @@ class Command(BaseCommand):
                     )
                     self._print_leak(batch_leak_check(batch=draft))
                     transaction.set_rollback(True)
+                self.finish({"batch_id": None, "dry_run": True}, "dry run: nothing stored")
                 return
             # One transaction: a batch the gate refuses to assign is not left behind, so the
             # same command can be run again with --confirm-leak (or after adding a rule).
@@ -131,6 +135,7 @@ class Command(BaseCommand):
                     **options,
                 )
                 self._print_strata(batch.design)
+                assignments = []
                 if annotators:
                     self._print_leak(batch_leak_check(batch=batch))
                     assignments = batch_assign(
@@ -140,7 +145,7 @@ class Command(BaseCommand):
                         confirm_leak=opts["confirm_leak"],
                     )
                     for a in assignments:
-                        self.stdout.write(
+                        self.say(
                             f"assigned {a.items.count()} items to {a.annotator.get_username()}"
                             f" (assignment {a.public_id})"
                         )
@@ -148,43 +153,53 @@ class Command(BaseCommand):
             if exc.code == "leak_gate":
                 raise CommandError(f"{exc.message} (--confirm-leak to assign anyway)") from exc
             raise CommandError(exc.message) from exc
-        self.stdout.write(self.style.SUCCESS(f"batch {name!r} created (id {batch.pk})"))
+        self.finish(
+            {
+                "batch_id": batch.pk,
+                "batch": batch.name,
+                "audit": audit.slug,
+                "assignments": [
+                    {"id": a.public_id, "annotator": a.annotator.get_username()}
+                    for a in assignments
+                ],
+            },
+            f"batch {name!r} created (id {batch.pk})",
+            self.style.SUCCESS,
+        )
 
     def _print_leak(self, check: LeakCheck) -> None:
         if not check.checked:
-            self.stdout.write(
-                f"leak gate: not checked ({check.n_items} step items, too few per arm)"
-            )
+            self.say(f"leak gate: not checked ({check.n_items} step items, too few per arm)")
             return
         verdict = "ABOVE the threshold" if check.above else "not above the threshold"
-        self.stdout.write(
+        self.say(
             f"leak gate: AUC {check.auc:.3f} [{check.ci_low:.3f}, {check.ci_high:.3f}] on "
             f"{check.n_items} items, threshold {check.threshold:.2f}: {verdict}"
         )
         for arm, features in check.top_features.items():
             shown = ", ".join(f"{f.ngram!r} {f.count}/{f.other}" for f in features)
-            self.stdout.write(f"  {arm} (items of this arm/others): {shown or '–'}")
+            self.say(f"  {arm} (items of this arm/others): {shown or '–'}")
 
     def _print_strata(self, design: dict) -> None:
-        self.stdout.write(
+        self.say(
             f"population {design['population']} {design['unit']}s "
             f"({design['excluded_already_batched']} already batched), "
             f"seed {design['seed']!r}, allocation {design['allocation']}"
         )
         width = max([len(s["key"]) for s in design["strata"]] + [6])
-        self.stdout.write(f"{'stratum':<{width}}  {'population':>10}  {'sample':>6}  {'π':>7}")
+        self.say(f"{'stratum':<{width}}  {'population':>10}  {'sample':>6}  {'π':>7}")
         for s in design["strata"]:
-            self.stdout.write(
+            self.say(
                 f"{s['key']:<{width}}  {s['population']:>10}  {s['sample']:>6}  "
                 f"{s['inclusion_probability']:>7.4f}"
             )
         total = sum(s["sample"] for s in design["strata"])
-        self.stdout.write(f"{'total':<{width}}  {design['population']:>10}  {total:>6}")
+        self.say(f"{'total':<{width}}  {design['population']:>10}  {total:>6}")
         if design.get("gold"):
-            self.stdout.write(f"+ {design['gold']} gold items")
+            self.say(f"+ {design['gold']} gold items")
         sampling = design.get("sampling") or {}
         if sampling.get("design") == "active":
-            self.stdout.write(
+            self.say(
                 f"active design: {sampling['source']}; {sampling['units_with_a_score']} units "
                 f"scored; floor {sampling['floor']:g} (π per item is recorded; the column above "
                 "is the stratum's average)"

@@ -2,16 +2,18 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError, transaction
+from django.db.models import Max
 from tqdm import tqdm
 
 from annotations.models import Audit
 from annotations.services.audits import audit_create
 from annotations.services.imports import import_run, import_validate
 from annotations.services.segmenters import SEGMENTER_NAMES
+from auditapp.commands import JsonOutputMixin
 from auditapp.exceptions import ImportRejected
 
 
-class Command(BaseCommand):
+class Command(JsonOutputMixin, BaseCommand):
     help = "Import traces (JSONL or CSV, one trace per record) into an audit. See docs/formats.md."
 
     def add_arguments(self, parser):
@@ -32,6 +34,7 @@ class Command(BaseCommand):
             help="leave out trace ids already in the audit instead of failing",
         )
         parser.add_argument("--no-progress", action="store_true")
+        self.add_json_argument(parser)
 
     def handle(
         self,
@@ -44,6 +47,7 @@ class Command(BaseCommand):
         no_progress,
         **options,
     ):
+        self.json_setup(options)
         if not file.is_file():
             raise CommandError(f"{file}: no such file")
         audit_obj = Audit.objects.filter(slug=audit).first()
@@ -65,8 +69,11 @@ class Command(BaseCommand):
                     total=plan.n_records, unit="trace", disable=no_progress, file=self.stderr._out
                 ) as bar,
             ):
+                created = audit_obj is None
                 if audit_obj is None:
                     audit_obj = self._create(audit)
+                # Ids only grow: what is above the largest one now is what this import made.
+                before = audit_obj.traces.aggregate(last=Max("pk"))["last"] or 0
                 result = import_run(
                     audit=audit_obj,
                     plan=plan,
@@ -76,12 +83,22 @@ class Command(BaseCommand):
             for problem in exc.problems:
                 self.stderr.write(f"{file}: {problem}")
             raise CommandError(exc.message) from None
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"Imported {result.n_traces} traces, {result.n_steps} steps "
-                f"(segmentations: {', '.join(result.segmenters)}) into {audit_obj.slug}"
-                + (f"; skipped {result.n_skipped} already imported" if result.n_skipped else "")
-            )
+        new_traces = audit_obj.traces.filter(pk__gt=before).order_by("pk")
+        self.finish(
+            {
+                "audit_id": audit_obj.pk,
+                "audit": audit_obj.slug,
+                "audit_created": created,
+                "trace_ids": list(new_traces.values_list("pk", flat=True)),
+                "traces": result.n_traces,
+                "steps": result.n_steps,
+                "skipped": result.n_skipped,
+                "segmentations": list(result.segmenters),
+            },
+            f"Imported {result.n_traces} traces, {result.n_steps} steps "
+            f"(segmentations: {', '.join(result.segmenters)}) into {audit_obj.slug}"
+            + (f"; skipped {result.n_skipped} already imported" if result.n_skipped else ""),
+            self.style.SUCCESS,
         )
 
     def _create(self, slug: str) -> Audit:

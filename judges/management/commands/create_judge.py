@@ -4,13 +4,14 @@ from pathlib import Path
 import yaml
 from django.core.management.base import BaseCommand, CommandError
 
+from auditapp.commands import JsonOutputMixin
 from auditapp.exceptions import ApplicationError
 from judges.services import judge_create_or_update
 
 from ._common import command_error
 
 
-class Command(BaseCommand):
+class Command(JsonOutputMixin, BaseCommand):
     help = (
         "Create or update a judge (and its prompt version) from a JSON or YAML spec. "
         "See docs/judges.md; example: docs/examples/judge.json."
@@ -18,8 +19,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("file", type=Path)
+        self.add_json_argument(parser)
 
     def handle(self, *args, file: Path, **options):
+        self.json_setup(options)
         if not file.is_file():
             raise CommandError(f"{file}: no such file")
         text = file.read_text(encoding="utf-8")
@@ -37,4 +40,11 @@ class Command(BaseCommand):
         except ApplicationError as exc:
             raise command_error(exc) from None
         prompt = f" with prompt {judge.prompt}" if judge.prompt else ""
-        self.stdout.write(f"judge {judge.label} saved{prompt}")
+        self.finish(
+            {
+                "judge_id": judge.pk,
+                "judge": judge.name,
+                "prompt_id": judge.prompt_id,
+            },
+            f"judge {judge.label} saved{prompt}",
+        )

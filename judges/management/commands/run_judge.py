@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from auditapp.commands import JsonOutputMixin
 from auditapp.exceptions import ApplicationError
 from judges.models import JudgeRun
 from judges.selectors import run_progress
@@ -8,7 +9,7 @@ from judges.services import judge_get, reference_run_create, run_create, wait_po
 from ._common import audit_by_slug, command_error
 
 
-class Command(BaseCommand):
+class Command(JsonOutputMixin, BaseCommand):
     help = (
         "Start a judge run over an audit (or one segmentation / batch). Workers must consume the "
         "'judges' queue. With --wait, print progress until the run ends; exit 1 unless it is done."
@@ -27,8 +28,10 @@ class Command(BaseCommand):
             default=60.0,
             help="with --wait: re-enqueue missing steps after this long without progress",
         )
+        self.add_json_argument(parser)
 
     def handle(self, *args, **o):
+        self.json_setup(o)
         audit = audit_by_slug(o["audit"])
         try:
             judge = judge_get(name=o["judge"])
@@ -43,9 +46,12 @@ class Command(BaseCommand):
                 )
         except ApplicationError as exc:
             raise command_error(exc) from None
-        self.stdout.write(f"run {run.pk}: {judge.name} on {audit.slug}, {run.total} steps")
+        payload = {"run_id": run.pk, "judge": judge.name, "audit": audit.slug, "steps": run.total}
+        started = f"run {run.pk}: {judge.name} on {audit.slug}, {run.total} steps"
         if not o["wait"]:
+            self.finish(payload, started)
             return
+        self.say(started)
         last = [None]
 
         def show(current: JudgeRun) -> None:
@@ -57,8 +63,7 @@ class Command(BaseCommand):
                 + (f" · ETA {p['eta_s']:.0f}s" if p["eta_s"] is not None else "")
             )
             if line != last[0]:
-                self.stdout.write(line)
-                self.stdout.flush()
+                self.say(line)
                 last[0] = line
 
         final = wait_poll(
@@ -69,4 +74,4 @@ class Command(BaseCommand):
         )
         if final.status != JudgeRun.Status.DONE:
             raise CommandError(f"run {final.pk} ended {final.status}: {final.message}")
-        self.stdout.write(f"run {final.pk} done")
+        self.finish({**payload, "status": final.status}, f"run {final.pk} done")
