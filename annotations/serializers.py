@@ -242,6 +242,7 @@ class ImportJobOutputSerializer(serializers.Serializer):
     n_traces = serializers.IntegerField()
     n_steps = serializers.IntegerField()
     n_skipped = serializers.IntegerField()
+    n_samples = serializers.IntegerField(help_text="Answer-only samples written (never steps).")
     segmenters = serializers.ListField(child=serializers.CharField())
     message = serializers.CharField(allow_blank=True)
     problems = serializers.ListField(

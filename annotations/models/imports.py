@@ -28,6 +28,8 @@ class ImportJob(models.Model):
     n_traces = models.PositiveIntegerField(default=0)
     n_steps = models.PositiveIntegerField(default=0)
     n_skipped = models.PositiveIntegerField(default=0)
+    # Answer-only samples written (never segmented; see AnswerSample).
+    n_samples = models.PositiveIntegerField(default=0)
     problems = models.JSONField(default=list, blank=True)
     message = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

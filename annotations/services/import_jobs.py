@@ -77,8 +77,13 @@ def import_job_create(
         path.unlink(missing_ok=True)
         raise _too_large("the file is")
     try:
+        # Checked here, written by the worker (which checks again and spools the samples).
         plan = import_validate(
-            audit=audit, path=path, segmenter_names=segmenter_names, skip_existing=skip_existing
+            audit=audit,
+            path=path,
+            segmenter_names=segmenter_names,
+            skip_existing=skip_existing,
+            spool_samples=False,
         )
     except ImportRejected:
         path.unlink(missing_ok=True)
@@ -142,7 +147,8 @@ def import_job_run(*, job_id: int) -> None:
         message="",
         n_traces=result.n_traces,
         n_steps=result.n_steps,
-        n_skipped=result.n_skipped,
+        n_skipped=result.n_skipped + result.n_samples_skipped,
+        n_samples=result.n_samples,
         done_records=result.n_records,
     )
     path.unlink(missing_ok=True)
@@ -176,6 +182,7 @@ def import_job_progress(job: ImportJob) -> dict:
         "n_traces": job.n_traces,
         "n_steps": job.n_steps,
         "n_skipped": job.n_skipped,
+        "n_samples": job.n_samples,
         "segmenters": job.segmenters,
         "message": job.message,
         "problems": job.problems,

@@ -4,23 +4,31 @@ Pass 1 streams the file and collects every problem (format, fields, types, dupli
 already imported, sizes, segmenters that would yield nothing). Only a clean file reaches pass 2,
 which streams it again and writes in chunks — COPY on PostgreSQL, bulk inserts elsewhere —
 inside one transaction, so a failure at any point leaves the database as it was.
+
+Answer-only samples (``record_type: answer``) are parsed once: pass 1 checks each and spools it
+as a COPY row (question and condition as ordinals of the file); pass 2 reads only the traces
+from the file again, then streams the spool into ``AnswerSample`` with the ordinals mapped to
+primary keys. They are never segmented and never become steps.
 """
 
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import orjson
 from django.conf import settings
 from django.db import connection, transaction
 from psycopg.copy import QueuedLibpqWriter
 
-from annotations.models import Audit, ImportJob, Question, Step, Trace
+from annotations.models import AnswerSample, Audit, ImportJob, Question, Step, Trace
 from annotations.services import segmenters
 from annotations.services.conditions import conditions_ensure
 from annotations.services.import_formats import (
     MAX_PROBLEMS,
+    AnswerRecord,
     FormatError,
     ImportProblem,
     TraceRecord,
@@ -57,6 +65,17 @@ class ImportPlan:
     skip_existing: bool = False
     # The audit's highest trace primary key when pass 1 checked for duplicates.
     traces_seen_up_to: int = 0
+    # Answer-only samples: the spooled COPY rows, the file's question and condition ids by
+    # ordinal, the questions only samples state, what to leave out, and the audit's count.
+    n_samples: int = 0
+    sample_spool: IO[str] | None = None
+    question_order: list[str] = field(default_factory=list)
+    condition_order: list[str] = field(default_factory=list)
+    sample_questions: dict[str, AnswerRecord] = field(default_factory=dict)
+    skip_sample_keys: set[int] = field(default_factory=set)
+    samples_seen: int = 0
+    # Lines of the trace records, for pass 2 to read only those again (None: every line).
+    trace_lines: set[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,46 @@ class ImportResult:
     n_steps: int
     n_skipped: int
     segmenters: list[str]
+    n_samples: int = 0
+    n_samples_skipped: int = 0
+
+
+# A sample's identity packed into one int (question ordinal, condition ordinal, sample index):
+# a set of 192,000 of them costs a third of the tuples' memory and hashes faster.
+_CONDITION_BITS = 21
+_INDEX_BITS = 31
+MAX_CONDITIONS = 2**_CONDITION_BITS
+
+
+def _sample_key(question: int, condition: int, sample_index: int) -> int:
+    return (((question << _CONDITION_BITS) | condition) << _INDEX_BITS) | sample_index
+
+
+def _sample_key_parts(key: int) -> tuple[int, int, int]:
+    index = key & (2**_INDEX_BITS - 1)
+    rest = key >> _INDEX_BITS
+    return rest >> _CONDITION_BITS, rest & (MAX_CONDITIONS - 1), index
+
+
+# COPY's text format: backslash, tab, newline and carriage return are escaped.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_NULL = "\\N"
+_COPY_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+
+
+def _copy_text(value: str) -> str:
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_COPY_ESCAPES)
+    return value
+
+
+def _copy_unescape(value: str) -> str:
+    if "\\" not in value:
+        return value
+    out, chars = [], iter(value)
+    for char in chars:
+        out.append(_COPY_UNESCAPES.get(next(chars, ""), "") if char == "\\" else char)
+    return "".join(out)
 
 
 def _capped(problems: list[ImportProblem]) -> list[ImportProblem]:
@@ -123,11 +182,13 @@ def import_validate(
     path: Path,
     segmenter_names: list[str] | None = None,
     skip_existing: bool = False,
+    spool_samples: bool = True,
 ) -> ImportPlan:
     """Pass 1: read the whole file; raise ImportRejected listing every problem, or plan pass 2.
 
     ``audit`` may be unsaved (an import that creates its audit): it has no traces or questions
-    yet, and nothing is created before the file has passed.
+    yet, and nothing is created before the file has passed. ``spool_samples`` False checks
+    answer-only samples without keeping them (a plan that only validates, as the upload does).
     """
     problems: list[ImportProblem] = []
     try:
@@ -160,9 +221,18 @@ def import_validate(
     # both candidates are counted and the one chosen reports.
     counted = names or ["given", "paragraphs"]
     over_limit: dict[str, list[ImportProblem]] = {name: [] for name in counted}
+    samples = _SampleCollector(problems, spool=spool_samples)
+    trace_lines: set[int] = set()
     try:
         for record in read_records(path, file_format, problems, max_trace_chars=max_chars):
             n_records += 1
+            if type(record) is AnswerRecord:
+                samples.add(record)
+                if record.defines_question:
+                    _question_seen(questions, record, problems)
+                continue
+            trace_lines.add(record.line)
+            samples.add_trace(record)
             all_have_steps &= bool(record.steps)
             if (line := first_seen.get(record.trace_id)) is not None:
                 problems.append(
@@ -174,19 +244,7 @@ def import_validate(
                 )
             else:
                 first_seen[record.trace_id] = record.line
-            known = questions.get(record.question_id)
-            shape = (record.question, record.options, record.gold_answer)
-            if known is None:
-                questions[record.question_id] = (record.line, *shape)
-            elif known[1:] != shape:
-                problems.append(
-                    ImportProblem(
-                        record.line,
-                        f"question {record.question_id!r} differs from line {known[0]} "
-                        "(stem, options or gold answer)",
-                        field="question_id",
-                    )
-                )
+            _question_seen(questions, record, problems)
             conditions[record.condition] = None
             for name in names:
                 if not _segmenter_yields_steps(name, record):
@@ -208,8 +266,9 @@ def import_validate(
         problems = exc.problems + problems
     if n_records == 0 and not problems:
         problems.append(ImportProblem(None, "the file holds no trace records"))
+    n_traces = n_records - samples.count
     if not names:
-        names = ["given"] if n_records and all_have_steps else ["paragraphs"]
+        names = ["given"] if n_traces and all_have_steps else ["paragraphs"]
     for name in names:
         problems.extend(over_limit.get(name, []))
     skip: set[str] = set()
@@ -248,9 +307,17 @@ def import_validate(
                     field="question_id",
                 )
             )
+    skip_sample_keys: set[int] = set()
+    samples_seen = 0
+    if samples.count:
+        samples_seen, skip_sample_keys = samples.check_against(
+            audit, questions, problems, skip_existing=skip_existing, skip_trace_ids=skip
+        )
     if problems:
+        samples.close()
         problems.sort(key=lambda p: p.line or 0)
         raise ImportRejected(_capped(problems))
+    conditions.update(dict.fromkeys(samples.condition_order))
     return ImportPlan(
         path=path,
         file_format=file_format,
@@ -260,7 +327,241 @@ def import_validate(
         condition_names=list(conditions),
         skip_existing=skip_existing,
         traces_seen_up_to=seen_up_to,
+        n_samples=samples.count,
+        sample_spool=samples.finish(),
+        question_order=samples.question_order,
+        condition_order=samples.condition_order,
+        sample_questions=samples.defining,
+        skip_sample_keys=skip_sample_keys,
+        samples_seen=samples_seen,
+        trace_lines=trace_lines if samples.count else None,
     )
+
+
+def _question_seen(
+    questions: dict[str, tuple[int, str, dict, str]],
+    record: TraceRecord | AnswerRecord,
+    problems: list[ImportProblem],
+) -> None:
+    """Every record that states a question must state it as the first one did."""
+    known = questions.get(record.question_id)
+    shape = (record.question, record.options, record.gold_answer)
+    if known is None:
+        questions[record.question_id] = (record.line, *shape)
+    elif known[1:] != shape:
+        problems.append(
+            ImportProblem(
+                record.line,
+                f"question {record.question_id!r} differs from line {known[0]} "
+                "(stem, options or gold answer)",
+                field="question_id",
+            )
+        )
+
+
+class _SampleCollector:
+    """Pass 1 for answer-only samples: identity checks, and each sample spooled as a COPY row.
+
+    A sample's place (question, condition, sample index) must be its own: no other sample and
+    no audited trace of the file or of the audit may hold it, since SC@k breaks ties by sample
+    index and a doubled sample would vote twice.
+    """
+
+    def __init__(self, problems: list[ImportProblem], *, spool: bool) -> None:
+        self.problems = problems
+        self.count = 0
+        self.question_ord: dict[str, int] = {}
+        self.condition_ord: dict[str, int] = {}
+        self.question_order: list[str] = []
+        self.condition_order: list[str] = []
+        self.sample_lines: dict[int, int] = {}
+        self.trace_keys: dict[int, int] = {}
+        # Questions that only samples refer to, by the first sample naming them (its line),
+        # and the sample that states each question (to create it if no trace does).
+        self.referenced: dict[str, int] = {}
+        self.defining: dict[str, AnswerRecord] = {}
+        # Anonymous: gone when closed, or with the plan if pass 2 never runs.
+        self._spool = (
+            tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 (outlives this call)
+            if spool
+            else None
+        )
+        self._pending: list[str] = []
+
+    def _ordinal_question(self, question_id: str) -> int:
+        ordinal = self.question_ord.get(question_id)
+        if ordinal is None:
+            ordinal = self.question_ord[question_id] = len(self.question_order)
+            self.question_order.append(question_id)
+        return ordinal
+
+    def _ordinal_condition(self, name: str) -> int:
+        ordinal = self.condition_ord.get(name)
+        if ordinal is None:
+            ordinal = self.condition_ord[name] = len(self.condition_order)
+            self.condition_order.append(name)
+        return ordinal
+
+    def add_trace(self, record: TraceRecord) -> None:
+        key = _sample_key(
+            self._ordinal_question(record.question_id),
+            self._ordinal_condition(record.condition),
+            record.sample_index,
+        )
+        self.trace_keys.setdefault(key, record.line)
+        if (line := self.sample_lines.get(key)) is not None:
+            self._clash(record, line, "the answer-only sample")
+
+    def add(self, record: AnswerRecord) -> None:
+        # Written for speed (once per sample): ordinals and the key inline, no helper calls
+        # on the common path.
+        self.count += 1
+        question = self.question_ord.get(record.question_id)
+        if question is None:
+            question = self._ordinal_question(record.question_id)
+        condition = self.condition_ord.get(record.condition)
+        if condition is None:
+            condition = self._ordinal_condition(record.condition)
+        key = (((question << _CONDITION_BITS) | condition) << _INDEX_BITS) | record.sample_index
+        line = self.sample_lines.setdefault(key, record.line)
+        if line != record.line:
+            self._clash(record, line, "the answer-only sample")
+        elif self.trace_keys and (trace_line := self.trace_keys.get(key)) is not None:
+            self._clash(record, trace_line, "the audited trace")
+        if record.defines_question:
+            self.defining.setdefault(record.question_id, record)
+        elif record.question_id not in self.referenced:
+            self.referenced[record.question_id] = record.line
+        if self._spool is None:
+            return
+        answer = record.final_answer
+        if "\\" in answer or "\t" in answer or "\n" in answer or "\r" in answer:
+            answer = answer.translate(_COPY_ESCAPES)
+        self._pending.append(
+            f"{question}\t{condition}\t{record.sample_index}\t{answer}\t"
+            f"{_NULL if record.confidence is None else repr(record.confidence)}\t"
+            f"{_copy_text(record.trace) if record.trace else ''}\t"
+            f"{_copy_text(record.trace_type) if record.trace_type else ''}\t"
+            f"{_copy_text(orjson.dumps(record.metadata).decode()) if record.metadata else '{}'}\n"
+        )
+        if len(self._pending) >= 10_000:
+            self._spool.write("".join(self._pending))
+            self._pending.clear()
+
+    def _clash(self, record: TraceRecord | AnswerRecord, other_line: int, other: str) -> None:
+        self.problems.append(
+            ImportProblem(
+                record.line,
+                f"sample_index {record.sample_index} of question {record.question_id!r} under "
+                f"condition {record.condition!r} is already {other}'s at line {other_line}",
+                field="sample_index",
+            )
+        )
+
+    def check_against(
+        self,
+        audit: Audit,
+        questions: dict[str, tuple[int, str, dict, str]],
+        problems: list[ImportProblem],
+        *,
+        skip_existing: bool,
+        skip_trace_ids: set[str],
+    ) -> tuple[int, set[int]]:
+        """Questions stated somewhere, places free in the audit; the audit's sample count and
+        the samples skip-existing leaves out."""
+        if len(self.condition_order) >= MAX_CONDITIONS:
+            problems.append(ImportProblem(None, f"more than {MAX_CONDITIONS} conditions"))
+            return 0, set()
+        unstated = [q for q in self.referenced if q not in questions]
+        known: set[str] = set()
+        if unstated and audit.pk is not None:
+            for start in range(0, len(unstated), 5000):
+                known.update(
+                    Question.objects.filter(
+                        audit=audit, external_id__in=unstated[start : start + 5000]
+                    ).values_list("external_id", flat=True)
+                )
+        for question_id in unstated:
+            if question_id not in known:
+                problems.append(
+                    ImportProblem(
+                        self.referenced[question_id],
+                        f"question {question_id!r} is stated by no record of the file and was "
+                        "not imported before: give its 'question' (and options, gold answer) "
+                        "on one of its records",
+                        field="question",
+                    )
+                )
+        if audit.pk is None:
+            return 0, set()
+        seen = AnswerSample.objects.filter(audit=audit).count()
+        skip: set[int] = set()
+        if seen:
+            for key in self._keys_in_audit(AnswerSample.objects.filter(audit=audit)):
+                if (line := self.sample_lines.get(key)) is not None:
+                    if skip_existing:
+                        skip.add(key)
+                    else:
+                        problems.append(
+                            ImportProblem(
+                                line,
+                                "this sample (question, condition, sample_index) was already "
+                                f"imported into audit {audit.slug!r} (use skip-existing to "
+                                "leave it out)",
+                                field="sample_index",
+                            )
+                        )
+                elif (line := self.trace_keys.get(key)) is not None:
+                    problems.append(
+                        ImportProblem(
+                            line,
+                            "an answer-only sample imported before holds this trace's "
+                            "question, condition and sample_index",
+                            field="sample_index",
+                        )
+                    )
+        traces = Trace.objects.filter(audit=audit)
+        for key in self._keys_in_audit(traces, leave_out=skip_trace_ids):
+            if (line := self.sample_lines.get(key)) is not None and key not in skip:
+                problems.append(
+                    ImportProblem(
+                        line,
+                        "an audited trace imported before holds this sample's question, "
+                        "condition and sample_index",
+                        field="sample_index",
+                    )
+                )
+        return seen, skip
+
+    def _keys_in_audit(self, queryset, *, leave_out: set[str] | None = None) -> Iterator[int]:
+        """Packed keys of the rows whose question and condition the file names (traces whose
+        external id is in ``leave_out`` left out)."""
+        traces = leave_out is not None
+        columns = ["question__external_id", "condition__name", "sample_index"]
+        rows = queryset.values_list(*columns, *(["external_id"] if traces else [])).iterator(
+            chunk_size=20_000
+        )
+        for question_id, condition, sample_index, *external_id in rows:
+            if traces and external_id[0] in leave_out:  # type: ignore[operator]
+                continue
+            question = self.question_ord.get(question_id)
+            condition_ord = self.condition_ord.get(condition)
+            if question is not None and condition_ord is not None:
+                yield _sample_key(question, condition_ord, sample_index)
+
+    def finish(self) -> IO[str] | None:
+        if self._spool is None or not self.count:
+            self.close()
+            return None
+        self._spool.write("".join(self._pending))
+        self._pending.clear()
+        self._spool.flush()
+        return self._spool
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
 
 
 def _last_trace_pk(audit: Audit) -> int:
@@ -373,6 +674,83 @@ class _RowWriter:
                 copy.write_row((*row[:11], orjson.dumps(row[11]).decode(), *row[12:]))
         return [row[0] for row in rows]
 
+    SAMPLE_COLUMNS = (
+        "audit_id",
+        "question_id",
+        "condition_id",
+        "import_job_id",
+        "sample_index",
+        "final_answer",
+        "confidence",
+        "text",
+        "trace_type",
+        "metadata",
+    )
+
+    def insert_samples(
+        self,
+        spool: IO[str],
+        *,
+        audit_pk: int,
+        job_pk: int | None,
+        question_pks: list[int],
+        condition_pks: list[int],
+        skip_keys: set[int],
+    ) -> tuple[int, int]:
+        """Write the spooled samples (ordinals mapped to primary keys); return (written,
+        skipped). On PostgreSQL each spooled line becomes its COPY row by one split and one
+        concatenation: pass 1 already did the checking and the escaping."""
+        spool.seek(0)
+        job = "\\N" if job_pk is None else str(job_pk)
+        questions = {str(i): f"{audit_pk}\t{pk}\t" for i, pk in enumerate(question_pks)}
+        conditions = {str(i): f"{pk}\t{job}\t" for i, pk in enumerate(condition_pks)}
+        written = skipped = 0
+        if not self.postgres:
+            return self._bulk_create_samples(spool, questions, conditions, skip_keys)
+        sql = f"COPY annotations_answersample ({', '.join(self.SAMPLE_COLUMNS)}) FROM STDIN"
+        block: list[str] = []
+        with connection.cursor() as cursor:
+            raw = cursor.cursor
+            with raw.copy(sql, writer=QueuedLibpqWriter(raw)) as copy:
+                for line in spool:
+                    question, condition, rest = line.split("\t", 2)
+                    if skip_keys and _spooled_key(question, condition, rest) in skip_keys:
+                        skipped += 1
+                        continue
+                    block.append(questions[question] + conditions[condition] + rest)
+                    # ~1 MB a write: few calls, and the server indexes while this loop runs.
+                    if len(block) == 20_000:
+                        copy.write("".join(block))
+                        written += len(block)
+                        block.clear()
+                copy.write("".join(block))
+                written += len(block)
+        return written, skipped
+
+    def _bulk_create_samples(
+        self,
+        spool: IO[str],
+        questions: dict[str, str],
+        conditions: dict[str, str],
+        skip_keys: set[int],
+    ) -> tuple[int, int]:
+        objects, skipped = [], 0
+        for line in spool:
+            question, condition, rest = line.split("\t", 2)
+            if skip_keys and _spooled_key(question, condition, rest) in skip_keys:
+                skipped += 1
+                continue
+            row = (questions[question] + conditions[condition] + rest).rstrip("\n").split("\t")
+            values = [None if cell == "\\N" else _copy_unescape(cell) for cell in row]
+            fields = dict(zip(self.SAMPLE_COLUMNS, values, strict=True))
+            fields["metadata"] = orjson.loads(fields["metadata"])
+            fields["confidence"] = (
+                None if fields["confidence"] is None else float(fields["confidence"])
+            )
+            objects.append(AnswerSample(**fields))
+        AnswerSample.objects.bulk_create(objects, batch_size=1000)
+        return len(objects), skipped
+
     @contextmanager
     def step_sink(self) -> Iterator[Callable[[tuple], None]]:
         """A function taking step rows (STEP_COLUMNS order) until the block ends."""
@@ -390,6 +768,10 @@ class _RowWriter:
             raw = cursor.cursor
             with raw.copy(sql, writer=QueuedLibpqWriter(raw)) as copy:
                 yield copy.write_row
+
+
+def _spooled_key(question: str, condition: str, rest: str) -> int:
+    return _sample_key(int(question), int(condition), int(rest.split("\t", 1)[0]))
 
 
 class _PublicIdPool:
@@ -426,6 +808,9 @@ def import_run(
     writer = _RowWriter()
     problems: list[ImportProblem] = []
     n_traces = n_steps = n_skipped = done = 0
+    n_samples = n_samples_skipped = 0
+    if plan.n_samples and plan.sample_spool is None:
+        raise ValueError("this plan checked answer-only samples without spooling them")
     with transaction.atomic():
         # One import per audit at a time: the id stream and the duplicate check rely on it.
         audit = Audit.objects.select_for_update().get(pk=audit.pk)
@@ -444,8 +829,10 @@ def import_run(
             plan.file_format,
             problems,
             max_trace_chars=settings.STEPAUDIT_MAX_TRACE_CHARS,
+            only_lines=plan.trace_lines,
         )
-        for chunk in _chunks(records, CHUNK_TRACES):
+        # A file of answer-only samples has no trace to read again.
+        for chunk in _chunks(records if plan.trace_lines != set() else (), CHUNK_TRACES):
             done += len(chunk)
             kept = [r for r in chunk if r.trace_id not in plan.skip_trace_ids]
             # Pass 1 ran without the lock: an import that held it first may have written some of
@@ -504,8 +891,16 @@ def import_run(
             n_traces += len(kept)
             if progress:
                 progress(done, plan.n_records)
+        if plan.n_samples and not problems:
+            n_samples, n_samples_skipped = _write_samples(
+                writer, audit, plan, conditions, question_ids, job, problems
+            )
+            if progress:
+                progress(plan.n_records, plan.n_records)
         if problems:
             transaction.set_rollback(True)
+    if plan.sample_spool is not None:
+        plan.sample_spool.close()
     if problems:
         raise ImportRejected(_capped(problems))
     return ImportResult(
@@ -514,6 +909,55 @@ def import_run(
         n_steps=n_steps,
         n_skipped=n_skipped,
         segmenters=plan.segmenters,
+        n_samples=n_samples,
+        n_samples_skipped=n_samples_skipped,
+    )
+
+
+def _write_samples(
+    writer: "_RowWriter",
+    audit: Audit,
+    plan: ImportPlan,
+    conditions: dict,
+    question_ids: dict[str, int],
+    job: ImportJob | None,
+    problems: list[ImportProblem],
+) -> tuple[int, int]:
+    """Pass 2 for answer-only samples, after the traces: create the questions only samples
+    state, then stream the spool in."""
+    # Pass 1 ran without the lock; a sample written since could take a place this file
+    # holds (the primary key would fail the COPY with no line).
+    if AnswerSample.objects.filter(audit=audit).count() != plan.samples_seen:
+        problems.append(
+            ImportProblem(
+                None,
+                f"another import wrote answer-only samples into audit {audit.slug!r} since "
+                "this file was checked; import the file again",
+            )
+        )
+        return 0, 0
+    new = [
+        Question(
+            audit=audit,
+            external_id=question_id,
+            stem=record.question,
+            options=record.options,
+            gold_answer=record.gold_answer,
+            dataset=record.dataset,
+        )
+        for question_id, record in plan.sample_questions.items()
+        if question_id not in question_ids
+    ]
+    if new:
+        writer.insert_questions(new)
+        question_ids.update({q.external_id: q.pk for q in new})
+    return writer.insert_samples(
+        plan.sample_spool,  # type: ignore[arg-type]
+        audit_pk=audit.pk,
+        job_pk=job.pk if job else None,
+        question_pks=[question_ids[q] for q in plan.question_order],
+        condition_pks=[conditions[name].pk for name in plan.condition_order],
+        skip_keys=plan.skip_sample_keys,
     )
 
 

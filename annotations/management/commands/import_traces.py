@@ -76,11 +76,13 @@ class Command(BaseCommand):
             for problem in exc.problems:
                 self.stderr.write(f"{file}: {problem}")
             raise CommandError(exc.message) from None
+        skipped = result.n_skipped + result.n_samples_skipped
+        samples = f", {result.n_samples} answer-only samples" if plan.n_samples else ""
         self.stdout.write(
             self.style.SUCCESS(
-                f"Imported {result.n_traces} traces, {result.n_steps} steps "
+                f"Imported {result.n_traces} traces, {result.n_steps} steps{samples} "
                 f"(segmentations: {', '.join(result.segmenters)}) into {audit_obj.slug}"
-                + (f"; skipped {result.n_skipped} already imported" if result.n_skipped else "")
+                + (f"; skipped {skipped} already imported" if skipped else "")
             )
         )
 
