@@ -17,6 +17,8 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from annotations.services import import_adapters
+
 REQUIRED_FIELDS = ("question_id", "question", "condition", "trace_id", "trace")
 OPTIONAL_FIELDS = (
     "options",
@@ -606,6 +608,10 @@ class _RecordChecker:
         return steps
 
 
+# Every format the reader takes: the native two and the adapters' (import_adapters.py).
+FILE_FORMATS = ("jsonl", "csv", *import_adapters.ADAPTER_FORMATS)
+
+
 def read_records(
     path: Path,
     file_format: str,
@@ -613,18 +619,81 @@ def read_records(
     *,
     max_trace_chars: int,
     only_lines: set[int] | None = None,
+    condition: str = "",
 ) -> Iterator[TraceRecord | AnswerRecord]:
     """Yield the valid records of the file; append a problem for every invalid one.
 
     ``only_lines`` (the lines a first pass found) leaves every other record unread: a second
     pass over a file of traces and many answer-only samples reads only the traces again.
+    ``condition`` names the arm for the adapters' formats (lm-evaluation-harness samples do
+    not name their model; for the others it replaces the model's name).
     """
     checker = _RecordChecker(problems, max_trace_chars=max_trace_chars)
-    with path.open("rb") as stream:
-        if file_format == "jsonl":
-            yield from _read_jsonl(stream, checker, problems, only_lines)
+    try:
+        if file_format == "inspect":
+            yield from _read_inspect(path, checker, only_lines, condition)
+            return
+        with path.open("rb") as stream:
+            if file_format == "jsonl":
+                yield from _read_jsonl(stream, checker, problems, only_lines)
+            elif file_format == "csv":
+                yield from _read_csv(stream, checker, problems, only_lines)
+            else:
+                yield from _read_adapted_jsonl(
+                    stream, checker, problems, only_lines, file_format, path, condition
+                )
+    except import_adapters.AdapterError as exc:
+        raise FormatError([ImportProblem(None, str(exc))]) from None
+
+
+def _read_inspect(
+    path: Path, checker: _RecordChecker, only_lines: set[int] | None, condition: str
+) -> Iterator[TraceRecord | AnswerRecord]:
+    for position, raw in import_adapters.inspect_records(path, condition=condition):
+        if only_lines is not None and position not in only_lines:
+            continue
+        if (record := checker.check(raw, position)) is not None:
+            yield record
+
+
+def _read_adapted_jsonl(
+    stream: BinaryIO,
+    checker: _RecordChecker,
+    problems: list[ImportProblem],
+    only_lines: set[int] | None,
+    file_format: str,
+    path: Path,
+    condition: str,
+) -> Iterator[TraceRecord | AnswerRecord]:
+    task = import_adapters.lm_eval_task(path)
+    # The harness writes a line per (document, filter): the first line of a document stands
+    # for it, so a task logged with two filters does not import its responses twice.
+    seen_docs: set[str] = set()
+    for number, text in _decoded_lines(stream, problems):
+        if (only_lines is not None and number not in only_lines) or not text.strip():
+            continue
+        try:
+            raw = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            problems.append(ImportProblem(number, f"invalid JSON: {exc.msg}", column=exc.colno))
+            continue
+        if file_format == "chat":
+            record, why = import_adapters.chat_record(raw, number, condition=condition)
+            mapped = [record] if record is not None else []
         else:
-            yield from _read_csv(stream, checker, problems, only_lines)
+            doc = str(raw.get("doc_id")) if isinstance(raw, dict) else ""
+            if doc and doc in seen_docs:
+                continue
+            seen_docs.add(doc)
+            mapped, why = import_adapters.lm_eval_records(
+                raw, number, task=task, condition=condition
+            )
+        if why:
+            problems.append(ImportProblem(number, why))
+            continue
+        for item in mapped:
+            if (checked := checker.check(item, number)) is not None:
+                yield checked
 
 
 def _read_jsonl(
@@ -752,6 +821,7 @@ def spool_upload(chunks: Iterator[bytes], destination: Path) -> Path:
 __all__ = [
     "ALL_FIELDS",
     "ANSWER_FIELDS",
+    "FILE_FORMATS",
     "MAX_SAMPLE_INDEX",
     "MAX_STEP_KIND_LENGTH",
     "RECORD_TYPES",

@@ -56,6 +56,8 @@ def import_job_create(
     chunks: Iterable[bytes],
     segmenter_names: list[str],
     skip_existing: bool,
+    file_format: str | None = None,
+    condition: str = "",
 ) -> ImportJob:
     """Store the upload, validate it whole (ImportRejected → 400), and queue the import.
 
@@ -84,6 +86,8 @@ def import_job_create(
             segmenter_names=segmenter_names,
             skip_existing=skip_existing,
             spool_samples=False,
+            file_format=file_format,
+            condition=condition,
         )
     except ImportRejected:
         path.unlink(missing_ok=True)
@@ -97,6 +101,7 @@ def import_job_create(
         segmenters=plan.segmenters,
         skip_existing=skip_existing,
         total_records=plan.n_records,
+        condition=condition[:120],
     )
     from annotations.tasks import import_job_run_task
 
@@ -128,6 +133,8 @@ def import_job_run(*, job_id: int) -> None:
             path=path,
             segmenter_names=job.segmenters,
             skip_existing=job.skip_existing,
+            file_format=job.file_format,
+            condition=job.condition,
         )
         result = import_run(audit=job.audit, plan=plan, job=job, progress=progress)
     except ImportRejected as exc:

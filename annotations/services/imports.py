@@ -26,7 +26,9 @@ from psycopg.copy import QueuedLibpqWriter
 from annotations.models import AnswerSample, Audit, ImportJob, Question, Step, Trace
 from annotations.services import segmenters
 from annotations.services.conditions import conditions_ensure
+from annotations.services.import_adapters import sniff_adapter
 from annotations.services.import_formats import (
+    FILE_FORMATS,
     MAX_PROBLEMS,
     AnswerRecord,
     FormatError,
@@ -76,6 +78,9 @@ class ImportPlan:
     samples_seen: int = 0
     # Lines of the trace records, for pass 2 to read only those again (None: every line).
     trace_lines: set[int] | None = None
+    # The arm for the adapters' formats, and whether the format was detected, not chosen.
+    condition: str = ""
+    format_detected: bool = False
 
 
 @dataclass(frozen=True)
@@ -183,16 +188,21 @@ def import_validate(
     segmenter_names: list[str] | None = None,
     skip_existing: bool = False,
     spool_samples: bool = True,
+    file_format: str | None = None,
+    condition: str = "",
 ) -> ImportPlan:
     """Pass 1: read the whole file; raise ImportRejected listing every problem, or plan pass 2.
 
     ``audit`` may be unsaved (an import that creates its audit): it has no traces or questions
     yet, and nothing is created before the file has passed. ``spool_samples`` False checks
     answer-only samples without keeping them (a plan that only validates, as the upload does).
+    ``file_format`` chooses the reader (see FILE_FORMATS); None or "auto" detects it from the
+    name and the first record. ``condition`` names the arm for the adapters' formats.
     """
     problems: list[ImportProblem] = []
+    detected = file_format in (None, "", "auto")
     try:
-        file_format = detect_format(path, sniff_head(path))
+        file_format = _format_choose(path, file_format)
     except FormatError as exc:
         raise ImportRejected(exc.problems) from None
     names = list(dict.fromkeys(segmenter_names or []))
@@ -224,7 +234,10 @@ def import_validate(
     samples = _SampleCollector(problems, spool=spool_samples)
     trace_lines: set[int] = set()
     try:
-        for record in read_records(path, file_format, problems, max_trace_chars=max_chars):
+        records = read_records(
+            path, file_format, problems, max_trace_chars=max_chars, condition=condition
+        )
+        for record in records:
             n_records += 1
             if type(record) is AnswerRecord:
                 samples.add(record)
@@ -335,7 +348,27 @@ def import_validate(
         skip_sample_keys=skip_sample_keys,
         samples_seen=samples_seen,
         trace_lines=trace_lines if samples.count else None,
+        condition=condition,
+        format_detected=detected,
     )
+
+
+def _format_choose(path: Path, file_format: str | None) -> str:
+    """The reader for a file: the one asked for, or the one its name and first record show."""
+    if file_format not in (None, "", "auto"):
+        if file_format not in FILE_FORMATS:
+            raise FormatError(
+                [
+                    ImportProblem(
+                        None,
+                        f"unknown format {file_format!r}; choose from auto, "
+                        f"{', '.join(FILE_FORMATS)}",
+                    )
+                ]
+            )
+        return file_format
+    head = sniff_head(path)
+    return sniff_adapter(path, head) or detect_format(path, head)
 
 
 def _question_seen(
@@ -830,6 +863,7 @@ def import_run(
             problems,
             max_trace_chars=settings.STEPAUDIT_MAX_TRACE_CHARS,
             only_lines=plan.trace_lines,
+            condition=plan.condition,
         )
         # A file of answer-only samples has no trace to read again.
         for chunk in _chunks(records if plan.trace_lines != set() else (), CHUNK_TRACES):
@@ -1046,9 +1080,16 @@ def import_file(
     skip_existing: bool = False,
     job: ImportJob | None = None,
     progress: ProgressCallback | None = None,
+    file_format: str | None = None,
+    condition: str = "",
 ) -> ImportResult:
     """Validate, then import. Raises ImportRejected (nothing written) on any problem."""
     plan = import_validate(
-        audit=audit, path=path, segmenter_names=segmenter_names, skip_existing=skip_existing
+        audit=audit,
+        path=path,
+        segmenter_names=segmenter_names,
+        skip_existing=skip_existing,
+        file_format=file_format,
+        condition=condition,
     )
     return import_run(audit=audit, plan=plan, job=job, progress=progress)

@@ -6,6 +6,7 @@ from tqdm import tqdm
 
 from annotations.models import Audit
 from annotations.services.audits import audit_create
+from annotations.services.import_formats import FILE_FORMATS
 from annotations.services.imports import import_run, import_validate
 from annotations.services.segmenters import SEGMENTER_NAMES
 from auditapp.exceptions import ImportRejected
@@ -31,6 +32,21 @@ class Command(BaseCommand):
             action="store_true",
             help="leave out trace ids already in the audit instead of failing",
         )
+        parser.add_argument(
+            "--format",
+            dest="file_format",
+            choices=["auto", *FILE_FORMATS],
+            default="auto",
+            help="how to read the file (default: from its name and first record): the "
+            "StepAudit jsonl/csv fields, an Inspect AI eval log (inspect), lm-evaluation-harness "
+            "--log_samples JSONL (lm-eval), or chat JSONL with messages (chat)",
+        )
+        parser.add_argument(
+            "--condition",
+            default="",
+            help="the arm: needed for lm-eval samples (they name no model); for inspect and "
+            "chat files it replaces the model's name",
+        )
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(
@@ -42,6 +58,8 @@ class Command(BaseCommand):
         segmenters,
         skip_existing,
         no_progress,
+        file_format="auto",
+        condition="",
         **options,
     ):
         if not file.is_file():
@@ -58,7 +76,14 @@ class Command(BaseCommand):
                 path=file,
                 segmenter_names=names,
                 skip_existing=skip_existing,
+                file_format=file_format,
+                condition=condition,
             )
+            if plan.format_detected and plan.file_format not in ("jsonl", "csv"):
+                self.stderr.write(
+                    f"{file}: read as {plan.file_format} (detected from the file; "
+                    "pass --format to choose)"
+                )
             with (
                 transaction.atomic(),
                 tqdm(
