@@ -79,13 +79,13 @@ def import_job_create(
         path.unlink(missing_ok=True)
         raise _too_large("the file is")
     try:
-        # Checked here, written by the worker (which checks again and spools the samples).
+        # Checked here, written by the worker (which checks again and keeps the samples).
         plan = import_validate(
             audit=audit,
             path=path,
             segmenter_names=segmenter_names,
             skip_existing=skip_existing,
-            spool_samples=False,
+            keep_samples=False,
             file_format=file_format,
             condition=condition,
         )
