@@ -95,6 +95,36 @@ def test_an_inspect_log_imports_every_sample_and_epoch(audit, inspect_log):
     assert by_key[("q2", 1)].metadata["inspect"]["scores"] == {"match": "I"}
 
 
+def test_an_inspect_sample_that_maps_to_a_bad_record_is_refused_by_its_position(audit, tmp_path):
+    from inspect_ai import Task
+    from inspect_ai import eval as inspect_eval
+    from inspect_ai.dataset import Sample
+    from inspect_ai.model import ModelOutput, ModelUsage, get_model
+    from inspect_ai.solver import generate
+
+    # given: the second sample's model output is empty (nothing to audit)
+    outputs = []
+    for text in ("Two.\n\nSo 2", ""):
+        out = ModelOutput.from_content(model="mockllm/model", content=text)
+        out.usage = ModelUsage(input_tokens=1, output_tokens=1, total_tokens=2)
+        outputs.append(out)
+    task = Task(
+        dataset=[
+            Sample(input="1+1?", target="2", id="a"),
+            Sample(input="2+2?", target="4", id="b"),
+        ],
+        solver=[generate()],
+    )
+    model = get_model("mockllm/model", custom_outputs=outputs)
+    (log,) = inspect_eval(task, model=model, log_dir=str(tmp_path), display="none")
+    # when
+    with pytest.raises(ImportRejected) as caught:
+        import_file(audit=audit, path=Path(log.location), file_format="inspect")
+    # then
+    assert [str(p) for p in caught.value.problems] == ["line 2 (trace): is required"]
+    assert not Trace.objects.exists()
+
+
 def test_a_broken_inspect_log_is_one_line_of_reason(audit, tmp_path):
     path = tmp_path / "broken.eval"
     path.write_bytes(b"PK\x03\x04 not really a zip")
