@@ -341,3 +341,24 @@ def test_judge_verdicts_export_as_inspect_scores(audit, inspect_log, tmp_path):
     assert len(table) == 6 and {r["value"] for r in table} == {"C", "I", "N"}
     with pytest.raises(CommandError, match=r"name the file \.json or \.csv"):
         call_command("export_inspect_scores", "--run", str(run.pk), "--out", "x.txt")
+
+
+def test_the_import_page_offers_the_formats_and_takes_a_condition(
+    client, admin_user, audit, celery_eager, django_capture_on_commit_callbacks
+):
+    # given
+    client.force_login(admin_user)
+    url = reverse("annotations:import", args=[audit.slug])
+    form = client.get(url).content.decode()
+    handle = io.BytesIO((json.dumps(lm_eval_line(3, ["Three.\n\nSo 3"])) + "\n").encode())
+    handle.name = "from-harness.jsonl"
+    # when
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(url, {"file": handle, "format": "lm-eval", "condition": "arm-x"})
+    # then
+    for label in ("Inspect AI eval log", "lm-evaluation-harness", "Chat JSONL"):
+        assert label in form
+    assert response.status_code == 302
+    job = ImportJob.objects.get(audit=audit)
+    assert (job.status, job.file_format, job.condition) == ("done", "lm-eval", "arm-x")
+    assert Trace.objects.get(audit=audit).condition.name == "arm-x"
