@@ -19,8 +19,6 @@ from auditapp.exceptions import ImportRejected
 
 pytestmark = pytest.mark.django_db
 
-inspect_ai = pytest.importorskip("inspect_ai")
-
 QUESTIONS = [("q1", "What is 1+1?", "2"), ("q2", "What is 2+2?", "4"), ("q3", "What is 3+3?", "6")]
 
 
@@ -67,6 +65,7 @@ def make_inspect_log(log_dir: Path, *, epochs: int = 2) -> Path:
 
 @pytest.fixture(scope="module")
 def inspect_log(tmp_path_factory):
+    pytest.importorskip("inspect_ai")  # a declared dependency; the other formats need none
     return make_inspect_log(tmp_path_factory.mktemp("inspect"))
 
 
@@ -96,6 +95,7 @@ def test_an_inspect_log_imports_every_sample_and_epoch(audit, inspect_log):
 
 
 def test_an_inspect_sample_that_maps_to_a_bad_record_is_refused_by_its_position(audit, tmp_path):
+    pytest.importorskip("inspect_ai")
     from inspect_ai import Task
     from inspect_ai import eval as inspect_eval
     from inspect_ai.dataset import Sample
@@ -301,6 +301,7 @@ def test_the_api_takes_a_format_and_a_condition(
 
 # --- verdicts out as an Inspect score table -----------------------------------------------------
 def test_judge_verdicts_export_as_inspect_scores(audit, inspect_log, tmp_path):
+    from inspect_ai.log import read_eval_log
     from inspect_ai.scorer import Score, value_to_float
 
     from judges.services.io import verdicts_import
@@ -326,7 +327,7 @@ def test_judge_verdicts_export_as_inspect_scores(audit, inspect_log, tmp_path):
     call_command("export_inspect_scores", "--run", str(run.pk), "--out", str(tmp_path / "s.csv"))
     # then
     rows = json.loads((tmp_path / "s.json").read_text())
-    log = inspect_ai.log.read_eval_log(str(inspect_log))
+    log = read_eval_log(str(inspect_log))
     keys = {(log.eval.eval_id, s.id, s.epoch) for s in log.samples}
     assert {(r["eval_id"], r["sample_id"], r["epoch"]) for r in rows} == keys
     to_float = value_to_float()
