@@ -10,7 +10,7 @@ file of any size is streamed and never held in memory. See docs/formats.md.
 import csv
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -258,12 +258,24 @@ def _decoded_lines(stream: BinaryIO, problems: list[ImportProblem]) -> Iterator[
             yield number, raw.decode("utf-8", errors="replace")
 
 
+# Takes a checked answer-only sample of the basic fields: line, question id, condition,
+# sample index, final answer, confidence (see read_records' answer_sink).
+AnswerSink = Callable[[int, str, str, int, str, "float | None"], Any]
+
+
 class _RecordChecker:
     """Turns one raw dict into a TraceRecord, appending every problem it finds."""
 
-    def __init__(self, problems: list[ImportProblem], *, max_trace_chars: int):
+    def __init__(
+        self,
+        problems: list[ImportProblem],
+        *,
+        max_trace_chars: int,
+        answer_sink: AnswerSink | None = None,
+    ):
         self.problems = problems
         self.max_trace_chars = max_trace_chars
+        self.answer_sink = answer_sink
 
     def problem(
         self, line: int, message: str, *, field: str | None = None, column: int | None = None
@@ -385,9 +397,12 @@ class _RecordChecker:
             and not question_id.isspace()
             and not condition.isspace()
         ):
+            if _ANSWER_BASIC_FIELDS.issuperset(raw):  # nothing else to look at
+                if self.answer_sink is not None:
+                    self.answer_sink(line, question_id, condition, sample_index, answer, confidence)
+                    return None
+                return AnswerRecord(line, question_id, condition, sample_index, answer, confidence)
             record = AnswerRecord(line, question_id, condition, sample_index, answer, confidence)
-            if _ANSWER_BASIC_FIELDS.issuperset(raw):
-                return record  # nothing else to look at
             return self._answer_extras(raw, record, line, col)
         before = len(self.problems)
         unknown = raw.keys() - ANSWER_FIELDS
@@ -639,15 +654,18 @@ def read_records(
     max_trace_chars: int,
     only_lines: set[int] | None = None,
     condition: str = "",
+    answer_sink: AnswerSink | None = None,
 ) -> Iterator[TraceRecord | AnswerRecord]:
     """Yield the valid records of the file; append a problem for every invalid one.
 
     ``only_lines`` (the lines a first pass found) leaves every other record unread: a second
     pass over a file of traces and many answer-only samples reads only the traces again.
     ``condition`` names the arm for the adapters' formats (lm-evaluation-harness samples do
-    not name their model; for the others it replaces the model's name).
+    not name their model; for the others it replaces the model's name). ``answer_sink``, when
+    given, takes each valid answer-only sample of the basic fields (question, condition, sample
+    index, answer, confidence) instead of its being yielded: no record object per sample.
     """
-    checker = _RecordChecker(problems, max_trace_chars=max_trace_chars)
+    checker = _RecordChecker(problems, max_trace_chars=max_trace_chars, answer_sink=answer_sink)
     try:
         if file_format == "inspect":
             yield from _read_inspect(path, checker, only_lines, condition)
