@@ -58,7 +58,9 @@ def write_file(path: Path, *, questions: int, samples: int, audited: bool, seed:
                         "final_answer": answer,
                         "confidence": round(rng.random(), 3),
                     }
-                    if a == 0 and s == 0:
+                    # The question once per question, and on every audited trace (a trace
+                    # always states its question).
+                    if s == 0 and (a == 0 or audited):
                         record |= {
                             "question": f"Question {q}: which finding is most specific?",
                             "options": {"A": "one", "B": "two", "C": "three", "D": "four"},
