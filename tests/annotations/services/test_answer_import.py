@@ -401,3 +401,18 @@ def test_the_upload_api_imports_answer_only_samples(
     assert (job.status, job.n_traces, job.n_samples) == ("done", 1, 2)
     detail = api_client.get(reverse("annotations-api:api-import-detail", args=[job.pk])).json()
     assert detail["n_samples"] == 2
+
+
+def test_the_answers_export_reads_back_to_the_same_metrics(sc_audit, tmp_path):
+    from auditapp.agreement.formats import answers_read
+
+    # given
+    audit, _, _ = sc_audit
+    frame = answers_collect(audit)
+    path = tmp_path / "answers.csv"
+    frame.to_csv(path, index=False)
+    # when
+    again = answers_read(path)
+    # then
+    assert again["audited"].sum() == 36 and (~again["audited"]).sum() == 36 * 63
+    assert answer_metrics(again) == answer_metrics(frame)
