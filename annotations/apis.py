@@ -119,7 +119,8 @@ def _import_fields(data) -> dict:
     Not ``request.data.copy()``: that deep-copies the upload too, and an upload over
     FILE_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) is an open temporary file, which cannot be copied.
     """
-    fields = {name: data[name] for name in ("file", "skip_existing") if name in data}
+    names = ("file", "skip_existing", "format", "condition")
+    fields = {name: data[name] for name in names if name in data}
     if "segmenter" in data:
         names: list = []
         for value in data.getlist("segmenter"):
@@ -154,6 +155,8 @@ class ImportCreateApi(APIView):
             chunks=upload.chunks(),
             segmenter_names=serializer.validated_data["segmenter"],
             skip_existing=serializer.validated_data["skip_existing"],
+            file_format=serializer.validated_data["format"],
+            condition=serializer.validated_data["condition"],
         )
         return Response(import_job_progress(job), status=status.HTTP_202_ACCEPTED)
 

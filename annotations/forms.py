@@ -1,6 +1,16 @@
 from django import forms
 
+from annotations.services.import_formats import FILE_FORMATS
 from annotations.services.segmenters import SEGMENTER_NAMES
+
+FORMAT_LABELS = {
+    "auto": "Detect from the file",
+    "jsonl": "JSONL (StepAudit fields)",
+    "csv": "CSV (StepAudit fields)",
+    "inspect": "Inspect AI eval log (.eval / .json)",
+    "lm-eval": "lm-evaluation-harness --log_samples JSONL",
+    "chat": "Chat JSONL (messages; vLLM / OpenAI batch output)",
+}
 
 
 class ImportForm(forms.Form):
@@ -13,6 +23,16 @@ class ImportForm(forms.Form):
     )
     skip_existing = forms.BooleanField(
         required=False, help_text="Leave out trace ids already imported."
+    )
+    format = forms.ChoiceField(
+        choices=[(name, FORMAT_LABELS.get(name, name)) for name in ("auto", *FILE_FORMATS)],
+        initial="auto",
+        required=False,
+    )
+    condition = forms.CharField(
+        max_length=120,
+        required=False,
+        help_text="The arm: needed for lm-eval samples; replaces the model's name otherwise.",
     )
 
 

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from annotations.models import Audit, ImportJob
+from annotations.services.import_formats import FILE_FORMATS
 from annotations.services.segmenters import SEGMENTER_NAMES
 
 
@@ -10,6 +11,21 @@ class ImportCreateInputSerializer(serializers.Serializer):
         child=serializers.ChoiceField(choices=SEGMENTER_NAMES), required=False, default=list
     )
     skip_existing = serializers.BooleanField(required=False, default=False)
+    format = serializers.ChoiceField(
+        choices=["auto", *FILE_FORMATS],
+        required=False,
+        default="auto",
+        help_text="How to read the file: auto (from its name and first record), jsonl, csv, "
+        "inspect (Inspect AI eval log), lm-eval (--log_samples JSONL), chat (messages JSONL).",
+    )
+    condition = serializers.CharField(
+        required=False,
+        default="",
+        allow_blank=True,
+        max_length=120,
+        help_text="The arm, for lm-eval samples (which name no model); replaces the model's "
+        "name for inspect and chat files.",
+    )
 
 
 class AuditOutputSerializer(serializers.ModelSerializer):
@@ -257,6 +273,7 @@ class ImportJobOutputSerializer(serializers.Serializer):
     n_traces = serializers.IntegerField()
     n_steps = serializers.IntegerField()
     n_skipped = serializers.IntegerField()
+    n_samples = serializers.IntegerField(help_text="Answer-only samples written (never steps).")
     segmenters = serializers.ListField(child=serializers.CharField())
     message = serializers.CharField(allow_blank=True)
     problems = serializers.ListField(

@@ -57,6 +57,8 @@ def import_page(request, slug: str):
                     chunks=upload.chunks(),
                     segmenter_names=form.cleaned_data["segmenters"],
                     skip_existing=form.cleaned_data["skip_existing"],
+                    file_format=form.cleaned_data["format"] or "auto",
+                    condition=form.cleaned_data["condition"],
                 )
             except ImportRejected as exc:
                 problems, status = exc.problems, exc.status_code

@@ -4,9 +4,10 @@ from .audits import Audit, Condition, ProbeMode, Verdict
 from .batches import Assignment, AssignmentItem, Batch, BatchItem
 from .imports import ImportJob
 from .labels import Label, LabelRevision, ProbeAnswer, TraceRating, TraceRatingRevision
-from .traces import Question, Step, Trace
+from .traces import AnswerSample, Question, Step, Trace
 
 __all__ = [
+    "AnswerSample",
     "Assignment",
     "AssignmentItem",
     "Audit",

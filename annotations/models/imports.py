@@ -20,6 +20,8 @@ class ImportJob(models.Model):
     filename = models.CharField(max_length=255)
     path = models.CharField(max_length=500)
     file_format = models.CharField(max_length=8)
+    # The arm named with the upload, for the adapters' formats (lm-eval samples name no model).
+    condition = models.CharField(max_length=120, blank=True, default="")
     segmenters = models.JSONField(default=list)
     skip_existing = models.BooleanField(default=False)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
@@ -28,6 +30,8 @@ class ImportJob(models.Model):
     n_traces = models.PositiveIntegerField(default=0)
     n_steps = models.PositiveIntegerField(default=0)
     n_skipped = models.PositiveIntegerField(default=0)
+    # Answer-only samples written (never segmented; see AnswerSample).
+    n_samples = models.PositiveIntegerField(default=0)
     problems = models.JSONField(default=list, blank=True)
     message = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

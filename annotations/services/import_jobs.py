@@ -56,6 +56,8 @@ def import_job_create(
     chunks: Iterable[bytes],
     segmenter_names: list[str],
     skip_existing: bool,
+    file_format: str | None = None,
+    condition: str = "",
 ) -> ImportJob:
     """Store the upload, validate it whole (ImportRejected → 400), and queue the import.
 
@@ -77,8 +79,15 @@ def import_job_create(
         path.unlink(missing_ok=True)
         raise _too_large("the file is")
     try:
+        # Checked here, written by the worker (which checks again and keeps the samples).
         plan = import_validate(
-            audit=audit, path=path, segmenter_names=segmenter_names, skip_existing=skip_existing
+            audit=audit,
+            path=path,
+            segmenter_names=segmenter_names,
+            skip_existing=skip_existing,
+            keep_samples=False,
+            file_format=file_format,
+            condition=condition,
         )
     except ImportRejected:
         path.unlink(missing_ok=True)
@@ -92,6 +101,7 @@ def import_job_create(
         segmenters=plan.segmenters,
         skip_existing=skip_existing,
         total_records=plan.n_records,
+        condition=condition[:120],
     )
     from annotations.tasks import import_job_run_task
 
@@ -123,6 +133,8 @@ def import_job_run(*, job_id: int) -> None:
             path=path,
             segmenter_names=job.segmenters,
             skip_existing=job.skip_existing,
+            file_format=job.file_format,
+            condition=job.condition,
         )
         result = import_run(audit=job.audit, plan=plan, job=job, progress=progress)
     except ImportRejected as exc:
@@ -142,7 +154,8 @@ def import_job_run(*, job_id: int) -> None:
         message="",
         n_traces=result.n_traces,
         n_steps=result.n_steps,
-        n_skipped=result.n_skipped,
+        n_skipped=result.n_skipped + result.n_samples_skipped,
+        n_samples=result.n_samples,
         done_records=result.n_records,
     )
     path.unlink(missing_ok=True)
@@ -176,6 +189,7 @@ def import_job_progress(job: ImportJob) -> dict:
         "n_traces": job.n_traces,
         "n_steps": job.n_steps,
         "n_skipped": job.n_skipped,
+        "n_samples": job.n_samples,
         "segmenters": job.segmenters,
         "message": job.message,
         "problems": job.problems,

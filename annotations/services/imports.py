@@ -4,23 +4,38 @@ Pass 1 streams the file and collects every problem (format, fields, types, dupli
 already imported, sizes, segmenters that would yield nothing). Only a clean file reaches pass 2,
 which streams it again and writes in chunks — COPY on PostgreSQL, bulk inserts elsewhere —
 inside one transaction, so a failure at any point leaves the database as it was.
+
+Answer-only samples (``record_type: answer``) are parsed once: pass 1 checks each and keeps it
+in compact columns (question and condition as ordinals of the file); pass 2 reads only the
+traces from the file again, then writes the columns into ``AnswerSample`` with the ordinals
+mapped to primary keys (pyarrow's CSV writer feeding COPY on PostgreSQL). They are never
+segmented and never become steps.
 """
 
+import io
+import math
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 from django.conf import settings
 from django.db import connection, transaction
 from psycopg.copy import QueuedLibpqWriter
 
-from annotations.models import Audit, ImportJob, Question, Step, Trace
+from annotations.models import AnswerSample, Audit, ImportJob, Question, Step, Trace
 from annotations.services import segmenters
 from annotations.services.conditions import conditions_ensure
+from annotations.services.import_adapters import sniff_adapter
 from annotations.services.import_formats import (
+    FILE_FORMATS,
     MAX_PROBLEMS,
+    AnswerRecord,
     FormatError,
     ImportProblem,
     TraceRecord,
@@ -57,6 +72,20 @@ class ImportPlan:
     skip_existing: bool = False
     # The audit's highest trace primary key when pass 1 checked for duplicates.
     traces_seen_up_to: int = 0
+    # Answer-only samples: their columns, the file's question and condition ids by ordinal,
+    # the questions only samples state, what to leave out, and the audit's count.
+    n_samples: int = 0
+    sample_columns: "SampleColumns | None" = None
+    question_order: list[str] = field(default_factory=list)
+    condition_order: list[str] = field(default_factory=list)
+    sample_questions: dict[str, AnswerRecord] = field(default_factory=dict)
+    skip_sample_keys: set[int] = field(default_factory=set)
+    samples_seen: int = 0
+    # Lines of the trace records, for pass 2 to read only those again (None: every line).
+    trace_lines: set[int] | None = None
+    # The arm for the adapters' formats, and whether the format was detected, not chosen.
+    condition: str = ""
+    format_detected: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,6 +95,29 @@ class ImportResult:
     n_steps: int
     n_skipped: int
     segmenters: list[str]
+    n_samples: int = 0
+    n_samples_skipped: int = 0
+
+
+# A sample's identity packed into one int (question ordinal, condition ordinal, sample index):
+# a set of 192,000 of them costs a third of the tuples' memory and hashes faster.
+_CONDITION_BITS = 21
+_INDEX_BITS = 31
+MAX_CONDITIONS = 2**_CONDITION_BITS
+
+
+def _sample_key(question: int, condition: int, sample_index: int) -> int:
+    return (((question << _CONDITION_BITS) | condition) << _INDEX_BITS) | sample_index
+
+
+def _sample_key_parts(key: int) -> tuple[int, int, int]:
+    index = key & (2**_INDEX_BITS - 1)
+    rest = key >> _INDEX_BITS
+    return rest >> _CONDITION_BITS, rest & (MAX_CONDITIONS - 1), index
+
+
+# A sample without a confidence, in the float column (the checks refuse NaN as a confidence).
+_NAN = math.nan
 
 
 def _capped(problems: list[ImportProblem]) -> list[ImportProblem]:
@@ -123,15 +175,22 @@ def import_validate(
     path: Path,
     segmenter_names: list[str] | None = None,
     skip_existing: bool = False,
+    keep_samples: bool = True,
+    file_format: str | None = None,
+    condition: str = "",
 ) -> ImportPlan:
     """Pass 1: read the whole file; raise ImportRejected listing every problem, or plan pass 2.
 
     ``audit`` may be unsaved (an import that creates its audit): it has no traces or questions
-    yet, and nothing is created before the file has passed.
+    yet, and nothing is created before the file has passed. ``keep_samples`` False checks
+    answer-only samples without keeping them (a plan that only validates, as the upload does).
+    ``file_format`` chooses the reader (see FILE_FORMATS); None or "auto" detects it from the
+    name and the first record. ``condition`` names the arm for the adapters' formats.
     """
     problems: list[ImportProblem] = []
+    detected = file_format in (None, "", "auto")
     try:
-        file_format = detect_format(path, sniff_head(path))
+        file_format = _format_choose(path, file_format)
     except FormatError as exc:
         raise ImportRejected(exc.problems) from None
     names = list(dict.fromkeys(segmenter_names or []))
@@ -160,9 +219,28 @@ def import_validate(
     # both candidates are counted and the one chosen reports.
     counted = names or ["given", "paragraphs"]
     over_limit: dict[str, list[ImportProblem]] = {name: [] for name in counted}
+    samples = _SampleCollector(problems, keep=keep_samples)
+    samples_yielded = 0
+    trace_lines: set[int] = set()
     try:
-        for record in read_records(path, file_format, problems, max_trace_chars=max_chars):
+        records = read_records(
+            path,
+            file_format,
+            problems,
+            max_trace_chars=max_chars,
+            condition=condition,
+            answer_sink=samples.add_basic,
+        )
+        for record in records:
             n_records += 1
+            if type(record) is AnswerRecord:
+                samples_yielded += 1
+                samples.add(record)
+                if record.defines_question:
+                    _question_seen(questions, record, problems)
+                continue
+            trace_lines.add(record.line)
+            samples.add_trace(record)
             all_have_steps &= bool(record.steps)
             if (line := first_seen.get(record.trace_id)) is not None:
                 problems.append(
@@ -174,19 +252,7 @@ def import_validate(
                 )
             else:
                 first_seen[record.trace_id] = record.line
-            known = questions.get(record.question_id)
-            shape = (record.question, record.options, record.gold_answer)
-            if known is None:
-                questions[record.question_id] = (record.line, *shape)
-            elif known[1:] != shape:
-                problems.append(
-                    ImportProblem(
-                        record.line,
-                        f"question {record.question_id!r} differs from line {known[0]} "
-                        "(stem, options or gold answer)",
-                        field="question_id",
-                    )
-                )
+            _question_seen(questions, record, problems)
             conditions[record.condition] = None
             for name in names:
                 if not _segmenter_yields_steps(name, record):
@@ -206,10 +272,13 @@ def import_validate(
                     )
     except FormatError as exc:
         problems = exc.problems + problems
+    # The samples the reader handed straight to the collector were not yielded: count them.
+    n_records += samples.count - samples_yielded
     if n_records == 0 and not problems:
         problems.append(ImportProblem(None, "the file holds no trace records"))
+    n_traces = n_records - samples.count
     if not names:
-        names = ["given"] if n_records and all_have_steps else ["paragraphs"]
+        names = ["given"] if n_traces and all_have_steps else ["paragraphs"]
     for name in names:
         problems.extend(over_limit.get(name, []))
     skip: set[str] = set()
@@ -248,9 +317,16 @@ def import_validate(
                     field="question_id",
                 )
             )
+    skip_sample_keys: set[int] = set()
+    samples_seen = 0
+    if samples.count:
+        samples_seen, skip_sample_keys = samples.check_against(
+            audit, questions, problems, skip_existing=skip_existing, skip_trace_ids=skip
+        )
     if problems:
         problems.sort(key=lambda p: p.line or 0)
         raise ImportRejected(_capped(problems))
+    conditions.update(dict.fromkeys(samples.condition_order))
     return ImportPlan(
         path=path,
         file_format=file_format,
@@ -260,7 +336,305 @@ def import_validate(
         condition_names=list(conditions),
         skip_existing=skip_existing,
         traces_seen_up_to=seen_up_to,
+        n_samples=samples.count,
+        sample_columns=samples.columns if keep_samples and samples.count else None,
+        question_order=samples.question_order,
+        condition_order=samples.condition_order,
+        sample_questions=samples.defining,
+        skip_sample_keys=skip_sample_keys,
+        samples_seen=samples_seen,
+        trace_lines=trace_lines if samples.count else None,
+        condition=condition,
+        format_detected=detected,
     )
+
+
+def _format_choose(path: Path, file_format: str | None) -> str:
+    """The reader for a file: the one asked for, or the one its name and first record show."""
+    if file_format not in (None, "", "auto"):
+        if file_format not in FILE_FORMATS:
+            raise FormatError(
+                [
+                    ImportProblem(
+                        None,
+                        f"unknown format {file_format!r}; choose from auto, "
+                        f"{', '.join(FILE_FORMATS)}",
+                    )
+                ]
+            )
+        return file_format
+    head = sniff_head(path)
+    return sniff_adapter(path, head) or detect_format(path, head)
+
+
+def _question_seen(
+    questions: dict[str, tuple[int, str, dict, str]],
+    record: TraceRecord | AnswerRecord,
+    problems: list[ImportProblem],
+) -> None:
+    """Every record that states a question must state it as the first one did."""
+    known = questions.get(record.question_id)
+    shape = (record.question, record.options, record.gold_answer)
+    if known is None:
+        questions[record.question_id] = (record.line, *shape)
+    elif known[1:] != shape:
+        problems.append(
+            ImportProblem(
+                record.line,
+                f"question {record.question_id!r} differs from line {known[0]} "
+                "(stem, options or gold answer)",
+                field="question_id",
+            )
+        )
+
+
+@dataclass
+class SampleColumns:
+    """Answer-only samples as columns (about 60 bytes a sample): what pass 2 writes.
+
+    The optional fields are sparse (row → value): most samples have neither text nor metadata.
+    """
+
+    question: array = field(default_factory=lambda: array("q"))
+    condition: array = field(default_factory=lambda: array("q"))
+    sample_index: array = field(default_factory=lambda: array("q"))
+    # NaN for no confidence (a confidence is never NaN: the checks refuse it).
+    confidence: array = field(default_factory=lambda: array("d"))
+    answer: list[str] = field(default_factory=list)
+    text: dict[int, str] = field(default_factory=dict)
+    trace_type: dict[int, str] = field(default_factory=dict)
+    metadata: dict[int, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.answer)
+
+
+class _SampleCollector:
+    """Pass 1 for answer-only samples: identity checks, and each sample kept in columns.
+
+    A sample's place (question, condition, sample index) must be its own: no other sample and
+    no audited trace of the file or of the audit may hold it, since SC@k breaks ties by sample
+    index and a doubled sample would vote twice.
+    """
+
+    def __init__(self, problems: list[ImportProblem], *, keep: bool) -> None:
+        self.problems = problems
+        self.count = 0
+        self.question_ord: dict[str, int] = {}
+        self.condition_ord: dict[str, int] = {}
+        self.question_order: list[str] = []
+        self.condition_order: list[str] = []
+        self.sample_lines: dict[int, int] = {}
+        self.trace_keys: dict[int, int] = {}
+        # Questions that only samples refer to, by the first sample naming them (its line),
+        # and the sample that states each question (to create it if no trace does).
+        self.referenced: dict[str, int] = {}
+        self.defining: dict[str, AnswerRecord] = {}
+        self.keep = keep
+        self.columns = SampleColumns()
+
+    def _ordinal_question(self, question_id: str) -> int:
+        ordinal = self.question_ord.get(question_id)
+        if ordinal is None:
+            ordinal = self.question_ord[question_id] = len(self.question_order)
+            self.question_order.append(question_id)
+        return ordinal
+
+    def _ordinal_condition(self, name: str) -> int:
+        ordinal = self.condition_ord.get(name)
+        if ordinal is None:
+            ordinal = self.condition_ord[name] = len(self.condition_order)
+            self.condition_order.append(name)
+        return ordinal
+
+    def add_trace(self, record: TraceRecord) -> None:
+        key = _sample_key(
+            self._ordinal_question(record.question_id),
+            self._ordinal_condition(record.condition),
+            record.sample_index,
+        )
+        self.trace_keys.setdefault(key, record.line)
+        if (line := self.sample_lines.get(key)) is not None:
+            self._clash(
+                record.line,
+                record.question_id,
+                record.condition,
+                record.sample_index,
+                line,
+                "sample",
+            )
+
+    def add(self, record: AnswerRecord) -> None:
+        """A sample with more than the basic fields (text, type, metadata, its question)."""
+        row = self.add_basic(
+            record.line,
+            record.question_id,
+            record.condition,
+            record.sample_index,
+            record.final_answer,
+            record.confidence,
+        )
+        if record.defines_question:
+            self.defining.setdefault(record.question_id, record)
+        if row < 0:
+            return
+        columns = self.columns
+        if record.trace:
+            columns.text[row] = record.trace
+        if record.trace_type:
+            columns.trace_type[row] = record.trace_type
+        if record.metadata:
+            columns.metadata[row] = orjson.dumps(record.metadata).decode()
+
+    def add_basic(
+        self,
+        line: int,
+        question_id: str,
+        condition_name: str,
+        sample_index: int,
+        answer: str,
+        confidence: float | None,
+    ) -> int:
+        """A checked sample straight from the reader; its row in the columns (-1: not kept).
+
+        Written for speed, once per sample: the reader calls it with the checked values, no
+        record object in between (that object cost a fifth of pass 1), ordinals and the key
+        inline.
+        """
+        self.count += 1
+        question = self.question_ord.get(question_id)
+        if question is None:
+            question = self._ordinal_question(question_id)
+        condition = self.condition_ord.get(condition_name)
+        if condition is None:
+            condition = self._ordinal_condition(condition_name)
+        key = (((question << _CONDITION_BITS) | condition) << _INDEX_BITS) | sample_index
+        first = self.sample_lines.setdefault(key, line)
+        if first != line:
+            self._clash(line, question_id, condition_name, sample_index, first, "sample")
+        elif self.trace_keys and (trace_line := self.trace_keys.get(key)) is not None:
+            self._clash(line, question_id, condition_name, sample_index, trace_line, "trace")
+        if question_id not in self.referenced:
+            self.referenced[question_id] = line
+        if not self.keep:
+            return -1
+        columns = self.columns
+        columns.question.append(question)
+        columns.condition.append(condition)
+        columns.sample_index.append(sample_index)
+        columns.confidence.append(_NAN if confidence is None else confidence)
+        columns.answer.append(answer)
+        return len(columns.answer) - 1
+
+    def _clash(
+        self,
+        line: int,
+        question_id: str,
+        condition: str,
+        sample_index: int,
+        other_line: int,
+        other: str,
+    ) -> None:
+        holder = "the answer-only sample" if other == "sample" else "the audited trace"
+        self.problems.append(
+            ImportProblem(
+                line,
+                f"sample_index {sample_index} of question {question_id!r} under "
+                f"condition {condition!r} is already {holder}'s at line {other_line}",
+                field="sample_index",
+            )
+        )
+
+    def check_against(
+        self,
+        audit: Audit,
+        questions: dict[str, tuple[int, str, dict, str]],
+        problems: list[ImportProblem],
+        *,
+        skip_existing: bool,
+        skip_trace_ids: set[str],
+    ) -> tuple[int, set[int]]:
+        """Questions stated somewhere, places free in the audit; the audit's sample count and
+        the samples skip-existing leaves out."""
+        if len(self.condition_order) >= MAX_CONDITIONS:
+            problems.append(ImportProblem(None, f"more than {MAX_CONDITIONS} conditions"))
+            return 0, set()
+        unstated = [q for q in self.referenced if q not in questions]
+        known: set[str] = set()
+        if unstated and audit.pk is not None:
+            for start in range(0, len(unstated), 5000):
+                known.update(
+                    Question.objects.filter(
+                        audit=audit, external_id__in=unstated[start : start + 5000]
+                    ).values_list("external_id", flat=True)
+                )
+        for question_id in unstated:
+            if question_id not in known:
+                problems.append(
+                    ImportProblem(
+                        self.referenced[question_id],
+                        f"question {question_id!r} is stated by no record of the file and was "
+                        "not imported before: give its 'question' (and options, gold answer) "
+                        "on one of its records",
+                        field="question",
+                    )
+                )
+        if audit.pk is None:
+            return 0, set()
+        seen = AnswerSample.objects.filter(audit=audit).count()
+        skip: set[int] = set()
+        if seen:
+            for key in self._keys_in_audit(AnswerSample.objects.filter(audit=audit)):
+                if (line := self.sample_lines.get(key)) is not None:
+                    if skip_existing:
+                        skip.add(key)
+                    else:
+                        problems.append(
+                            ImportProblem(
+                                line,
+                                "this sample (question, condition, sample_index) was already "
+                                f"imported into audit {audit.slug!r} (use skip-existing to "
+                                "leave it out)",
+                                field="sample_index",
+                            )
+                        )
+                elif (line := self.trace_keys.get(key)) is not None:
+                    problems.append(
+                        ImportProblem(
+                            line,
+                            "an answer-only sample imported before holds this trace's "
+                            "question, condition and sample_index",
+                            field="sample_index",
+                        )
+                    )
+        traces = Trace.objects.filter(audit=audit)
+        for key in self._keys_in_audit(traces, leave_out=skip_trace_ids):
+            if (line := self.sample_lines.get(key)) is not None and key not in skip:
+                problems.append(
+                    ImportProblem(
+                        line,
+                        "an audited trace imported before holds this sample's question, "
+                        "condition and sample_index",
+                        field="sample_index",
+                    )
+                )
+        return seen, skip
+
+    def _keys_in_audit(self, queryset, *, leave_out: set[str] | None = None) -> Iterator[int]:
+        """Packed keys of the rows whose question and condition the file names (traces whose
+        external id is in ``leave_out`` left out)."""
+        traces = leave_out is not None
+        columns = ["question__external_id", "condition__name", "sample_index"]
+        rows = queryset.values_list(*columns, *(["external_id"] if traces else [])).iterator(
+            chunk_size=20_000
+        )
+        for question_id, condition, sample_index, *external_id in rows:
+            if traces and external_id[0] in leave_out:  # type: ignore[operator]
+                continue
+            question = self.question_ord.get(question_id)
+            condition_ord = self.condition_ord.get(condition)
+            if question is not None and condition_ord is not None:
+                yield _sample_key(question, condition_ord, sample_index)
 
 
 def _last_trace_pk(audit: Audit) -> int:
@@ -373,6 +747,63 @@ class _RowWriter:
                 copy.write_row((*row[:11], orjson.dumps(row[11]).decode(), *row[12:]))
         return [row[0] for row in rows]
 
+    SAMPLE_COLUMNS = (
+        "audit_id",
+        "question_id",
+        "condition_id",
+        "import_job_id",
+        "sample_index",
+        "final_answer",
+        "confidence",
+        "text",
+        "trace_type",
+        "metadata",
+    )
+
+    def insert_samples(
+        self,
+        columns: SampleColumns,
+        *,
+        audit_pk: int,
+        job_pk: int | None,
+        question_pks: list[int],
+        condition_pks: list[int],
+        skip_keys: set[int],
+    ) -> tuple[int, int]:
+        """Write the samples' columns (ordinals mapped to primary keys); return (written,
+        skipped). On PostgreSQL pyarrow writes the rows as CSV for COPY, in C: the checking
+        was pass 1's, and a Python loop per row here would double the import's time."""
+        keep = _rows_kept(columns, skip_keys)
+        n = len(columns) if keep is None else int(keep.sum())
+        skipped = len(columns) - n
+        frame = _sample_table(columns, audit_pk, job_pk, question_pks, condition_pks)
+        if keep is not None:
+            frame = frame.filter(pa.array(keep))
+        if not self.postgres:
+            self._bulk_create_samples(frame)
+            return n, skipped
+        sql = (
+            f"COPY annotations_answersample ({', '.join(self.SAMPLE_COLUMNS)}) "
+            "FROM STDIN WITH (FORMAT csv)"
+        )
+        options = pa_csv.WriteOptions(include_header=False)
+        with connection.cursor() as cursor:
+            raw = cursor.cursor
+            with raw.copy(sql, writer=QueuedLibpqWriter(raw)) as copy:
+                # 50,000 rows (~1.5 MB) a block: the server stores one while the next is made.
+                for start in range(0, frame.num_rows, 50_000):
+                    buffer = io.BytesIO()
+                    pa_csv.write_csv(frame.slice(start, 50_000), buffer, options)
+                    copy.write(buffer.getvalue())
+        return n, skipped
+
+    def _bulk_create_samples(self, frame: "pa.Table") -> None:
+        objects = []
+        for row in frame.to_pylist():
+            row["metadata"] = orjson.loads(row["metadata"])
+            objects.append(AnswerSample(**row))
+        AnswerSample.objects.bulk_create(objects, batch_size=1000)
+
     @contextmanager
     def step_sink(self) -> Iterator[Callable[[tuple], None]]:
         """A function taking step rows (STEP_COLUMNS order) until the block ends."""
@@ -390,6 +821,58 @@ class _RowWriter:
             raw = cursor.cursor
             with raw.copy(sql, writer=QueuedLibpqWriter(raw)) as copy:
                 yield copy.write_row
+
+
+def _rows_kept(columns: SampleColumns, skip_keys: set[int]) -> "np.ndarray | None":
+    """Which samples to write (None: all); only skip-existing leaves any out."""
+    if not skip_keys:
+        return None
+    return np.fromiter(
+        (
+            _sample_key(q, c, i) not in skip_keys
+            for q, c, i in zip(
+                columns.question, columns.condition, columns.sample_index, strict=True
+            )
+        ),
+        dtype=bool,
+        count=len(columns),
+    )
+
+
+def _sample_table(
+    columns: SampleColumns,
+    audit_pk: int,
+    job_pk: int | None,
+    question_pks: list[int],
+    condition_pks: list[int],
+) -> "pa.Table":
+    """The samples as a table in SAMPLE_COLUMNS order, primary keys in place of ordinals."""
+    n = len(columns)
+
+    def sparse(values: dict[int, str], default: str) -> "pa.Array":
+        out = [default] * n
+        for row, value in values.items():
+            out[row] = value
+        return pa.array(out, type=pa.string())
+
+    def ints(values: array) -> np.ndarray:
+        return np.frombuffer(values, dtype=np.int64) if n else np.zeros(0, dtype=np.int64)
+
+    confidence = np.frombuffer(columns.confidence, dtype=np.float64) if n else np.zeros(0)
+    return pa.table(
+        {
+            "audit_id": pa.array(np.full(n, audit_pk, dtype=np.int64)),
+            "question_id": pa.array(np.asarray(question_pks, np.int64)[ints(columns.question)]),
+            "condition_id": pa.array(np.asarray(condition_pks, np.int64)[ints(columns.condition)]),
+            "import_job_id": pa.array([job_pk] * n, type=pa.int64()),
+            "sample_index": pa.array(ints(columns.sample_index)),
+            "final_answer": pa.array(columns.answer, type=pa.string()),
+            "confidence": pa.array(confidence, mask=np.isnan(confidence), type=pa.float64()),
+            "text": sparse(columns.text, ""),
+            "trace_type": sparse(columns.trace_type, ""),
+            "metadata": sparse(columns.metadata, "{}"),
+        }
+    )
 
 
 class _PublicIdPool:
@@ -426,6 +909,9 @@ def import_run(
     writer = _RowWriter()
     problems: list[ImportProblem] = []
     n_traces = n_steps = n_skipped = done = 0
+    n_samples = n_samples_skipped = 0
+    if plan.n_samples and plan.sample_columns is None:
+        raise ValueError("this plan checked answer-only samples without keeping them")
     with transaction.atomic():
         # One import per audit at a time: the id stream and the duplicate check rely on it.
         audit = Audit.objects.select_for_update().get(pk=audit.pk)
@@ -444,8 +930,11 @@ def import_run(
             plan.file_format,
             problems,
             max_trace_chars=settings.STEPAUDIT_MAX_TRACE_CHARS,
+            only_lines=plan.trace_lines,
+            condition=plan.condition,
         )
-        for chunk in _chunks(records, CHUNK_TRACES):
+        # A file of answer-only samples has no trace to read again.
+        for chunk in _chunks(records if plan.trace_lines != set() else (), CHUNK_TRACES):
             done += len(chunk)
             kept = [r for r in chunk if r.trace_id not in plan.skip_trace_ids]
             # Pass 1 ran without the lock: an import that held it first may have written some of
@@ -504,6 +993,12 @@ def import_run(
             n_traces += len(kept)
             if progress:
                 progress(done, plan.n_records)
+        if plan.n_samples and not problems:
+            n_samples, n_samples_skipped = _write_samples(
+                writer, audit, plan, conditions, question_ids, job, problems
+            )
+            if progress:
+                progress(plan.n_records, plan.n_records)
         if problems:
             transaction.set_rollback(True)
     if problems:
@@ -514,6 +1009,55 @@ def import_run(
         n_steps=n_steps,
         n_skipped=n_skipped,
         segmenters=plan.segmenters,
+        n_samples=n_samples,
+        n_samples_skipped=n_samples_skipped,
+    )
+
+
+def _write_samples(
+    writer: "_RowWriter",
+    audit: Audit,
+    plan: ImportPlan,
+    conditions: dict,
+    question_ids: dict[str, int],
+    job: ImportJob | None,
+    problems: list[ImportProblem],
+) -> tuple[int, int]:
+    """Pass 2 for answer-only samples, after the traces: create the questions only samples
+    state, then write the columns."""
+    # Pass 1 ran without the lock; a sample written since could take a place this file
+    # holds (the primary key would fail the COPY with no line).
+    if AnswerSample.objects.filter(audit=audit).count() != plan.samples_seen:
+        problems.append(
+            ImportProblem(
+                None,
+                f"another import wrote answer-only samples into audit {audit.slug!r} since "
+                "this file was checked; import the file again",
+            )
+        )
+        return 0, 0
+    new = [
+        Question(
+            audit=audit,
+            external_id=question_id,
+            stem=record.question,
+            options=record.options,
+            gold_answer=record.gold_answer,
+            dataset=record.dataset,
+        )
+        for question_id, record in plan.sample_questions.items()
+        if question_id not in question_ids
+    ]
+    if new:
+        writer.insert_questions(new)
+        question_ids.update({q.external_id: q.pk for q in new})
+    return writer.insert_samples(
+        plan.sample_columns,  # type: ignore[arg-type]
+        audit_pk=audit.pk,
+        job_pk=job.pk if job else None,
+        question_pks=[question_ids[q] for q in plan.question_order],
+        condition_pks=[conditions[name].pk for name in plan.condition_order],
+        skip_keys=plan.skip_sample_keys,
     )
 
 
@@ -602,9 +1146,16 @@ def import_file(
     skip_existing: bool = False,
     job: ImportJob | None = None,
     progress: ProgressCallback | None = None,
+    file_format: str | None = None,
+    condition: str = "",
 ) -> ImportResult:
     """Validate, then import. Raises ImportRejected (nothing written) on any problem."""
     plan = import_validate(
-        audit=audit, path=path, segmenter_names=segmenter_names, skip_existing=skip_existing
+        audit=audit,
+        path=path,
+        segmenter_names=segmenter_names,
+        skip_existing=skip_existing,
+        file_format=file_format,
+        condition=condition,
     )
     return import_run(audit=audit, plan=plan, job=job, progress=progress)

@@ -13,7 +13,12 @@ Conventions (also stated in the report's ``methods`` block):
   [b/M, (b+1)/M), the last bin also holds 1.0; ECE = Σ_b (n_b/N)·|accuracy_b − mean
   confidence_b| over traces with a confidence;
 - **Brier score**: mean of (confidence − correct)² over traces with a confidence, the
-  confidence being that of the given answer (binary Brier score).
+  confidence being that of the given answer (binary Brier score);
+- every answer row counts, audited trace or answer-only sample (the optional ``audited``
+  column says which); each row also reports how many of its samples were audited and at
+  which sample indices;
+- **per control**: the same metrics again within each value of a control column
+  (``dataset``, ``trace_type``), per condition.
 
 Examples
 --------
@@ -24,7 +29,7 @@ Examples
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -32,9 +37,11 @@ import pandas as pd
 from auditapp.agreement.formats import answers_validate, labels_validate
 
 __all__ = [
+    "ANSWER_CONTROLS",
     "AnswerMetrics",
     "TraceVsAnswer",
     "answer_metrics",
+    "answer_metrics_by_control",
     "brier_score",
     "expected_calibration_error",
     "self_consistency",
@@ -56,6 +63,14 @@ class AnswerMetrics:
     n_confidence: int
     ece: float | None
     brier: float | None
+    # Of the n samples, how many are audited traces (the rest answer-only), and the distinct
+    # sample indices of those traces (which of the k samples was audited).
+    n_audited: int = 0
+    audited_sample_indices: tuple[int, ...] = ()
+
+
+# Columns of the answers table the metrics are broken down by, when present.
+ANSWER_CONTROLS: tuple[str, ...] = ("dataset", "trace_type")
 
 
 @dataclass(frozen=True)
@@ -230,11 +245,18 @@ def answer_metrics(
         raise ValueError(f"bins must be at least 1, got {bins}")
     votes = self_consistency(frame)
     out = []
+    has_audited = "audited" in frame
     for condition, group in frame.groupby("condition", sort=True):
         voted = votes[votes["condition"] == condition]
         rated = group[group["confidence"].notna()]
         conf = rated["confidence"].to_numpy(dtype=float)
         hit = rated["correct"].to_numpy(dtype=bool)
+        # Without the column every row is an audited trace (the answers of imported traces).
+        audited = (
+            group["audited"].to_numpy(dtype=bool)
+            if has_audited
+            else np.ones(len(group), dtype=bool)
+        )
         out.append(
             AnswerMetrics(
                 condition=str(condition),
@@ -247,9 +269,62 @@ def answer_metrics(
                 n_confidence=len(rated),
                 ece=expected_calibration_error(conf, hit, bins=bins),
                 brier=brier_score(conf, hit),
+                n_audited=int(audited.sum()),
+                audited_sample_indices=tuple(
+                    int(i) for i in np.unique(group["sample_index"].to_numpy()[audited])
+                ),
             )
         )
     return out
+
+
+def answer_metrics_by_control(
+    answers: pd.DataFrame,
+    *,
+    controls: tuple[str, ...] = ANSWER_CONTROLS,
+    bins: int = 10,
+    validate: bool = True,
+) -> list[dict]:
+    """:func:`answer_metrics` within each value of each control column, per condition.
+
+    Parameters
+    ----------
+    answers : pandas.DataFrame
+        The answers long format, with any of the ``controls`` columns (a missing column is
+        skipped; a missing value is the group ``"(none)"``).
+    controls : tuple of str, keyword-only
+        Control columns (default ``dataset`` and ``trace_type``).
+    bins : int, keyword-only
+        ECE bin count (default 10).
+    validate : bool, keyword-only
+        Skip validation when the caller already did.
+
+    Returns
+    -------
+    list of dict
+        One per (control, value, condition): ``control``, ``value`` and the fields of
+        :class:`AnswerMetrics`. SC@k votes among the samples of the group.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"trace_id": ["a", "b", "c"], "question_id": ["q1", "q1", "q2"],
+    ...     "condition": "A", "sample_index": [0, 1, 0], "answer": ["B", "B", "C"],
+    ...     "gold": "B", "confidence": None, "dataset": ["x", "x", "y"]})
+    >>> [(r["value"], r["accuracy"]) for r in answer_metrics_by_control(frame)]
+    [('x', 1.0), ('y', 0.0)]
+    """
+    frame = answers_validate(answers) if validate else answers
+    rows: list[dict] = []
+    for control in controls:
+        if control not in frame:
+            continue
+        values = frame[control].astype(object).where(frame[control].notna(), "(none)")
+        values = values.map(lambda v: str(v) if str(v).strip() else "(none)")
+        for value, group in frame.groupby(values, sort=True):
+            for metrics in answer_metrics(group, bins=bins, validate=False):
+                rows.append({"control": control, "value": str(value), **asdict(metrics)})
+    return rows
 
 
 def _share(count: int, total: int) -> float | None:

@@ -22,6 +22,7 @@ ValueError: labels row 1, column 'verdict': 'wrong' is not one of 'correct', 'er
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Sequence
 from typing import IO, Any
@@ -76,6 +77,9 @@ ANSWER_COLUMNS: tuple[str, ...] = (
     "gold",
     "confidence",
 )
+# Kept when present: whether the row is an audited trace (else an answer-only sample) and
+# the columns the answer metrics are broken down by.
+ANSWER_OPTIONAL_COLUMNS: tuple[str, ...] = ("audited", "dataset", "trace_type")
 RATING_COLUMNS: tuple[str, ...] = ("trace_id", "trace_type", "rater", "item", "value")
 
 PathOrBuffer = str | os.PathLike[str] | IO[str]
@@ -336,7 +340,37 @@ def answers_validate(answers: pd.DataFrame) -> pd.DataFrame:
             f"{table} row {bad}, column 'trace_id': {out['trace_id'].iloc[bad]!r} appears twice"
         )
     out["correct"] = present & (out["answer"] == out["gold"])
+    for column in ANSWER_OPTIONAL_COLUMNS:
+        if column in answers:
+            out[column] = answers[column].to_numpy()
+    if "audited" in out:
+        out["audited"] = _as_flag(out["audited"], table=table, column="audited")
     return out
+
+
+_FLAG_WORDS = {"true": True, "false": False, "1": True, "0": False, "": True, "nan": True}
+
+
+def _as_flag(values: pd.Series, *, table: str, column: str) -> pd.Series:
+    """A yes/no column from booleans, 0/1 or the words true/false (a CSV round trip);
+    missing means yes (an answer row is an audited trace unless it says otherwise)."""
+    if values.dtype == bool:
+        return values
+
+    def flag(value: Any) -> bool | None:
+        if isinstance(value, bool | np.bool_):
+            return bool(value)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return True
+        return _FLAG_WORDS.get(str(value).strip().casefold())
+
+    flags = values.map(flag)
+    bad = _first_bad(flags.isna())
+    if bad is not None:
+        raise ValueError(
+            f"{table} row {bad}, column {column!r}: {values.iloc[bad]!r} is not true or false"
+        )
+    return flags.astype(bool)
 
 
 def ratings_validate(ratings: pd.DataFrame) -> pd.DataFrame:
@@ -423,7 +457,10 @@ def _read_csv(source: PathOrBuffer, dtypes: dict[str, type]) -> pd.DataFrame:
 
 # Text columns are read as text so that "007" stays "007" and an answer "3" never becomes 3.0.
 _LABEL_DTYPES = {c: str for c in ("step_id", "trace_id", "question_id", "condition", "evaluator")}
-_ANSWER_DTYPES = {c: str for c in ("trace_id", "question_id", "condition", "answer", "gold")}
+_ANSWER_DTYPES = {
+    c: str
+    for c in ("trace_id", "question_id", "condition", "answer", "gold", "dataset", "trace_type")
+}
 _RATING_DTYPES = {c: str for c in ("trace_id", "trace_type", "rater", "item")}
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from auditapp.agreement.answers import answer_metrics, trace_vs_answer
+from auditapp.agreement.answers import answer_metrics, answer_metrics_by_control, trace_vs_answer
 from auditapp.agreement.blinding import (
     CLASSIFIER_MAX_RESAMPLES,
     CLASSIFIER_MAX_TEXTS,
@@ -62,6 +62,7 @@ REPORT_KEYS: tuple[str, ...] = (
     "pairwise_agreement",
     "multi_rater",
     "answer_metrics",
+    "answer_metrics_by_control",
     "trace_vs_answer",
     "likert",
     "ppi",
@@ -232,7 +233,13 @@ def _methods(
         ),
         "answer_metrics": (
             "Answer correct = answer equals gold after trimming whitespace; missing answers "
-            "are incorrect. Accuracy over all traces (every sample counts)."
+            "are incorrect. Accuracy over all traces (every sample counts): audited traces and "
+            "answer-only samples alike. n = samples the answer metrics used; n_audited = of "
+            "them, traces audited step by step; audited_sample_indices = their sample indices."
+        ),
+        "answer_metrics_by_control": (
+            "The answer metrics again within each dataset and each trace type, per condition "
+            "(SC@k voting among the samples of the group)."
         ),
         "self_consistency": (
             "sc_at_k: per (condition, question) the k sampled answers vote; the most frequent "
@@ -440,9 +447,11 @@ def report_compute(
                 )
 
     answer_rows: list[Any] = []
+    answer_control_rows: list[Any] = []
     trace_answer_rows: list[Any] = []
     if answer_frame is not None and not answer_frame.empty:
         answer_rows = list(answer_metrics(answer_frame, bins=ece_bins, validate=False))
+        answer_control_rows = answer_metrics_by_control(answer_frame, bins=ece_bins, validate=False)
         trace_answer_rows = list(trace_vs_answer(main, answer_frame, validate=False))
 
     likert = None
@@ -528,6 +537,7 @@ def report_compute(
         "pairwise_agreement": pairwise_rows,
         "multi_rater": multi_rows,
         "answer_metrics": answer_rows,
+        "answer_metrics_by_control": answer_control_rows,
         "trace_vs_answer": trace_answer_rows,
         "likert": likert,
         "ppi": ppi,

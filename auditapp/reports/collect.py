@@ -36,7 +36,7 @@ from django.core.exceptions import FieldError
 from django.db import connection
 from django.db.models import Count, Max, Model, QuerySet
 
-from annotations.models import Audit, Condition, Step, Trace
+from annotations.models import AnswerSample, Audit, Condition, Step, Trace
 from annotations.selectors.pseudonyms import IdKind, id_pseudonyms, pseudonym_map_list
 from auditapp.agreement.blinding import CLASSIFIER_MAX_TEXTS, DONT_KNOW
 from auditapp.agreement.formats import ANSWER_COLUMNS, LABEL_COLUMNS, RATING_COLUMNS
@@ -61,7 +61,7 @@ __all__ = [
 
 # Extra label columns we add; the statistics ignore them but exports keep them.
 LABEL_EXTRA_COLUMNS = ("segmentation", "error_category", "inclusion_probability")
-ANSWER_EXTRA_COLUMNS = ("trace_type",)
+ANSWER_EXTRA_COLUMNS = ("trace_type", "dataset", "audited")
 
 
 @dataclass(frozen=True)
@@ -406,37 +406,64 @@ def _condition_aliases(audit: Audit, labels: dict[int, str]) -> dict[str, str]:
 
 # --- answers and ratings ------------------------------------------------------------------
 def answers_collect(audit: Audit) -> pd.DataFrame:
-    """One row per trace: ``trace_id, question_id, condition, sample_index, answer, gold,
-    confidence`` and ``trace_type``."""
-    queryset = (
-        Trace.objects.filter(audit=audit)
-        .order_by("pk")
-        .values_list(
-            "external_id",
-            "question__external_id",
-            "condition_id",
-            "sample_index",
-            "final_answer",
-            "question__gold_answer",
-            "confidence",
-            "trace_type",
+    """One row per answer: ``trace_id, question_id, condition, sample_index, answer, gold,
+    confidence``, ``trace_type``, ``dataset`` and ``audited``.
+
+    Audited traces and answer-only samples alike (``audited`` says which): every sample
+    counts in the answer metrics. A sample has no trace id of its own; its ``trace_id`` is
+    ``question/condition/sample_index`` (the condition as shown, and the whole id under a
+    pseudonym while the audit is blinded, like every trace id).
+    """
+    columns = [
+        "trace_id",
+        "question_id",
+        "condition_id",
+        "sample_index",
+        "answer",
+        "gold",
+        "confidence",
+        "trace_type",
+        "dataset",
+    ]
+    fields = [
+        "question__external_id",
+        "condition_id",
+        "sample_index",
+        "final_answer",
+        "question__gold_answer",
+        "confidence",
+        "trace_type",
+        "question__dataset",
+    ]
+    text = ["trace_id", "question_id", "answer", "gold", "trace_type", "dataset"]
+    traces = _frame(
+        Trace.objects.filter(audit=audit).order_by("pk").values_list("external_id", *fields),
+        columns,
+        text=text,
+    )
+    traces["audited"] = True
+    samples = _frame(
+        AnswerSample.objects.filter(audit=audit)
+        .order_by("question_id", "condition_id", "sample_index")
+        .values_list(*fields),
+        columns[1:],
+        text=text[1:],
+    )
+    labels = condition_labels(audit)
+    if not samples.empty:
+        samples["audited"] = False
+        shown = _map_conditions(samples, labels)
+        samples["trace_id"] = (
+            samples["question_id"].astype(str)
+            + "/"
+            + shown.astype(str)
+            + "/"
+            + samples["sample_index"].astype(str)
         )
-    )
-    frame = _frame(
-        queryset,
-        [
-            "trace_id",
-            "question_id",
-            "condition_id",
-            "sample_index",
-            "answer",
-            "gold",
-            "confidence",
-            "trace_type",
-        ],
-        text=["trace_id", "question_id", "answer", "gold", "trace_type"],
-    )
-    frame["condition"] = _map_conditions(frame, condition_labels(audit))
+        frame = pd.concat([traces, samples], ignore_index=True) if not traces.empty else samples
+    else:
+        frame = traces
+    frame["condition"] = _map_conditions(frame, labels)
     frame["confidence"] = pd.to_numeric(frame["confidence"], errors="coerce")
     frame = _ids_shown(frame, audit)
     return frame.reindex(columns=[*ANSWER_COLUMNS, *ANSWER_EXTRA_COLUMNS])
@@ -649,6 +676,10 @@ def tables_fingerprint(audit: Audit) -> dict[str, Any]:
             n=Count("pk"), m=Max("pk")
         ),
         "traces": Trace.objects.filter(audit=audit).aggregate(n=Count("pk"), m=Max("pk")),
+        # Samples are only ever added, by imports: their count is enough.
+        "answer_samples": AnswerSample.objects.filter(audit=audit).aggregate(
+            n=Count("sample_index")
+        ),
     }
     for app_label, name, audit_path in (
         ("annotations", "Label", "step__audit"),

@@ -225,6 +225,10 @@ REPORT_TABLES: dict[str, tuple[Callable[[dict], pd.DataFrame], str]] = {
     "pairwise_agreement": (_section("pairwise_agreement"), "agreement between two evaluators"),
     "multi_rater": (_section("multi_rater"), "agreement among all evaluators / experts"),
     "answer_metrics": (_section("answer_metrics"), "accuracy, sc@k, ECE, Brier per condition"),
+    "answer_metrics_by_control": (
+        _section("answer_metrics_by_control"),
+        "accuracy, sc@k, ECE, Brier per condition within each dataset and trace type",
+    ),
     "answer_vs_step": (_answer_vs_step, "answer metrics beside step error rates, per condition"),
     "trace_vs_answer": (_section("trace_vs_answer"), "trace correct × answer correct"),
     "likert": (_section("likert", "rows"), "Likert items per trace type"),

@@ -56,6 +56,14 @@ def _num(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _sample_indices(indices: list[int] | None) -> str:
+    """Which sample indices the audited traces are: "0", "0, 3", or "0, 1, 2 … (40)"."""
+    if not indices:
+        return "–"
+    shown = ", ".join(str(i) for i in indices[:3])
+    return shown if len(indices) <= 3 else f"{shown} … ({len(indices)})"
+
+
 def _pct(value: Any) -> str:
     if value is None:
         return "–"
@@ -271,11 +279,24 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
     out["answer_metrics"] = _table(
         "answer_metrics",
         "Answer metrics",
-        ["condition", "traces", "questions", "accuracy", "sc@k", "k", "ECE", "Brier"],
+        [
+            "condition",
+            "samples",
+            "audited",
+            "audited sample",
+            "questions",
+            "accuracy",
+            "sc@k",
+            "k",
+            "ECE",
+            "Brier",
+        ],
         [
             [
                 r["condition"],
                 _num(r.get("n")),
+                _num(r.get("n_audited")),
+                _sample_indices(r.get("audited_sample_indices")),
                 _num(r.get("n_questions")),
                 _pct(r.get("accuracy")),
                 _pct(r.get("sc_at_k")),
@@ -286,6 +307,24 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
                 _num(r.get("brier")),
             ]
             for r in report.get("answer_metrics") or []
+        ],
+    )
+    out["answer_metrics_by_control"] = _table(
+        "answer_metrics_by_control",
+        "Answer metrics per control",
+        ["control", "value", "condition", "samples", "accuracy", "sc@k", "ECE", "Brier"],
+        [
+            [
+                r["control"],
+                r["value"],
+                r["condition"],
+                _num(r.get("n")),
+                _pct(r.get("accuracy")),
+                _pct(r.get("sc_at_k")),
+                _num(r.get("ece")),
+                _num(r.get("brier")),
+            ]
+            for r in report.get("answer_metrics_by_control") or []
         ],
     )
     series = step_series(report)

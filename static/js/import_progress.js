@@ -10,6 +10,7 @@ function render(progress) {
   field("done").textContent = progress.done_records;
   field("traces").textContent = progress.n_traces;
   field("steps").textContent = progress.n_steps;
+  field("samples").textContent = progress.n_samples;
   field("message").textContent = progress.message;
   const list = field("problems");
   list.replaceChildren(...progress.problems.map((p) => {

@@ -152,6 +152,7 @@ def leak_setup(db, clinician, other_clinician, admin_user):
     ]
     audit.probe_mode, audit.probe_every = "every", 2
     audit.save(update_fields=["probe_arms", "probe_mode", "probe_every"])
+    _import_answer_only_samples(audit)
     batch = batch_build(
         audit=audit,
         name="teacher-vs-student",
@@ -185,6 +186,38 @@ def leak_setup(db, clinician, other_clinician, admin_user):
     return audit, batch, mine, theirs
 
 
+# Issue 17: answer-only samples of the same questions and arms, whose text must never reach a
+# clinician (a sample is never a step, so it is in no batch, item or context).
+SAMPLE_TEXT = "zebra-answer-only-sample"
+
+
+def _import_answer_only_samples(audit) -> None:
+    import tempfile
+
+    from annotations.services.imports import import_file
+
+    traces = Trace.objects.filter(audit=audit).values_list(
+        "question__external_id", "condition__name"
+    )
+    records = [
+        {
+            "record_type": "answer",
+            "question_id": question_id,
+            "condition": condition,
+            "sample_index": 10 + i,
+            "final_answer": "A",
+            "confidence": 0.5,
+            "trace": f"{SAMPLE_TEXT} {question_id} {condition} {i}",
+        }
+        for question_id, condition in sorted(set(traces))
+        for i in range(3)
+    ]
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as handle:
+        handle.write("".join(json.dumps(r) + "\n" for r in records))
+    import_file(audit=audit, path=Path(handle.name))
+    Path(handle.name).unlink()
+
+
 def _secrets(audit) -> dict[str, list[str]]:
     """Every string whose appearance would be a leak, by kind."""
     return {
@@ -204,6 +237,7 @@ def _secrets(audit) -> dict[str, list[str]]:
             Step.objects.filter(audit=audit).values_list("public_id", flat=True)
         ),
         "other's comment": [OTHER_COMMENT],
+        "answer-only sample text": [SAMPLE_TEXT],
         "batch name": ["teacher-vs-student"],
         "audit name": [AUDIT_NAME, "distillation"],
         "audit slug": [audit.slug],

@@ -7,6 +7,7 @@ from tqdm import tqdm
 
 from annotations.models import Audit
 from annotations.services.audits import audit_create
+from annotations.services.import_formats import FILE_FORMATS
 from annotations.services.imports import import_run, import_validate
 from annotations.services.segmenters import SEGMENTER_NAMES
 from auditapp.commands import JsonOutputMixin
@@ -33,6 +34,21 @@ class Command(JsonOutputMixin, BaseCommand):
             action="store_true",
             help="leave out trace ids already in the audit instead of failing",
         )
+        parser.add_argument(
+            "--format",
+            dest="file_format",
+            choices=["auto", *FILE_FORMATS],
+            default="auto",
+            help="how to read the file (default: from its name and first record): the "
+            "StepAudit jsonl/csv fields, an Inspect AI eval log (inspect), lm-evaluation-harness "
+            "--log_samples JSONL (lm-eval), or chat JSONL with messages (chat)",
+        )
+        parser.add_argument(
+            "--condition",
+            default="",
+            help="the arm: needed for lm-eval samples (they name no model); for inspect and "
+            "chat files it replaces the model's name",
+        )
         parser.add_argument("--no-progress", action="store_true")
         self.add_json_argument(parser)
 
@@ -45,6 +61,8 @@ class Command(JsonOutputMixin, BaseCommand):
         segmenters,
         skip_existing,
         no_progress,
+        file_format="auto",
+        condition="",
         **options,
     ):
         self.json_setup(options)
@@ -62,7 +80,14 @@ class Command(JsonOutputMixin, BaseCommand):
                 path=file,
                 segmenter_names=names,
                 skip_existing=skip_existing,
+                file_format=file_format,
+                condition=condition,
             )
+            if plan.format_detected and plan.file_format not in ("jsonl", "csv"):
+                self.stderr.write(
+                    f"{file}: read as {plan.file_format} (detected from the file; "
+                    "pass --format to choose)"
+                )
             with (
                 transaction.atomic(),
                 tqdm(
@@ -84,6 +109,8 @@ class Command(JsonOutputMixin, BaseCommand):
                 self.stderr.write(f"{file}: {problem}")
             raise CommandError(exc.message) from None
         new_traces = audit_obj.traces.filter(pk__gt=before).order_by("pk")
+        skipped = result.n_skipped + result.n_samples_skipped
+        samples = f", {result.n_samples} answer-only samples" if plan.n_samples else ""
         self.finish(
             {
                 "audit_id": audit_obj.pk,
@@ -92,12 +119,13 @@ class Command(JsonOutputMixin, BaseCommand):
                 "trace_ids": list(new_traces.values_list("pk", flat=True)),
                 "traces": result.n_traces,
                 "steps": result.n_steps,
-                "skipped": result.n_skipped,
+                "samples": result.n_samples,
+                "skipped": skipped,
                 "segmentations": list(result.segmenters),
             },
-            f"Imported {result.n_traces} traces, {result.n_steps} steps "
+            f"Imported {result.n_traces} traces, {result.n_steps} steps{samples} "
             f"(segmentations: {', '.join(result.segmenters)}) into {audit_obj.slug}"
-            + (f"; skipped {result.n_skipped} already imported" if result.n_skipped else ""),
+            + (f"; skipped {skipped} already imported" if skipped else ""),
             self.style.SUCCESS,
         )
 
