@@ -123,6 +123,8 @@ class ItemView(ItemAccess):
     rating: dict | None
     total: int
     done: int
+    skipped: bool  # this item was skipped and is not labelled
+    n_skipped: int  # items skipped and not labelled
 
 
 def _tables() -> dict[str, str]:
@@ -225,21 +227,28 @@ def assignment_item_get_for_display(
         raise NotFoundError(NOT_FOUND)
     t = _tables()
     if position is None:
-        # Walks the (assignment, position) index and stops at the first open item.
+        # Walks the (assignment, position) index and stops at the first open item. Items not
+        # yet seen come first; skipped ones come back once none is left.
         first_open = f"""SELECT o.position FROM {t["item"]} o
             WHERE o.assignment_id = a.id {{}}
               AND NOT EXISTS (SELECT 1 FROM {t["label"]} x WHERE x.assignment_item_id = o.id)
               AND NOT EXISTS (SELECT 1 FROM {t["rating"]} y WHERE y.assignment_item_id = o.id)
             ORDER BY o.position LIMIT 1"""
+        fresh, skipped = "AND o.skipped_at IS NULL", "AND o.skipped_at IS NOT NULL"
         params = [assignment_public_id, annotator.pk]
         if after is None:
-            where_position = f"ai.position = ({first_open.format('')})"
+            where_position = f"""ai.position = COALESCE(
+                ({first_open.format(fresh)}), ({first_open.format(skipped)}))"""
         else:
             # COALESCE stops at the first subquery that finds one: no wrap-around scan
-            # unless nothing is open after ``after``.
+            # unless nothing is open after ``after``. The item at ``after`` itself (just
+            # skipped) comes back only when it is the last one open: then None.
             where_position = f"""ai.position = COALESCE(
-                ({first_open.format("AND o.position > %s")}), ({first_open.format("")}))"""
-            params.append(after)
+                ({first_open.format(fresh + " AND o.position > %s")}),
+                ({first_open.format(fresh + " AND o.position <> %s")}),
+                ({first_open.format(skipped + " AND o.position > %s")}),
+                ({first_open.format(skipped + " AND o.position <> %s")}))"""
+            params += [after] * 4
     else:
         where_position = "ai.position = %s"
         params = [assignment_public_id, annotator.pk, position]
@@ -251,7 +260,12 @@ def assignment_item_get_for_display(
             r.answers, r.comment, r.elapsed_ms, r.revision,
             (SELECT COUNT(*) FROM {t["item"]} c WHERE c.assignment_id = a.id),
             (SELECT COUNT(*) FROM {t["label"]} c WHERE c.assignment_id = a.id)
-              + (SELECT COUNT(*) FROM {t["rating"]} c WHERE c.assignment_id = a.id)
+              + (SELECT COUNT(*) FROM {t["rating"]} c WHERE c.assignment_id = a.id),
+            l.flagged, l.flag_note, ai.skipped_at,
+            (SELECT COUNT(*) FROM {t["item"]} c WHERE c.assignment_id = a.id
+              AND c.skipped_at IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM {t["label"]} x WHERE x.assignment_item_id = c.id)
+              AND NOT EXISTS (SELECT 1 FROM {t["rating"]} y WHERE y.assignment_item_id = c.id))
         {_ACCESS_JOINS.format(**t)}
         JOIN {t["trace"]} t ON t.id = COALESCE(s.trace_id, bi.trace_id)
         JOIN {t["question"]} q ON q.id = t.question_id
@@ -285,6 +299,8 @@ def assignment_item_get_for_display(
             "probe_guess": rest[10],
             "elapsed_ms": rest[11],
             "revision": rest[12],
+            "flagged": bool(rest[19]),
+            "flag_note": rest[20] or "",
         },
         rating=None
         if rest[16] is None
@@ -296,6 +312,8 @@ def assignment_item_get_for_display(
         },
         total=rest[17],
         done=rest[18],
+        skipped=rest[21] is not None and rest[7] is None and rest[16] is None,
+        n_skipped=rest[22],
     )
 
 
