@@ -3,6 +3,7 @@
 import re
 
 import pytest
+from browsing import submit_by_keyboard
 
 from annotations.models import Assignment, Label, TraceRating
 
@@ -30,29 +31,6 @@ def _tab_to(page, text: str, limit: int = 30) -> None:
 def _wait_position(page, public_id: str, position: int) -> None:
     page.wait_for_url(f"**/my/{public_id}/{position}/")
     page.wait_for_load_state("load")
-
-
-def _submit_by_keyboard(page, *, labelled: int, skipped: int, flagged: int) -> None:
-    """The habitual Enter does not submit; the button asks first, naming the counts, with
-    "Keep labelling" focused; Tab to "Submit now" and Enter submits."""
-    # a function, not an expression string: Playwright evals a string in the page (CSP: no eval)
-    assert page.evaluate("() => document.activeElement.id") != "submit-button"
-    page.keyboard.press("Enter")
-    page.keyboard.press("Enter")
-    page.wait_for_timeout(300)
-    assert page.locator("#submit-dialog[open]").count() == 0
-    assert re.search(r"/my/\w+/\d+/$", page.url)
-    _tab_to(page, "Submit assignment…")
-    page.keyboard.press("Enter")
-    page.locator("#submit-dialog[open]").wait_for()
-    counts = page.locator("#submit-counts").text_content()
-    assert f"{labelled} labelled" in counts, counts
-    assert f"{skipped} skipped" in counts and f"{flagged} flagged" in counts, counts
-    assert page.evaluate("() => document.activeElement.id") == "submit-cancel"
-    page.keyboard.press("Tab")
-    assert page.evaluate("() => document.activeElement.id") == "submit-confirm"
-    page.keyboard.press("Enter")
-    page.wait_for_url(re.compile(r"/my/$"))
 
 
 @pytest.fixture
@@ -159,7 +137,7 @@ def test_clinician_labels_by_keyboard_resumes_revises_and_submits(
     page.keyboard.press("Enter")
     # then the submit box appears, but neither takes the focus nor submits on Enter
     page.locator("#submit-box:not([hidden])").wait_for()
-    _submit_by_keyboard(page, labelled=12, skipped=0, flagged=0)
+    submit_by_keyboard(page, labelled=12, skipped=0, flagged=0)
     assert page.get_by_text("Submitted").is_visible()
     one_assignment.refresh_from_db()
     assert one_assignment.submitted_at is not None
@@ -190,7 +168,7 @@ def test_participant_rates_traces_by_keyboard(page, rating_assigned, clinician, 
             page.reload()
             _wait_position(page, pid, 4)
     page.locator("#submit-box:not([hidden])").wait_for()
-    _submit_by_keyboard(page, labelled=total, skipped=0, flagged=0)
+    submit_by_keyboard(page, labelled=total, skipped=0, flagged=0)
     # then
     ratings = TraceRating.objects.filter(assignment=mine)
     assert ratings.count() == total
