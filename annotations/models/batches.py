@@ -129,6 +129,14 @@ class AssignmentItem(models.Model):
                 name="assignmentitem_unique_item",
             ),
         ]
+        indexes = [
+            # The label loop counts an assignment's skipped items on every "save & next".
+            models.Index(
+                fields=["assignment"],
+                condition=Q(skipped_at__isnull=False),
+                name="assignmentitem_skipped",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.assignment_id}#{self.position}"
