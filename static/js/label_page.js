@@ -525,9 +525,15 @@ function show(item) {
   render();
   document.activeElement?.blur();
   window.scrollTo(0, 0);
-  context.scrollTop = 0;
+  scrollContextToEnd();
   history.pushState({ position }, "", pageUrl(position));
 }
+// The preceding steps scroll on their own, showing the last ones (next to the step to judge).
+function scrollContextToEnd() {
+  const context = $("details.context");
+  if (context) context.scrollTop = context.scrollHeight;
+}
+
 // Back and forward through items shown in place: load the page of the address shown.
 window.addEventListener("popstate", () => window.location.reload());
 
@@ -836,4 +842,5 @@ function handleKey({ key: rawKey, ctrlKey }, target) {
 
 render();
 renderSync();
+scrollContextToEnd();
 if (data.skipped) setStatus("You skipped this item earlier: label it now, or skip it again (s).");

@@ -279,7 +279,7 @@ def _in_view(page, selector: str) -> dict:
 
 
 @pytest.mark.parametrize("size", [(1366, 768), (820, 1180)], ids=["1366x768", "820x1180"])
-def test_step_verdicts_and_save_fit_the_screen(page, long_audit, clinician, size):
+def test_step_verdicts_and_save_fit_the_screen(page, long_audit, clinician, size, artifacts_dir):
     from annotations.selectors.blinded import item_get_blinded
 
     # given an item with four (long) preceding steps
@@ -309,6 +309,7 @@ def test_step_verdicts_and_save_fit_the_screen(page, long_audit, clinician, size
     assert page.locator("#category-box").is_visible()
     for selector in ("#step-text", ".verdict-buttons", "#save-next-button"):
         assert _in_view(page, selector)["fits"], (selector, _in_view(page, selector))
+    page.screenshot(path=str(artifacts_dir / f"label-page-{size[0]}x{size[1]}.png"))
     assert_no_serious_axe_violations(page)
     # and a digit picks the kind of error by its number
     page.keyboard.press("3")
