@@ -3,6 +3,7 @@
 import re
 
 import pytest
+from axe import assert_no_serious_axe_violations
 from browsing import submit_by_keyboard
 
 from annotations.models import Assignment, Label, TraceRating
@@ -160,6 +161,7 @@ def test_participant_rates_traces_by_keyboard(page, rating_assigned, clinician, 
         if position == 1:
             page.get_by_text("Saved ✓").wait_for()
             page.screenshot(path=str(artifacts_dir / "rating.png"), full_page=True)
+            assert_no_serious_axe_violations(page)
         page.keyboard.press("Enter")
         if position < total:
             _wait_position(page, pid, position + 1)
