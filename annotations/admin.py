@@ -3,6 +3,7 @@ from django.contrib import admin
 
 from annotations.models import (
     Assignment,
+    AssignmentEvent,
     Audit,
     Batch,
     Condition,
@@ -163,8 +164,22 @@ class BatchAdmin(admin.ModelAdmin):
         return False  # sampled by the batch service, never typed in
 
 
+class AssignmentEventInline(admin.TabularInline):
+    """Reopenings (issue 13): read-only, written by the reopen service only."""
+
+    model = AssignmentEvent
+    extra = 0
+    fields = ("kind", "by", "at", "submitted_at", "note")
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Assignment)
 class AssignmentAdmin(admin.ModelAdmin):
+    inlines = [AssignmentEventInline]
     list_display = ("public_id", "batch", "annotator", "due_date", "submitted_at", "created_at")
     list_filter = ("batch__audit", "submitted_at")
     search_fields = ("public_id", "annotator__username", "batch__name")
@@ -179,15 +194,32 @@ class AssignmentAdmin(admin.ModelAdmin):
 class LabelRevisionInline(admin.TabularInline):
     model = LabelRevision
     extra = 0
-    fields = ("revision", "verdict", "error_category", "comment", "changed_by", "changed_at")
+    fields = (
+        "revision",
+        "verdict",
+        "error_category",
+        "comment",
+        "flagged",
+        "flag_note",
+        "changed_by",
+        "changed_at",
+    )
     readonly_fields = fields
     can_delete = False
 
 
 @admin.register(Label)
 class LabelAdmin(admin.ModelAdmin):
-    list_display = ("assignment", "step", "verdict", "error_category", "revision", "updated_at")
-    list_filter = ("verdict", "assignment__batch__audit")
+    list_display = (
+        "assignment",
+        "step",
+        "verdict",
+        "error_category",
+        "flagged",
+        "revision",
+        "updated_at",
+    )
+    list_filter = ("verdict", "flagged", "assignment__batch__audit")
     list_select_related = ("assignment", "step")
     raw_id_fields = ("assignment_item", "assignment", "step")
     readonly_fields = [f.name for f in Label._meta.fields]

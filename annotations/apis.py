@@ -21,6 +21,7 @@ from annotations.selectors.progress import assignment_progress_list, audit_progr
 from annotations.selectors.users import annotators_get_by_usernames
 from annotations.serializers import (
     AssignmentDetailOutputSerializer,
+    AssignmentEventOutputSerializer,
     AssignmentProgressOutputSerializer,
     AssignmentSummaryOutputSerializer,
     AuditOutputSerializer,
@@ -40,7 +41,9 @@ from annotations.serializers import (
     OverviewEntryOutputSerializer,
     RatingInputSerializer,
     ReassignInputSerializer,
+    ReopenInputSerializer,
     SavedOutputSerializer,
+    SkipOutputSerializer,
     blinded_item_output,
     saved_output,
 )
@@ -56,7 +59,14 @@ from annotations.services.import_jobs import (
     import_job_progress,
     import_upload_check_declared_size,
 )
-from annotations.services.labels import assignment_submit, label_save, rating_save
+from annotations.services.labels import (
+    assignment_done_count,
+    assignment_reopen,
+    assignment_submit,
+    item_skip,
+    label_save,
+    rating_save,
+)
 from annotations.services.leak_gate import batch_leak_check
 from annotations.services.probe import end_probe_get, end_probe_save
 from auditapp.exceptions import ApplicationError, NotFoundError
@@ -191,6 +201,10 @@ class MyAssignmentDetailApi(APIView):
             clinician=request.user, assignment_public_id=public_id
         )
         data = AssignmentSummaryOutputSerializer(summary).data
+        # The counts the submit confirmation names.
+        data["labelled"] = sum(entry.done for entry in overview)
+        data["skipped"] = sum(entry.skipped for entry in overview)
+        data["flagged"] = sum(entry.flagged for entry in overview)
         data["items"] = OverviewEntryOutputSerializer(overview, many=True).data
         return Response(data)
 
@@ -225,6 +239,35 @@ class MyNextItemApi(APIView):
         return Response(blinded_item_output(item))
 
 
+def _next_mode(request) -> str | None:
+    mode = request.query_params.get("next")
+    if mode is not None and mode not in NEXT_MODES:
+        raise ApplicationError(
+            "next must be one of: " + ", ".join(NEXT_MODES) + ".",
+            code="next",
+            extra={"choices": list(NEXT_MODES)},
+        )
+    return mode
+
+
+def _next_item(request, public_id: str, position: int, mode: str) -> dict | None:
+    item = item_get_after_save_blinded(
+        clinician=request.user,
+        assignment_public_id=public_id,
+        position=position,
+        following=mode == "following",
+    )
+    return None if item is None else blinded_item_output(item)
+
+
+_NEXT_PARAMETER = OpenApiParameter(
+    "next",
+    OpenApiTypes.STR,
+    enum=list(NEXT_MODES),
+    description="Also answer the item to show next.",
+)
+
+
 class LabelSaveApi(APIView):
     """PUT the item's label: idempotent; a change is kept as a new revision.
 
@@ -236,24 +279,11 @@ class LabelSaveApi(APIView):
 
     @extend_schema(
         request=LabelInputSerializer,
-        parameters=[
-            OpenApiParameter(
-                "next",
-                OpenApiTypes.STR,
-                enum=list(NEXT_MODES),
-                description="Also answer the item to show next.",
-            )
-        ],
+        parameters=[_NEXT_PARAMETER],
         responses={200: SavedOutputSerializer, **error_responses(400, 404, 409)},
     )
     def put(self, request, public_id: str, position: int):
-        mode = request.query_params.get("next")
-        if mode is not None and mode not in NEXT_MODES:
-            raise ApplicationError(
-                "next must be one of: " + ", ".join(NEXT_MODES) + ".",
-                code="next",
-                extra={"choices": list(NEXT_MODES)},
-            )
+        mode = _next_mode(request)
         serializer = LabelInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         label = label_save(
@@ -263,14 +293,32 @@ class LabelSaveApi(APIView):
             **serializer.validated_data,
         )
         data = saved_output(position=position, revision=label.revision, elapsed_ms=label.elapsed_ms)
+        if mode is None:
+            # The page shows the server's count, never its own guess.
+            data["done"] = assignment_done_count(assignment_id=label.assignment_id)
+        else:
+            data["next"] = _next_item(request, public_id, position, mode)
+        return Response(data)
+
+
+class ItemSkipApi(APIView):
+    """POST: skip the item (it stays unlabelled and comes back at the end). Idempotent."""
+
+    permission_classes = [IsClinician]
+
+    @extend_schema(
+        request=None,
+        parameters=[_NEXT_PARAMETER],
+        responses={200: SkipOutputSerializer, **error_responses(400, 404, 409)},
+    )
+    def post(self, request, public_id: str, position: int):
+        mode = _next_mode(request)
+        skipped = item_skip(
+            annotator=request.user, assignment_public_id=public_id, position=position
+        )
+        data = {"position": position, "skipped": skipped}
         if mode is not None:
-            item = item_get_after_save_blinded(
-                clinician=request.user,
-                assignment_public_id=public_id,
-                position=position,
-                following=mode == "following",
-            )
-            data["next"] = None if item is None else blinded_item_output(item)
+            data["next"] = _next_item(request, public_id, position, mode)
         return Response(data)
 
 
@@ -291,7 +339,12 @@ class RatingSaveApi(APIView):
             **serializer.validated_data,
         )
         return Response(
-            saved_output(position=position, revision=rating.revision, elapsed_ms=rating.elapsed_ms)
+            saved_output(
+                position=position,
+                revision=rating.revision,
+                elapsed_ms=rating.elapsed_ms,
+                done=assignment_done_count(assignment_id=rating.assignment_id),
+            )
         )
 
 
@@ -492,3 +545,23 @@ class AssignmentReassignApi(APIView):
             AssignmentProgressOutputSerializer(rows, many=True).data,
             status=status.HTTP_201_CREATED,
         )
+
+
+class AssignmentReopenApi(APIView):
+    """POST (admins): reopen a submitted assignment so its annotator can change labels and
+    submit again; logged as an event (answered)."""
+
+    permission_classes = [IsAdmin]
+
+    @extend_schema(
+        request=ReopenInputSerializer,
+        responses={200: AssignmentEventOutputSerializer, **error_responses(400, 404, 409)},
+    )
+    def post(self, request, public_id: str):
+        assignment = get_object_or_404(Assignment, public_id=public_id)
+        serializer = ReopenInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        event = assignment_reopen(
+            assignment=assignment, by=request.user, note=serializer.validated_data["note"]
+        )
+        return Response(AssignmentEventOutputSerializer(event).data)

@@ -90,7 +90,11 @@ def blinded_item_output(item) -> dict:
             "probe_guess": label.probe_guess,
             "elapsed_ms": label.elapsed_ms,
             "revision": label.revision,
+            "flagged": label.flagged,
+            "flag_note": label.flag_note,
         },
+        "skipped": item.skipped,
+        "n_skipped": item.n_skipped,
         "rating": None
         if rating is None
         else {
@@ -118,6 +122,8 @@ class OverviewEntryOutputSerializer(serializers.Serializer):
     position = serializers.IntegerField()
     done = serializers.BooleanField()
     verdict = serializers.CharField()
+    skipped = serializers.BooleanField(help_text="Skipped and not labelled.")
+    flagged = serializers.BooleanField(help_text="The label is flagged for review.")
 
 
 class LabelInputSerializer(serializers.Serializer):
@@ -134,6 +140,8 @@ class LabelInputSerializer(serializers.Serializer):
     elapsed_ms = serializers.IntegerField(
         min_value=0, max_value=86_400_000, required=False, default=0
     )
+    flagged = serializers.BooleanField(required=False, default=False)
+    flag_note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
 
 
 class RatingInputSerializer(serializers.Serializer):
@@ -144,9 +152,12 @@ class RatingInputSerializer(serializers.Serializer):
     )
 
 
-def saved_output(*, position: int, revision: int, elapsed_ms: int) -> dict:
+def saved_output(*, position: int, revision: int, elapsed_ms: int, done: int | None = None) -> dict:
     """What a save answers: the item's new state (no ids). Hot path: a plain dict."""
-    return {"position": position, "revision": revision, "elapsed_ms": elapsed_ms}
+    data = {"position": position, "revision": revision, "elapsed_ms": elapsed_ms}
+    if done is not None:
+        data["done"] = done
+    return data
 
 
 # --- batches (admins) --------------------------------------------------------------------------
@@ -304,6 +315,8 @@ class OwnLabelOutputSerializer(serializers.Serializer):
     probe_guess = serializers.CharField(allow_blank=True)
     elapsed_ms = serializers.IntegerField()
     revision = serializers.IntegerField()
+    flagged = serializers.BooleanField()
+    flag_note = serializers.CharField(allow_blank=True)
 
 
 class OwnRatingOutputSerializer(serializers.Serializer):
@@ -341,6 +354,8 @@ class BlindedItemOutputSerializer(serializers.Serializer):
     locked = serializers.BooleanField()
     label = OwnLabelOutputSerializer(allow_null=True)
     rating = OwnRatingOutputSerializer(allow_null=True)
+    skipped = serializers.BooleanField(help_text="This item was skipped and is not labelled.")
+    n_skipped = serializers.IntegerField(help_text="Items skipped and not labelled.")
 
 
 class SavedOutputSerializer(serializers.Serializer):
@@ -349,13 +364,39 @@ class SavedOutputSerializer(serializers.Serializer):
     position = serializers.IntegerField()
     revision = serializers.IntegerField()
     elapsed_ms = serializers.IntegerField()
+    done = serializers.IntegerField(
+        required=False, help_text="Items done after this save (without ?next=)."
+    )
     next = BlindedItemOutputSerializer(
         required=False, allow_null=True, help_text="Only with ?next=; null when all are done."
     )
 
 
 class AssignmentDetailOutputSerializer(AssignmentSummaryOutputSerializer):
+    labelled = serializers.IntegerField()
+    skipped = serializers.IntegerField(help_text="Items skipped and not labelled.")
+    flagged = serializers.IntegerField(help_text="Labels flagged for review.")
     items = OverviewEntryOutputSerializer(many=True)
+
+
+class SkipOutputSerializer(serializers.Serializer):
+    position = serializers.IntegerField()
+    skipped = serializers.BooleanField(help_text="False when the item already has a label.")
+    next = BlindedItemOutputSerializer(
+        required=False, allow_null=True, help_text="Only with ?next=; null when all are done."
+    )
+
+
+class ReopenInputSerializer(serializers.Serializer):
+    note = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+
+
+class AssignmentEventOutputSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    by = serializers.CharField(source="by.username")
+    at = serializers.DateTimeField()
+    submitted_at = serializers.DateTimeField(allow_null=True)
+    note = serializers.CharField(allow_blank=True)
 
 
 class AuditProgressOutputSerializer(serializers.Serializer):

@@ -46,6 +46,11 @@ api_urlpatterns = [
         name="api-label-save",
     ),
     path(
+        "my/assignments/<slug:public_id>/items/<int:position>/skip/",
+        apis.ItemSkipApi.as_view(),
+        name="api-item-skip",
+    ),
+    path(
         "my/assignments/<slug:public_id>/items/<int:position>/rating/",
         apis.RatingSaveApi.as_view(),
         name="api-rating-save",
@@ -85,5 +90,10 @@ api_urlpatterns = [
         "assignments/<slug:public_id>/reassign/",
         apis.AssignmentReassignApi.as_view(),
         name="api-assignment-reassign",
+    ),
+    path(
+        "assignments/<slug:public_id>/reopen/",
+        apis.AssignmentReopenApi.as_view(),
+        name="api-assignment-reopen",
     ),
 ]

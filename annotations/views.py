@@ -25,6 +25,7 @@ from annotations.services.batches import (
     batch_preview,
 )
 from annotations.services.import_jobs import import_job_create, import_job_get, import_job_progress
+from annotations.services.labels import assignment_reopen
 from annotations.services.leak_gate import batch_leak_check
 from annotations.services.probe import end_probe_get, end_probe_save
 from auditapp.exceptions import ApplicationError, ImportRejected, NotFoundError
@@ -241,6 +242,19 @@ def batch_page(request, batch_id: int):
                     confirmed_by=request.user,
                 )
                 messages.success(request, "Batch assigned.")
+                return redirect("annotations:batch", batch_id=batch.pk)
+            if "reopen" in request.POST:
+                assignment = get_object_or_404(
+                    Assignment, batch=batch, public_id=request.POST.get("assignment", "")
+                )
+                assignment_reopen(
+                    assignment=assignment, by=request.user, note=request.POST.get("note", "")[:2000]
+                )
+                messages.success(
+                    request,
+                    f"Assignment {assignment.public_id} reopened: "
+                    f"{assignment.annotator.get_username()} can change labels and submit again.",
+                )
                 return redirect("annotations:batch", batch_id=batch.pk)
             if "reassign" in request.POST:
                 form = ReassignForm(request.POST, clinicians=clinicians)

@@ -113,6 +113,9 @@ class AssignmentItem(models.Model):
     repeat_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="repeats"
     )
+    # The annotator skipped it (unsure, or to come back later): it stays unlabelled and comes
+    # back after the items not yet seen. Kept once it is labelled (the export says so).
+    skipped_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["assignment", "position"]
@@ -126,6 +129,14 @@ class AssignmentItem(models.Model):
                 name="assignmentitem_unique_item",
             ),
         ]
+        indexes = [
+            # The label loop counts an assignment's skipped items on every "save & next".
+            models.Index(
+                fields=["assignment"],
+                condition=Q(skipped_at__isnull=False),
+                name="assignmentitem_skipped",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.assignment_id}#{self.position}"
@@ -133,3 +144,24 @@ class AssignmentItem(models.Model):
     @property
     def repeat_of_position(self) -> int | None:
         return self.repeat_of.position if self.repeat_of_id else None
+
+
+class AssignmentEvent(models.Model):
+    """What an admin did to an assignment after the fact (reopening a submitted one)."""
+
+    class Kind(models.TextChoices):
+        REOPENED = "reopened", "reopened"
+
+    assignment = models.ForeignKey(Assignment, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    at = models.DateTimeField(auto_now_add=True)
+    # The submission this event undid (reopen), so the history reads on its own.
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["assignment", "at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.assignment_id} {self.kind} {self.at:%Y-%m-%d}"

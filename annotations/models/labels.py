@@ -21,6 +21,9 @@ class Label(models.Model):
     comment = models.TextField(blank=True)
     probe_guess = models.CharField(max_length=120, blank=True)
     elapsed_ms = models.PositiveBigIntegerField(default=0)
+    # Marked by the annotator for review (unsure, odd item), with an optional note.
+    flagged = models.BooleanField(default=False, db_default=False)
+    flag_note = models.CharField(max_length=500, blank=True, db_default="")
     # What the clinician saw: context mode, answer visibility, blinded text version.
     shown = models.JSONField(default=dict)
     revision = models.PositiveIntegerField(default=1)
@@ -42,6 +45,8 @@ class LabelRevision(models.Model):
     comment = models.TextField(blank=True)
     probe_guess = models.CharField(max_length=120, blank=True)
     elapsed_ms = models.PositiveBigIntegerField(default=0)
+    flagged = models.BooleanField(default=False, db_default=False)
+    flag_note = models.CharField(max_length=500, blank=True, db_default="")
     changed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )

@@ -41,6 +41,8 @@ class BlindedLabel:
     probe_guess: str
     elapsed_ms: int
     revision: int
+    flagged: bool = False
+    flag_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ class BlindedItem:
     locked: bool
     label: BlindedLabel | None
     rating: BlindedRating | None
+    skipped: bool = False  # skipped and not labelled
+    n_skipped: int = 0  # items of the assignment skipped and not labelled
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,8 @@ class OverviewEntry:
     position: int
     done: bool
     verdict: str  # this clinician's own verdict, "" when none (ratings: "rated")
+    skipped: bool = False  # skipped and not labelled
+    flagged: bool = False
 
 
 def _probe_options(item: ItemView) -> tuple[str, ...]:
@@ -229,6 +235,8 @@ def _blind(item: ItemView) -> BlindedItem:
         locked=item.locked,
         label=label,
         rating=rating,
+        skipped=item.skipped,
+        n_skipped=item.n_skipped,
     )
 
 
@@ -262,10 +270,21 @@ def assignment_list_for_clinician(*, clinician: AbstractBaseUser) -> list[Assign
         )
         .order_by()
     }
-    first_open = dict(
+    open_items = (
         AssignmentItem.objects.filter(assignment__annotator=clinician)
         .annotate(done=label_done | rating_done)
         .filter(done=False)
+    )
+    # Items not yet seen first; skipped ones once none is left.
+    first_open = dict(
+        open_items.filter(skipped_at__isnull=False)
+        .values("assignment_id")
+        .annotate(first=Min("position"))
+        .order_by()
+        .values_list("assignment_id", "first")
+    )
+    first_open.update(
+        open_items.filter(skipped_at__isnull=True)
         .values("assignment_id")
         .annotate(first=Min("position"))
         .order_by()
@@ -318,13 +337,15 @@ def assignment_overview_for_clinician(
     rows = (
         AssignmentItem.objects.filter(assignment=assignment)
         .order_by("position")
-        .values_list("position", "label__verdict", "rating__id")
+        .values_list("position", "label__verdict", "rating__id", "skipped_at", "label__flagged")
     )
     return [
         OverviewEntry(
             position=position,
             done=verdict is not None or rating_id is not None,
             verdict=verdict or ("rated" if rating_id is not None else ""),
+            skipped=skipped_at is not None and verdict is None and rating_id is None,
+            flagged=bool(flagged),
         )
-        for position, verdict, rating_id in rows
+        for position, verdict, rating_id, skipped_at, flagged in rows
     ]

@@ -1,5 +1,7 @@
 """Labels and ratings: create or revise, one current row per item, every change kept."""
 
+import logging
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef
@@ -7,6 +9,8 @@ from django.utils import timezone
 
 from annotations.models import (
     Assignment,
+    AssignmentEvent,
+    AssignmentItem,
     Audit,
     Label,
     LabelRevision,
@@ -21,6 +25,8 @@ from annotations.selectors.access import (
     assignment_item_get_for_annotator,
 )
 from auditapp.exceptions import ApplicationError, ConflictError
+
+logger = logging.getLogger(__name__)
 
 PROBE_NO_IDEA = "no idea"
 BLINDING_SCHEME = 1  # bump when what a clinician sees changes in kind
@@ -101,10 +107,13 @@ def label_save(
     comment: str = "",
     probe_guess: str = "",
     elapsed_ms: int = 0,
+    flagged: bool = False,
+    flag_note: str = "",
 ) -> Label:
     """Create or revise the annotator's label of one item (a PUT: sending the same state
     twice changes nothing). ``elapsed_ms`` is the time on the item as the page counts it in
-    total; the stored time only grows, so two tabs or a double submit never add it twice."""
+    total; the stored time only grows, so two tabs or a double submit never add it twice.
+    ``flagged`` marks the label for review, ``flag_note`` says why (kept only when flagged)."""
     for attempt in range(2):
         try:
             return _label_save(
@@ -116,6 +125,8 @@ def label_save(
                 comment=comment,
                 probe_guess=probe_guess,
                 elapsed_ms=elapsed_ms,
+                flagged=bool(flagged),
+                flag_note=flag_note.strip() if flagged else "",
             )
         except IntegrityError:
             # Only without row locks (SQLite) can a concurrent first save win the insert;
@@ -136,6 +147,8 @@ def _label_save(
     comment,
     probe_guess,
     elapsed_ms,
+    flagged,
+    flag_note,
 ) -> Label:
     item = _open_item_locked(annotator, assignment_public_id, position, kind="label")
     error_category = _validate_label(item, verdict, error_category, probe_guess)
@@ -143,7 +156,15 @@ def _label_save(
     elapsed_ms = max(0, int(elapsed_ms))
     if connection.vendor == "postgresql":
         first = _label_insert_first(
-            item, annotator, verdict, error_category, comment, probe_guess, elapsed_ms
+            item,
+            annotator,
+            verdict,
+            error_category,
+            comment,
+            probe_guess,
+            elapsed_ms,
+            flagged,
+            flag_note,
         )
         if first is not None:
             return first
@@ -159,16 +180,33 @@ def _label_save(
             comment=comment,
             probe_guess=probe_guess,
             elapsed_ms=elapsed_ms,
+            flagged=flagged,
+            flag_note=flag_note,
             shown=shown_for(item),
         )
     else:
-        state = (verdict, error_category, comment, probe_guess)
-        if state == (label.verdict, label.error_category, label.comment, label.probe_guess):
+        state = (verdict, error_category, comment, probe_guess, flagged, flag_note)
+        stored = (
+            label.verdict,
+            label.error_category,
+            label.comment,
+            label.probe_guess,
+            label.flagged,
+            label.flag_note,
+        )
+        if state == stored:
             if elapsed_ms > label.elapsed_ms:
                 label.elapsed_ms = elapsed_ms
                 label.save(update_fields=["elapsed_ms", "updated_at"])
             return label
-        label.verdict, label.error_category, label.comment, label.probe_guess = state
+        (
+            label.verdict,
+            label.error_category,
+            label.comment,
+            label.probe_guess,
+            label.flagged,
+            label.flag_note,
+        ) = state
         label.elapsed_ms = max(label.elapsed_ms, elapsed_ms)
         label.revision += 1
         label.shown = shown_for(item)
@@ -181,13 +219,23 @@ def _label_save(
         comment=comment,
         probe_guess=probe_guess,
         elapsed_ms=label.elapsed_ms,
+        flagged=flagged,
+        flag_note=flag_note,
         changed_by=annotator,
     )
     return label
 
 
 def _label_insert_first(
-    item: ItemAccess, annotator, verdict, error_category, comment, probe_guess, elapsed_ms
+    item: ItemAccess,
+    annotator,
+    verdict,
+    error_category,
+    comment,
+    probe_guess,
+    elapsed_ms,
+    flagged,
+    flag_note,
 ) -> Label | None:
     """PostgreSQL, the label loop's hot path: the item's first label and its revision 1 in one
     prepared statement (instead of a read and two ORM inserts). None when the item already
@@ -198,19 +246,19 @@ def _label_insert_first(
     revision_table = connection.ops.quote_name(LabelRevision._meta.db_table)
     now = timezone.now()
     shown = shown_for(item)
-    state = [verdict, error_category, comment, probe_guess, elapsed_ms]
+    state = [verdict, error_category, comment, probe_guess, elapsed_ms, flagged, flag_note]
     row = _fetchone(
         f"""
         WITH l AS (
             INSERT INTO {label_table} (assignment_item_id, assignment_id, step_id, verdict,
-                error_category, comment, probe_guess, elapsed_ms, shown, revision, created_at,
-                updated_at)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 1, %s, %s)
+                error_category, comment, probe_guess, elapsed_ms, flagged, flag_note, shown,
+                revision, created_at, updated_at)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 1, %s, %s)
             ON CONFLICT (assignment_item_id) DO NOTHING
             RETURNING id)
         INSERT INTO {revision_table} (label_id, revision, verdict, error_category, comment,
-            probe_guess, elapsed_ms, changed_by_id, changed_at)
-        SELECT id, 1, %s, %s, %s, %s, %s, %s, %s FROM l
+            probe_guess, elapsed_ms, flagged, flag_note, changed_by_id, changed_at)
+        SELECT id, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s FROM l
         RETURNING label_id
         """,
         [
@@ -230,6 +278,8 @@ def _label_insert_first(
         comment=comment,
         probe_guess=probe_guess,
         elapsed_ms=elapsed_ms,
+        flagged=flagged,
+        flag_note=flag_note,
         shown=shown,
         revision=1,
         created_at=now,
@@ -340,8 +390,12 @@ def assignment_submit(*, annotator: AbstractBaseUser, assignment_public_id: str)
         )
     else:
         done = Exists(Label.objects.filter(assignment_item=OuterRef("pk")))
+    # A skipped item may stay unlabelled: the annotator saw it and chose not to label it (the
+    # confirmation on the page names how many).
     missing = list(
-        assignment.items.filter(~done).order_by("position").values_list("position", flat=True)
+        assignment.items.filter(~done, skipped_at__isnull=True)
+        .order_by("position")
+        .values_list("position", flat=True)
     )
     if missing:
         raise ConflictError(
@@ -352,3 +406,61 @@ def assignment_submit(*, annotator: AbstractBaseUser, assignment_public_id: str)
     assignment.submitted_at = timezone.now()
     assignment.save(update_fields=["submitted_at"])
     return assignment
+
+
+@transaction.atomic
+def item_skip(*, annotator: AbstractBaseUser, assignment_public_id: str, position: int) -> bool:
+    """Skip an item: it stays unlabelled and comes back after the items not yet seen.
+    Idempotent (the first skip's time is kept); a labelled item keeps its label and is not
+    marked. Returns whether the item now counts as skipped (unlabelled and skipped)."""
+    item = assignment_item_get_for_annotator(
+        annotator=annotator,
+        assignment_public_id=assignment_public_id,
+        position=position,
+        for_update=True,
+    )
+    _check_open(item)
+    if (
+        Label.objects.filter(assignment_item_id=item.item_id).exists()
+        or TraceRating.objects.filter(assignment_item_id=item.item_id).exists()
+    ):
+        return False
+    AssignmentItem.objects.filter(pk=item.item_id, skipped_at__isnull=True).update(
+        skipped_at=timezone.now()
+    )
+    return True
+
+
+def assignment_done_count(*, assignment_id: int) -> int:
+    """Items labelled or rated: what the page shows as done after a save."""
+    return (
+        Label.objects.filter(assignment_id=assignment_id).count()
+        + TraceRating.objects.filter(assignment_id=assignment_id).count()
+    )
+
+
+@transaction.atomic
+def assignment_reopen(
+    *, assignment: Assignment, by: AbstractBaseUser, note: str = ""
+) -> AssignmentEvent:
+    """An admin takes a submission back: the annotator can change labels and submit again.
+    Logged as an AssignmentEvent (who, when, which submission it undid)."""
+    assignment = Assignment.objects.select_for_update().get(pk=assignment.pk)
+    if not assignment.is_locked:
+        raise ConflictError("The assignment is not submitted.", code="not_submitted")
+    event = AssignmentEvent.objects.create(
+        assignment=assignment,
+        kind=AssignmentEvent.Kind.REOPENED,
+        by=by,
+        submitted_at=assignment.submitted_at,
+        note=note.strip(),
+    )
+    assignment.submitted_at = None
+    assignment.save(update_fields=["submitted_at"])
+    logger.info(
+        "assignment %s reopened by %s (submitted %s)",
+        assignment.public_id,
+        by.get_username(),
+        event.submitted_at.isoformat(),
+    )
+    return event

@@ -34,7 +34,8 @@ import pandas as pd
 from django.apps import apps
 from django.core.exceptions import FieldError
 from django.db import connection
-from django.db.models import Count, Max, Model, QuerySet
+from django.db.models import Case, Count, IntegerField, Max, Model, QuerySet, Value, When
+from django.db.models.functions import Cast
 
 from annotations.models import AnswerSample, Audit, Condition, Step, Trace
 from annotations.selectors.pseudonyms import IdKind, id_pseudonyms, pseudonym_map_list
@@ -60,7 +61,16 @@ __all__ = [
 ]
 
 # Extra label columns we add; the statistics ignore them but exports keep them.
-LABEL_EXTRA_COLUMNS = ("segmentation", "error_category", "inclusion_probability")
+LABEL_EXTRA_COLUMNS = (
+    "segmentation",
+    "error_category",
+    "inclusion_probability",
+    # Expert labels only (missing for judges and the reference): flagged for review by the
+    # annotator, their note, and whether they skipped the item before labelling it.
+    "flagged",
+    "flag_note",
+    "skipped",
+)
 ANSWER_EXTRA_COLUMNS = ("trace_type", "dataset", "audited")
 
 
@@ -249,6 +259,9 @@ def _attach(rows: pd.DataFrame, steps: pd.DataFrame, traces: pd.DataFrame) -> pd
         "verdict",
         "error_category",
         "inclusion_probability",
+        "flagged",
+        "flag_note",
+        "skipped",
     ):
         out[column] = rows[column] if column in rows else pd.Series(None, index=rows.index)
     return pd.DataFrame(out)
@@ -276,15 +289,33 @@ def _expert_labels(audit: Audit) -> pd.DataFrame | None:
             assignment_item__batch_item__is_gold=False,
         )
         .order_by("pk")
+        .annotate(
+            # 0/1 rather than booleans: the same through COPY (csv 't'/'f') and SQLite.
+            flagged_int=Cast("flagged", IntegerField()),
+            skipped_int=Case(
+                When(assignment_item__skipped_at__isnull=False, then=Value(1)),
+                default=Value(0),
+                output_field=IntegerField(),
+            ),
+        )
         .values_list(
             "step_id",
             "assignment__annotator__username",
             "verdict",
             "error_category",
             "assignment_item__batch_item__inclusion_probability",
+            "flagged_int",
+            "flag_note",
+            "skipped_int",
         )
     )
-    frame = _frame(queryset, _SOURCE_COLUMNS, text=["evaluator", "verdict", "error_category"])
+    frame = _frame(
+        queryset,
+        [*_SOURCE_COLUMNS, "flagged", "flag_note", "skipped"],
+        text=["evaluator", "verdict", "error_category", "flag_note"],
+    )
+    for column in ("flagged", "skipped"):
+        frame[column] = pd.to_numeric(frame[column]).eq(1)
     frame["evaluator_kind"] = "expert"
     # One label per (step, expert): the latest wins when the same expert met the step in two
     # batches; a second vote by the same person is not a second rater.

@@ -71,7 +71,7 @@ def test_next_item_then_save_label_then_next(api_client, assigned, clinician):
     )
     # then
     assert saved.status_code == 200
-    assert saved.json() == {"position": 1, "revision": 1, "elapsed_ms": 1200}
+    assert saved.json() == {"position": 1, "revision": 1, "elapsed_ms": 1200, "done": 1}
     again = client.get(_item_url(mine, 1)).json()
     assert again["label"]["verdict"] == "error"
     assert client.get(f"/api/my/assignments/{mine.public_id}/next/").json()["position"] == 2

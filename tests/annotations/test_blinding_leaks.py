@@ -99,6 +99,12 @@ ALLOWED_KEYS = {
     "code",
     "message",
     "extra",
+    # issue 13, reviewed: the clinician's own skip and flag, and counts of their own work
+    "flagged",
+    "flag_note",
+    "skipped",
+    "n_skipped",
+    "labelled",
 }
 FORBIDDEN_WORDS = (
     "stratum",

@@ -3,6 +3,8 @@
 import re
 
 import pytest
+from axe import assert_no_serious_axe_violations
+from browsing import submit_by_keyboard
 
 from annotations.models import Assignment, Label, TraceRating
 
@@ -134,12 +136,9 @@ def test_clinician_labels_by_keyboard_resumes_revises_and_submits(
     _wait_position(page, pid, 12)
     page.keyboard.press("3")
     page.keyboard.press("Enter")
-    # then the submit button appears and takes the focus; Enter submits
+    # then the submit box appears, but neither takes the focus nor submits on Enter
     page.locator("#submit-box:not([hidden])").wait_for()
-    # a function, not an expression string: Playwright evals a string in the page (CSP: no eval)
-    page.wait_for_function("() => document.activeElement.id === 'submit-button'")
-    page.keyboard.press("Enter")
-    page.wait_for_url(re.compile(r"/my/$"))
+    submit_by_keyboard(page, labelled=12, skipped=0, flagged=0)
     assert page.get_by_text("Submitted").is_visible()
     one_assignment.refresh_from_db()
     assert one_assignment.submitted_at is not None
@@ -162,6 +161,7 @@ def test_participant_rates_traces_by_keyboard(page, rating_assigned, clinician, 
         if position == 1:
             page.get_by_text("Saved ✓").wait_for()
             page.screenshot(path=str(artifacts_dir / "rating.png"), full_page=True)
+            assert_no_serious_axe_violations(page)
         page.keyboard.press("Enter")
         if position < total:
             _wait_position(page, pid, position + 1)
@@ -170,10 +170,7 @@ def test_participant_rates_traces_by_keyboard(page, rating_assigned, clinician, 
             page.reload()
             _wait_position(page, pid, 4)
     page.locator("#submit-box:not([hidden])").wait_for()
-    # a function, not an expression string: Playwright evals a string in the page (CSP: no eval)
-    page.wait_for_function("() => document.activeElement.id === 'submit-button'")
-    page.keyboard.press("Enter")
-    page.wait_for_url(re.compile(r"/my/$"))
+    submit_by_keyboard(page, labelled=total, skipped=0, flagged=0)
     # then
     ratings = TraceRating.objects.filter(assignment=mine)
     assert ratings.count() == total

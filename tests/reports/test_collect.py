@@ -1,5 +1,6 @@
 import pytest
 from django.apps import apps
+from django.utils import timezone
 
 from auditapp.agreement.formats import answers_validate, labels_validate
 from auditapp.reports.collect import (
@@ -103,3 +104,25 @@ def test_collect_on_postgres_uses_copy_and_matches(demo_audit):
     assert len(tables.labels) == 264
     assert tables.answers["sample_index"].dtype.kind == "i"
     assert set(tables.labels["verdict"]) <= {"correct", "error"}
+
+
+def test_collect_expert_labels_carry_flag_note_and_skip(expert_labels):
+    from annotations.models import Label
+
+    # given one expert label flagged with a note, and one labelled after a skip
+    first, second = Label.objects.filter(assignment__batch__audit=expert_labels).order_by("pk")[:2]
+    Label.objects.filter(pk=first.pk).update(flagged=True, flag_note="unclear dose")
+    second.assignment_item.skipped_at = timezone.now()
+    second.assignment_item.save(update_fields=["skipped_at"])
+    # when
+    labels, _ = labels_collect(expert_labels)
+    # then the three columns say so for those two and only those
+    experts = labels[labels["evaluator_kind"] == "expert"]
+    flagged = experts[experts["flagged"].astype(bool)]
+    assert list(flagged["flag_note"]) == ["unclear dose"]
+    assert int(experts["skipped"].astype(bool).sum()) == 1
+    assert set(experts["flagged"]) == {True, False}
+    # and the other evaluators leave them empty
+    others = labels[labels["evaluator_kind"] != "expert"]
+    assert others[["flagged", "flag_note", "skipped"]].isna().all().all()
+    labels_validate(labels)
