@@ -1,0 +1,466 @@
+"""A visitor's way through a study link: consent → instructions → practice → items (with
+attention checks at set places) → questionnaire → completion code.
+
+Enrolment makes the participant's account and assignment at the moment of consent, in
+enrolment order: participant *i* takes row *i* of the audit's Williams Latin square over trace
+types (annotations.services.batches), so the types are balanced per position once the link has
+a multiple of the square's rows. Two tabs or a double-posted consent enrol once: the database
+holds one participant per (link, platform id), and the losing request finds the winner's row.
+"""
+
+import re
+import secrets
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.contrib.auth.models import Group
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from annotations.models import Assignment, AssignmentItem, Audit, BatchItem, TraceRating
+from annotations.roles import Role
+from annotations.services.batches import _latin_square_order, williams_square
+from annotations.services.labels import assignment_submit, rating_save
+from annotations.services.randomness import public_ids, seeded_random
+from auditapp.exceptions import ApplicationError, ConflictError, NotFoundError
+from studies.models import Participant, Study, StudyItem, StudyLink, StudyResponse
+
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,32}$")
+# Prolific ids are 24 hex characters, SONA and MTurk ids shorter; 64 leaves room and keeps
+# anything that could be markup, a path or a formula out.
+PLATFORM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_ELAPSED_MS = 3 * 3600 * 1000
+
+
+class StudyUnavailable(ConflictError):
+    """The link exists but takes nobody now: full, closed, not yet open or expired."""
+
+    status_code = 410
+
+
+# --- the link ------------------------------------------------------------------------------
+def link_get(*, token: str) -> StudyLink:
+    """The link by its token, with its study and audit; a tampered token is 'not found'."""
+    if not isinstance(token, str) or not TOKEN_RE.fullmatch(token):
+        raise NotFoundError("This study link is not valid. Check that it was copied whole.")
+    link = StudyLink.objects.select_related("study__audit", "batch").filter(token=token).first()
+    if link is None:
+        raise NotFoundError("This study link is not valid. Check that it was copied whole.")
+    return link
+
+
+def link_check_open(*, link: StudyLink, now: datetime | None = None) -> None:
+    now = now or timezone.now()
+    if link.closed_at is not None:
+        raise StudyUnavailable("This study is closed.", code="closed")
+    if link.opens_at and now < link.opens_at:
+        raise StudyUnavailable(
+            f"This study opens on {link.opens_at:%d %B %Y at %H:%M} UTC.", code="not_open"
+        )
+    if link.closes_at and now >= link.closes_at:
+        raise StudyUnavailable("This study has ended: the link has expired.", code="expired")
+    if link.enrolled_count >= link.capacity:
+        raise StudyUnavailable("This study is full: every place is taken.", code="full")
+
+
+def platform_id_check(*, link: StudyLink, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ApplicationError(
+            f"The link lacks your participant id ({link.platform_param}). Open it from the "
+            "study platform again.",
+            code="platform_id_missing",
+        )
+    if len(value) > 64:
+        raise ApplicationError("That participant id is too long.", code="platform_id")
+    if not PLATFORM_ID_RE.fullmatch(value):
+        raise ApplicationError(
+            "That participant id has characters an id never has (letters, digits, - and _ only).",
+            code="platform_id",
+        )
+    return value
+
+
+def link_opened(*, link: StudyLink) -> None:
+    StudyLink.objects.filter(pk=link.pk).update(opened_count=F("opened_count") + 1)
+
+
+def link_declined(*, link: StudyLink) -> None:
+    """Someone declined consent: a count, and nothing else about them."""
+    StudyLink.objects.filter(pk=link.pk).update(declined_count=F("declined_count") + 1)
+
+
+# --- enrolment -----------------------------------------------------------------------------
+def participant_find(*, link: StudyLink, platform_id: str) -> Participant | None:
+    return (
+        Participant.objects.select_related("user", "assignment")
+        .filter(link=link, platform_id=platform_id)
+        .first()
+    )
+
+
+def participant_enrol(*, link: StudyLink, platform_id: str) -> tuple[Participant, bool]:
+    """The participant of ``platform_id`` on ``link``: the existing one (resume, never a second
+    assignment) or a new one with an account and an assignment made now. ``created`` says
+    which."""
+    existing = participant_find(link=link, platform_id=platform_id)
+    if existing is not None:
+        return existing, False
+    link_check_open(link=link)
+    try:
+        with transaction.atomic():
+            return _enrol(link, platform_id), True
+    except IntegrityError:
+        # Two tabs, or consent posted twice: the other request enrolled this id first.
+        existing = participant_find(link=link, platform_id=platform_id)
+        if existing is None:
+            raise
+        return existing, False
+
+
+def _participant_user():
+    user = get_user_model().objects.create(
+        username=f"p-{secrets.token_hex(8)}",
+        password=make_password(None),  # unusable: they come back through the link only
+        is_active=True,
+    )
+    group, _ = Group.objects.get_or_create(name=Role.PARTICIPANT.value)
+    get_user_model().groups.through.objects.create(user_id=user.pk, group_id=group.pk)
+    return user
+
+
+def _take_slot(link: StudyLink) -> int:
+    """The next enrolment index, or StudyUnavailable. The UPDATE row-locks the link until the
+    enrolment commits (capacity and order are exact under concurrency), so it comes as late
+    in the transaction as it can: the lock is held for a few statements only."""
+    table = connection.ops.quote_name(StudyLink._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET enrolled_count = enrolled_count + 1 "
+            "WHERE id = %s AND enrolled_count < capacity AND closed_at IS NULL "
+            "RETURNING enrolled_count",
+            [link.pk],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        link.refresh_from_db()
+        link_check_open(link=link)
+        raise StudyUnavailable("This study is full: every place is taken.", code="full")
+    return row[0] - 1
+
+
+def _units(link: StudyLink) -> list[BatchItem]:
+    return list(
+        BatchItem.objects.filter(batch_id=link.batch_id, is_gold=False, trace__isnull=False)
+        .select_related("trace")
+        .only("pk", "batch_id", "trace__trace_type")
+        .order_by("pk")
+    )
+
+
+def participant_order(*, link: StudyLink, index: int, units: list[BatchItem]) -> list[BatchItem]:
+    """Participant ``index``'s items in order: their share (all, or ``items_per_participant``
+    dealt in turn from each trace type), ordered by row ``index`` of the Williams square."""
+    seed = link.study.audit.blinding_seed
+    types = sorted({u.trace.trace_type for u in units})
+    own = units
+    if link.items_per_participant is not None:
+        by_type: dict[str, list[BatchItem]] = defaultdict(list)
+        for unit in units:
+            by_type[unit.trace.trace_type].append(unit)
+        deal = seeded_random(seed, f"study-link:{link.pk}:deal")
+        each = link.items_per_participant // len(types)
+        own = []
+        for trace_type in types:
+            group = by_type[trace_type]
+            deal.shuffle(group)
+            own += [group[(index * each + j) % len(group)] for j in range(each)]
+    square = williams_square(len(types))
+    rng = seeded_random(seed, f"study-link:{link.pk}:order:{index}")
+    return _latin_square_order(own, square[index % len(square)], types, rng)
+
+
+def _enrol(link: StudyLink, platform_id: str) -> Participant:
+    user = _participant_user()
+    units = _units(link)
+    index = _take_slot(link)
+    order = participant_order(link=link, index=index, units=units)
+    seed = link.study.audit.blinding_seed
+    (public_id,) = public_ids(
+        seeded_random(seed, f"assignment-id:{link.batch_id}:{user.pk}:study:{link.pk}"), 1
+    )
+    assignment = Assignment.objects.create(
+        batch_id=link.batch_id, annotator=user, public_id=public_id
+    )
+    AssignmentItem.objects.bulk_create(
+        [
+            AssignmentItem(assignment=assignment, position=i, batch_item=unit)
+            for i, unit in enumerate(order, start=1)
+        ]
+    )
+    return Participant.objects.create(
+        link=link,
+        platform_id=platform_id,
+        user=user,
+        assignment=assignment,
+        enrolment_index=index,
+        n_items=len(order),
+        consented_at=timezone.now(),
+    )
+
+
+# --- where a participant is ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Slot:
+    """One place in the participant's sequence: an assignment item or an attention check."""
+
+    number: int  # 1-based, what the participant sees ("3 of 18")
+    position: int | None  # the assignment item's position (items)
+    check: StudyItem | None  # the attention check (checks)
+
+
+def participant_slots(*, participant: Participant, checks: list[StudyItem]) -> list[Slot]:
+    """Items in assignment order with each attention check at its position (checks asking for
+    a place past the end come last)."""
+    total = participant.n_items + len(checks)
+    at = {}
+    for check in sorted(checks, key=lambda c: c.position):
+        place = min(check.position, total)
+        while place in at:
+            place -= 1
+        at[place] = check
+    slots, position = [], 0
+    for number in range(1, total + 1):
+        if number in at:
+            slots.append(Slot(number, None, at[number]))
+        else:
+            position += 1
+            slots.append(Slot(number, position, None))
+    return slots
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: str  # instructions | practice | items | questionnaire | done
+    practice: StudyItem | None  # the practice item to show next
+    slot: Slot | None  # the item or check to show next
+    total: int  # slots in all
+    done: int  # slots done
+
+
+def _study_items(study: Study) -> tuple[list[StudyItem], list[StudyItem]]:
+    items = list(study.items.all())
+    practice = [i for i in items if i.kind == StudyItem.Kind.PRACTICE]
+    checks = [i for i in items if i.kind == StudyItem.Kind.ATTENTION]
+    return practice, checks
+
+
+def participant_progress(*, participant: Participant) -> Progress:
+    study = participant.link.study
+    practice, checks = _study_items(study)
+    slots = participant_slots(participant=participant, checks=checks)
+    if participant.completed_at is not None:
+        return Progress("done", None, None, len(slots), len(slots))
+    answered = set(participant.responses.values_list("item_id", flat=True))
+    rated = set(
+        TraceRating.objects.filter(assignment_id=participant.assignment_id).values_list(
+            "assignment_item__position", flat=True
+        )
+    )
+    done = [s for s in slots if (s.check.pk in answered if s.check else s.position in rated)]
+    if participant.instructions_seen_at is None:
+        return Progress("instructions", None, None, len(slots), len(done))
+    open_practice = [p for p in practice if p.pk not in answered]
+    if open_practice:
+        return Progress("practice", open_practice[0], None, len(slots), len(done))
+    pending = [s for s in slots if s not in done]
+    if pending:
+        return Progress("items", None, pending[0], len(slots), len(done))
+    if study.questionnaire and participant.questionnaire_answers is None:
+        return Progress("questionnaire", None, None, len(slots), len(done))
+    return Progress("done", None, None, len(slots), len(done))
+
+
+def participant_for_user(*, link: StudyLink, user) -> Participant:
+    """The signed-in visitor's participation on this link, or 404 (someone else's link)."""
+    if not user.is_authenticated:
+        raise NotFoundError("Open the study link from the study platform to continue.")
+    participant = (
+        Participant.objects.select_related("assignment", "user")
+        .filter(link=link, user=user)
+        .first()
+    )
+    if participant is None:
+        raise NotFoundError("Open the study link from the study platform to continue.")
+    participant.link = link  # already loaded with its study and audit
+    return participant
+
+
+# --- answers -------------------------------------------------------------------------------
+def elapsed_since(shown_at_ms: object) -> int:
+    """Time on the page from the time it was shown (the page's own hidden field)."""
+    try:
+        shown = int(shown_at_ms)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 0
+    return max(0, min(MAX_ELAPSED_MS, int(time.time() * 1000) - shown))
+
+
+def likert_answers(*, audit: Audit, data) -> dict[str, int]:
+    """The Likert answers posted (``likert-<key>``): every item answered, within its scale."""
+    answers = {}
+    for item in audit.likert_items:
+        key = str(item["key"])
+        low, high = int(item.get("min", 1)), int(item.get("max", 5))
+        raw = data.get(f"likert-{key}")
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise ApplicationError(
+                f"Answer “{item.get('label', key)}” to go on.", code="answers"
+            ) from None
+        if not low <= value <= high:
+            raise ApplicationError(f"Choose a value from {low} to {high}.", code="answers")
+        answers[key] = value
+    return answers
+
+
+def _passed(item: StudyItem, answers: dict) -> bool:
+    return all(answers.get(key) == value for key, value in item.answers.items())
+
+
+@transaction.atomic
+def instructions_done(*, participant: Participant) -> None:
+    now = timezone.now()
+    Participant.objects.filter(pk=participant.pk, instructions_seen_at__isnull=True).update(
+        instructions_seen_at=now
+    )
+    participant.instructions_seen_at = participant.instructions_seen_at or now
+
+
+def practice_answer(
+    *, participant: Participant, item: StudyItem, answers: dict, elapsed_ms: int = 0
+) -> StudyResponse:
+    """Keep the practice answer (the first one counts; a second post returns it)."""
+    if item.kind != StudyItem.Kind.PRACTICE or item.study_id != participant.link.study_id:
+        raise NotFoundError("No such practice item.")
+    response, _ = _response_once(participant, item, answers, elapsed_ms)
+    return response
+
+
+def _response_once(
+    participant: Participant, item: StudyItem, answers: dict, elapsed_ms: int
+) -> tuple[StudyResponse, bool]:
+    try:
+        with transaction.atomic():
+            return StudyResponse.objects.create(
+                participant=participant,
+                item=item,
+                answers=answers,
+                passed=_passed(item, answers),
+                elapsed_ms=elapsed_ms,
+            ), True
+    except IntegrityError:  # two tabs: the first answer stands
+        return StudyResponse.objects.get(participant=participant, item=item), False
+
+
+@transaction.atomic
+def slot_answer(
+    *,
+    participant: Participant,
+    slot: Slot,
+    answers: dict,
+    comment: str = "",
+    elapsed_ms: int = 0,
+) -> None:
+    """Save the answer to an item (the audit's rating) or an attention check. A failed check
+    past the study's allowance flags the participant as excluded; their data stay."""
+    if participant.completed_at is not None:
+        raise ConflictError("You have already finished this study.", code="completed")
+    if slot.check is None:
+        rating_save(
+            annotator=participant.user,
+            assignment_public_id=participant.assignment.public_id,
+            position=slot.position,
+            answers=answers,
+            comment=comment[:5000],
+            elapsed_ms=elapsed_ms,
+        )
+        return
+    response, created = _response_once(participant, slot.check, answers, elapsed_ms)
+    if not created or response.passed:
+        return
+    # Locked: two failed checks posted at once both count, and the flag is set once.
+    locked = Participant.objects.select_for_update().get(pk=participant.pk)
+    locked.attention_failures += 1
+    fields = ["attention_failures"]
+    allowed = participant.link.study.max_attention_failures
+    if locked.attention_failures > allowed and locked.excluded_at is None:
+        locked.excluded_at = timezone.now()
+        locked.excluded_reason = (
+            f"failed {locked.attention_failures} attention check"
+            f"{'s' if locked.attention_failures != 1 else ''} (allowed {allowed})"
+        )
+        fields += ["excluded_at", "excluded_reason"]
+    locked.save(update_fields=fields)
+    participant.attention_failures = locked.attention_failures
+    participant.excluded_at = locked.excluded_at
+
+
+def questionnaire_answers(*, study: Study, data) -> dict:
+    out = {}
+    for question in study.questionnaire:
+        key, kind = question["key"], question["kind"]
+        raw = (data.get(f"q-{key}") or "").strip()
+        if not raw:
+            if question.get("required"):
+                raise ApplicationError(f"Please answer: {question['text']}", code="questionnaire")
+            out[key] = None
+            continue
+        if kind == "choice" and raw not in question["choices"]:
+            raise ApplicationError(f"Choose one of the answers to: {question['text']}")
+        if kind == "scale":
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ApplicationError(f"Choose a number for: {question['text']}") from None
+            if not question["min"] <= value <= question["max"]:
+                raise ApplicationError(f"Choose a number for: {question['text']}")
+            out[key] = value
+            continue
+        out[key] = raw[:2000]
+    return out
+
+
+def questionnaire_save(*, participant: Participant, answers: dict) -> None:
+    """The first answers stand (a second post changes nothing)."""
+    Participant.objects.filter(pk=participant.pk, questionnaire_answers__isnull=True).update(
+        questionnaire_answers=answers
+    )
+
+
+@transaction.atomic
+def participant_complete(*, participant: Participant) -> Participant:
+    """Mark the participant complete and submit their assignment; idempotent."""
+    locked = Participant.objects.select_for_update().get(pk=participant.pk)
+    if locked.completed_at is None:
+        assignment_submit(
+            annotator=participant.user, assignment_public_id=participant.assignment.public_id
+        )
+        locked.completed_at = timezone.now()
+        locked.save(update_fields=["completed_at"])
+    participant.completed_at = locked.completed_at
+    return participant
+
+
+def items_started(*, participant: Participant) -> None:
+    if participant.items_started_at is None:
+        now = timezone.now()
+        Participant.objects.filter(pk=participant.pk, items_started_at__isnull=True).update(
+            items_started_at=now
+        )
+        participant.items_started_at = now
