@@ -12,6 +12,7 @@ import time
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import login
+from django.db import transaction
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -451,6 +452,26 @@ def study_csv(request, slug: str):
     return response
 
 
+def _study_and_link_create(request, audit, form, batches, study) -> None:
+    data = form.cleaned_data
+    settings = form.study_settings()
+    if settings or study is None:
+        setup.study_configure(audit=audit, settings=settings)
+    setup.study_link_create(
+        audit=audit,
+        batch=next(b for b in batches if str(b.pk) == data["batch"]),
+        capacity=data["capacity"],
+        created_by=request.user,
+        name=data["name"],
+        opens_at=data["opens_at"],
+        closes_at=data["closes_at"],
+        platform_param=data["platform_param"],
+        completion_code=data["completion_code"],
+        completion_url=data["completion_url"],
+        items_per_participant=data["items_per_participant"],
+    )
+
+
 @staff_member_required
 @require_http_methods(["GET", "POST"])
 def study_link_new(request, slug: str):
@@ -459,24 +480,9 @@ def study_link_new(request, slug: str):
     study = Study.objects.filter(audit=audit).first()
     form = StudyLinkForm(request.POST or None, batches=batches)
     if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
         try:
-            settings = form.study_settings()
-            if settings or study is None:
-                setup.study_configure(audit=audit, settings=settings)
-            setup.study_link_create(
-                audit=audit,
-                batch=next(b for b in batches if str(b.pk) == data["batch"]),
-                capacity=data["capacity"],
-                created_by=request.user,
-                name=data["name"],
-                opens_at=data["opens_at"],
-                closes_at=data["closes_at"],
-                platform_param=data["platform_param"],
-                completion_code=data["completion_code"],
-                completion_url=data["completion_url"],
-                items_per_participant=data["items_per_participant"],
-            )
+            with transaction.atomic():  # a refused link leaves no half-made study behind
+                _study_and_link_create(request, audit, form, batches, study)
         except ApplicationError as exc:
             form.add_error(None, exc.message)
         else:
