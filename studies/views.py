@@ -110,8 +110,10 @@ def study_entry(request, token: str):
     )
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def study_consent(request, token: str):
+    if request.method == "GET":  # a reload after consenting: wherever they are now
+        return redirect("studies:resume", token=token)
     try:
         link = flow.link_get(token=token)
         platform_id = flow.platform_id_check(link=link, value=request.POST.get("platform_id"))
