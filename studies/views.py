@@ -11,13 +11,15 @@ import time
 
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.contrib.auth import login
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, login
 from django.db import transaction
 from django.http import HttpResponse
+from django.middleware.csrf import rotate_token
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
+from accounts.middleware import session_mark_signed_in
 from annotations.models import Audit
 from annotations.selectors.blinded import item_get_blinded
 from annotations.services.markdown import markdown_to_html
@@ -37,6 +39,7 @@ from studies.services.people import (
 )
 
 LOGIN_BACKEND = "django.contrib.auth.backends.ModelBackend"
+OPENED_COOKIE = "studies_opened"
 
 
 def _problem_page(request, error: ApplicationError, *, title: str = "This link cannot be used"):
@@ -66,14 +69,30 @@ def _stage_url(token: str, progress: flow.Progress) -> str:
 
 
 def _participant(request, token: str) -> tuple[StudyLink, Participant]:
-    link = flow.link_get(token=token)
-    return link, flow.participant_for_user(link=link, user=request.user)
+    participant = flow.participant_for_user(token=token, user=request.user)
+    return participant.link, participant
 
 
 def _enter(request, participant: Participant) -> None:
-    if request.user.is_authenticated and request.user.pk == participant.user_id:
+    """Sign the visitor in as their participant account.
+
+    What ``login()`` does to the session (a new key, the user, a new CSRF token, the session
+    clocks) without its ``user_logged_in`` signal: that signal is for password sign-ins —
+    django-axes logs each one and sweeps its table, and ``last_login`` is written — three
+    statements per enrolment that protect nothing here (the link is not a password)."""
+    user = participant.user
+    if request.user.is_authenticated and request.user.pk == user.pk:
         return
-    login(request, participant.user, backend=LOGIN_BACKEND)
+    if SESSION_KEY in request.session:
+        request.session.flush()  # someone else's session: nothing of it carries over
+    else:
+        request.session.cycle_key()
+    request.session[SESSION_KEY] = user._meta.pk.value_to_string(user)
+    request.session[BACKEND_SESSION_KEY] = LOGIN_BACKEND
+    request.session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session_mark_signed_in(request=request)
+    request.user = user
+    rotate_token(request)
 
 
 @require_http_methods(["GET"])
@@ -94,11 +113,13 @@ def study_entry(request, token: str):
         flow.link_check_open(link=link)
     except ApplicationError as exc:
         return _problem_page(request, exc)
-    seen = request.session.get("studies_opened", [])
-    if link.pk not in seen:  # a count of visitors, nothing about them
+    # A count of visitors, nothing about them. Seen links are remembered in a cookie, not the
+    # session: a visitor who has not consented has no session row at all.
+    seen = [v for v in request.COOKIES.get(OPENED_COOKIE, "").split(".") if v.isdigit()]
+    first_visit = str(link.pk) not in seen
+    if first_visit:
         flow.link_opened(link=link)
-        request.session["studies_opened"] = [*seen, link.pk][-20:]
-    return render(
+    response = render(
         request,
         "studies/consent.html",
         {
@@ -108,6 +129,17 @@ def study_entry(request, token: str):
             "platform_id": platform_id,
         },
     )
+    if first_visit:
+        value = ".".join([*seen, str(link.pk)][-20:])
+        response.set_cookie(
+            OPENED_COOKIE,
+            value,
+            max_age=30 * 86400,
+            secure=request.is_secure(),
+            httponly=True,
+            samesite="Lax",
+        )
+    return response
 
 
 @require_http_methods(["GET", "POST"])
@@ -254,7 +286,8 @@ def study_item(request, token: str, number: int):
         except ApplicationError as exc:
             error = exc.message
         else:
-            return redirect(_stage_url(token, flow.participant_progress(participant=participant)))
+            after = flow.progress_after(participant=participant, progress=progress, slot=slot)
+            return redirect(_stage_url(token, after))
     if slot.check is None:
         item = item_get_blinded(
             clinician=participant.user,

@@ -250,53 +250,105 @@ class Progress:
     slot: Slot | None  # the item or check to show next
     total: int  # slots in all
     done: int  # slots done
+    answered: frozenset[int] = frozenset()  # study items answered (practice, checks)
+    rated: frozenset[int] = frozenset()  # assignment positions rated
+
+
+# A study's practice items and checks change only through study_configure, which saves the
+# study (a new updated_at): cached per process under that stamp, so the item loop reads them
+# once instead of once a request.
+_ITEMS_CACHE: dict[tuple[int, str], tuple[list[StudyItem], list[StudyItem]]] = {}
 
 
 def _study_items(study: Study) -> tuple[list[StudyItem], list[StudyItem]]:
-    items = list(study.items.all())
-    practice = [i for i in items if i.kind == StudyItem.Kind.PRACTICE]
-    checks = [i for i in items if i.kind == StudyItem.Kind.ATTENTION]
-    return practice, checks
+    key = (study.pk, study.updated_at.isoformat())
+    cached = _ITEMS_CACHE.get(key)
+    if cached is None:
+        items = list(study.items.order_by("kind", "position"))
+        practice = [i for i in items if i.kind == StudyItem.Kind.PRACTICE]
+        checks = [i for i in items if i.kind == StudyItem.Kind.ATTENTION]
+        if len(_ITEMS_CACHE) > 256:
+            _ITEMS_CACHE.clear()
+        cached = _ITEMS_CACHE[key] = (practice, checks)
+    return cached
 
 
-def participant_progress(*, participant: Participant) -> Progress:
+def participant_progress(
+    *,
+    participant: Participant,
+    answered: set[int] | None = None,
+    rated: set[int] | None = None,
+) -> Progress:
+    """Where the participant is: the first thing not done, in study order. ``answered`` and
+    ``rated`` (what a previous call returned, plus what was just saved) spare the reads."""
     study = participant.link.study
     practice, checks = _study_items(study)
     slots = participant_slots(participant=participant, checks=checks)
     if participant.completed_at is not None:
         return Progress("done", None, None, len(slots), len(slots))
-    answered = set(participant.responses.values_list("item_id", flat=True))
-    rated = set(
-        TraceRating.objects.filter(assignment_id=participant.assignment_id).values_list(
-            "assignment_item__position", flat=True
-        )
-    )
+    if answered is None or rated is None:
+        answered, rated = _done_sets(participant)
     done = [s for s in slots if (s.check.pk in answered if s.check else s.position in rated)]
+    state = {"total": len(slots), "done": len(done)}
+    state |= {"answered": frozenset(answered), "rated": frozenset(rated)}
     if participant.instructions_seen_at is None:
-        return Progress("instructions", None, None, len(slots), len(done))
+        return Progress("instructions", None, None, **state)
     open_practice = [p for p in practice if p.pk not in answered]
     if open_practice:
-        return Progress("practice", open_practice[0], None, len(slots), len(done))
+        return Progress("practice", open_practice[0], None, **state)
     pending = [s for s in slots if s not in done]
     if pending:
-        return Progress("items", None, pending[0], len(slots), len(done))
+        return Progress("items", None, pending[0], **state)
     if study.questionnaire and participant.questionnaire_answers is None:
-        return Progress("questionnaire", None, None, len(slots), len(done))
-    return Progress("done", None, None, len(slots), len(done))
+        return Progress("questionnaire", None, None, **state)
+    return Progress("done", None, None, **state)
 
 
-def participant_for_user(*, link: StudyLink, user) -> Participant:
-    """The signed-in visitor's participation on this link, or 404 (someone else's link)."""
-    if not user.is_authenticated:
-        raise NotFoundError("Open the study link from the study platform to continue.")
-    participant = (
-        Participant.objects.select_related("assignment", "user")
-        .filter(link=link, user=user)
-        .first()
+def _done_sets(participant: Participant) -> tuple[set[int], set[int]]:
+    """The study items answered and the assignment positions rated, in one statement."""
+    names = {
+        "rating": TraceRating._meta.db_table,
+        "item": AssignmentItem._meta.db_table,
+        "response": StudyResponse._meta.db_table,
+    }
+    t = {k: connection.ops.quote_name(v) for k, v in names.items()}
+    sql = (
+        f"SELECT 0, ai.position FROM {t['rating']} r"
+        f" JOIN {t['item']} ai ON ai.id = r.assignment_item_id WHERE r.assignment_id = %s"
+        f" UNION ALL SELECT 1, x.item_id FROM {t['response']} x WHERE x.participant_id = %s"
     )
+    answered, rated = set(), set()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [participant.assignment_id, participant.pk])
+        for kind, value in cursor.fetchall():
+            (answered if kind else rated).add(value)
+    return answered, rated
+
+
+def progress_after(*, participant: Participant, progress: Progress, slot: Slot) -> Progress:
+    """Where the participant is once ``slot`` is answered (no reads)."""
+    answered, rated = set(progress.answered), set(progress.rated)
+    if slot.check is not None:
+        answered.add(slot.check.pk)
+    else:
+        rated.add(slot.position)
+    return participant_progress(participant=participant, answered=answered, rated=rated)
+
+
+def participant_for_user(*, token: str, user) -> Participant:
+    """The signed-in visitor's participation on the link of ``token``, with the link, study
+    and audit, in one read; 404 for a tampered token or someone else's link."""
+    participant = None
+    if user.is_authenticated and isinstance(token, str) and TOKEN_RE.fullmatch(token):
+        participant = (
+            Participant.objects.select_related("link__study__audit", "link__batch", "assignment")
+            .filter(link__token=token, user=user)
+            .first()
+        )
     if participant is None:
+        link_get(token=token)  # a tampered token says so; a real one:
         raise NotFoundError("Open the study link from the study platform to continue.")
-    participant.link = link  # already loaded with its study and audit
+    participant.user = user
     return participant
 
 
@@ -368,7 +420,6 @@ def _response_once(
         return StudyResponse.objects.get(participant=participant, item=item), False
 
 
-@transaction.atomic
 def slot_answer(
     *,
     participant: Participant,
@@ -391,7 +442,12 @@ def slot_answer(
             elapsed_ms=elapsed_ms,
         )
         return
-    response, created = _response_once(participant, slot.check, answers, elapsed_ms)
+    with transaction.atomic():
+        _check_answer(participant, slot.check, answers, elapsed_ms)
+
+
+def _check_answer(participant: Participant, check: StudyItem, answers: dict, elapsed_ms: int):
+    response, created = _response_once(participant, check, answers, elapsed_ms)
     if not created or response.passed:
         return
     # Locked: two failed checks posted at once both count, and the flag is set once.
