@@ -9,11 +9,13 @@ What it does, bounded and only on 127.0.0.1:
    demo traces under four trace types, a batch of 16 traces (four of each type), a study
    (consent, instructions) and one link with room for everyone — all through the services.
 2. gunicorn serving the production settings (DEBUG off), several workers × threads.
-3. Every participant starts at the same moment: GET the link with its PROLIFIC_PID (the
-   consent page), POST consent (account + assignment made now: "enrolment"), the
-   instructions, then for each of the 16 items GET the page and POST the rating (the POST is
-   "per rating"), a think time between items (``--think`` seconds ± half, so people drift
-   apart as they do), then the completion page, whose code is checked.
+3. All participants are released together and arrive within ``--arrival`` seconds (uniform;
+   0: the same instant — a recruitment platform's launch sends its first hundred within
+   seconds, not within one millisecond): GET the link with its PROLIFIC_PID (the consent
+   page), POST consent (account + assignment made now: "enrolment"), the instructions, then
+   for each of the 16 items GET the page and POST the rating (the POST is "per rating"), a
+   think time between items (``--think`` seconds ± half: reading a whole trace and rating it
+   takes people far longer), then the completion page, whose code is checked.
    Every unexpected status, redirect or exception is an error.
 4. Afterwards, from the database: the trace type at each position of every assignment, and
    whether each type came equally often at each position (the Williams square filled in
@@ -161,7 +163,9 @@ class Stats:
 COOKIE_RE = re.compile(r"^(sessionid|csrftoken)=([^;]*)")
 
 
-async def participant(session, base: str, token: str, n: int, stats: Stats, start, think):
+async def participant(
+    session, base: str, token: str, n: int, stats: Stats, start, think: float, arrival: float
+):
     """One person through the link. Cookies by hand: the production cookies are Secure, and
     this runs over plain HTTP on 127.0.0.1."""
     rng = random.Random(n)
@@ -193,6 +197,7 @@ async def participant(session, base: str, token: str, n: int, stats: Stats, star
     pid = f"bench{n:04d}{secrets.token_hex(4)}"
     try:
         await start.wait()
+        await asyncio.sleep(rng.uniform(0, arrival))
         await call("link", "GET", f"/s/{token}/?PROLIFIC_PID={pid}")
         response, _ = await call(
             "enrolment",
@@ -235,7 +240,9 @@ async def participant(session, base: str, token: str, n: int, stats: Stats, star
         stats.errors.append(f"participant {n}: {exc!r}")
 
 
-async def run(base: str, token: str, participants: int, think: float) -> tuple[Stats, float]:
+async def run(
+    base: str, token: str, participants: int, think: float, arrival: float
+) -> tuple[Stats, float]:
     import aiohttp
 
     stats = Stats()
@@ -246,7 +253,7 @@ async def run(base: str, token: str, participants: int, think: float) -> tuple[S
         timeout=aiohttp.ClientTimeout(total=120),
     ) as session:
         tasks = [
-            asyncio.create_task(participant(session, base, token, n, stats, start, think))
+            asyncio.create_task(participant(session, base, token, n, stats, start, think, arrival))
             for n in range(participants)
         ]
         await asyncio.sleep(0.2)  # every task waiting at the start line
@@ -280,7 +287,10 @@ def _pct(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--participants", type=int, default=100)
-    parser.add_argument("--think", type=float, default=1.0, help="seconds between items (±50%)")
+    parser.add_argument("--think", type=float, default=5.0, help="seconds between items (±50%%)")
+    parser.add_argument(
+        "--arrival", type=float, default=10.0, help="everyone arrives within this many seconds"
+    )
     parser.add_argument("--port", type=int, default=21400)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=4)
@@ -298,7 +308,7 @@ def main() -> None:
         # Warm-up: each worker imports its views and opens its database connection (not
         # counted: a page that enrols nobody).
         asyncio.run(_warm(base, token, args.workers * args.threads))
-        stats, wall = asyncio.run(run(base, token, args.participants, args.think))
+        stats, wall = asyncio.run(run(base, token, args.participants, args.think, args.arrival))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -309,7 +319,8 @@ def main() -> None:
     print(
         f"PostgreSQL; gunicorn {args.workers} workers × {args.threads} threads on "
         f"{os.cpu_count()} CPUs (shared machine, load {os.getloadavg()[0]:.1f}); "
-        f"{args.participants} participants started at once, think time {args.think:.1f} s ± 50%"
+        f"{args.participants} participants arriving within {args.arrival:.0f} s, think time "
+        f"{args.think:.1f} s ± 50%"
     )
     print(
         f"enrolment (consent POST: account + assignment): p50 {_pct(lat['enrolment'], 0.5):.1f} ms"
@@ -323,9 +334,8 @@ def main() -> None:
         f"per rating (item POST, {len(lat['rating'])} ratings): p50 {_pct(lat['rating'], 0.5):.1f}"
         f" ms, p95 {_pct(lat['rating'], 0.95):.1f} ms   (target p95 < 50 ms)"
     )
-    print(
-        f"item pages (GET): p50 {_pct(lat['page'], 0.5):.1f} ms, p95 {_pct(lat['page'], 0.95):.1f} ms"
-    )
+    pages = lat["page"]
+    print(f"item pages (GET): p50 {_pct(pages, 0.5):.1f} ms, p95 {_pct(pages, 0.95):.1f} ms")
     print(f"total wall time: {wall:.1f} s; completed {stats.completed}/{args.participants}")
     print(f"errors: {len(stats.errors)}   (target 0)")
     for line in stats.errors[:10]:
