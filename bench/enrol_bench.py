@@ -248,7 +248,9 @@ async def run(
     stats = Stats()
     start = asyncio.Event()
     async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0),
+        # A new connection per request: gunicorn closes idle keep-alive connections after
+        # 2 s, and a think time is longer (reusing one the server just closed is a reset).
+        connector=aiohttp.TCPConnector(limit=0, force_close=True),
         cookie_jar=aiohttp.DummyCookieJar(),
         timeout=aiohttp.ClientTimeout(total=120),
     ) as session:
@@ -275,6 +277,25 @@ def balance() -> tuple[bool, dict[int, Counter], int]:
         per_position[position][trace_type] += 1
     exact = all(len(set(c.values())) == 1 and len(c) == 4 for c in per_position.values())
     return exact, per_position, Participant.objects.count()
+
+
+def _cpu_seconds(match: str) -> float:
+    """CPU seconds (user + system) of every process whose command line contains ``match``
+    (PostgreSQL backends show their database name in their process title)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+            if match.encode() not in cmdline:
+                continue
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            continue
+    return total / tick
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -308,7 +329,11 @@ def main() -> None:
         # Warm-up: each worker imports its views and opens its database connection (not
         # counted: a page that enrols nobody).
         asyncio.run(_warm(base, token, args.workers * args.threads))
+        db_name = urlparse(url).path.lstrip("/")
+        cpu_before = (_cpu_seconds(f"127.0.0.1:{args.port}"), _cpu_seconds(f" {db_name} "))
         stats, wall = asyncio.run(run(base, token, args.participants, args.think, args.arrival))
+        server_cpu = _cpu_seconds(f"127.0.0.1:{args.port}") - cpu_before[0]
+        db_cpu = _cpu_seconds(f" {db_name} ") - cpu_before[1]
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -337,6 +362,12 @@ def main() -> None:
     pages = lat["page"]
     print(f"item pages (GET): p50 {_pct(pages, 0.5):.1f} ms, p95 {_pct(pages, 0.95):.1f} ms")
     print(f"total wall time: {wall:.1f} s; completed {stats.completed}/{args.participants}")
+    requests = sum(len(v) for v in lat.values())
+    print(
+        f"CPU per request ({requests} requests): gunicorn {1000 * server_cpu / requests:.1f} ms,"
+        f" PostgreSQL {1000 * db_cpu / requests:.1f} ms — the latencies above include waiting"
+        " for a CPU on a machine shared with other work"
+    )
     print(f"errors: {len(stats.errors)}   (target 0)")
     for line in stats.errors[:10]:
         print("  ", line)
