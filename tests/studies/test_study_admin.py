@@ -334,3 +334,9 @@ def test_an_audit_without_a_study_has_an_empty_study_page(client, admin_user, st
     assert page.status_code == 200 and "No study yet" in page.content.decode()
     assert client.get("/studies/no-such-audit/").status_code == 404
     assert Audit.objects.count() == 1
+
+
+def test_the_admin_home_links_a_rating_audit_to_its_study(client, admin_user, study_audit):
+    client.force_login(admin_user)
+    body = client.get("/").content.decode()
+    assert f'href="/studies/{study_audit.slug}/"' in body
