@@ -157,10 +157,12 @@ def study_consent(request, token: str):
             )
         if request.POST.get("decision") != "accept":
             raise ApplicationError("Choose whether you agree to take part.", code="decision")
-        participant, _ = flow.participant_enrol(link=link, platform_id=platform_id)
+        participant, created = flow.participant_enrol(link=link, platform_id=platform_id)
     except ApplicationError as exc:
         return _problem_page(request, exc)
     _enter(request, participant)
+    if created:  # a newcomer's next page is known: spare them the hop through resume
+        return redirect("studies:instructions", token=token)
     return redirect("studies:resume", token=token)
 
 
