@@ -85,8 +85,9 @@ def _enter(request, participant: Participant) -> None:
         return
     if SESSION_KEY in request.session:
         request.session.flush()  # someone else's session: nothing of it carries over
-    else:
-        request.session.cycle_key()
+    elif request.session.session_key is not None:
+        request.session.cycle_key()  # an anonymous session: a new key (no fixation)
+    # else no session yet: the one saved with this answer is new anyway
     request.session[SESSION_KEY] = user._meta.pk.value_to_string(user)
     request.session[BACKEND_SESSION_KEY] = LOGIN_BACKEND
     request.session[HASH_SESSION_KEY] = user.get_session_auth_hash()
@@ -147,7 +148,7 @@ def study_consent(request, token: str):
     if request.method == "GET":  # a reload after consenting: wherever they are now
         return redirect("studies:resume", token=token)
     try:
-        link = flow.link_get(token=token)
+        link = flow.link_get_for_consent(token=token)
         platform_id = flow.platform_id_check(link=link, value=request.POST.get("platform_id"))
         if request.POST.get("decision") == "decline":
             if flow.participant_find(link=link, platform_id=platform_id) is None:

@@ -22,7 +22,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from annotations.models import Assignment, AssignmentItem, Audit, BatchItem, TraceRating
+from annotations.models import Assignment, AssignmentItem, Audit, BatchItem, Trace, TraceRating
 from annotations.roles import Role
 from annotations.services.batches import _latin_square_order, williams_square
 from annotations.services.labels import assignment_submit, rating_save
@@ -96,9 +96,12 @@ def link_declined(*, link: StudyLink) -> None:
 
 # --- enrolment -----------------------------------------------------------------------------
 def participant_find(*, link: StudyLink, platform_id: str) -> Participant | None:
+    # A newcomer is the common case: a plain look-up first (the join compiles for a while).
+    if not Participant.objects.filter(link_id=link.pk, platform_id=platform_id).exists():
+        return None
     return (
         Participant.objects.select_related("user", "assignment")
-        .filter(link=link, platform_id=platform_id)
+        .filter(link_id=link.pk, platform_id=platform_id)
         .first()
     )
 
@@ -134,16 +137,20 @@ def _participant_user():
 
 
 def _take_slot(link: StudyLink) -> int:
-    """The next enrolment index, or StudyUnavailable. The UPDATE row-locks the link until the
-    enrolment commits (capacity and order are exact under concurrency), so it comes as late
-    in the transaction as it can: the lock is held for a few statements only."""
+    """The next enrolment index, or StudyUnavailable. The UPDATE checks the link's row as it
+    is now (capacity, closed, dates: the link passed in may be a few seconds old) and
+    row-locks it until the enrolment commits (capacity and order are exact under
+    concurrency), so it comes as late in the transaction as it can: the lock is held for a
+    few statements only."""
     table = connection.ops.quote_name(StudyLink._meta.db_table)
+    now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET enrolled_count = enrolled_count + 1 "
-            "WHERE id = %s AND enrolled_count < capacity AND closed_at IS NULL "
-            "RETURNING enrolled_count",
-            [link.pk],
+            "WHERE id = %s AND enrolled_count < capacity AND closed_at IS NULL"
+            " AND (opens_at IS NULL OR opens_at <= %s) AND (closes_at IS NULL OR closes_at > %s)"
+            " RETURNING enrolled_count",
+            [link.pk, now, now],
         )
         row = cursor.fetchone()
     if row is None:
@@ -153,23 +160,41 @@ def _take_slot(link: StudyLink) -> int:
     return row[0] - 1
 
 
-def _units(link: StudyLink) -> list[BatchItem]:
-    return list(
-        BatchItem.objects.filter(batch_id=link.batch_id, is_gold=False, trace__isnull=False)
-        .select_related("trace")
-        .only("pk", "batch_id", "trace__trace_type")
-        .order_by("pk")
-    )
+@dataclass(frozen=True)
+class _Trace:
+    trace_type: str
 
 
-def participant_order(*, link: StudyLink, index: int, units: list[BatchItem]) -> list[BatchItem]:
+@dataclass(frozen=True)
+class _Unit:
+    """A batch item as the ordering needs it (what ``_latin_square_order`` reads)."""
+
+    pk: int
+    trace: _Trace
+
+
+def _units(link: StudyLink) -> list[_Unit]:
+    """The batch's traces with their types, in one plain statement (the ORM's join with
+    ``only()`` cost more CPU to compile than the whole rest of an enrolment's reads)."""
+    item = connection.ops.quote_name(BatchItem._meta.db_table)
+    trace = connection.ops.quote_name(Trace._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT bi.id, t.trace_type FROM {item} bi JOIN {trace} t ON t.id = bi.trace_id"
+            " WHERE bi.batch_id = %s AND NOT bi.is_gold ORDER BY bi.id",
+            [link.batch_id],
+        )
+        return [_Unit(pk, _Trace(trace_type)) for pk, trace_type in cursor.fetchall()]
+
+
+def participant_order(*, link: StudyLink, index: int, units: list) -> list:
     """Participant ``index``'s items in order: their share (all, or ``items_per_participant``
     dealt in turn from each trace type), ordered by row ``index`` of the Williams square."""
     seed = link.study.audit.blinding_seed
     types = sorted({u.trace.trace_type for u in units})
     own = units
     if link.items_per_participant is not None:
-        by_type: dict[str, list[BatchItem]] = defaultdict(list)
+        by_type: dict[str, list] = defaultdict(list)
         for unit in units:
             by_type[unit.trace.trace_type].append(unit)
         deal = seeded_random(seed, f"study-link:{link.pk}:deal")
@@ -198,7 +223,7 @@ def _enrol(link: StudyLink, platform_id: str) -> Participant:
     )
     AssignmentItem.objects.bulk_create(
         [
-            AssignmentItem(assignment=assignment, position=i, batch_item=unit)
+            AssignmentItem(assignment=assignment, position=i, batch_item_id=unit.pk)
             for i, unit in enumerate(order, start=1)
         ]
     )
@@ -354,6 +379,14 @@ def _link_cached(token: str) -> StudyLink | None:
             _LINK_CACHE.clear()
         _LINK_CACHE[token] = (now, link)
     return link
+
+
+def link_get_for_consent(*, token: str) -> StudyLink:
+    """The link for a consent post: possibly a few seconds old, which is safe because taking
+    the enrolment slot re-checks the row itself (``_take_slot``)."""
+    if not isinstance(token, str) or not TOKEN_RE.fullmatch(token):
+        return link_get(token=token)  # raises "not valid"
+    return _link_cached(token) or link_get(token=token)
 
 
 def participant_for_user(*, token: str, user) -> Participant:
