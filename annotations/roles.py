@@ -1,4 +1,7 @@
-"""The three roles. Admins are staff; researchers and clinicians are Django groups.
+"""The four roles. Admins are staff; researchers, clinicians and participants are Django groups.
+
+A participant (a non-expert rater, often enrolled through a study link) works like a clinician:
+only their own assignments, through the same blinded door.
 
 Every API call checks a role, so a user's group names are cached (Django's cache: Redis in
 production) and dropped the moment they can change: when the user is saved or deleted and when
@@ -19,6 +22,11 @@ class Role(StrEnum):
     ADMIN = "admin"
     RESEARCHER = "researcher"
     CLINICIAN = "clinician"
+    PARTICIPANT = "participant"
+
+
+# The roles that label or rate their own assignments (the annotator pages and APIs).
+ANNOTATOR_ROLES = (Role.CLINICIAN, Role.PARTICIPANT)
 
 
 GROUPS_CACHE_SECONDS = 300
@@ -52,6 +60,11 @@ def user_has_role(user: AbstractBaseUser | AnonymousUser, role: Role) -> bool:
     if role is Role.ADMIN:
         return bool(user.is_staff)
     return role.value in _group_names(user)
+
+
+def user_is_annotator(user: AbstractBaseUser | AnonymousUser) -> bool:
+    """A clinician or a participant: may work on their own assignments, nothing else."""
+    return any(user_has_role(user, role) for role in ANNOTATOR_ROLES)
 
 
 def user_is_researcher_or_admin(user: AbstractBaseUser | AnonymousUser) -> bool:

@@ -2,6 +2,7 @@ from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.db.models import Count
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
@@ -9,7 +10,7 @@ from django.urls import reverse
 
 from annotations.forms import AssignForm, BatchForm, ImportForm, ReassignForm
 from annotations.models import Assignment, Audit, Batch
-from annotations.roles import Role, user_has_role, user_is_researcher_or_admin
+from annotations.roles import ANNOTATOR_ROLES, user_is_annotator, user_is_researcher_or_admin
 from annotations.selectors.blinded import (
     assignment_get_for_clinician,
     assignment_list_for_clinician,
@@ -36,7 +37,7 @@ def home(request):
     if user_is_researcher_or_admin(request.user):
         audits = Audit.objects.all()
         return render(request, "annotations/home_staff.html", {"audits": audits})
-    if user_has_role(request.user, Role.CLINICIAN):
+    if user_is_annotator(request.user):
         return redirect("annotations:my-assignments")
     return render(request, "annotations/home_norole.html")
 
@@ -90,13 +91,13 @@ def import_job_page(request, job_id: int):
 
 # --- clinicians: pages built from the blinded selector only -------------------------------
 def _clinician_only(request) -> None:
-    if not user_has_role(request.user, Role.CLINICIAN):
+    if not user_is_annotator(request.user):
         raise Http404
 
 
 @login_required
 def my_assignments(request):
-    if not user_has_role(request.user, Role.CLINICIAN):
+    if not user_is_annotator(request.user):
         return render(request, "annotations/home_norole.html")
     assignments = assignment_list_for_clinician(clinician=request.user)
     return render(request, "annotations/assignment_list.html", {"assignments": assignments})
@@ -180,7 +181,11 @@ def end_probe_page(request, public_id: str):
 def _clinician_names() -> list[str]:
     return list(
         get_user_model()
-        .objects.filter(is_active=True, groups__name=Role.CLINICIAN.value)
+        .objects.filter(is_active=True, groups__name__in=[r.value for r in ANNOTATOR_ROLES])
+        # Participants enrolled through a study link cannot sign in (no usable password):
+        # their one assignment comes from the link, never from this list.
+        .exclude(password__startswith=UNUSABLE_PASSWORD_PREFIX)
+        .distinct()
         .order_by("username")
         .values_list("username", flat=True)
     )

@@ -15,6 +15,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),
     path("", include("annotations.urls")),
+    path("", include("studies.urls")),
     path("api/", include((annotation_api, "annotations-api"))),
     path("reports/", include("auditapp.reports.urls")),
     path("api/reports/", include((reports_api, "reports-api"))),

@@ -81,6 +81,12 @@ def other_clinician(db):
 
 
 @pytest.fixture
+def participant(db):
+    """A participant account made the bulk way (it can sign in), not enrolled anywhere."""
+    return _user("participant1", "participant")
+
+
+@pytest.fixture
 def api_client():
     from rest_framework.test import APIClient
 

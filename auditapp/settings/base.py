@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "annotations",
     "judges",
     "auditapp.reports",
+    "studies",
 ]
 
 MIDDLEWARE = [

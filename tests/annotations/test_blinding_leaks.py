@@ -510,3 +510,143 @@ def test_order_and_categories_do_not_follow_the_condition(client, seeded_audit, 
         for p in range(1, 61)
     }
     assert len(categories) == 1
+
+
+# --- participant studies: enrolment, consent, practice, items, completion (issue 12) ---------
+STUDY_CONSENT = "You will rate short texts; you may stop at any time."
+STUDY_CHECK = "Please choose 5 and then 1 for this item."
+
+
+@pytest.fixture
+def study_leak_setup(db, admin_user):
+    """A trace-rating audit whose names state the hypothesis, on a link with practice, an
+    attention check, a questionnaire and a completion code."""
+    from annotations.services.audits import audit_create
+    from annotations.services.imports import import_file
+    from studies.services.setup import study_configure, study_link_create
+
+    _bump_sequences()
+    audit = audit_create(
+        slug="leak-study",
+        name=AUDIT_NAME,
+        kind=Audit.Kind.TRACE_RATINGS,
+        likert_items=[
+            {"key": "clarity", "label": "How clear is it?", "min": 1, "max": 5},
+            {"key": "effort", "label": "How much effort?", "min": 1, "max": 5},
+        ],
+    )
+    Audit.objects.filter(pk=audit.pk).update(blinding_seed="d" * 64)
+    audit.refresh_from_db()
+    import_file(audit=audit, path=EXAMPLES, segmenter_names=["given"])
+    types = ("teacher-style", "student-style")  # trace types named like the arms, on purpose
+    for i, trace in enumerate(Trace.objects.filter(audit=audit).order_by("pk")):
+        trace.trace_type = types[i % 2]
+        trace.save(update_fields=["trace_type"])
+    batch = batch_build(
+        audit=audit,
+        name="teacher-vs-student",
+        size=8,
+        segmentation="given",
+        stratify_by=["trace_type"],
+        created_by=admin_user,
+    )
+    study_configure(
+        audit=audit,
+        settings={
+            "consent": STUDY_CONSENT,
+            "instructions": "Rate each text.",
+            "practice": [
+                {"text": "Practice text.", "answers": {"clarity": 5}, "feedback": "Clear."}
+            ],
+            "attention_checks": [
+                {"position": 3, "text": STUDY_CHECK, "answers": {"clarity": 5, "effort": 1}}
+            ],
+            "questionnaire": [{"key": "remarks", "text": "Remarks?", "kind": "text"}],
+        },
+    )
+    link = study_link_create(
+        audit=audit, batch=batch, capacity=5, completion_code="FINISHED7", created_by=admin_user
+    )
+    return audit, batch, link
+
+
+def _study_walk(client, link) -> dict[str, tuple[int, str, dict]]:
+    """Every page a participant sees, from the link to the completion code, with every POST's
+    answer and every same-site URL found on the way (each fetched too)."""
+    seen: dict[str, tuple[int, str, dict]] = {}
+
+    def keep(label: str, response) -> None:
+        seen[label] = (response.status_code, response.content.decode(), dict(response.headers))
+        if "html" in response.get("Content-Type", ""):
+            parser = _Links()
+            parser.feed(response.content.decode())
+            for url in parser.urls:
+                if url.startswith("/") and not url.startswith("/static/") and url not in seen:
+                    seen[url] = None  # fetched below
+
+    token = link.token
+    keep("entry", client.get(f"/s/{token}/?PROLIFIC_PID=leak1"))
+    response = client.post(f"/s/{token}/consent/", {"platform_id": "leak1", "decision": "accept"})
+    keep("consent POST", response)
+    for _ in range(40):
+        response = client.get(
+            response["Location"] if response.status_code == 302 else f"/s/{token}/go/"
+        )
+        if response.status_code == 302:
+            continue
+        path = response.wsgi_request.path
+        keep(path, response)
+        if path.endswith("/done/"):
+            break
+        answers = {"likert-clarity": "5", "likert-effort": "1", "shown_at": "0"}
+        if path.endswith("/questionnaire/"):
+            answers = {"q-remarks": "none"}
+        posted = client.post(path, answers)
+        keep(f"{path} POST", posted)
+        response = posted if posted.status_code == 302 else client.get(f"/s/{token}/go/")
+    for url in [u for u, v in seen.items() if v is None]:
+        keep(url, client.get(url))
+    # what someone else finds: the declined page and a reopened link
+    other = type(client)()
+    other.get(f"/s/{token}/?PROLIFIC_PID=leak2")
+    keep(
+        "declined",
+        other.post(f"/s/{token}/consent/", {"platform_id": "leak2", "decision": "decline"}),
+    )
+    keep("reopened", client.get(f"/s/{token}/?PROLIFIC_PID=leak1", follow=True))
+    return seen
+
+
+def test_nothing_a_study_participant_sees_reveals_the_source(client, study_leak_setup):
+    # given
+    audit, _, link = study_leak_setup
+    secrets = _secrets(audit)
+    secrets["trace type"] = ["teacher-style", "student-style"]
+    database_ids = _database_ids(audit)
+    # when a participant goes through the whole study
+    pages = _study_walk(client, link)
+    # then every page was reached: consent, practice feedback, the items, the check, the code
+    bodies = "\n".join(body for _, body, _ in pages.values())
+    assert STUDY_CONSENT in bodies and "Clear." in bodies and STUDY_CHECK in bodies
+    assert "FINISHED7" in bodies and "Nothing about you was kept" in bodies
+    items = [label for label in pages if "/items/" in label and "POST" not in label]
+    assert len(items) == 9  # 8 traces and the attention check
+    problems = []
+    for label, (status, body, headers) in pages.items():
+        assert status in (200, 302), (label, status)
+        for where, text in {"url": label, "body": body, "headers": json.dumps(headers)}.items():
+            for kind, values in secrets.items():
+                problems += [
+                    f"{kind} {v!r} in {where} of {label}" for v in values if _contains(text, v)
+                ]
+            numbers = set(re.findall(r"(?<!\d)\d{7}(?!\d)", text))
+            for kind, ids in database_ids.items():
+                problems += [f"{kind} {n} in {where} of {label}" for n in numbers & ids]
+        lowered = body.lower()
+        problems += [f"word {w!r} in {label}" for w in FORBIDDEN_WORDS if w in lowered]
+        # the participant's own account name and assignment handle stay off the pages too
+        participant = link.participants.first()
+        for value in (participant.user.username, participant.assignment.public_id):
+            if _contains(body, value):
+                problems.append(f"account handle {value!r} in {label}")
+    assert problems == []

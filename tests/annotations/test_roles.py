@@ -46,3 +46,21 @@ def test_role_check_costs_no_query_once_cached(clinician, django_assert_num_quer
     with django_assert_num_queries(0):
         assert user_has_role(again, Role.CLINICIAN)
         assert not user_has_role(again, Role.RESEARCHER)
+
+
+@pytest.mark.parametrize(
+    ("role", "annotator", "staff_side"),
+    [
+        ("clinician", True, False),
+        ("participant", True, False),
+        ("researcher", False, True),
+        ("admin", False, True),
+    ],
+)
+def test_each_role_is_an_annotator_or_staff_never_both(role, annotator, staff_side):
+    from annotations.roles import user_is_annotator, user_is_researcher_or_admin
+    from annotations.services.users import user_create_or_update
+
+    user = user_create_or_update(username=f"u-{role}", role=Role(role), password="x" * 12)
+    assert user_is_annotator(fresh(user)) is annotator
+    assert user_is_researcher_or_admin(fresh(user)) is staff_side

@@ -1,0 +1,581 @@
+"""A visitor's way through a study link: consent → instructions → practice → items (with
+attention checks at set places) → questionnaire → completion code.
+
+Enrolment makes the participant's account and assignment at the moment of consent, in
+enrolment order: participant *i* takes row *i* of the audit's Williams Latin square over trace
+types (annotations.services.batches), so the types are balanced per position once the link has
+a multiple of the square's rows. Two tabs or a double-posted consent enrol once: the database
+holds one participant per (link, platform id), and the losing request finds the winner's row.
+"""
+
+import re
+import secrets
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.contrib.auth.models import Group
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from annotations.models import Assignment, AssignmentItem, Audit, BatchItem, Trace, TraceRating
+from annotations.roles import Role
+from annotations.services.batches import _latin_square_order, williams_square
+from annotations.services.labels import assignment_submit, rating_save
+from annotations.services.randomness import public_ids, seeded_random
+from auditapp.exceptions import ApplicationError, ConflictError, NotFoundError
+from studies.models import Participant, Study, StudyItem, StudyLink, StudyResponse
+
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,32}$")
+# Prolific ids are 24 hex characters, SONA and MTurk ids shorter; 64 leaves room and keeps
+# anything that could be markup, a path or a formula out.
+PLATFORM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_ELAPSED_MS = 3 * 3600 * 1000
+
+
+class StudyUnavailable(ConflictError):
+    """The link exists but takes nobody now: full, closed, not yet open or expired."""
+
+    status_code = 410
+
+
+# --- the link ------------------------------------------------------------------------------
+def link_get(*, token: str) -> StudyLink:
+    """The link by its token, with its study and audit; a tampered token is 'not found'."""
+    if not isinstance(token, str) or not TOKEN_RE.fullmatch(token):
+        raise NotFoundError("This study link is not valid. Check that it was copied whole.")
+    link = StudyLink.objects.select_related("study__audit", "batch").filter(token=token).first()
+    if link is None:
+        raise NotFoundError("This study link is not valid. Check that it was copied whole.")
+    return link
+
+
+def link_check_open(*, link: StudyLink, now: datetime | None = None) -> None:
+    now = now or timezone.now()
+    if link.closed_at is not None:
+        raise StudyUnavailable("This study is closed.", code="closed")
+    if link.opens_at and now < link.opens_at:
+        raise StudyUnavailable(
+            f"This study opens on {link.opens_at:%d %B %Y at %H:%M} UTC.", code="not_open"
+        )
+    if link.closes_at and now >= link.closes_at:
+        raise StudyUnavailable("This study has ended: the link has expired.", code="expired")
+    if link.enrolled_count >= link.capacity:
+        raise StudyUnavailable("This study is full: every place is taken.", code="full")
+
+
+def platform_id_check(*, link: StudyLink, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ApplicationError(
+            f"The link lacks your participant id ({link.platform_param}). Open it from the "
+            "study platform again.",
+            code="platform_id_missing",
+        )
+    if len(value) > 64:
+        raise ApplicationError("That participant id is too long.", code="platform_id")
+    if not PLATFORM_ID_RE.fullmatch(value):
+        raise ApplicationError(
+            "That participant id has characters an id never has (letters, digits, - and _ only).",
+            code="platform_id",
+        )
+    return value
+
+
+def link_opened(*, link: StudyLink) -> None:
+    StudyLink.objects.filter(pk=link.pk).update(opened_count=F("opened_count") + 1)
+
+
+def link_declined(*, link: StudyLink) -> None:
+    """Someone declined consent: a count, and nothing else about them."""
+    StudyLink.objects.filter(pk=link.pk).update(declined_count=F("declined_count") + 1)
+
+
+# --- enrolment -----------------------------------------------------------------------------
+def participant_find(*, link: StudyLink, platform_id: str) -> Participant | None:
+    # A newcomer is the common case: a plain look-up first (the join compiles for a while).
+    if not Participant.objects.filter(link_id=link.pk, platform_id=platform_id).exists():
+        return None
+    return (
+        Participant.objects.select_related("user", "assignment")
+        .filter(link_id=link.pk, platform_id=platform_id)
+        .first()
+    )
+
+
+def participant_enrol(*, link: StudyLink, platform_id: str) -> tuple[Participant, bool]:
+    """The participant of ``platform_id`` on ``link``: the existing one (resume, never a second
+    assignment) or a new one with an account and an assignment made now. ``created`` says
+    which."""
+    existing = participant_find(link=link, platform_id=platform_id)
+    if existing is not None:
+        return existing, False
+    link_check_open(link=link)
+    try:
+        with transaction.atomic():
+            return _enrol(link, platform_id), True
+    except IntegrityError:
+        # Two tabs, or consent posted twice: the other request enrolled this id first.
+        existing = participant_find(link=link, platform_id=platform_id)
+        if existing is None:
+            raise
+        return existing, False
+
+
+def _participant_user():
+    user = get_user_model().objects.create(
+        username=f"p-{secrets.token_hex(8)}",
+        password=make_password(None),  # unusable: they come back through the link only
+        is_active=True,
+    )
+    group, _ = Group.objects.get_or_create(name=Role.PARTICIPANT.value)
+    get_user_model().groups.through.objects.create(user_id=user.pk, group_id=group.pk)
+    return user
+
+
+def _take_slot(link: StudyLink) -> int:
+    """The next enrolment index, or StudyUnavailable. The UPDATE checks the link's row as it
+    is now (capacity, closed, dates: the link passed in may be a few seconds old) and
+    row-locks it until the enrolment commits (capacity and order are exact under
+    concurrency), so it comes as late in the transaction as it can: the lock is held for a
+    few statements only."""
+    table = connection.ops.quote_name(StudyLink._meta.db_table)
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET enrolled_count = enrolled_count + 1 "
+            "WHERE id = %s AND enrolled_count < capacity AND closed_at IS NULL"
+            " AND (opens_at IS NULL OR opens_at <= %s) AND (closes_at IS NULL OR closes_at > %s)"
+            " RETURNING enrolled_count",
+            [link.pk, now, now],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        link.refresh_from_db()
+        link_check_open(link=link)
+        raise StudyUnavailable("This study is full: every place is taken.", code="full")
+    return row[0] - 1
+
+
+@dataclass(frozen=True)
+class _Trace:
+    trace_type: str
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """A batch item as the ordering needs it (what ``_latin_square_order`` reads)."""
+
+    pk: int
+    trace: _Trace
+
+
+def _units(link: StudyLink) -> list[_Unit]:
+    """The batch's traces with their types, in one plain statement (the ORM's join with
+    ``only()`` cost more CPU to compile than the whole rest of an enrolment's reads)."""
+    item = connection.ops.quote_name(BatchItem._meta.db_table)
+    trace = connection.ops.quote_name(Trace._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT bi.id, t.trace_type FROM {item} bi JOIN {trace} t ON t.id = bi.trace_id"
+            " WHERE bi.batch_id = %s AND NOT bi.is_gold ORDER BY bi.id",
+            [link.batch_id],
+        )
+        return [_Unit(pk, _Trace(trace_type)) for pk, trace_type in cursor.fetchall()]
+
+
+def participant_order(*, link: StudyLink, index: int, units: list) -> list:
+    """Participant ``index``'s items in order: their share (all, or ``items_per_participant``
+    dealt in turn from each trace type), ordered by row ``index`` of the Williams square."""
+    seed = link.study.audit.blinding_seed
+    types = sorted({u.trace.trace_type for u in units})
+    own = units
+    if link.items_per_participant is not None:
+        by_type: dict[str, list] = defaultdict(list)
+        for unit in units:
+            by_type[unit.trace.trace_type].append(unit)
+        deal = seeded_random(seed, f"study-link:{link.pk}:deal")
+        each = link.items_per_participant // len(types)
+        own = []
+        for trace_type in types:
+            group = by_type[trace_type]
+            deal.shuffle(group)
+            own += [group[(index * each + j) % len(group)] for j in range(each)]
+    square = williams_square(len(types))
+    rng = seeded_random(seed, f"study-link:{link.pk}:order:{index}")
+    return _latin_square_order(own, square[index % len(square)], types, rng)
+
+
+def _enrol(link: StudyLink, platform_id: str) -> Participant:
+    user = _participant_user()
+    units = _units(link)
+    index = _take_slot(link)
+    order = participant_order(link=link, index=index, units=units)
+    seed = link.study.audit.blinding_seed
+    (public_id,) = public_ids(
+        seeded_random(seed, f"assignment-id:{link.batch_id}:{user.pk}:study:{link.pk}"), 1
+    )
+    assignment = Assignment.objects.create(
+        batch_id=link.batch_id, annotator=user, public_id=public_id
+    )
+    AssignmentItem.objects.bulk_create(
+        [
+            AssignmentItem(assignment=assignment, position=i, batch_item_id=unit.pk)
+            for i, unit in enumerate(order, start=1)
+        ]
+    )
+    return Participant.objects.create(
+        link=link,
+        platform_id=platform_id,
+        user=user,
+        assignment=assignment,
+        enrolment_index=index,
+        n_items=len(order),
+        consented_at=timezone.now(),
+    )
+
+
+# --- where a participant is ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Slot:
+    """One place in the participant's sequence: an assignment item or an attention check."""
+
+    number: int  # 1-based, what the participant sees ("3 of 18")
+    position: int | None  # the assignment item's position (items)
+    check: StudyItem | None  # the attention check (checks)
+
+
+def participant_slots(*, participant: Participant, checks: list[StudyItem]) -> list[Slot]:
+    """Items in assignment order with each attention check at its position (checks asking for
+    a place past the end come last)."""
+    total = participant.n_items + len(checks)
+    at = {}
+    for check in sorted(checks, key=lambda c: c.position):
+        place = min(check.position, total)
+        while place in at:
+            place -= 1
+        at[place] = check
+    slots, position = [], 0
+    for number in range(1, total + 1):
+        if number in at:
+            slots.append(Slot(number, None, at[number]))
+        else:
+            position += 1
+            slots.append(Slot(number, position, None))
+    return slots
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: str  # instructions | practice | items | questionnaire | done
+    practice: StudyItem | None  # the practice item to show next
+    slot: Slot | None  # the item or check to show next
+    total: int  # slots in all
+    done: int  # slots done
+    answered: frozenset[int] = frozenset()  # study items answered (practice, checks)
+    rated: frozenset[int] = frozenset()  # assignment positions rated
+
+
+# A study's practice items and checks change only through study_configure, which saves the
+# study (a new updated_at): cached per process under that stamp, so the item loop reads them
+# once instead of once a request.
+_ITEMS_CACHE: dict[tuple[int, str], tuple[list[StudyItem], list[StudyItem]]] = {}
+
+
+def _study_items(study: Study) -> tuple[list[StudyItem], list[StudyItem]]:
+    key = (study.pk, study.updated_at.isoformat())
+    cached = _ITEMS_CACHE.get(key)
+    if cached is None:
+        items = list(study.items.order_by("kind", "position"))
+        practice = [i for i in items if i.kind == StudyItem.Kind.PRACTICE]
+        checks = [i for i in items if i.kind == StudyItem.Kind.ATTENTION]
+        if len(_ITEMS_CACHE) > 256:
+            _ITEMS_CACHE.clear()
+        cached = _ITEMS_CACHE[key] = (practice, checks)
+    return cached
+
+
+def participant_progress(
+    *,
+    participant: Participant,
+    answered: set[int] | None = None,
+    rated: set[int] | None = None,
+) -> Progress:
+    """Where the participant is: the first thing not done, in study order. ``answered`` and
+    ``rated`` (what a previous call returned, plus what was just saved) spare the reads."""
+    study = participant.link.study
+    practice, checks = _study_items(study)
+    slots = participant_slots(participant=participant, checks=checks)
+    if participant.completed_at is not None:
+        return Progress("done", None, None, len(slots), len(slots))
+    if answered is None or rated is None:
+        answered, rated = _done_sets(participant)
+    done = [s for s in slots if (s.check.pk in answered if s.check else s.position in rated)]
+    state = {"total": len(slots), "done": len(done)}
+    state |= {"answered": frozenset(answered), "rated": frozenset(rated)}
+    if participant.instructions_seen_at is None:
+        return Progress("instructions", None, None, **state)
+    open_practice = [p for p in practice if p.pk not in answered]
+    if open_practice:
+        return Progress("practice", open_practice[0], None, **state)
+    pending = [s for s in slots if s not in done]
+    if pending:
+        return Progress("items", None, pending[0], **state)
+    if study.questionnaire and participant.questionnaire_answers is None:
+        return Progress("questionnaire", None, None, **state)
+    return Progress("done", None, None, **state)
+
+
+def _done_sets(participant: Participant) -> tuple[set[int], set[int]]:
+    """The study items answered and the assignment positions rated, in one statement."""
+    names = {
+        "rating": TraceRating._meta.db_table,
+        "item": AssignmentItem._meta.db_table,
+        "response": StudyResponse._meta.db_table,
+    }
+    t = {k: connection.ops.quote_name(v) for k, v in names.items()}
+    sql = (
+        f"SELECT 0, ai.position FROM {t['rating']} r"
+        f" JOIN {t['item']} ai ON ai.id = r.assignment_item_id WHERE r.assignment_id = %s"
+        f" UNION ALL SELECT 1, x.item_id FROM {t['response']} x WHERE x.participant_id = %s"
+    )
+    answered, rated = set(), set()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [participant.assignment_id, participant.pk])
+        for kind, value in cursor.fetchall():
+            (answered if kind else rated).add(value)
+    return answered, rated
+
+
+def progress_after(*, participant: Participant, progress: Progress, slot: Slot) -> Progress:
+    """Where the participant is once ``slot`` is answered (no reads)."""
+    answered, rated = set(progress.answered), set(progress.rated)
+    if slot.check is not None:
+        answered.add(slot.check.pk)
+    else:
+        rated.add(slot.position)
+    return participant_progress(participant=participant, answered=answered, rated=rated)
+
+
+# The link with its study and audit, for the pages of participants already enrolled (who do
+# not depend on its capacity or dates), kept per process for a few seconds: compiling the
+# four-table join cost more than a third of an item page's CPU. An admin's change to the
+# study's texts shows within LINK_CACHE_SECONDS; enrolment always reads the link afresh.
+LINK_CACHE_SECONDS = 10.0
+_LINK_CACHE: dict[str, tuple[float, StudyLink]] = {}
+
+
+def _link_cached(token: str) -> StudyLink | None:
+    now = time.monotonic()
+    hit = _LINK_CACHE.get(token)
+    if hit is not None and now - hit[0] < LINK_CACHE_SECONDS:
+        return hit[1]
+    link = StudyLink.objects.select_related("study__audit", "batch").filter(token=token).first()
+    if link is not None:
+        if len(_LINK_CACHE) > 1024:
+            _LINK_CACHE.clear()
+        _LINK_CACHE[token] = (now, link)
+    return link
+
+
+def link_get_for_consent(*, token: str) -> StudyLink:
+    """The link for a consent post: possibly a few seconds old, which is safe because taking
+    the enrolment slot re-checks the row itself (``_take_slot``)."""
+    if not isinstance(token, str) or not TOKEN_RE.fullmatch(token):
+        return link_get(token=token)  # raises "not valid"
+    return _link_cached(token) or link_get(token=token)
+
+
+def participant_for_user(*, token: str, user) -> Participant:
+    """The signed-in visitor's participation on the link of ``token`` (with the link, study
+    and audit); 404 for a tampered token or someone else's link."""
+    if not isinstance(token, str) or not TOKEN_RE.fullmatch(token):
+        link_get(token=token)  # raises "not valid"
+    link = _link_cached(token)
+    if link is None:
+        link_get(token=token)  # raises "not valid"
+    participant = None
+    if user.is_authenticated:
+        participant = (
+            Participant.objects.select_related("assignment")
+            .filter(link_id=link.pk, user_id=user.pk)
+            .first()
+        )
+    if participant is None:
+        raise NotFoundError("Open the study link from the study platform to continue.")
+    participant.link = link
+    participant.user = user
+    return participant
+
+
+# --- answers -------------------------------------------------------------------------------
+def elapsed_since(shown_at_ms: object) -> int:
+    """Time on the page from the time it was shown (the page's own hidden field)."""
+    try:
+        shown = int(shown_at_ms)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 0
+    return max(0, min(MAX_ELAPSED_MS, int(time.time() * 1000) - shown))
+
+
+def likert_answers(*, audit: Audit, data) -> dict[str, int]:
+    """The Likert answers posted (``likert-<key>``): every item answered, within its scale."""
+    answers = {}
+    for item in audit.likert_items:
+        key = str(item["key"])
+        low, high = int(item.get("min", 1)), int(item.get("max", 5))
+        raw = data.get(f"likert-{key}")
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise ApplicationError(
+                f"Answer “{item.get('label', key)}” to go on.", code="answers"
+            ) from None
+        if not low <= value <= high:
+            raise ApplicationError(f"Choose a value from {low} to {high}.", code="answers")
+        answers[key] = value
+    return answers
+
+
+def _passed(item: StudyItem, answers: dict) -> bool:
+    return all(answers.get(key) == value for key, value in item.answers.items())
+
+
+@transaction.atomic
+def instructions_done(*, participant: Participant) -> None:
+    now = timezone.now()
+    Participant.objects.filter(pk=participant.pk, instructions_seen_at__isnull=True).update(
+        instructions_seen_at=now
+    )
+    participant.instructions_seen_at = participant.instructions_seen_at or now
+
+
+def practice_answer(
+    *, participant: Participant, item: StudyItem, answers: dict, elapsed_ms: int = 0
+) -> StudyResponse:
+    """Keep the practice answer (the first one counts; a second post returns it)."""
+    if item.kind != StudyItem.Kind.PRACTICE or item.study_id != participant.link.study_id:
+        raise NotFoundError("No such practice item.")
+    response, _ = _response_once(participant, item, answers, elapsed_ms)
+    return response
+
+
+def _response_once(
+    participant: Participant, item: StudyItem, answers: dict, elapsed_ms: int
+) -> tuple[StudyResponse, bool]:
+    try:
+        with transaction.atomic():
+            return StudyResponse.objects.create(
+                participant=participant,
+                item=item,
+                answers=answers,
+                passed=_passed(item, answers),
+                elapsed_ms=elapsed_ms,
+            ), True
+    except IntegrityError:  # two tabs: the first answer stands
+        return StudyResponse.objects.get(participant=participant, item=item), False
+
+
+def slot_answer(
+    *,
+    participant: Participant,
+    slot: Slot,
+    answers: dict,
+    comment: str = "",
+    elapsed_ms: int = 0,
+) -> None:
+    """Save the answer to an item (the audit's rating) or an attention check. A failed check
+    past the study's allowance flags the participant as excluded; their data stay."""
+    if participant.completed_at is not None:
+        raise ConflictError("You have already finished this study.", code="completed")
+    if slot.check is None:
+        rating_save(
+            annotator=participant.user,
+            assignment_public_id=participant.assignment.public_id,
+            position=slot.position,
+            answers=answers,
+            comment=comment[:5000],
+            elapsed_ms=elapsed_ms,
+        )
+        return
+    with transaction.atomic():
+        _check_answer(participant, slot.check, answers, elapsed_ms)
+
+
+def _check_answer(participant: Participant, check: StudyItem, answers: dict, elapsed_ms: int):
+    response, created = _response_once(participant, check, answers, elapsed_ms)
+    if not created or response.passed:
+        return
+    # Locked: two failed checks posted at once both count, and the flag is set once.
+    locked = Participant.objects.select_for_update().get(pk=participant.pk)
+    locked.attention_failures += 1
+    fields = ["attention_failures"]
+    allowed = participant.link.study.max_attention_failures
+    if locked.attention_failures > allowed and locked.excluded_at is None:
+        locked.excluded_at = timezone.now()
+        locked.excluded_reason = (
+            f"failed {locked.attention_failures} attention check"
+            f"{'s' if locked.attention_failures != 1 else ''} (allowed {allowed})"
+        )
+        fields += ["excluded_at", "excluded_reason"]
+    locked.save(update_fields=fields)
+    participant.attention_failures = locked.attention_failures
+    participant.excluded_at = locked.excluded_at
+
+
+def questionnaire_answers(*, study: Study, data) -> dict:
+    out = {}
+    for question in study.questionnaire:
+        key, kind = question["key"], question["kind"]
+        raw = (data.get(f"q-{key}") or "").strip()
+        if not raw:
+            if question.get("required"):
+                raise ApplicationError(f"Please answer: {question['text']}", code="questionnaire")
+            out[key] = None
+            continue
+        if kind == "choice" and raw not in question["choices"]:
+            raise ApplicationError(f"Choose one of the answers to: {question['text']}")
+        if kind == "scale":
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ApplicationError(f"Choose a number for: {question['text']}") from None
+            if not question["min"] <= value <= question["max"]:
+                raise ApplicationError(f"Choose a number for: {question['text']}")
+            out[key] = value
+            continue
+        out[key] = raw[:2000]
+    return out
+
+
+def questionnaire_save(*, participant: Participant, answers: dict) -> None:
+    """The first answers stand (a second post changes nothing)."""
+    Participant.objects.filter(pk=participant.pk, questionnaire_answers__isnull=True).update(
+        questionnaire_answers=answers
+    )
+
+
+@transaction.atomic
+def participant_complete(*, participant: Participant) -> Participant:
+    """Mark the participant complete and submit their assignment; idempotent."""
+    locked = Participant.objects.select_for_update().get(pk=participant.pk)
+    if locked.completed_at is None:
+        assignment_submit(
+            annotator=participant.user, assignment_public_id=participant.assignment.public_id
+        )
+        locked.completed_at = timezone.now()
+        locked.save(update_fields=["completed_at"])
+    participant.completed_at = locked.completed_at
+    return participant
+
+
+def items_started(*, participant: Participant) -> None:
+    if participant.items_started_at is None:
+        now = timezone.now()
+        Participant.objects.filter(pk=participant.pk, items_started_at__isnull=True).update(
+            items_started_at=now
+        )
+        participant.items_started_at = now
