@@ -75,7 +75,9 @@ from judges.clients.parsing import VERDICT_SCHEMA, ParsedVerdict, ParseError, pa
 from judges.clients.ratelimit import NoopRateLimiter, RateLimiter, estimate_tokens
 
 Verdict = Literal["correct", "error", "abstain", "invalid"]
-FailureKind = Literal["client_error", "context_overflow", "retries_exhausted", "stopped"]
+FailureKind = Literal[
+    "client_error", "context_overflow", "retries_exhausted", "stopped", "store_error"
+]
 
 # How the verdict shape is enforced, per server family (docs/judges.md, "Servers"):
 #   json_schema         response_format {"type": "json_schema", ...}: OpenAI, vLLM, SGLang,
@@ -96,9 +98,14 @@ STRUCTURED_MODES = (
     "none",
 )
 ENFORCING_MODES = frozenset(STRUCTURED_MODES[:5])
-# When a server rejects a mode the batch steps down (without counting a retry): a schema mode
-# to plain JSON mode, JSON mode to plain prompting.
-_FALLBACK = {mode: "json_object" for mode in ENFORCING_MODES} | {"json_object": "none"}
+# When a server rejects a mode the batch steps down (without counting a retry): OpenAI's
+# json_schema to llama-cpp-python's json_object + schema (what a server refusing the first
+# most likely is), any other schema mode to plain JSON mode, JSON mode to plain prompting.
+_FALLBACK = (
+    {mode: "json_object" for mode in ENFORCING_MODES}
+    | {"json_schema": "json_object_schema"}
+    | {"json_object": "none"}
+)
 MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
 
 # Statuses worth retrying: timeouts, conflicts, rate limits, every server error — unless the
