@@ -261,6 +261,7 @@ class JudgeRun(models.Model):
     invalid = models.PositiveIntegerField(default=0)
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
+    cached_tokens = models.BigIntegerField(default=0)  # prompt tokens from the prefix cache
     chunks_enqueued = models.PositiveIntegerField(default=0)
     seed = models.CharField(max_length=64, blank=True)
     created_by = models.ForeignKey(

@@ -102,7 +102,9 @@ def verdicts_store(*, run_id: int, verdicts: list[JudgeVerdict]) -> int:
         return 0
     with transaction.atomic():
         rows = _insert_ignore(
-            JudgeVerdict, verdicts, ["verdict", "prompt_tokens", "completion_tokens"]
+            JudgeVerdict,
+            verdicts,
+            ["verdict", "prompt_tokens", "completion_tokens", "cached_tokens"],
         )
         if rows:
             JudgeRun.objects.filter(pk=run_id).update(
@@ -110,6 +112,7 @@ def verdicts_store(*, run_id: int, verdicts: list[JudgeVerdict]) -> int:
                 invalid=F("invalid") + sum(1 for r in rows if r[0] == "invalid"),
                 prompt_tokens=F("prompt_tokens") + sum(r[1] for r in rows),
                 completion_tokens=F("completion_tokens") + sum(r[2] for r in rows),
+                cached_tokens=F("cached_tokens") + sum(r[3] for r in rows),
                 heartbeat_at=timezone.now(),
             )
     return len(rows)

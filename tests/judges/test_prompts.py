@@ -32,9 +32,21 @@ def test_default_template_renders_every_part():
     assert "A. Liver\nB. Pancreas" in text
     assert "Step 1: Insulin is a peptide hormone." in text
     assert "<step>\nIt is made by the beta cells of the pancreas.\n</step>" in text
-    assert "- factual: a false statement of fact\n- logic" in text
-    assert '"verdict"' in text and "abstain" in text
-    assert "$" not in text
+    assert "- factual: a false statement of fact\n- logic" in system["content"]
+    assert '"verdict"' in system["content"] and "abstain" in system["content"]
+    assert "$" not in text + system["content"]
+
+
+def test_steps_of_one_trace_share_their_prompt_prefix_and_end_with_the_step():
+    # given the second and third steps of one trace
+    second = _render(context_steps=["A."], step="B.")
+    third = _render(context_steps=["A.", "B."], step="C.")
+    # then the system text is identical and the third's user message repeats the second's up
+    # to the end of its preceding steps, so a prefix-caching server computes that part once
+    assert second[0] == third[0]
+    shared = second[1]["content"].split("\n\nStep to assess:")[0]
+    assert third[1]["content"].startswith(shared)
+    assert third[1]["content"].endswith("<step>\nC.\n</step>")
 
 
 def test_context_none_and_empty_render_differently():
@@ -101,7 +113,10 @@ def test_custom_template_with_known_placeholders_and_literal_braces():
 
 def test_template_placeholders_lists_what_the_default_uses():
     # given / when / then
-    assert template_placeholders(DEFAULT_TEMPLATE.user) == PLACEHOLDERS
+    used = template_placeholders(DEFAULT_TEMPLATE.user) | template_placeholders(
+        DEFAULT_TEMPLATE.system
+    )
+    assert used == PLACEHOLDERS
 
 
 def test_prompt_hash_is_canonical_and_sensitive():
