@@ -128,3 +128,27 @@ def test_prompt_hash_is_canonical_and_sensitive():
     assert prompt_hash(messages) == prompt_hash(reordered)
     assert prompt_hash(messages) != prompt_hash(changed)
     assert len(prompt_hash(messages)) == 64
+
+
+@pytest.mark.django_db
+def test_a_runs_steps_are_handed_out_trace_by_trace_in_step_order(demo_audit, fake, make_judge):
+    # given a run over the demo audit
+    import random
+
+    from annotations.models import Step
+    from judges.services import run_create, run_missing_step_ids
+    from judges.services.runs import _shuffled_by_trace
+
+    run = run_create(audit=demo_audit, judge=make_judge(fake.base_url), segmentation="given")
+    ids = run_missing_step_ids(run)
+    # when ordered for the lanes
+    ordered = _shuffled_by_trace(run, ids, random.Random("seed"))
+    # then every step once, each trace's steps together and in order, traces not in import order
+    rows = dict((pk, (t, i)) for pk, t, i in Step.objects.values_list("pk", "trace_id", "index"))
+    keys = [rows[pk] for pk in ordered]
+    assert sorted(ordered) == sorted(ids)
+    traces = [t for t, _ in keys]
+    runs_of_traces = [t for k, t in enumerate(traces) if k == 0 or traces[k - 1] != t]
+    assert len(runs_of_traces) == len(set(traces))
+    assert all(a[1] < b[1] for a, b in zip(keys, keys[1:], strict=False) if a[0] == b[0])
+    assert runs_of_traces != sorted(runs_of_traces)
