@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 
 from judges.prompts import (
@@ -150,5 +152,5 @@ def test_a_runs_steps_are_handed_out_trace_by_trace_in_step_order(demo_audit, fa
     traces = [t for t, _ in keys]
     runs_of_traces = [t for k, t in enumerate(traces) if k == 0 or traces[k - 1] != t]
     assert len(runs_of_traces) == len(set(traces))
-    assert all(a[1] < b[1] for a, b in zip(keys, keys[1:], strict=False) if a[0] == b[0])
+    assert all(a[1] < b[1] for a, b in itertools.pairwise(keys) if a[0] == b[0])
     assert runs_of_traces != sorted(runs_of_traces)
