@@ -174,6 +174,9 @@ class ClientSettings:
     # against their timeout and their latency (issue 14). Never above ``concurrency``.
     adaptive_concurrency: bool = True
     extra_headers: Mapping[str, str] = field(default_factory=dict)
+    # Server-specific request fields merged into every body (e.g. ``logit_bias``, ``top_k``);
+    # they never replace the model, the messages or the structured-output fields.
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
     # Where requests may go and which key names may be read (``judges.clients.egress``),
     # checked before the first request and on every connection. None only for code that
     # builds its own settings (benches, notebooks); the app always passes the deployment's.
@@ -756,6 +759,8 @@ def _payload(
     }
     if n > 1:
         payload["n"] = n
+    for key, value in settings.extra_body.items():
+        payload.setdefault(key, value)
     payload.update(structured_fields(mode))
     return payload
 

@@ -16,14 +16,56 @@ CHATML = (
     "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-_PAIRS = ("th he in er an re on at en nd ti es or te of ed is it al ar st to nt ng se ha as ou"
-          " io le ve co me de hi ri ro ic ne ea ra ce").split()
+_PAIRS = [
+    "th",
+    "he",
+    "in",
+    "er",
+    "an",
+    "re",
+    "on",
+    "at",
+    "en",
+    "nd",
+    "ti",
+    "es",
+    "or",
+    "te",
+    "of",
+    "ed",
+    "is",
+    "it",
+    "al",
+    "ar",
+    "st",
+    "to",
+    "nt",
+    "ng",
+    "se",
+    "ha",
+    "as",
+    "ou",
+    "io",
+    "le",
+    "ve",
+    "co",
+    "me",
+    "de",
+    "hi",
+    "ri",
+    "ro",
+    "ic",
+    "ne",
+    "ea",
+    "ra",
+    "ce",
+]
 
 
 def byte_to_unicode() -> dict[int, str]:
     """GPT-2's map from bytes to printable characters (what byte-level BPE vocabularies hold)."""
-    visible = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(
-        range(0xAE, 0x100)
+    visible = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
     )
     chars = visible[:]
     extra = 0
@@ -54,6 +96,23 @@ def vocabulary() -> tuple[list[str], list[int], list[str], dict[str, int]]:
         tokens.append(name)
         types.append(3)  # control
     return tokens, types, merges, specials
+
+
+SERVER_PACKAGES = ("llama_cpp", "gguf", "uvicorn", "sse_starlette")
+
+
+def missing_server_packages() -> list[str]:
+    """What the real-server tests need and is not importable (the ``llm-server`` extra)."""
+    import importlib.util
+
+    return [name for name in SERVER_PACKAGES if importlib.util.find_spec(name) is None]
+
+
+def missing_reason(missing: list[str]) -> str:
+    return (
+        f"needs {', '.join(missing)} for the real inference server: "
+        "pip install -e '.[llm-server]' (compiles llama.cpp once, ~15-30 min on 2 cores)"
+    )
 
 
 def nul_token_id() -> int:
