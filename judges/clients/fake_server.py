@@ -110,6 +110,7 @@ class FakeConfig:
     reject_unknown_model: bool = False
     report_cached: bool = False
     reasoning: bool = False
+    wants_max_completion_tokens: bool = False  # refuses max_tokens, like OpenAI's o-series
     # Which schema modes the server enforces (when garbage_unless_enforced).
     enforces: tuple[str, ...] = ("json_schema",)
 
@@ -361,6 +362,13 @@ class FakeServer:
         model = body.get("model")
         if cfg.reject_unknown_model and model not in cfg.served_models:
             return _error(404, "model_not_found", f"The model `{model}` does not exist.")
+        if cfg.wants_max_completion_tokens and "max_tokens" in body:
+            return _error(
+                400,
+                "unsupported_parameter",
+                "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead.",
+            )
         fmt = body.get("response_format") or {}
         if cfg.json_schema_unsupported and fmt.get("type") == "json_schema":
             # llama-cpp-python 0.3 answers OpenAI's json_schema with a 500.

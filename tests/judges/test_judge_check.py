@@ -106,3 +106,41 @@ def test_the_api_and_the_judge_page_run_the_probe_for_researchers_only(
     assert checked.status_code == 200 and b"Capability report" in checked.content
     assert b"json_schema" in checked.content and b"suggested: structured_output" in checked.content
     assert missing.status_code == 404
+
+
+def test_a_spec_names_its_structured_output_mode_and_a_wrong_one_is_refused(
+    api_client, researcher, fake
+):
+    # given
+    _login(api_client, researcher)
+    spec = {"name": "modes", "base_url": fake.base_url, "model": "fake-judge"}
+    # when
+    good = api_client.post(
+        "/api/judges/", {**spec, "structured_output": "json_schema"}, format="json"
+    )
+    bad = api_client.post("/api/judges/", {**spec, "structured_output": "xml"}, format="json")
+    # then
+    assert good.status_code == 201 and good.json()["structured_output"] == "json_schema"
+    assert bad.status_code == 400 and bad.json()["extra"]["field"] == "structured_output"
+    assert "judge_check" in bad.json()["message"]
+
+
+def test_the_run_page_shows_prompt_and_cached_tokens_per_step(
+    client, researcher, demo_audit, make_judge, run_chunks
+):
+    from judges.services import run_create
+
+    # given a run on a server that reports cached prompt tokens
+    with fake_server(latency_ms=0, jitter_ms=0, report_cached=True) as server:
+        judge = make_judge(server.base_url, max_concurrency=1)
+        run = run_create(audit=demo_audit, judge=judge, segmentation="given")
+        run_chunks(run)
+    run.refresh_from_db()
+    # when
+    _login(client, researcher)
+    page = client.get(f"/judges/audits/{demo_audit.slug}/runs/").content.decode()
+    # then
+    assert run.cached_tokens > 0
+    per_step = round(run.prompt_tokens / run.done)
+    assert f'data-field="prompt-per-step">{per_step}<' in page
+    assert f'data-field="cached-per-step">{round(run.cached_tokens / run.done)}<' in page

@@ -182,3 +182,17 @@ def test_cached_prompt_tokens_are_reported_where_the_server_says_so():
         results = judge_many_sync([first, second], settings=_settings(server, concurrency=1))
     # then the server's cached-token count is kept
     assert results[1].cached_tokens > 0
+
+
+def test_a_server_that_wants_max_completion_tokens_gets_it():
+    # given a server refusing max_tokens (OpenAI's reasoning models)
+    with fake_server(latency_ms=1, wants_max_completion_tokens=True) as server:
+        # when
+        results = judge_many_sync(
+            [_request(f"step {i}") for i in range(3)], settings=_settings(server, concurrency=1)
+        )
+        bodies = server.recent_requests()
+    # then the client switched once, for the batch, without a retry counted as transient
+    assert [r.verdict for r in results] == ["correct"] * 3
+    assert sum("max_tokens" in b for b in bodies) == 1
+    assert all("max_completion_tokens" in b for b in bodies[1:])
