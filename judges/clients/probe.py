@@ -199,6 +199,11 @@ async def _probe(
                     result.enforced = False
             timings.setdefault(mode, []).append(elapsed)
         report.modes[mode] = result
+    if not any(r.accepted for r in report.modes.values()):
+        first = next(iter(report.modes.values()))
+        report.notes.append(
+            f"the server answered no chat completion: {first.error or first.status}"
+        )
     mode = _suggest_mode(report)
     # n: asked once; a server that ignores it returns one choice.
     status, body, _, _ = await p.chat(_VERDICT_MESSAGES, mode=mode, n=3, temperature=1.0)

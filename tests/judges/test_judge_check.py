@@ -144,3 +144,17 @@ def test_the_run_page_shows_prompt_and_cached_tokens_per_step(
     per_step = round(run.prompt_tokens / run.done)
     assert f'data-field="prompt-per-step">{per_step}<' in page
     assert f'data-field="cached-per-step">{round(run.cached_tokens / run.done)}<' in page
+
+
+def test_a_server_that_is_down_is_reported_not_raised(make_judge):
+    # given a judge pointing at a port nobody listens on
+    from judges.clients.fake_server import free_port
+
+    judge = make_judge(f"http://127.0.0.1:{free_port()}/v1")
+    # when
+    report = probe_sync(client_settings(judge))
+    # then
+    assert report.models is None and "127.0.0.1" in report.models_error
+    assert not any(r.accepted for r in report.modes.values())
+    assert any("answered no chat completion" in note for note in report.notes)
+    assert report.suggested["structured_output"] == "none"
