@@ -339,7 +339,7 @@ class AdaptiveLimit:
         self.limit = limit
         self.adaptive = adaptive
         self.in_use = 0
-        self._cond = asyncio.Condition()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._calls: collections.deque[tuple[float, float, int]] = collections.deque(
             maxlen=self.WINDOW
         )
@@ -350,15 +350,34 @@ class AdaptiveLimit:
         return self.in_use >= self.limit
 
     async def __aenter__(self) -> int:
-        async with self._cond:
-            await self._cond.wait_for(lambda: self.in_use < self.limit)
-            self.in_use += 1
-            return self.in_use
+        while self.in_use >= self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # woken, then cancelled: pass the free slot on
+                raise
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+        self.in_use += 1  # no await between the check and here: the bound holds
+        return self.in_use
 
     async def __aexit__(self, *exc: object) -> None:
-        async with self._cond:
-            self.in_use -= 1
-            self._cond.notify_all()
+        # No await: a call cancelled here (a hedge's loser) must still free its slot.
+        self.in_use -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        free = self.limit - self.in_use
+        for waiter in list(self._waiters):
+            if free <= 0:
+                break
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
 
     def observe(self, start: float, end: float, in_flight: int) -> None:
         if in_flight == 1:

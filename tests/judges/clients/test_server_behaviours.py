@@ -196,3 +196,31 @@ def test_a_server_that_wants_max_completion_tokens_gets_it():
     assert [r.verdict for r in results] == ["correct"] * 3
     assert sum("max_tokens" in b for b in bodies) == 1
     assert all("max_completion_tokens" in b for b in bodies[1:])
+
+
+def test_the_adaptive_limit_holds_its_bound_and_a_cancelled_call_frees_its_slot():
+    import asyncio
+
+    from judges.clients.openai_compat import AdaptiveLimit
+
+    async def scenario():
+        limit = AdaptiveLimit(2)
+        peak = 0
+
+        async def call(hold: float):
+            nonlocal peak
+            async with limit:
+                peak = max(peak, limit.in_use)
+                await asyncio.sleep(hold)
+
+        # a call cancelled while holding a slot (a hedge's loser) and one cancelled while waiting
+        holders = [asyncio.create_task(call(10)) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        for task in holders:
+            task.cancel()
+        await asyncio.gather(*holders, return_exceptions=True)
+        assert limit.in_use == 0
+        await asyncio.wait_for(asyncio.gather(*(call(0.01) for _ in range(6))), 1)
+        return peak
+
+    assert asyncio.run(scenario()) == 2
