@@ -226,3 +226,48 @@ def test_the_probe_describes_llama_cpp_python(llama_server):
     assert report.n_honoured is False and report.one_at_a_time is True
     assert report.suggested["max_concurrency"] == 1
     _record("probe", format_report(report))
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_judge_left_at_json_schema_and_concurrency_4_still_finishes_every_step(
+    llama_server, small_audit, make_judge
+):
+    # given the settings a researcher might leave: OpenAI's json_schema (a 500 from this server)
+    # and 4 in flight with a tight timeout against a server that serves one at a time
+    judge = make_judge(
+        llama_server,
+        name="llama-misconfigured",
+        model=MODEL,
+        structured_output="json_schema",
+        temperature=1.0,
+        max_tokens=48,
+        max_concurrency=4,
+        timeout_s=2,
+        hedge_hung_calls=False,
+    )
+    # when
+    run, elapsed = _run(small_audit, judge)
+    # then the batch stepped down to the schema extension, lowered its concurrency, and every
+    # step has its verdict
+    records = list(JudgeVerdict.objects.filter(run=run).values_list("prompt_record", flat=True))
+    modes = collections.Counter(r.get("structured_output") for r in records)
+    kinds = collections.Counter(
+        JudgeVerdict.objects.filter(run=run).values_list("verdict", flat=True)
+    )
+    assert run.status == JudgeRun.Status.DONE and run.done == run.total
+    assert modes["json_object_schema"] >= run.total - 4
+    assert sum(n for k, n in kinds.items() if k != "invalid") >= run.total / 2
+    _record(
+        "misconfigured_run",
+        {
+            "steps": run.total,
+            "verdicts": dict(kinds),
+            "modes": dict(modes),
+            "seconds": round(elapsed, 1),
+            "steps_per_s": round(run.total / elapsed, 2),
+            "attempts": sum(
+                JudgeVerdict.objects.filter(run=run).values_list("attempts", flat=True)
+            ),
+        },
+    )
