@@ -34,6 +34,7 @@ from judges.services import (
     run_pause,
     run_resume,
 )
+from judges.services.probe import judge_check
 
 
 class JudgeListCreateApi(APIView):
@@ -50,6 +51,17 @@ class JudgeListCreateApi(APIView):
     def post(self, request):
         judge = judge_create_or_update(spec=request.data)
         return Response(JudgeOutputSerializer(judge).data, status=status.HTTP_201_CREATED)
+
+
+class JudgeCheckApi(APIView):
+    """POST probes the judge's server: models, structured-output modes, n, usage, one request
+    at a time, latency, and suggested settings (``manage.py judge_check``, docs/judges.md)."""
+
+    permission_classes = [IsResearcherOrAdmin]
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT, **error_responses(400, 404)})
+    def post(self, request, name: str):
+        return Response(judge_check(judge=judge_get(name=name)))
 
 
 def _run_or_404(run_id: int) -> JudgeRun:

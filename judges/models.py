@@ -108,6 +108,28 @@ class Judge(models.Model):
     max_retries = models.PositiveSmallIntegerField(default=6)
     max_parse_retries = models.PositiveSmallIntegerField(default=2)
     use_json_mode = models.BooleanField(default=True)
+
+    class StructuredOutput(models.TextChoices):
+        JSON_SCHEMA = (
+            "json_schema",
+            "response_format json_schema (OpenAI, vLLM, SGLang, llama-server)",
+        )
+        JSON_OBJECT_SCHEMA = (
+            "json_object_schema",
+            "response_format json_object + schema (llama-cpp-python)",
+        )
+        OLLAMA_FORMAT = "ollama_format", "format: schema (Ollama)"
+        GUIDED_JSON = "guided_json", "guided_json (vLLM guided decoding, SGLang)"
+        GRAMMAR = "grammar", "grammar: GBNF (llama.cpp)"
+        JSON_OBJECT = "json_object", "response_format json_object (JSON asked, shape not enforced)"
+        NONE = "none", "none (plain prompting)"
+
+    # How the verdict shape is enforced; ``manage.py judge_check`` says which a server honours.
+    structured_output = models.CharField(
+        max_length=24, choices=StructuredOutput.choices, default=StructuredOutput.JSON_OBJECT
+    )
+    # OpenAI's reasoning models refuse max_tokens and want max_completion_tokens.
+    max_tokens_field = models.CharField(max_length=24, default="max_tokens")
     # Send a call that looks hung (in flight > 4x the median) once more; at most 1.5% of the
     # requests. Off for a paid API where a duplicated long answer costs more than the time.
     hedge_hung_calls = models.BooleanField(default=True)
@@ -170,6 +192,8 @@ class Judge(models.Model):
         "max_retries",
         "max_parse_retries",
         "use_json_mode",
+        "structured_output",
+        "max_tokens_field",
         "hedge_hung_calls",
         "style_blind",
         "show_final_answer",
@@ -237,6 +261,7 @@ class JudgeRun(models.Model):
     invalid = models.PositiveIntegerField(default=0)
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
+    cached_tokens = models.BigIntegerField(default=0)  # prompt tokens from the prefix cache
     chunks_enqueued = models.PositiveIntegerField(default=0)
     seed = models.CharField(max_length=64, blank=True)
     created_by = models.ForeignKey(
@@ -282,6 +307,8 @@ class JudgeVerdict(models.Model):
     latency_ms = models.PositiveIntegerField(default=0)
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
+    # Prompt tokens the server served from its prefix cache, where it reports them.
+    cached_tokens = models.PositiveIntegerField(default=0)
     prompt_hash = models.CharField(max_length=64, blank=True)
     # What the prompt contained: context mode, context steps, answer shown, style-blind, …
     prompt_record = models.JSONField(default=dict, blank=True)

@@ -31,27 +31,17 @@ PLACEHOLDERS: frozenset[str] = frozenset(
     {"question", "options", "context", "step", "categories", "final_answer"}
 )
 
+# Laid out for prefix caching (vLLM, SGLang, llama.cpp's slot cache, OpenAI's prompt caching):
+# what every step of an audit shares (the instructions, the categories, the answer shape) is
+# the system message; the user message starts with what the steps of one trace share (the
+# question, its options, the final answer when shown, then the preceding steps in order) and
+# ends with the step itself. Step k+1's prompt therefore repeats step k's up to its last
+# preceding step, byte for byte, and a caching server computes that part once per trace.
 DEFAULT_SYSTEM = """\
 You are a meticulous domain expert auditing one step of another model's reasoning.
 Judge only the step's own claim, not whether the reasoning as a whole reaches the right answer.
-Answer with a single JSON object and nothing else."""
 
-DEFAULT_USER = """\
-Question:
-$question
-
-Options:
-$options
-
-Preceding steps of the same reasoning:
-$context
-$final_answer
-Step to assess:
-<step>
-$step
-</step>
-
-Is this step's own claim correct, an error, or impossible to assess from what is shown?
+Is the step's own claim correct, an error, or impossible to assess from what is shown?
 - "correct": the claim is true and follows from what precedes it.
 - "error": the claim is false, unjustified, or a reasoning mistake.
 - "abstain": the step makes no checkable claim, or it cannot be assessed from the text shown.
@@ -59,9 +49,24 @@ Is this step's own claim correct, an error, or impossible to assess from what is
 If the verdict is "error", choose the error category from:
 $categories
 
-Answer only with JSON of this shape:
+Answer only with a single JSON object of this shape, and nothing else:
 {"verdict": "correct" | "error" | "abstain", "error_category": "<category or null>", \
 "rationale": "<one or two sentences>"}"""
+
+DEFAULT_USER = """\
+Question:
+$question
+
+Options:
+$options
+$final_answer
+Preceding steps of the same reasoning:
+$context
+
+Step to assess:
+<step>
+$step
+</step>"""
 
 
 @dataclass(frozen=True)

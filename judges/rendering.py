@@ -19,6 +19,7 @@ from django.conf import settings
 from annotations.models import Audit, Step
 from judges.clients import ClientSettings, JudgeRequest
 from judges.clients.egress import EgressPolicy
+from judges.clients.openai_compat import structured_fields
 from judges.models import Judge, JudgePrompt
 from judges.prompts import PromptTemplate, prompt_hash, render_messages
 
@@ -72,6 +73,8 @@ def client_settings(judge: Judge, *, concurrency: int | None = None) -> ClientSe
         max_retries=judge.max_retries,
         max_parse_retries=judge.max_parse_retries,
         use_json_mode=judge.use_json_mode,
+        structured_output=judge.structured_output,
+        max_tokens_field=judge.max_tokens_field,
         hedge_after_latencies=ClientSettings.hedge_after_latencies if judge.hedge_hung_calls else 0,
         # A back-off below the timeout: a hang costs one timeout, not a minute of back-off.
         backoff_base_s=min(0.5, judge.timeout_s / 4),
@@ -186,11 +189,10 @@ def batch_request_body(judge: Judge, rendered: RenderedStep) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": judge.model,
         "messages": rendered.request.messages,
-        "max_tokens": judge.max_tokens,
+        judge.max_tokens_field: judge.max_tokens,
         "temperature": judge.temperature,
     }
     if judge.samples_per_step > 1:
         body["n"] = judge.samples_per_step
-    if judge.use_json_mode:
-        body["response_format"] = {"type": "json_object"}
+    body.update(structured_fields(judge.structured_output if judge.use_json_mode else "none"))
     return body

@@ -83,6 +83,10 @@ def run_progress(run: JudgeRun) -> dict[str, Any]:
         "steps_per_s": round(rate, 2),
         "prompt_tokens": run.prompt_tokens,
         "completion_tokens": run.completion_tokens,
+        "cached_tokens": run.cached_tokens,
+        # Per step judged: what prefix caching saves shows as cached of prompt.
+        "prompt_tokens_per_step": round(run.prompt_tokens / run.done) if run.done else 0,
+        "cached_tokens_per_step": round(run.cached_tokens / run.done) if run.done else 0,
         "eta_s": None if eta is None or math.isinf(eta) else round(eta, 1),
         "elapsed_s": round(active, 1),
         "created_at": run.created_at.isoformat() if run.created_at else None,

@@ -33,6 +33,8 @@ class JudgeOutputSerializer(serializers.ModelSerializer):
             "max_retries",
             "max_parse_retries",
             "use_json_mode",
+            "structured_output",
+            "max_tokens_field",
             "style_blind",
             "show_final_answer",
             "context_mode",

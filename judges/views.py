@@ -20,6 +20,7 @@ from judges.services import (
     run_pause,
     run_resume,
 )
+from judges.services.probe import judge_check
 
 
 def _require_researcher(request) -> None:
@@ -85,3 +86,26 @@ def run_action(request, run_id: int, action: str):
     except ApplicationError as exc:
         messages.error(request, exc.message)
     return redirect("judges:runs", slug=run.audit.slug)
+
+
+@login_required
+def judge_page(request, name: str):
+    """A judge's settings, with a button that probes its server (``manage.py judge_check``)."""
+    _require_researcher(request)
+    try:
+        judge = judge_get(name=name)
+    except ApplicationError as exc:
+        return render(request, "judges/judge_page.html", {"error": exc.message}, status=404)
+    report, error, status = None, "", 200
+    if request.method == "POST":
+        try:
+            report = judge_check(judge=judge)
+        except ApplicationError as exc:
+            error, status = exc.message, 400
+    settings = judge.settings_record()
+    return render(
+        request,
+        "judges/judge_page.html",
+        {"judge": judge, "settings": settings, "report": report, "error": error},
+        status=status,
+    )

@@ -36,6 +36,11 @@ def _check_service_markers(request):
 
         if connection.vendor != "postgresql":
             service_missing("needs PostgreSQL: set DATABASE_URL=postgres://...")
+    if "llm_server" in marker_names:
+        from tiny_llama import missing_reason, missing_server_packages
+
+        if missing := missing_server_packages():
+            service_missing(missing_reason(missing))
     if "redis" in marker_names and not os.environ.get("REDIS_URL"):
         service_missing("needs Redis: set REDIS_URL=redis://...")
     if "browser" in marker_names and not Path(CHROMIUM).exists():

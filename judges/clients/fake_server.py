@@ -28,6 +28,27 @@ Kinds: ``500``, ``503``, ``429`` (with ``Retry-After``, and ``retry-after-ms`` w
 not JSON), ``truncated`` (valid envelope, the answer cut in half), ``prose`` (no JSON at all),
 ``hang`` (answers nothing for ``--hang-s``), ``drop`` (closes the connection).
 
+Server behaviours met in the field (issue 14), each a config field, bundled as ``--profile``:
+
+``slots=N``                  serves N calls at a time, the rest wait in its queue (llama.cpp: 1)
+``json_schema_unsupported``  ``response_format`` type ``json_schema`` → HTTP 500
+                             (llama-cpp-python 0.3); its ``json_object`` + ``schema`` works
+``invalid_as_500``           validation errors (unsupported mode, context overflow) are 500s
+``context_tokens=N``         a prompt over N tokens → "llama_decode returned 1" (500) or
+                             OpenAI's 400 "maximum context length"
+``nul_answers``              answers hold raw NUL characters (in the rationale)
+``garbage_unless_enforced``  without a schema mode it honours, the answer is random-model
+                             garbage (truncated JSON, prose, control characters)
+``served_models``            what ``/models`` lists; any model name is answered (echoed)
+                             unless ``reject_unknown_model``
+``ignore_n``                 one choice whatever ``n`` asks
+``report_cached``            ``usage.prompt_tokens_details.cached_tokens``: the prompt prefix
+                             shared with the previous call, as a prefix cache would reuse it
+``reasoning``                a ``reasoning_content`` field beside the answer (DeepSeek-R1 style)
+
+Profiles (``PROFILES``): ``llama-cpp-python``, ``llama-server``, ``vllm``, ``ollama``,
+``openai``, ``nul``.
+
 Control endpoints: ``GET /_stats``, ``POST /_reset``, ``GET /_requests`` (the last N bodies),
 ``POST /_faults`` (a JSON list of fault kinds), ``GET /_timeline?bucket_s=0.1`` (calls in flight
 over time and slot-seconds held by hung calls, for benchmarks).
@@ -79,12 +100,85 @@ class FakeConfig:
     hang_s: float = 30.0
     keep_requests: int = 200
     seed: int = 0
+    slots: int | None = None
+    json_schema_unsupported: bool = False
+    invalid_as_500: bool = False
+    context_tokens: int | None = None
+    nul_answers: bool = False
+    garbage_unless_enforced: bool = False
+    served_models: tuple[str, ...] = ("fake-judge",)
+    reject_unknown_model: bool = False
+    report_cached: bool = False
+    reasoning: bool = False
+    wants_max_completion_tokens: bool = False  # refuses max_tokens, like OpenAI's o-series
+    # Which schema modes the server enforces (when garbage_unless_enforced).
+    enforces: tuple[str, ...] = ("json_schema",)
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(FAULT_KINDS)
         if unknown:
             raise ValueError(f"unknown fault kind(s): {', '.join(sorted(unknown))}")
         _policy_rate(self.verdict_policy)
+
+
+# Behaviours of real servers (see the module docstring), for ``fake_server(profile=...)``.
+PROFILES: dict[str, dict[str, Any]] = {
+    "llama-cpp-python": {
+        "slots": 1,
+        "json_schema_unsupported": True,
+        "invalid_as_500": True,
+        "ignore_n": True,
+        "served_models": ("local-model",),
+        "context_tokens": 2048,
+        "garbage_unless_enforced": True,
+        "enforces": ("json_object_schema", "grammar"),
+    },
+    "llama-server": {
+        "slots": 1,
+        "invalid_as_500": True,
+        "ignore_n": True,
+        "context_tokens": 4096,
+        "report_cached": True,
+        "garbage_unless_enforced": True,
+        "enforces": ("json_schema", "json_object_schema", "grammar"),
+    },
+    "vllm": {
+        "reject_unknown_model": True,
+        "report_cached": True,
+        "context_tokens": 8192,
+        "enforces": ("json_schema", "guided_json"),
+    },
+    "ollama": {"ignore_n": True, "enforces": ("ollama_format", "json_schema")},
+    "openai": {"report_cached": True, "reject_unknown_model": True, "context_tokens": 128000},
+    "nul": {"nul_answers": True},
+}
+
+_SCHEMA_MODES = {
+    "json_schema": lambda b: (b.get("response_format") or {}).get("type") == "json_schema",
+    "json_object_schema": lambda b: (
+        (b.get("response_format") or {}).get("type") == "json_object"
+        and "schema" in (b.get("response_format") or {})
+    ),
+    "ollama_format": lambda b: isinstance(b.get("format"), dict),
+    "guided_json": lambda b: "guided_json" in b,
+    "grammar": lambda b: "grammar" in b,
+}
+_GARBAGE = (
+    '{ ", unknown',
+    '"} yes',
+    '{"verdict": "corr',
+    "The step is fine I think",
+    "\x01\x02{{",
+    '```json\n{"verdict"',
+    "",
+)
+
+
+def config_for(profile: str | None = None, **overrides: Any) -> FakeConfig:
+    """A ``FakeConfig`` from a profile's behaviours, with ``overrides`` on top."""
+    if profile is not None and profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
+    return FakeConfig(**{**(PROFILES[profile] if profile else {}), **overrides})
 
 
 def _policy_rate(policy: str) -> float | None:
@@ -143,6 +237,8 @@ class FakeServer:
         self._queued_faults: collections.deque[str] = collections.deque()
         self._sample_counters: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()  # stats are read from other threads in tests
+        self._slots = asyncio.Semaphore(config.slots) if config.slots else None
+        self._last_prompt = ""
         self.reset()
 
     def reset(self) -> None:
@@ -250,6 +346,57 @@ class FakeServer:
             self.bodies.append(body)
         fault = self._pick_fault()
         request[FAULT_KEY] = fault or ""
+        refused = self._refusal(body, messages)
+        if refused is not None:
+            return refused
+        if self._slots is not None:
+            # One generation at a time (llama.cpp's default): the others wait in our queue,
+            # and that wait is part of what the client measures.
+            async with self._slots:
+                return await self._generate(request, body, messages, fault)
+        return await self._generate(request, body, messages, fault)
+
+    def _refusal(self, body: dict[str, Any], messages: list[dict[str, Any]]) -> web.Response | None:
+        cfg = self.config
+        invalid = 500 if cfg.invalid_as_500 else 400
+        model = body.get("model")
+        if cfg.reject_unknown_model and model not in cfg.served_models:
+            return _error(404, "model_not_found", f"The model `{model}` does not exist.")
+        if cfg.wants_max_completion_tokens and "max_tokens" in body:
+            return _error(
+                400,
+                "unsupported_parameter",
+                "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead.",
+            )
+        fmt = body.get("response_format") or {}
+        if cfg.json_schema_unsupported and fmt.get("type") == "json_schema":
+            # llama-cpp-python 0.3 answers OpenAI's json_schema with a 500.
+            return _error(
+                500, "server_error", "Invalid request: response_format json_schema is unsupported"
+            )
+        if cfg.context_tokens is not None and _prompt_tokens(messages) > cfg.context_tokens:
+            if cfg.invalid_as_500:
+                return _error(500, "server_error", "llama_decode returned 1")
+            return _error(
+                400,
+                "context_length_exceeded",
+                f"This model's maximum context length is {cfg.context_tokens} tokens. However, "
+                f"your messages resulted in {_prompt_tokens(messages)} tokens.",
+            )
+        if body.get("response_format") and cfg.json_mode_unsupported:
+            return _error(
+                invalid, "invalid_request_error", "response_format is not supported by this model"
+            )
+        return None
+
+    async def _generate(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        messages: list[dict[str, Any]],
+        fault: str | None,
+    ) -> web.StreamResponse:
         cfg = self.config
         delay = max(0.0, cfg.latency_ms + self._rng.uniform(-cfg.jitter_ms, cfg.jitter_ms)) / 1000
         if fault == "hang":
@@ -267,10 +414,6 @@ class FakeServer:
             return _error(400, "invalid_request_error", "injected bad request")
         if fault == "429":
             return _error(429, "rate_limit_exceeded", "slow down", self._retry_headers())
-        if body.get("response_format") and cfg.json_mode_unsupported:
-            return _error(
-                400, "invalid_request_error", "response_format is not supported by this model"
-            )
         if fault == "malformed":
             return web.Response(
                 body=b'{"id": "chatcmpl-x", "choices": [{"mess', content_type="application/json"
@@ -309,42 +452,54 @@ class FakeServer:
             self.completions += 1
         choices = []
         completion_tokens = 0
+        cfg = self.config
+        enforced = any(_SCHEMA_MODES[mode](body) for mode in cfg.enforces)
         for i in range(n):
-            verdict = expected_verdict(
-                step, policy=self.config.verdict_policy, sample_index=first + i
-            )
+            verdict = expected_verdict(step, policy=cfg.verdict_policy, sample_index=first + i)
             content = _answer(step, verdict)
+            if cfg.nul_answers:
+                content = _answer(step, verdict).replace("Fake judge:", "Fake\x00judge:")
             if "[unparseable]" in step or fault == "prose":
                 content = "After careful thought, I believe the step holds up reasonably well."
             elif fault == "truncated":
                 content = content[: len(content) // 2 - 12]
+            elif cfg.garbage_unless_enforced and not enforced:
+                content = self._rng.choice(_GARBAGE)
             completion_tokens += max(1, len(content) // 4)
+            message: dict[str, Any] = {"role": "assistant", "content": content}
+            if cfg.reasoning:
+                message["reasoning_content"] = f'Thinking: "verdict": "abstain"? No, {verdict}.'
             choices.append(
                 {
                     "index": i,
-                    "message": {"role": "assistant", "content": content},
+                    "message": message,
                     "finish_reason": "length" if fault == "truncated" else "stop",
                 }
             )
-        prompt_chars = sum(len(str(m.get("content", ""))) for m in messages)
-        prompt_tokens = max(1, prompt_chars // 4) + 4 * len(messages)
+        prompt_tokens = _prompt_tokens(messages)
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        if cfg.report_cached:
+            text = "".join(str(m.get("content", "")) for m in messages)
+            with self._lock:
+                shared = _shared_prefix(text, self._last_prompt)
+                self._last_prompt = text
+            usage["prompt_tokens_details"] = {"cached_tokens": shared // 4}
         return {
             "id": f"chatcmpl-fake-{self.requests}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", "fake"),
             "choices": choices,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+            "usage": usage,
         }
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {"object": "list", "data": [{"id": "fake-judge", "object": "model"}]}
-        )
+        data = [{"id": name, "object": "model"} for name in self.config.served_models]
+        return web.json_response({"object": "list", "data": data})
 
     async def _stats_view(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
@@ -368,6 +523,16 @@ class FakeServer:
         except (ValueError, TypeError) as exc:
             return _error(400, "invalid_request_error", str(exc))
         return web.json_response({"queued": len(self._queued_faults)})
+
+
+def _shared_prefix(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
+
+
+def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    prompt_chars = sum(len(str(m.get("content", ""))) for m in messages)
+    return max(1, prompt_chars // 4) + 4 * len(messages)
 
 
 def _error(
@@ -407,9 +572,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def fake_server(**config: Any) -> Iterator[RunningServer]:
-    """Start a fake server on a free 127.0.0.1 port in a background thread (own event loop)."""
-    server = FakeServer(FakeConfig(**config))
+def fake_server(profile: str | None = None, **config: Any) -> Iterator[RunningServer]:
+    """Start a fake server on a free 127.0.0.1 port in a background thread (own event loop).
+
+    ``profile`` names a bundle of real servers' behaviours (``PROFILES``); keywords override.
+    """
+    server = FakeServer(config_for(profile, **config))
     port = free_port()
     loop = asyncio.new_event_loop()
     started = threading.Event()
@@ -470,20 +638,24 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--hang-s", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", choices=sorted(PROFILES), default=None)
     args = parser.parse_args(argv)
-    config = FakeConfig(
-        latency_ms=args.latency_ms,
-        jitter_ms=args.jitter_ms,
-        fault_rate=args.fault_rate,
-        faults=tuple(f for f in args.faults.split(",") if f),
-        json_mode_unsupported=args.json_mode_unsupported,
-        ignore_n=args.ignore_n,
-        verdict_policy=args.verdict_policy,
-        retry_after_s=args.retry_after_s,
-        retry_after_ms=args.retry_after_ms,
-        hang_s=args.hang_s,
-        seed=args.seed,
-    )
+    overrides = {
+        "latency_ms": args.latency_ms,
+        "jitter_ms": args.jitter_ms,
+        "fault_rate": args.fault_rate,
+        "faults": tuple(f for f in args.faults.split(",") if f),
+        "verdict_policy": args.verdict_policy,
+        "retry_after_s": args.retry_after_s,
+        "retry_after_ms": args.retry_after_ms,
+        "hang_s": args.hang_s,
+        "seed": args.seed,
+    }
+    # A flag left off keeps the profile's behaviour.
+    for flag in ("json_mode_unsupported", "ignore_n"):
+        if getattr(args, flag):
+            overrides[flag] = True
+    config = config_for(args.profile, **overrides)
     with contextlib.suppress(ImportError):
         import uvloop  # optional: only when already installed; not a project dependency
 

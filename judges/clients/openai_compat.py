@@ -13,7 +13,10 @@ Outcomes (``JudgeResult``), so a caller can store them without reading this code
   ``max_parse_retries`` re-asks; store it as ``invalid`` with ``raw_response`` (never dropped).
 * ``ok=False``, ``verdict=None`` — no verdict; ``failure`` says why:
   ``client_error`` (a 4xx other than 408/409/429: bad model name, bad key… ``retryable=False``,
-  retrying the same request cannot help: mark the step / run failed),
+  retrying the same request cannot help: mark the step / run failed; a 5xx whose body says
+  the request was invalid counts here too), ``context_overflow`` (the prompt does not fit the
+  model's context, whatever status the server used: failed at once with the server's reason;
+  a *re-ask* that overflows keeps the first answer as ``invalid`` instead),
   ``retries_exhausted`` (429 / 5xx / timeouts / dropped connections beyond ``max_retries``,
   ``retryable=True``: the Celery task may retry the chunk later), or
   ``stopped`` (``should_stop()`` became true before the request was sent or during its
@@ -68,15 +71,77 @@ import aiohttp
 import orjson
 
 from judges.clients.egress import EgressPolicy, EgressRefused, PolicyResolver
-from judges.clients.parsing import ParsedVerdict, ParseError, parse_verdict
+from judges.clients.parsing import VERDICT_SCHEMA, ParsedVerdict, ParseError, parse_verdict
 from judges.clients.ratelimit import NoopRateLimiter, RateLimiter, estimate_tokens
 
 Verdict = Literal["correct", "error", "abstain", "invalid"]
-FailureKind = Literal["client_error", "retries_exhausted", "stopped"]
+FailureKind = Literal[
+    "client_error", "context_overflow", "retries_exhausted", "stopped", "store_error"
+]
 
-# Statuses worth retrying: timeouts, conflicts, rate limits, every server error.
+# How the verdict shape is enforced, per server family (docs/judges.md, "Servers"):
+#   json_schema         response_format {"type": "json_schema", ...}: OpenAI, vLLM, SGLang,
+#                       llama-server (llama.cpp's own server)
+#   json_object_schema  response_format {"type": "json_object", "schema": ...}: llama-cpp-python
+#   ollama_format       "format": <schema>: Ollama
+#   guided_json         "guided_json": <schema>: vLLM's (older) guided decoding, SGLang
+#   grammar             "grammar": <GBNF>: llama.cpp / llama-cpp-python grammar sampling
+#   json_object         response_format {"type": "json_object"}: JSON asked, shape not enforced
+#   none                plain prompting
+STRUCTURED_MODES = (
+    "json_schema",
+    "json_object_schema",
+    "ollama_format",
+    "guided_json",
+    "grammar",
+    "json_object",
+    "none",
+)
+ENFORCING_MODES = frozenset(STRUCTURED_MODES[:5])
+# When a server rejects a mode the batch steps down (without counting a retry): OpenAI's
+# json_schema to llama-cpp-python's json_object + schema (what a server refusing the first
+# most likely is), any other schema mode to plain JSON mode, JSON mode to plain prompting.
+_FALLBACK = (
+    {mode: "json_object" for mode in ENFORCING_MODES}
+    | {"json_schema": "json_object_schema"}
+    | {"json_object": "none"}
+)
+MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
+
+# Statuses worth retrying: timeouts, conflicts, rate limits, every server error — unless the
+# body says the request itself is at fault (below).
 RETRYABLE_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
-_JSON_MODE_REJECTED = re.compile(r"response_format|json_object|json mode|structured output", re.I)
+_JSON_MODE_REJECTED = re.compile(
+    r"response_format|json_object|json_schema|json mode|structured output|guided_json|grammar"
+    r"|\bschema\b",
+    re.I,
+)
+# A prompt longer than the model's context: no retry can help (llama.cpp answers 500
+# "llama_decode returned 1"; vLLM / OpenAI 400 "maximum context length").
+_CONTEXT_OVERFLOW = re.compile(
+    r"context[ _-]?(length|window|size|overflow)|maximum context|exceeds? (the )?(context|n_ctx)"
+    r"|n_ctx|llama_decode returned|prompt is too long|too many tokens|input is too long"
+    r"|context_length_exceeded|requested \d+ tokens",
+    re.I,
+)
+# A 5xx that says the request was invalid (some servers report validation errors as 500).
+_INVALID_REQUEST = re.compile(
+    r"invalid[ _]request|validation error|unprocessable|unsupported|not supported|unrecognized"
+    r"|extra (inputs|fields) (are )?not permitted|bad request|invalid value|must be one of",
+    re.I,
+)
+_MAX_TOKENS_REJECTED = re.compile(r"max_completion_tokens", re.I)
+# GBNF for llama.cpp's grammar sampling: exactly the schema's object, verdict first.
+VERDICT_GRAMMAR = "\n".join(
+    (
+        r'root ::= "{\"verdict\": \"" verdict "\", \"error_category\": " category'
+        r' ", \"rationale\": \"" text "\"}"',
+        r'verdict ::= "correct" | "error" | "abstain"',
+        r'category ::= "null" | "\"" [a-zA-Z0-9 _-]{1,60} "\""',
+        r'text ::= [^"\\\x00-\x1f]{0,400}',
+        "",
+    )
+)
 PARSE_NUDGE = (
     "Your previous answer could not be read. Reply with only the JSON object "
     '{"verdict": "correct" | "error" | "abstain", "error_category": ..., "rationale": ...}.'
@@ -99,8 +164,19 @@ class ClientSettings:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     retry_after_max_s: float = 120.0  # a longer Retry-After fails the call as retryable
-    use_json_mode: bool = True
+    use_json_mode: bool = True  # False: no response_format at all (structured_output "none")
+    # How the verdict shape is asked for / enforced (STRUCTURED_MODES); the probe
+    # (``judges.clients.probe``) says which ones a server honours.
+    structured_output: str = "json_object"
+    max_tokens_field: str = "max_tokens"  # "max_completion_tokens" for OpenAI reasoning models
+    # Lower the number of calls in flight when the server is measured to queue them (it serves
+    # fewer at a time than we send): requests waiting in the server's queue would count
+    # against their timeout and their latency (issue 14). Never above ``concurrency``.
+    adaptive_concurrency: bool = True
     extra_headers: Mapping[str, str] = field(default_factory=dict)
+    # Server-specific request fields merged into every body (e.g. ``logit_bias``, ``top_k``);
+    # they never replace the model, the messages or the structured-output fields.
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
     # Where requests may go and which key names may be read (``judges.clients.egress``),
     # checked before the first request and on every connection. None only for code that
     # builds its own settings (benches, notebooks); the app always passes the deployment's.
@@ -124,6 +200,10 @@ class ClientSettings:
             raise ValueError("concurrency must be at least 1")
         if self.timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
+        if self.structured_output not in STRUCTURED_MODES:
+            raise ValueError(f"structured_output must be one of {', '.join(STRUCTURED_MODES)}")
+        if self.max_tokens_field not in MAX_TOKENS_FIELDS:
+            raise ValueError(f"max_tokens_field must be one of {', '.join(MAX_TOKENS_FIELDS)}")
         if self.max_retries < 0 or self.max_parse_retries < 0:
             raise ValueError("max_retries and max_parse_retries must be >= 0")
         if any(name.lower() in ("authorization", "api-key") for name in self.extra_headers):
@@ -133,6 +213,11 @@ class ClientSettings:
     @property
     def completions_url(self) -> str:
         return self.base_url.rstrip("/") + "/chat/completions"
+
+    @property
+    def mode(self) -> str:
+        """The structured-output mode asked for first (``use_json_mode=False`` is "none")."""
+        return self.structured_output if self.use_json_mode else "none"
 
 
 @dataclass(frozen=True)
@@ -155,7 +240,7 @@ class JudgeResult:
     rationale: str
     raw_response: str  # every sample's raw text; re-asked answers included when unparseable
     attempts: int  # HTTP calls made, retries and re-asks included
-    latency_ms: int  # wall time from the first send to the result, back-offs included
+    latency_ms: int  # the server's time: HTTP calls (re-asks too), no back-off, no slot wait
     prompt_tokens: int
     completion_tokens: int
     error: str | None = None  # short, never contains the key
@@ -165,6 +250,10 @@ class JudgeResult:
     json_mode: bool = False  # whether the answer was requested with response_format
     parse_methods: tuple[str, ...] = ()
     hedged: bool = False  # a duplicate was sent (a call looked hung); attempts count both
+    structured: str = ""  # the structured-output mode of the (last) call that answered
+    cached_tokens: int = 0  # prompt tokens the server reported served from its prefix cache
+    reasoning: bool = False  # the answer held a reasoning part (kept in raw_response)
+    elapsed_ms: int = 0  # wall time from the first send to the result, back-offs included
 
 
 def aggregate_samples(
@@ -216,6 +305,10 @@ class _Reply:
     completion_tokens: int
     attempts: int
     json_mode: bool
+    mode: str = "none"
+    cached_tokens: int = 0
+    server_s: float = 0.0  # time of the HTTP calls, without back-offs or waits for a slot
+    reasoning: bool = False
 
 
 @dataclass
@@ -225,8 +318,101 @@ class _Sample:
     reason: str | None
 
 
+class AdaptiveLimit:
+    """A semaphore whose bound the batch lowers when the server is measured to queue calls.
+
+    Why: a server that serves fewer requests at a time than we send (llama.cpp's one slot)
+    queues the rest; their wait counts against their timeout (issue 14: timeout 0.8 s at
+    concurrency 4 stored 9 of 33 verdicts in 208 s, concurrency 1 all 33 in 31 s) and their
+    latency. From the last calls (each: start, end, calls in flight when it was sent) the
+    server's parallelism is estimated by Little's law as throughput × service time, the service
+    time being the fastest call's duration (a call that did not queue); when calls are sent at
+    clearly more than that, the bound drops to it. A timeout halves the bound (a call that timed
+    out while others were in flight most likely waited in the server's queue). The bound never
+    rises above ``limit`` and never falls below 1.
+    """
+
+    WINDOW = 24
+
+    def __init__(self, limit: int, *, adaptive: bool = True) -> None:
+        self.max_limit = limit
+        self.limit = limit
+        self.adaptive = adaptive
+        self.in_use = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._calls: collections.deque[tuple[float, float, int]] = collections.deque(
+            maxlen=self.WINDOW
+        )
+        self._alone: collections.deque[float] = collections.deque(maxlen=16)
+        self.lowered: list[tuple[int, str]] = []  # (new bound, why), for the run's record
+
+    def locked(self) -> bool:
+        return self.in_use >= self.limit
+
+    async def __aenter__(self) -> int:
+        while self.in_use >= self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # woken, then cancelled: pass the free slot on
+                raise
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+        self.in_use += 1  # no await between the check and here: the bound holds
+        return self.in_use
+
+    async def __aexit__(self, *exc: object) -> None:
+        # No await: a call cancelled here (a hedge's loser) must still free its slot.
+        self.in_use -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        free = self.limit - self.in_use
+        for waiter in list(self._waiters):
+            if free <= 0:
+                break
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+    def observe(self, start: float, end: float, in_flight: int) -> None:
+        if in_flight == 1:
+            self._alone.append(end - start)
+        if not self.adaptive or self.limit <= 1 or not self._alone:
+            return
+        self._calls.append((start, end, in_flight))
+        if len(self._calls) < max(8, 3 * self.limit):
+            return
+        calls = list(self._calls)
+        span = max(e for _, e, _ in calls) - min(s for s, _, _ in calls)
+        service = _median(self._alone)  # a call sent alone did not wait in a server queue
+        typical = _median(e - s for s, e, _ in calls)
+        if span <= 0 or service <= 0:
+            return
+        parallel = len(calls) / span * service
+        sent = sum(k for _, _, k in calls) / len(calls)
+        # Both signs, with margins wide enough for latency jitter: calls take much longer than
+        # a call alone, and far more are sent than the server completes in parallel.
+        if typical > 2 * service and sent > 2 * parallel:
+            self._lower(max(1, round(parallel)), f"server served ~{parallel:.1f} at a time")
+
+    def timed_out(self, in_flight: int) -> None:
+        if self.adaptive and in_flight > 1 and self.limit > 1:
+            self._lower(max(1, self.limit // 2), "a call timed out with others in flight")
+
+    def _lower(self, limit: int, why: str) -> None:
+        if limit < self.limit:
+            self.limit = limit
+            self.lowered.append((limit, why))
+            self._calls.clear()
+
+
 class _Batch:
-    """Shared state of one ``judge_many`` call: session, semaphore, server quirks learned."""
+    """Shared state of one ``judge_many`` call: session, limit, server quirks learned."""
 
     def __init__(
         self,
@@ -241,8 +427,9 @@ class _Batch:
         self.settings = settings
         self.limiter = limiter
         self.secret = secret
-        self.semaphore = asyncio.Semaphore(settings.concurrency)
-        self.json_mode = settings.use_json_mode
+        self.semaphore = AdaptiveLimit(settings.concurrency, adaptive=settings.adaptive_concurrency)
+        self.mode = settings.mode  # steps down when the server rejects it (``_FALLBACK``)
+        self.max_tokens_field = settings.max_tokens_field
         self.n_supported: bool | None = None  # unknown until a call with n > 1 answers
         self._should_stop = should_stop
         self._stopped = False
@@ -250,6 +437,7 @@ class _Batch:
         # Durations of recent successful calls, for the hedging threshold.
         self.latencies: collections.deque[float] = collections.deque(maxlen=256)
         self.hedges = 0
+        self.fallbacks: list[str] = []  # structured-output modes the server refused
         self.draining = False  # every request has been handed out; the run waits for the rest
 
     def stopped(self) -> bool:
@@ -266,6 +454,15 @@ class _Batch:
             text = text.replace(self.secret, "***")
         text = " ".join(text.split())
         return text[:300]
+
+    def connection_problem(self, exc: aiohttp.ClientError) -> str:
+        """``connection error to HOST:PORT: cause`` — which server, and why it did not answer."""
+        url = aiohttp.client.URL(self.settings.completions_url)
+        host = getattr(exc, "host", None) or url.host
+        port = getattr(exc, "port", None) or url.port
+        cause = getattr(exc, "os_error", None) or exc.__cause__ or exc
+        detail = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+        return self.scrub(f"connection error to {host}:{port}: {type(exc).__name__}: {detail}")
 
     # -- one logical call, with transport retries ----------------------------------------------
 
@@ -285,7 +482,7 @@ class _Batch:
             attempts += 1
             delay: float | None = None
             problem = ""
-            async with self.semaphore:
+            async with self.semaphore as in_flight:
                 if self.stopped():
                     # Queued behind the bound while the run was paused or cancelled: don't send.
                     await self.limiter.reconcile(estimate, 0)
@@ -296,8 +493,11 @@ class _Batch:
                     first_send.append(time.monotonic())
                 # Decided here, not before queueing: a request that waited for the slot must
                 # see a JSON-mode fallback learned meanwhile.
-                json_mode = self.json_mode and request.response_format_json
-                payload = _payload(s, request, messages, n=n, json_mode=json_mode)
+                mode = self.mode if request.response_format_json else "none"
+                json_mode = mode != "none"
+                payload = _payload(
+                    s, request, messages, n=n, mode=mode, max_tokens_field=self.max_tokens_field
+                )
                 flight = _FLIGHT.get(None)
                 sent_at = time.monotonic()
                 if flight is not None:
@@ -315,24 +515,28 @@ class _Batch:
                 except TimeoutError:
                     status, body, retry_after = 0, b"", None
                     problem = f"timeout after {s.timeout_s:g}s"
+                    self.semaphore.timed_out(in_flight)
                 except aiohttp.ClientError as exc:
                     status, body, retry_after = 0, b"", None
-                    problem = f"connection error: {type(exc).__name__}"
+                    problem = self.connection_problem(exc)
                     refused = getattr(exc, "os_error", None)
                     if isinstance(refused, EgressRefused):
                         problem = f"refused: {refused}"
                 finally:
                     if flight is not None and flight.http_since == sent_at:
                         flight.http_since = None
+                ended_at = time.monotonic()
                 if status == 200:
-                    self.latencies.append(time.monotonic() - sent_at)
+                    self.latencies.append(ended_at - sent_at)
+                    self.semaphore.observe(sent_at, ended_at, in_flight)
             if problem.startswith("refused: "):
                 # The host resolved to an address the egress policy refuses: no retry helps.
                 await self.limiter.reconcile(estimate, 0)
                 raise _CallFailed("client_error", problem, retryable=False, attempts=attempts)
             if status == 200:
                 try:
-                    reply = _read_completion(body, attempts=attempts, json_mode=json_mode)
+                    reply = _read_completion(body, attempts=attempts, mode=mode)
+                    reply.server_s = ended_at - sent_at
                 except ValueError as exc:
                     await self.limiter.reconcile(estimate, estimate)
                     problem = f"malformed response: {exc}"
@@ -343,15 +547,34 @@ class _Batch:
             elif status:
                 await self.limiter.reconcile(estimate, 0)  # nothing was generated
                 text = self.scrub(body.decode("utf-8", "replace"))
-                if json_mode and status in (400, 422) and _JSON_MODE_REJECTED.search(text):
-                    # The server has no JSON mode: plain prompting for the rest of the batch;
-                    # this does not count as a retry.
-                    self.json_mode = False
-                    continue
                 problem = f"HTTP {status}: {text}" if text else f"HTTP {status}"
+                request_refused = status in (400, 422) or (
+                    status >= 500 and bool(_INVALID_REQUEST.search(text))
+                )
+                if _CONTEXT_OVERFLOW.search(text) and (status >= 400):
+                    # The prompt does not fit the model's context: no retry can help.
+                    raise _CallFailed(
+                        "context_overflow",
+                        f"context overflow: {problem}",
+                        retryable=False,
+                        attempts=attempts,
+                    )
+                if json_mode and request_refused and _JSON_MODE_REJECTED.search(text):
+                    # The server lacks this structured-output mode: step down for the rest of
+                    # the batch (json_schema → json_object → none); not counted as a retry.
+                    self.mode = _FALLBACK[mode] if self.mode == mode else self.mode
+                    self.fallbacks.append(f"{mode} → {self.mode}: {problem[:120]}")
+                    continue
+                if (
+                    request_refused
+                    and self.max_tokens_field == "max_tokens"
+                    and _MAX_TOKENS_REJECTED.search(text)
+                ):
+                    self.max_tokens_field = "max_completion_tokens"  # OpenAI reasoning models
+                    continue
                 if 300 <= status < 400:
                     problem = f"HTTP {status}: redirects are not followed; use the final URL"
-                if status not in RETRYABLE_STATUSES:
+                if status not in RETRYABLE_STATUSES or request_refused:
                     raise _CallFailed("client_error", problem, retryable=False, attempts=attempts)
                 delay = retry_after
             if retries >= s.max_retries:
@@ -388,15 +611,29 @@ class _Batch:
     # -- one request: samples, parse re-asks, aggregation -------------------------------------
 
     async def judge(self, request: JudgeRequest) -> JudgeResult:
-        first_send: list[float] = []  # latency counts from the first send, not from queueing
-        counters = {"attempts": 0, "prompt": 0, "completion": 0, "json_mode": False}
+        first_send: list[float] = []
+        counters: dict[str, Any] = {
+            "attempts": 0,
+            "prompt": 0,
+            "completion": 0,
+            "cached": 0,
+            "server_s": 0.0,
+            "json_mode": False,
+            "mode": "",
+            "reasoning": False,
+        }
+        reask_failures: list[str] = []
 
         async def call(messages: list[dict[str, str]], n: int) -> list[str]:
             reply = await self.call(request, messages, n, first_send)
             counters["attempts"] += reply.attempts
             counters["prompt"] += reply.prompt_tokens
             counters["completion"] += reply.completion_tokens
+            counters["cached"] += reply.cached_tokens
+            counters["server_s"] += reply.server_s
             counters["json_mode"] = counters["json_mode"] or reply.json_mode
+            counters["mode"] = reply.mode
+            counters["reasoning"] = counters["reasoning"] or reply.reasoning
             return reply.contents
 
         async def sample(first_raw: str | None) -> _Sample:
@@ -405,7 +642,9 @@ class _Batch:
             for reask in range(self.settings.max_parse_retries + 1):
                 raws.append(raw)
                 try:
-                    return _Sample(parse_verdict(raw, categories=request.categories), raws, None)
+                    enforced = counters["mode"] in ENFORCING_MODES
+                    parsed = parse_verdict(raw, categories=request.categories, enforced=enforced)
+                    return _Sample(parsed, raws, None)
                 except ParseError as exc:
                     reason = exc.reason
                 if reask == self.settings.max_parse_retries:
@@ -417,7 +656,16 @@ class _Batch:
                     {"role": "assistant", "content": raw},
                     {"role": "user", "content": PARSE_NUDGE},
                 ]
-                raw = (await call(nudged, 1))[0]
+                try:
+                    raw = (await call(nudged, 1))[0]
+                except _CallFailed as exc:
+                    if exc.retryable:
+                        raise
+                    # The re-ask itself cannot work (it overflows the context, say): the
+                    # first answer stands, as 'invalid' with its raw text (issue 14).
+                    counters["attempts"] += exc.attempts
+                    reask_failures.append(exc.message)
+                    break
             return _Sample(None, raws, reason)
 
         try:
@@ -431,19 +679,24 @@ class _Batch:
                 rationale="",
                 raw_response="",
                 attempts=counters["attempts"] + exc.attempts,
-                latency_ms=_elapsed_ms(first_send),
+                latency_ms=round(counters["server_s"] * 1000),
+                elapsed_ms=_elapsed_ms(first_send),
                 prompt_tokens=counters["prompt"],
                 completion_tokens=counters["completion"],
                 error=exc.message,
                 failure=exc.kind,
                 retryable=exc.retryable,
                 json_mode=bool(counters["json_mode"]),
+                structured=str(counters["mode"]),
             )
         verdict, category, rationale = aggregate_samples([x.parsed for x in samples])
         error = None
         if verdict == "invalid":
             reasons = "; ".join(sorted({x.reason or "" for x in samples}))
-            error = f"unparseable after {self.settings.max_parse_retries} re-asks: {reasons}"
+            asks = max(len(x.raws) for x in samples) - 1
+            error = f"unparseable after {asks} re-asks: {reasons}"
+            if reask_failures:
+                error += f"; re-ask failed: {reask_failures[0]}"
         return JudgeResult(
             key=request.key,
             ok=True,
@@ -452,13 +705,18 @@ class _Batch:
             rationale=rationale,
             raw_response=_join_raws(samples),
             attempts=int(counters["attempts"]),
-            latency_ms=_elapsed_ms(first_send),
+            # The server's time: the HTTP calls, not waits for a slot or back-offs.
+            latency_ms=round(counters["server_s"] * 1000),
+            elapsed_ms=_elapsed_ms(first_send),
             prompt_tokens=int(counters["prompt"]),
             completion_tokens=int(counters["completion"]),
             error=error,
             samples=tuple(x.parsed.verdict if x.parsed else "invalid" for x in samples),
             json_mode=bool(counters["json_mode"]),
             parse_methods=tuple(x.parsed.method for x in samples if x.parsed),
+            structured=str(counters["mode"]),
+            cached_tokens=int(counters["cached"]),
+            reasoning=bool(counters["reasoning"]),
         )
 
     async def _samples(
@@ -481,24 +739,48 @@ class _Batch:
         return list(await asyncio.gather(*(sample(raw) for raw in firsts)))
 
 
+def structured_fields(mode: str) -> dict[str, Any]:
+    """The request fields that ask for the verdict shape in ``mode`` (see STRUCTURED_MODES)."""
+    if mode == "json_schema":
+        return {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "step_verdict", "strict": True, "schema": VERDICT_SCHEMA},
+            }
+        }
+    if mode == "json_object_schema":
+        return {"response_format": {"type": "json_object", "schema": VERDICT_SCHEMA}}
+    if mode == "ollama_format":
+        return {"format": VERDICT_SCHEMA}
+    if mode == "guided_json":
+        return {"guided_json": VERDICT_SCHEMA}
+    if mode == "grammar":
+        return {"grammar": VERDICT_GRAMMAR}
+    if mode == "json_object":
+        return {"response_format": {"type": "json_object"}}
+    return {}
+
+
 def _payload(
     settings: ClientSettings,
     request: JudgeRequest,
     messages: list[dict[str, str]],
     *,
     n: int,
-    json_mode: bool,
+    mode: str,
+    max_tokens_field: str = "max_tokens",
 ) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "model": settings.model,
         "messages": messages,
-        "max_tokens": request.max_tokens,
+        max_tokens_field: request.max_tokens,
         "temperature": request.temperature,
     }
     if n > 1:
         payload["n"] = n
-    if json_mode:
-        payload["response_format"] = {"type": "json_object"}
+    for key, value in settings.extra_body.items():
+        payload.setdefault(key, value)
+    payload.update(structured_fields(mode))
     return payload
 
 
@@ -515,22 +797,55 @@ def _join_raws(samples: Sequence[_Sample]) -> str:
     return "\n\n".join(f"--- sample {i} ---\n{one(x)}" for i, x in enumerate(samples, 1))
 
 
-def _read_completion(body: bytes, *, attempts: int, json_mode: bool) -> _Reply:
+def _message_text(message: Mapping[str, Any]) -> tuple[str, bool]:
+    """The answer with a reasoning part (``reasoning_content`` / ``reasoning``) put first as a
+    ``<think>`` block: kept with the raw response, set aside by the parser."""
+    content = str(message.get("content") or "")
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning.strip():
+        return f"<think>{reasoning}</think>\n{content}", True
+    return content, content.lstrip().lower().startswith(("<think>", "<thinking>"))
+
+
+def cached_tokens_of(data: Mapping[str, Any]) -> int:
+    """Prompt tokens served from the server's prefix cache, where it says so.
+
+    OpenAI / vLLM / SGLang: ``usage.prompt_tokens_details.cached_tokens``; llama.cpp's server:
+    ``timings.cache_n``; DeepSeek: ``usage.prompt_cache_hit_tokens``.
+    """
+    usage = data.get("usage") or {}
+    details = usage.get("prompt_tokens_details") or {}
+    for value in (
+        details.get("cached_tokens") if isinstance(details, Mapping) else None,
+        usage.get("prompt_cache_hit_tokens"),
+        (data.get("timings") or {}).get("cache_n")
+        if isinstance(data.get("timings"), Mapping)
+        else None,
+    ):
+        if isinstance(value, int | float) and value > 0:
+            return int(value)
+    return 0
+
+
+def _read_completion(body: bytes, *, attempts: int, mode: str) -> _Reply:
     try:
         data = orjson.loads(body)
         choices = data["choices"]
-        contents = [str((c.get("message") or {}).get("content") or "") for c in choices]
+        texts = [_message_text(c.get("message") or {}) for c in choices]
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"not a chat completion ({type(exc).__name__})") from None
-    if not contents:
+    if not texts:
         raise ValueError("no choices")
     usage = data.get("usage") or {}
     return _Reply(
-        contents=contents,
+        contents=[text for text, _ in texts],
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
         completion_tokens=int(usage.get("completion_tokens") or 0),
         attempts=attempts,
-        json_mode=json_mode,
+        json_mode=mode != "none",
+        mode=mode,
+        cached_tokens=cached_tokens_of(data),
+        reasoning=any(flag for _, flag in texts),
     )
 
 
@@ -875,7 +1190,7 @@ class _Flight:
         if self.hedge is None:
             return result
         latency = int((time.monotonic() - self.first_send) * 1000) if self.first_send else 0
-        return dataclasses.replace(result, hedged=True, attempts=self.attempts, latency_ms=latency)
+        return dataclasses.replace(result, hedged=True, attempts=self.attempts, elapsed_ms=latency)
 
 
 def judge_many_sync(

@@ -1,13 +1,33 @@
-"""Robust parsing of a judge's answer into a verdict.
+"""Strict parsing of a judge's answer into a verdict.
 
-Judges are asked for ``{"verdict", "error_category", "rationale"}`` but real servers answer in
-many shapes: strict JSON, JSON in a Markdown fence, JSON after a sentence of prose, JSON cut off
-by ``max_tokens``, or a single word. The strategies below are tried from the most to the least
-trustworthy; the first that yields a recognised verdict wins, and ``ParsedVerdict.method`` says
-which one it was so a report can count how often the lenient paths were needed.
+Judges are asked for ``{"verdict", "error_category", "rationale"}``. A verdict is accepted only
+from the schema's own field, ``verdict``, holding exactly one of ``correct`` / ``error`` /
+``abstain`` (any letter case, surrounding blanks ignored). Nothing else counts: no synonyms
+("wrong", "yes"), no other key ("label"), no repair of a cut-off object into one whose missing
+parts are guessed. An earlier lenient parser stored ``{ ", unknown…`` as *abstain* and ``"} yes``
+as *correct* (issue 14); garbage must end as ``invalid`` with the raw response kept.
 
-Only what can be read with confidence is accepted: free prose such as "the step looks fine" is a
-``ParseError`` (the client then asks again), never a guessed verdict.
+What is read (``ParsedVerdict.method`` says which shape it was):
+
+``json``
+    the whole answer is the JSON object (what a server with structured output returns).
+``fenced``
+    the whole answer is one Markdown code fence holding the object.
+``embedded``
+    (only when the verdict shape was *not* enforced by the server) prose around exactly one
+    balanced, valid JSON object with a ``verdict`` field.
+``prefix``
+    the answer *starts* with ``{"verdict": "<one of the three>"`` followed by ``,`` or ``}`` and
+    was cut off later (``max_tokens`` reached inside the rationale): the verdict itself is
+    complete; the category is read only if its string is complete too.
+
+Before that, a reasoning block the model wrote first (``<think>…</think>``, as DeepSeek-R1 /
+Qwen3 style models emit) is set aside: it is kept in the raw response, never parsed as the
+verdict; an unclosed one (the answer ended while thinking) is unparseable.
+
+Control characters: raw control characters inside JSON strings (newlines, tabs, even NUL) are
+accepted (``json.loads(strict=False)``) — a valid object must not be rejected because a
+rationale holds a raw tab. They are never a reason to accept anything else.
 """
 
 from __future__ import annotations
@@ -19,68 +39,28 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Verdict = Literal["correct", "error", "abstain"]
-ParseMethod = Literal["json", "fenced", "embedded", "truncated", "key_value", "bare_word"]
+ParseMethod = Literal["json", "fenced", "embedded", "prefix"]
+VERDICTS: tuple[Verdict, ...] = ("correct", "error", "abstain")
 
-VERDICT_KEYS = ("verdict", "label", "answer", "judgment", "judgement", "decision", "result")
-CATEGORY_KEYS = ("error_category", "category", "error_type", "errorcategory", "errortype", "type")
-RATIONALE_KEYS = ("rationale", "reason", "reasoning", "explanation", "justification", "comment")
-
-# Normalised (lower case, single spaces, no punctuation) synonyms of the three verdicts.
-# "invalid" from the model means "the step is invalid", i.e. an error; our own 'invalid'
-# verdict (unparseable answer) is never produced by this module.
-_SYNONYMS: dict[str, Verdict] = {
-    **dict.fromkeys(
-        ("correct", "right", "valid", "true", "yes", "ok", "accurate", "sound", "no error"),
-        "correct",
-    ),
-    **dict.fromkeys(
-        (
-            "error",
-            "incorrect",
-            "wrong",
-            "invalid",
-            "false",
-            "mistake",
-            "erroneous",
-            "not correct",
-            "flawed",
-        ),
-        "error",
-    ),
-    **dict.fromkeys(
-        (
-            "abstain",
-            "abstention",
-            "unknown",
-            "cannot assess",
-            "can not assess",
-            "cant assess",
-            "cannot be assessed",
-            "impossible to assess",
-            "not assessable",
-            "unassessable",
-            "cannot determine",
-            "cannot judge",
-            "undetermined",
-            "uncertain",
-            "unsure",
-            "not sure",
-            "na",
-            "n a",
-        ),
-        "abstain",
-    ),
+# The JSON schema servers enforce (``response_format`` json_schema, Ollama ``format``,
+# llama-cpp-python's ``schema``). ``verdict`` comes first: grammar-constrained decoding follows
+# the property order, so a cut-off answer still holds a complete verdict (the ``prefix`` shape).
+VERDICT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "verdict": {"type": "string", "enum": list(VERDICTS)},
+        "error_category": {"type": ["string", "null"]},
+        "rationale": {"type": "string"},
+    },
+    "required": ["verdict", "error_category", "rationale"],
+    "additionalProperties": False,
 }
 
-_FENCE_RE = re.compile(r"```[ \t]*(?:json|JSON|javascript)?[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
-# "verdict: error" / "Label = correct" on a line of its own, for answers in key-value prose.
-_KEY_VALUE_RE = re.compile(
-    r"^\W*(?:"
-    + "|".join(VERDICT_KEYS)
-    + r")\W*\s*[:=]\s*[\"'*]*([A-Za-z' /_-]{2,40}?)[\"'*.]*\s*$",
-    re.IGNORECASE | re.MULTILINE,
-)
-_WORD_RE = re.compile(r"[^a-z]+")
+_THINK_RE = re.compile(r"^\s*<(think|thinking|reasoning)>(.*?)</\1>\s*", re.DOTALL | re.I)
+_THINK_OPEN_RE = re.compile(r"^\s*<(think|thinking|reasoning)>", re.I)
+_FENCE_RE = re.compile(r"\A```[ \t]*(?:json|JSON)?[ \t]*\n(.*?)\n?[ \t]*```\Z", re.DOTALL)
+_PREFIX_RE = re.compile(r'\A\{\s*"verdict"\s*:\s*"\s*(correct|error|abstain)\s*"\s*[,}]', re.I)
+_PREFIX_CATEGORY_RE = re.compile(r'"error_category"\s*:\s*(null|"((?:[^"\\]|\\.)*)")', re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -93,7 +73,7 @@ class ParsedVerdict:
 
 
 class ParseError(ValueError):
-    """The answer holds no recognisable verdict; ``reason`` says why, for the stored record."""
+    """The answer holds no verdict in the schema's field; ``reason`` says why (it is stored)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -101,72 +81,172 @@ class ParseError(ValueError):
 
 
 def normalise_verdict(value: Any) -> Verdict | None:
-    """Map a judge's verdict word or phrase onto correct / error / abstain, or None."""
-    if isinstance(value, bool):
-        return "correct" if value else "error"
-    if not isinstance(value, str):
-        return None
-    words = _WORD_RE.sub(" ", value.lower()).strip()
-    return _SYNONYMS.get(words)
-
-
-def parse_verdict(text: str, *, categories: Sequence[str] = ()) -> ParsedVerdict:
-    """Parse a judge's answer; raise ``ParseError`` when no verdict can be read with confidence.
-
-    ``categories`` are the audit's error categories: a category the judge names is matched to
-    one of them case- and punctuation-insensitively; an unknown one becomes ``None`` with the
-    judge's text kept in ``category_raw``.
+    """``value`` as one of the three verdicts if it is exactly one (case and blanks aside).
 
     Examples
     --------
-    >>> parse_verdict('{"Verdict": "Incorrect", "error_category": "factual"}').verdict
-    'error'
-    >>> parse_verdict('Sure!\\n```json\\n{"label": "correct"}\\n```').method
-    'fenced'
-    >>> parse_verdict('{"verdict": "cannot assess", "rationale": "needs the ima').verdict
-    'abstain'
+    >>> normalise_verdict(" Error "), normalise_verdict("wrong"), normalise_verdict(True)
+    ('error', None, None)
     """
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(value, str):
+        return None
+    word = value.strip().lower()
+    return word if word in VERDICTS else None  # type: ignore[return-value]
+
+
+def split_reasoning(text: str) -> tuple[str, str]:
+    """(reasoning, answer): a leading ``<think>…</think>`` block apart from the answer.
+
+    Examples
+    --------
+    >>> split_reasoning('<think>hm</think>{"verdict": "error"}')
+    ('hm', '{"verdict": "error"}')
+    """
+    match = _THINK_RE.match(text)
+    if match is None:
+        return "", text
+    return match.group(2).strip(), text[match.end() :]
+
+
+def parse_verdict(
+    text: str, *, categories: Sequence[str] = (), enforced: bool = False
+) -> ParsedVerdict:
+    """Parse a judge's answer; raise ``ParseError`` unless the schema's field holds a verdict.
+
+    ``categories`` are the audit's error categories: the category the judge names is matched
+    to one of them case-insensitively; an unknown one becomes ``None`` with the judge's text in
+    ``category_raw``. ``enforced``: the server constrained the answer to the schema, so only
+    the whole answer (or its complete prefix) counts — prose around an object is not read.
+
+    Examples
+    --------
+    >>> parse_verdict('{"verdict": "Error", "error_category": "factual"}').verdict
+    'error'
+    >>> parse_verdict('```json\\n{"verdict": "correct"}\\n```').method
+    'fenced'
+    >>> parse_verdict('{ ", unknown')
+    Traceback (most recent call last):
+    ...
+    judges.clients.parsing.ParseError: not a JSON object with a verdict field
+    """
+    if not isinstance(text, str):
         raise ParseError("empty answer")
-    stripped = text.strip()
-    reasons: list[str] = []
-    for method, candidates in _candidates(stripped):
-        for obj in candidates:
-            parsed = _from_object(obj, method=method, categories=categories)
-            if parsed is not None:
-                return parsed
-            reasons.append(f"{method}: no recognisable verdict key")
-    word = _bare_word(stripped)
-    if word is not None:
-        return ParsedVerdict(verdict=word[0], category=None, rationale="", method=word[1])
-    if reasons:
-        raise ParseError(reasons[0])
-    raise ParseError("no JSON object and no verdict word found")
-
-
-def _candidates(text: str) -> Iterable[tuple[ParseMethod, list[Any]]]:
-    """Yield JSON values found in ``text``, most trustworthy strategy first (lazily)."""
-    strict = _loads(text)
-    if strict is not None:
-        yield "json", [strict]
-    fenced = [obj for block in _FENCE_RE.findall(text) if (obj := _loads(block.strip()))]
-    if fenced:
-        yield "fenced", fenced
-    embedded = [obj for chunk in _balanced_objects(text) if (obj := _loads(chunk)) is not None]
-    if embedded:
-        yield "embedded", embedded
-    start = text.find("{")
-    if start >= 0:
-        repaired = _repair_truncated(text[start:])
-        if repaired is not None:
-            yield "truncated", [repaired]
+    if _THINK_OPEN_RE.match(text) and not _THINK_RE.match(text):
+        raise ParseError("the answer ended inside its reasoning block")
+    _, answer = split_reasoning(text)
+    answer = answer.strip()
+    if not answer:
+        raise ParseError("empty answer")
+    whole = _loads(answer)
+    if whole is not None:
+        return _from_object(whole, method="json", categories=categories)
+    fence = _FENCE_RE.match(answer)
+    if fence is not None:
+        inner = _loads(fence.group(1).strip())
+        if inner is not None:
+            return _from_object(inner, method="fenced", categories=categories)
+    prefix = _PREFIX_RE.match(answer)
+    if prefix is not None:
+        return _from_prefix(answer, prefix.group(1), categories=categories)
+    if not enforced:
+        found = [
+            obj
+            for chunk in _balanced_objects(answer)
+            if isinstance(obj := _loads(chunk), dict) and _has_verdict_key(obj)
+        ]
+        if len(found) > 1:
+            raise ParseError(f"{len(found)} objects with a verdict field; which one is meant?")
+        if found:
+            return _from_object(found[0], method="embedded", categories=categories)
+    raise ParseError("not a JSON object with a verdict field")
 
 
 def _loads(text: str) -> Any:
+    if not text.startswith(("{", "[")):
+        return None
     try:
-        return json.loads(text)
+        # strict=False: raw control characters inside strings are accepted (issue 14).
+        return json.loads(text, strict=False)
     except (ValueError, RecursionError):
         return None
+
+
+def _has_verdict_key(obj: Mapping[Any, Any]) -> bool:
+    return any(isinstance(k, str) and k.strip().lower() == "verdict" for k in obj)
+
+
+def _field(obj: Mapping[Any, Any], name: str) -> Any:
+    for key, value in obj.items():
+        if isinstance(key, str) and key.strip().lower() == name:
+            return value
+    return None
+
+
+def _from_object(obj: Any, *, method: ParseMethod, categories: Sequence[str]) -> ParsedVerdict:
+    if not isinstance(obj, dict):
+        raise ParseError(f"the answer is JSON but a {type(obj).__name__}, not an object")
+    if not _has_verdict_key(obj):
+        raise ParseError("the object has no verdict field")
+    raw_verdict = _field(obj, "verdict")
+    verdict = normalise_verdict(raw_verdict)
+    if verdict is None:
+        shown = json.dumps(raw_verdict, ensure_ascii=True)[:60]
+        raise ParseError(f"verdict {shown} is not one of correct, error, abstain")
+    rationale = _field(obj, "rationale")
+    raw_category = _field(obj, "error_category") if verdict == "error" else None
+    return _verdict(
+        verdict,
+        raw_category,
+        rationale if isinstance(rationale, str) else "",
+        method=method,
+        categories=categories,
+    )
+
+
+def _from_prefix(answer: str, word: str, *, categories: Sequence[str]) -> ParsedVerdict:
+    verdict: Verdict = word.lower()  # type: ignore[assignment]
+    raw_category: str | None = None
+    if verdict == "error":
+        match = _PREFIX_CATEGORY_RE.search(answer)
+        if match is not None and match.group(2) is not None:
+            decoded = _loads(f'["{match.group(2)}"]')
+            raw_category = decoded[0] if decoded else None
+    return _verdict(verdict, raw_category, "", method="prefix", categories=categories)
+
+
+def _verdict(
+    verdict: Verdict,
+    raw_category: Any,
+    rationale: str,
+    *,
+    method: ParseMethod,
+    categories: Sequence[str],
+) -> ParsedVerdict:
+    category_raw = (
+        str(raw_category).strip()
+        if isinstance(raw_category, str) and raw_category.strip()
+        else None
+    )
+    category = _match_category(category_raw, categories)
+    return ParsedVerdict(
+        verdict=verdict,
+        category=category,
+        rationale=rationale.strip(),
+        method=method,
+        category_raw=category_raw if category is None else None,
+    )
+
+
+def _match_category(raw: str | None, categories: Sequence[str]) -> str | None:
+    if raw is None:
+        return None
+    if not categories:
+        return raw
+    wanted = " ".join(raw.lower().split())
+    for category in categories:
+        if " ".join(category.lower().split()) == wanted:
+            return category
+    return None
 
 
 def _balanced_objects(text: str) -> Iterable[str]:
@@ -193,114 +273,3 @@ def _balanced_objects(text: str) -> Iterable[str]:
             depth -= 1
             if depth == 0:
                 yield text[start : i + 1]
-
-
-def _repair_truncated(fragment: str) -> Any:
-    """Close an object cut off mid-way (``max_tokens`` reached) so its complete keys survive.
-
-    Walks the fragment tracking open strings and brackets, then tries the closings from the
-    longest prefix to shorter ones: a dangling key or a half-written number is dropped by
-    cutting back to the last comma at the top of the stack.
-    """
-    stack: list[str] = []
-    in_string = False
-    escaped = False
-    safe_cuts: list[tuple[int, list[str], bool]] = []  # (end index, open brackets, in string)
-    for i, ch in enumerate(fragment):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-            continue
-        if ch == '"':
-            in_string = True
-        elif ch in "{[":
-            stack.append("}" if ch == "{" else "]")
-        elif ch in "}]":
-            if not stack:
-                return None
-            stack.pop()
-            if not stack:
-                return _loads(fragment[: i + 1])
-        elif ch == ",":
-            safe_cuts.append((i, list(stack), False))
-    attempts: list[str] = []
-    tail = fragment.rstrip()
-    if in_string:
-        body = tail[:-1] if tail.endswith("\\") else tail
-        attempts.append(body + '"' + "".join(reversed(stack)))
-    attempts.append(tail + "".join(reversed(stack)))
-    for end, open_stack, _ in reversed(safe_cuts):
-        attempts.append(fragment[:end] + "".join(reversed(open_stack)))
-    for attempt in attempts:
-        obj = _loads(attempt)
-        if obj is not None:
-            return obj
-    return None
-
-
-def _norm_key(key: str) -> str:
-    return re.sub(r"[^a-z]", "", key.lower())
-
-
-def _lookup(obj: Mapping[str, Any], keys: Sequence[str]) -> Any:
-    wanted = {_norm_key(k) for k in keys}
-    for key, value in obj.items():
-        if isinstance(key, str) and _norm_key(key) in wanted:
-            return value
-    return None
-
-
-def _from_object(
-    obj: Any, *, method: ParseMethod, categories: Sequence[str]
-) -> ParsedVerdict | None:
-    if isinstance(obj, list):
-        obj = next((item for item in obj if isinstance(item, dict)), None)
-    if not isinstance(obj, dict):
-        return None
-    verdict = normalise_verdict(_lookup(obj, VERDICT_KEYS))
-    if verdict is None:
-        # One level of nesting, e.g. {"result": {"verdict": ...}} or {"assessment": {...}}.
-        for value in obj.values():
-            if isinstance(value, dict):
-                nested = _from_object(value, method=method, categories=categories)
-                if nested is not None:
-                    return nested
-        return None
-    rationale = _lookup(obj, RATIONALE_KEYS)
-    raw_category = _lookup(obj, CATEGORY_KEYS) if verdict == "error" else None
-    category_raw = str(raw_category).strip() if raw_category not in (None, "") else None
-    category = _match_category(category_raw, categories)
-    return ParsedVerdict(
-        verdict=verdict,
-        category=category,
-        rationale=str(rationale).strip() if rationale is not None else "",
-        method=method,
-        category_raw=category_raw if category is None else None,
-    )
-
-
-def _match_category(raw: str | None, categories: Sequence[str]) -> str | None:
-    if raw is None:
-        return None
-    if not categories:
-        return raw
-    wanted = _norm_key(raw)
-    for category in categories:
-        if _norm_key(category) == wanted:
-            return category
-    return None
-
-
-def _bare_word(text: str) -> tuple[Verdict, ParseMethod] | None:
-    """Last resort: the whole answer is one verdict word, or a ``verdict: X`` line."""
-    verdict = normalise_verdict(text) if len(text) <= 40 else None
-    if verdict is not None:
-        return verdict, "bare_word"
-    matches = {normalise_verdict(m) for m in _KEY_VALUE_RE.findall(text)} - {None}
-    if len(matches) == 1:  # two different "verdict:" lines are a contradiction, not an answer
-        return matches.pop(), "key_value"  # type: ignore[return-value]
-    return None

@@ -19,6 +19,7 @@ refreshed while it runs), so two runs of one judge never exceed its total concur
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
 from judges.clients import JudgeConfigError, JudgeResult, RateLimits, judge_stream_sync, limiter_for
@@ -76,6 +78,13 @@ class LaneOutcome:
 ChunkOutcome = LaneOutcome  # the name of the per-chunk era, kept for callers
 
 
+# Tries per verdict row once its batch failed to write (a value the database refuses, a lost
+# connection): then the step ends as a ``store_error`` failure with the database's reason, so
+# no answer can keep a run from finishing (issue 14: one NUL kept a run "running 0/33").
+WRITE_TRIES = 3
+WRITE_RETRY_S = 0.2
+
+
 class _VerdictWriter:
     """Buffers results from the client and writes them in batches (rows and age bounded)."""
 
@@ -83,6 +92,7 @@ class _VerdictWriter:
         self.run_id = run_id
         self.rendered: dict[str, RenderedStep] = {}
         self.pending: list[JudgeVerdict] = []
+        self.sources: dict[int, tuple[RenderedStep, JudgeResult]] = {}
         self.failures: list[tuple[RenderedStep, JudgeResult]] = []
         self.first_pending_at = 0.0
         self.inserted = 0
@@ -95,6 +105,7 @@ class _VerdictWriter:
             return
         if not self.pending:
             self.first_pending_at = time.monotonic()
+        self.sources[item.step_id] = (item, result)
         self.pending.append(verdict_from_result(run_id=self.run_id, rendered=item, result=result))
         if len(self.pending) >= FLUSH_ROWS:
             self.flush()
@@ -105,10 +116,44 @@ class _VerdictWriter:
 
     def flush(self) -> None:
         batch, self.pending = self.pending, []
+        if not batch:
+            return
         started = time.monotonic()
-        # Looked up on the module at call time, so a test can wrap it.
-        self.inserted += store.verdicts_store(run_id=self.run_id, verdicts=batch)
+        try:
+            # Looked up on the module at call time, so a test can wrap it.
+            self.inserted += store.verdicts_store(run_id=self.run_id, verdicts=batch)
+        except DatabaseError as exc:
+            logger.warning("judge run %s: a verdict batch did not write (%s)", self.run_id, exc)
+            for verdict in batch:
+                self._write_one(verdict)
+        finally:
+            for verdict in batch:
+                self.sources.pop(verdict.step_id, None)
         self.slowest_flush_s = max(self.slowest_flush_s, time.monotonic() - started)
+
+    def _write_one(self, verdict: JudgeVerdict) -> None:
+        """One row, ``WRITE_TRIES`` times; then the step is a failure carrying the reason."""
+        problem = ""
+        for attempt in range(WRITE_TRIES):
+            if attempt:
+                time.sleep(WRITE_RETRY_S)
+                if not connection.in_atomic_block:
+                    close_old_connections()  # a connection the last try broke is replaced
+            try:
+                self.inserted += store.verdicts_store(run_id=self.run_id, verdicts=[verdict])
+                return
+            except DatabaseError as exc:
+                problem = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+        item, result = self.sources[verdict.step_id]
+        reason = f"the verdict could not be stored after {WRITE_TRIES} tries: {problem}"
+        self.failures.append(
+            (
+                item,
+                dataclasses.replace(
+                    result, ok=False, failure="store_error", retryable=False, error=reason
+                ),
+            )
+        )
 
 
 class _LaneSlot:
@@ -260,7 +305,7 @@ def judge_lane_run(
                 run_id=run_id,
                 step_id=item.step_id,
                 kind=r.failure or "error",
-                error=(r.error or "")[:2000],
+                error=store.storable((r.error or "")[:2000]),
                 attempts=r.attempts,
             )
             for item, r in permanent

@@ -181,6 +181,26 @@ def run_missing_step_ids(run: JudgeRun) -> list[int]:
     )
 
 
+def _shuffled_by_trace(run: JudgeRun, step_ids: list[int], rng: random.Random) -> list[int]:
+    """The traces in random order, each trace's steps together and in order.
+
+    Why not the steps shuffled one by one: consecutive requests of one trace share their prompt
+    up to the last preceding step (``judges.prompts``), which a prefix-caching server computes
+    once — but only if they arrive close together. Shuffling traces still spreads the
+    conditions evenly over a run cut short.
+    """
+    wanted = set(step_ids)
+    # Over the run's scope, not ``pk IN (…)``: a long id list exceeds SQLite's parameter limit.
+    rows = run_scope_steps(run).values_list("pk", "trace_id", "index").iterator()
+    by_trace: dict[int, list[tuple[int, int]]] = {}
+    for pk, trace_id, index in rows:
+        if pk in wanted:
+            by_trace.setdefault(trace_id, []).append((index, pk))
+    traces = sorted(by_trace)
+    rng.shuffle(traces)
+    return [pk for trace in traces for _, pk in sorted(by_trace[trace])]
+
+
 def run_enqueue_missing(*, run_id: int) -> int:
     """Start the lanes of a queued or running run over its missing steps; returns lanes started.
 
@@ -198,7 +218,7 @@ def run_enqueue_missing(*, run_id: int) -> int:
     if not ids:
         run_finish_if_complete(run_id=run.pk)
         return 0
-    random.Random(f"{run.seed}:{run.generation}").shuffle(ids)
+    ids = _shuffled_by_trace(run, ids, random.Random(f"{run.seed}:{run.generation}"))
     lanes = max(1, min(run.judge.parallel_chunks, len(ids)))
     if worksource.shared_queue_available():
         worksource.run_queue_fill(run=run, generation=run.generation, step_ids=ids)

@@ -145,6 +145,8 @@ SPEC_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "max_retries": ((int,), False),
     "max_parse_retries": ((int,), False),
     "use_json_mode": ((bool,), False),
+    "structured_output": ((str,), False),
+    "max_tokens_field": ((str,), False),
     "hedge_hung_calls": ((bool,), False),
     "style_blind": ((bool,), False),
     "show_final_answer": ((bool,), False),
@@ -216,6 +218,14 @@ def _check_spec_values(c: dict[str, Any]) -> None:
         raise JudgeSpecError("timeout_s", "must be more than 0 and at most 3600")
     if c.get("aggregation", "majority") not in Judge.Aggregation.values:
         raise JudgeSpecError("aggregation", f"must be one of {', '.join(Judge.Aggregation)}")
+    if c.get("structured_output", "json_object") not in Judge.StructuredOutput.values:
+        raise JudgeSpecError(
+            "structured_output",
+            f"must be one of {', '.join(Judge.StructuredOutput.values)} "
+            "(manage.py judge_check NAME says which the server honours)",
+        )
+    if c.get("max_tokens_field", "max_tokens") not in ("max_tokens", "max_completion_tokens"):
+        raise JudgeSpecError("max_tokens_field", "must be max_tokens or max_completion_tokens")
     if c.get("context_mode", "audit") not in Judge.ContextMode.values:
         raise JudgeSpecError(
             "context_mode", f"must be one of {', '.join(Judge.ContextMode.values)}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from typing import Any
 
 from django.db import connection, models, transaction
 from django.db.models import F
@@ -19,6 +21,35 @@ logger = logging.getLogger(__name__)
 # Verdict rows per INSERT and the longest a verdict waits in memory before it is written.
 FLUSH_ROWS = 100
 FLUSH_AGE_S = 0.5
+
+# What PostgreSQL refuses in text and jsonb: NUL, and lone surrogates (not encodable as UTF-8;
+# JSON's "\ud800" decodes to one). A model's answer may hold either (issue 14: one NUL stalled
+# a run forever), so they are written as the visible escape ``\u0000`` / ``\ud800``.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    r"""``text`` with the characters PostgreSQL refuses written as ``\uXXXX`` escapes.
+
+    Examples
+    --------
+    >>> storable("a\x00b\ud800")
+    'a\\u0000b\\ud800'
+    """
+    if not text:
+        return text
+    return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def storable_json(value: Any) -> Any:
+    """``storable`` applied to every string (keys too) of a JSON-like value."""
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, dict):
+        return {storable(str(k)): storable_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable_json(v) for v in value]
+    return value
 
 
 # -- writing verdicts --------------------------------------------------------------------------
@@ -71,7 +102,9 @@ def verdicts_store(*, run_id: int, verdicts: list[JudgeVerdict]) -> int:
         return 0
     with transaction.atomic():
         rows = _insert_ignore(
-            JudgeVerdict, verdicts, ["verdict", "prompt_tokens", "completion_tokens"]
+            JudgeVerdict,
+            verdicts,
+            ["verdict", "prompt_tokens", "completion_tokens", "cached_tokens"],
         )
         if rows:
             JudgeRun.objects.filter(pk=run_id).update(
@@ -79,6 +112,7 @@ def verdicts_store(*, run_id: int, verdicts: list[JudgeVerdict]) -> int:
                 invalid=F("invalid") + sum(1 for r in rows if r[0] == "invalid"),
                 prompt_tokens=F("prompt_tokens") + sum(r[1] for r in rows),
                 completion_tokens=F("completion_tokens") + sum(r[2] for r in rows),
+                cached_tokens=F("cached_tokens") + sum(r[3] for r in rows),
                 heartbeat_at=timezone.now(),
             )
     return len(rows)
@@ -94,9 +128,10 @@ def failures_store(*, run_id: int, failures: list[JudgeFailure]) -> int:
                 run_id=run_id, step_id__in=[f.step_id for f in failures]
             ).values_list("step_id", flat=True)
         )
-        rows = _insert_ignore(
-            JudgeFailure, [f for f in failures if f.step_id not in have], ["step_id"]
-        )
+        fresh = [f for f in failures if f.step_id not in have]
+        for failure in fresh:
+            failure.error = storable(failure.error)
+        rows = _insert_ignore(JudgeFailure, fresh, ["step_id"])
         if rows:
             JudgeRun.objects.filter(pk=run_id).update(failed=F("failed") + len(rows))
     return len(rows)
@@ -107,6 +142,12 @@ def verdict_from_result(
 ) -> JudgeVerdict:
     record = dict(rendered.prompt_record)
     record["json_mode"] = result.json_mode
+    if result.structured:
+        record["structured_output"] = result.structured
+    if result.reasoning:
+        record["reasoning"] = True
+    if result.elapsed_ms:
+        record["elapsed_ms"] = result.elapsed_ms
     if result.samples and len(result.samples) > 1:
         record["sample_verdicts"] = list(result.samples)
     if result.parse_methods:
@@ -119,13 +160,14 @@ def verdict_from_result(
         run_id=run_id,
         step_id=rendered.step_id,
         verdict=result.verdict or JudgeVerdict.Verdict.INVALID,
-        category=(result.category or "")[:120],
-        rationale=result.rationale,
-        raw_response=result.raw_response,
+        category=storable((result.category or "")[:120]),
+        rationale=storable(result.rationale),
+        raw_response=storable(result.raw_response),
         attempts=result.attempts,
         latency_ms=result.latency_ms,
         prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens,
+        cached_tokens=result.cached_tokens,
         prompt_hash=rendered.prompt_hash,
-        prompt_record=record,
+        prompt_record=storable_json(record),
     )

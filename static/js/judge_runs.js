@@ -13,6 +13,8 @@ function render(card, p) {
   field("invalid").textContent = p.invalid;
   field("rate").textContent = p.steps_per_s.toFixed(1);
   field("tokens").textContent = p.prompt_tokens + p.completion_tokens;
+  field("prompt-per-step").textContent = p.prompt_tokens_per_step;
+  field("cached-per-step").textContent = p.cached_tokens_per_step;
   field("eta").textContent = p.eta_s === null ? "–" : `${Math.round(p.eta_s)} s`;
   field("message").textContent = p.message;
   for (const [action, allowed] of [["pause", p.can_pause], ["resume", p.can_resume], ["cancel", p.can_cancel]]) {

@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 
 from judges.prompts import (
@@ -32,9 +34,21 @@ def test_default_template_renders_every_part():
     assert "A. Liver\nB. Pancreas" in text
     assert "Step 1: Insulin is a peptide hormone." in text
     assert "<step>\nIt is made by the beta cells of the pancreas.\n</step>" in text
-    assert "- factual: a false statement of fact\n- logic" in text
-    assert '"verdict"' in text and "abstain" in text
-    assert "$" not in text
+    assert "- factual: a false statement of fact\n- logic" in system["content"]
+    assert '"verdict"' in system["content"] and "abstain" in system["content"]
+    assert "$" not in text + system["content"]
+
+
+def test_steps_of_one_trace_share_their_prompt_prefix_and_end_with_the_step():
+    # given the second and third steps of one trace
+    second = _render(context_steps=["A."], step="B.")
+    third = _render(context_steps=["A.", "B."], step="C.")
+    # then the system text is identical and the third's user message repeats the second's up
+    # to the end of its preceding steps, so a prefix-caching server computes that part once
+    assert second[0] == third[0]
+    shared = second[1]["content"].split("\n\nStep to assess:")[0]
+    assert third[1]["content"].startswith(shared)
+    assert third[1]["content"].endswith("<step>\nC.\n</step>")
 
 
 def test_context_none_and_empty_render_differently():
@@ -101,7 +115,10 @@ def test_custom_template_with_known_placeholders_and_literal_braces():
 
 def test_template_placeholders_lists_what_the_default_uses():
     # given / when / then
-    assert template_placeholders(DEFAULT_TEMPLATE.user) == PLACEHOLDERS
+    used = template_placeholders(DEFAULT_TEMPLATE.user) | template_placeholders(
+        DEFAULT_TEMPLATE.system
+    )
+    assert used == PLACEHOLDERS
 
 
 def test_prompt_hash_is_canonical_and_sensitive():
@@ -113,3 +130,27 @@ def test_prompt_hash_is_canonical_and_sensitive():
     assert prompt_hash(messages) == prompt_hash(reordered)
     assert prompt_hash(messages) != prompt_hash(changed)
     assert len(prompt_hash(messages)) == 64
+
+
+@pytest.mark.django_db
+def test_a_runs_steps_are_handed_out_trace_by_trace_in_step_order(demo_audit, fake, make_judge):
+    # given a run over the demo audit
+    import random
+
+    from annotations.models import Step
+    from judges.services import run_create, run_missing_step_ids
+    from judges.services.runs import _shuffled_by_trace
+
+    run = run_create(audit=demo_audit, judge=make_judge(fake.base_url), segmentation="given")
+    ids = run_missing_step_ids(run)
+    # when ordered for the lanes
+    ordered = _shuffled_by_trace(run, ids, random.Random("seed"))
+    # then every step once, each trace's steps together and in order, traces not in import order
+    rows = dict((pk, (t, i)) for pk, t, i in Step.objects.values_list("pk", "trace_id", "index"))
+    keys = [rows[pk] for pk in ordered]
+    assert sorted(ordered) == sorted(ids)
+    traces = [t for t, _ in keys]
+    runs_of_traces = [t for k, t in enumerate(traces) if k == 0 or traces[k - 1] != t]
+    assert len(runs_of_traces) == len(set(traces))
+    assert all(a[1] < b[1] for a, b in itertools.pairwise(keys) if a[0] == b[0])
+    assert runs_of_traces != sorted(runs_of_traces)

@@ -1,6 +1,6 @@
 import pytest
 
-from judges.clients.parsing import ParseError, normalise_verdict, parse_verdict
+from judges.clients.parsing import ParseError, normalise_verdict, parse_verdict, split_reasoning
 
 CATEGORIES = ["factual", "logical leap", "calculation"]
 
@@ -9,67 +9,98 @@ CATEGORIES = ["factual", "logical leap", "calculation"]
     ("text", "verdict", "method"),
     [
         ('{"verdict": "correct", "rationale": "ok"}', "correct", "json"),
+        ('  {"Verdict": " ERROR ", "error_category": null, "rationale": "x"}\n', "error", "json"),
         ('```json\n{"verdict": "error"}\n```', "error", "fenced"),
-        ('```\n{"label": "abstain"}\n```', "abstain", "fenced"),
-        ('The answer is: {"verdict": "wrong", "note": "{x}"} as requested.', "error", "embedded"),
-        ('{"verdict": "correct", "rationale": "cut off mid-sent', "correct", "truncated"),
-        ('{"verdict": "error", "rationale": "x", "error_cat', "error", "truncated"),
-        ("Incorrect.", "error", "bare_word"),
-        ("  cannot assess ", "abstain", "bare_word"),
-        ("Verdict: **wrong**\nRationale: the sign flips", "error", "key_value"),
-        ('[{"verdict": "correct"}]', "correct", "json"),
+        ('```\n{"verdict": "abstain"}\n```', "abstain", "fenced"),
+        ('The answer: {"verdict": "error", "note": "{x}"} as requested.', "error", "embedded"),
+        ('{"verdict": "correct", "rationale": "cut off mid-sent', "correct", "prefix"),
+        ('{ "verdict" : "abstain" , "error_category": nu', "abstain", "prefix"),
+        ('<think>Is 2+2=5? No.</think>\n{"verdict": "error"}', "error", "json"),
     ],
     ids=[
         "strict",
+        "case-and-blanks",
         "fenced-json",
         "fenced-bare",
-        "embedded",
-        "truncated-string",
-        "truncated-key",
-        "bare-word",
-        "bare-phrase",
-        "key-value",
-        "list",
+        "embedded-in-prose",
+        "cut-off-in-rationale",
+        "cut-off-after-verdict",
+        "after-reasoning-block",
     ],
 )
-def test_parse_verdict_accepts_common_shapes(text, verdict, method):
-    # given an answer in one of the shapes judges produce
+def test_accepts_only_the_schema_field_in_known_shapes(text, verdict, method):
+    # given an answer whose verdict field holds one of the three words
     # when it is parsed
     parsed = parse_verdict(text)
-    # then the verdict and the strategy that found it are reported
-    assert parsed.verdict == verdict
-    assert parsed.method == method
+    # then the verdict and the shape it was read from are reported
+    assert (parsed.verdict, parsed.method) == (verdict, method)
 
 
-@pytest.mark.parametrize(
-    ("word", "expected"),
-    [
-        ("Correct", "correct"),
-        ("INCORRECT", "error"),
-        ("wrong", "error"),
-        ("Cannot assess", "abstain"),
-        ("unknown", "abstain"),
-        ("abstain", "abstain"),
-        ("not-correct", "error"),
-        ("partially correct", None),
-        (True, "correct"),
-        (3, None),
-    ],
-)
-def test_normalise_verdict_maps_synonyms(word, expected):
-    # given / when / then
-    assert normalise_verdict(word) == expected
-
-
-def test_keys_are_case_insensitive_with_synonyms():
-    # given keys in another case and synonym names
-    text = '{"Label": "Wrong", "Error-Category": "FACTUAL", "Explanation": "Paris is not in Spain"}'
+def test_a_raw_control_character_inside_a_string_does_not_reject_a_valid_answer():
+    # given a valid error verdict whose rationale holds a raw tab, newline, bell and NUL (issue 14:
+    # 7 of 20 such answers were rejected)
+    text = '{"verdict": "error", "error_category": "factual", "rationale": "a\tb\nc\x07d\x00e"}'
     # when
     parsed = parse_verdict(text, categories=CATEGORIES)
     # then
     assert parsed.verdict == "error"
     assert parsed.category == "factual"
-    assert parsed.rationale == "Paris is not in Spain"
+    assert parsed.rationale == "a\tb\nc\x07d\x00e"
+
+
+# Real-looking garbage: what a random or a non-instruction-following model returns, truncations,
+# fences that hold no object, prose, control characters, NULs, empty answers.
+GARBAGE = {
+    "issue-open-string-unknown": '{ ", unknown…',
+    "issue-quote-brace-yes": '"} yes',
+    "empty": "",
+    "blank": " \n\t ",
+    "nul-only": "\x00\x00",
+    "control-chars": "\x01\x02\x1b[0m\x7f",
+    "prose-with-verdict-words": "After careful thought the step is correct, not an error.",
+    "bare-word": "correct",
+    "bare-word-incorrect": "Incorrect.",
+    "key-value-line": "Verdict: error\nRationale: the sign flips",
+    "synonym-value": '{"verdict": "wrong", "rationale": "x"}',
+    "other-key": '{"label": "correct"}',
+    "nested": '{"assessment": {"verdict": "correct"}}',
+    "list": '[{"verdict": "correct"}]',
+    "number": "42",
+    "string-json": '"correct"',
+    "truncated-inside-verdict": '{"verdict": "erro',
+    "truncated-before-value": '{"verdict": ',
+    "truncated-key": '{"verd',
+    "unknown-value": '{"verdict": "partially correct"}',
+    "null-verdict": '{"verdict": null}',
+    "bool-verdict": '{"verdict": true}',
+    "empty-fence": "```json\n```",
+    "fence-with-prose": "```\nthe step is correct\n```",
+    "open-fence": '```json\n{"verdict": "corr',
+    "two-disagreeing-objects": 'First {"verdict": "correct"} then {"verdict": "error"}',
+    "unclosed-reasoning": '<think>the verdict is {"verdict": "correct"} I think',
+    "reasoning-only": "<think>hmm</think>",
+    "random-tokens": 'ĠĠ{"}{ verdict ,,: "abst',
+    "brace-soup": "{{{{}}}}{}{",
+    "json-with-trailing-garbage-first-key-not-verdict": '{"rationale": "x", "verdict": "er',
+}
+
+
+@pytest.mark.parametrize("text", list(GARBAGE.values()), ids=list(GARBAGE))
+def test_garbage_is_never_a_verdict(text):
+    # given an answer that does not hold a verdict in the schema's field
+    # when / then it is a ParseError with a reason (stored with the raw answer as 'invalid')
+    with pytest.raises(ParseError) as info:
+        parse_verdict(text)
+    assert info.value.reason
+
+
+def test_with_enforced_structure_prose_around_an_object_is_not_read():
+    # given a server that enforced the schema: anything but the object itself is a malfunction
+    for text in ('Sure: {"verdict": "correct"} done', '\x00{"verdict": "correct"}x'):
+        # when / then
+        with pytest.raises(ParseError):
+            parse_verdict(text, enforced=True)
+        assert parse_verdict(text).method == "embedded"
 
 
 def test_unknown_category_is_kept_raw_not_invented():
@@ -82,18 +113,24 @@ def test_unknown_category_is_kept_raw_not_invented():
     assert parsed.category_raw == "hallucination"
 
 
-def test_category_is_dropped_when_verdict_is_not_error():
+def test_category_matches_case_insensitively_and_is_dropped_unless_error():
     # given / when
-    parsed = parse_verdict('{"verdict": "correct", "error_category": "factual"}')
+    error = parse_verdict(
+        '{"verdict": "error", "error_category": "Logical  Leap"}', categories=CATEGORIES
+    )
+    correct = parse_verdict('{"verdict": "correct", "error_category": "factual"}')
     # then
-    assert parsed.category is None
+    assert error.category == "logical leap"
+    assert correct.category is None
 
 
-def test_nested_verdict_object_is_found():
-    # given / when
-    parsed = parse_verdict('{"assessment": {"answer": "Incorrect", "reason": "r"}}')
-    # then
-    assert (parsed.verdict, parsed.rationale) == ("error", "r")
+def test_a_cut_off_answer_keeps_a_complete_category_only():
+    # given answers cut off after the verdict
+    complete = '{"verdict": "error", "error_category": "calculation", "rationale": "7*8 is'
+    partial = '{"verdict": "error", "error_category": "calcul'
+    # when / then
+    assert parse_verdict(complete, categories=CATEGORIES).category == "calculation"
+    assert parse_verdict(partial, categories=CATEGORIES).category is None
 
 
 def test_braces_and_quotes_inside_strings_do_not_confuse_the_scanner():
@@ -106,30 +143,28 @@ def test_braces_and_quotes_inside_strings_do_not_confuse_the_scanner():
     assert parsed.rationale == 'set {1,2} and "x}"'
 
 
+def test_reasoning_is_split_from_the_answer_and_never_parsed_as_the_verdict():
+    # given a reasoning block that names a verdict, then an answer with another
+    text = '<think>{"verdict": "correct"}</think>{"verdict": "abstain"}'
+    # when
+    reasoning, answer = split_reasoning(text)
+    # then
+    assert reasoning == '{"verdict": "correct"}' and answer == '{"verdict": "abstain"}'
+    assert parse_verdict(text).verdict == "abstain"
+
+
 @pytest.mark.parametrize(
-    "text",
+    ("word", "expected"),
     [
-        "",
-        "   ",
-        "After careful thought, the step seems to hold up.",
-        '{"verdict": "erro',
-        '{"verdict": "partially correct"}',
-        '{"foo": "bar"}',
-        "verdict: correct\nverdict: wrong",
-    ],
-    ids=[
-        "empty",
-        "blank",
-        "prose",
-        "truncated-inside-verdict",
-        "unknown-word",
-        "no-key",
-        "contradiction",
+        ("Correct", "correct"),
+        (" error ", "error"),
+        ("ABSTAIN", "abstain"),
+        ("wrong", None),
+        ("yes", None),
+        ("unknown", None),
+        (True, None),
+        (3, None),
     ],
 )
-def test_unreadable_answers_raise_parse_error_with_reason(text):
-    # given an answer without a confident verdict
-    # when / then
-    with pytest.raises(ParseError) as info:
-        parse_verdict(text)
-    assert info.value.reason
+def test_normalise_verdict_takes_only_the_three_words(word, expected):
+    assert normalise_verdict(word) == expected
