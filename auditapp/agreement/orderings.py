@@ -27,7 +27,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from auditapp.agreement.rates import ErrorRates
+from auditapp.agreement.rates import (
+    METHOD_BOOTSTRAP,
+    METHOD_EFFECTIVE_WILSON,
+    ErrorRates,
+    newcombe_difference_interval,
+)
+
+METHOD_NEWCOMBE = "Newcombe hybrid score from the arms' effective-n Wilson intervals"
 
 __all__ = [
     "ConditionDifference",
@@ -52,6 +59,16 @@ class ConditionDifference:
     p_z: float | None
     odds_ratio: float | None
     p_fisher: float | None
+    method: str = "cluster bootstrap over traces (percentile)"
+    bootstrap_low: float | None = None
+    bootstrap_high: float | None = None
+
+    @property
+    def significant(self) -> bool | None:
+        """Whether the interval excludes 0 (None without an interval)."""
+        if self.ci_low is None or self.ci_high is None:
+            return None
+        return self.ci_low > 0 or self.ci_high < 0
 
 
 @dataclass(frozen=True)
@@ -150,6 +167,14 @@ def orderings(result: ErrorRates) -> list[Ordering]:
                 low, high = (float(q) for q in np.quantile(delta, [alpha / 2, 1 - alpha / 2]))
             else:
                 low = high = None
+            boot_low, boot_high, method = low, high, METHOD_BOOTSTRAP
+            small = METHOD_EFFECTIVE_WILSON in (ra.method, rb.method)
+            if small and None not in (ra.ci_low, ra.ci_high, rb.ci_low, rb.ci_high):
+                # A small arm: the percentile bootstrap of the difference is too narrow too.
+                low, high = newcombe_difference_interval(
+                    rates[ca], (ra.ci_low, ra.ci_high), rates[cb], (rb.ci_low, rb.ci_high)
+                )
+                method = METHOD_NEWCOMBE
             z, p_z = two_proportion_z(ra.numerator, ra.denominator, rb.numerator, rb.denominator)
             table = [
                 [ra.numerator, ra.denominator - ra.numerator],
@@ -167,6 +192,9 @@ def orderings(result: ErrorRates) -> list[Ordering]:
                     p_z=p_z,
                     odds_ratio=float(odds_ratio) if np.isfinite(odds_ratio) else None,
                     p_fisher=float(p_fisher),
+                    method=method,
+                    bootstrap_low=boot_low,
+                    bootstrap_high=boot_high,
                 )
             )
         out.append(Ordering(evaluator, kind, _ranking(rates), rates, tuple(differences)))
