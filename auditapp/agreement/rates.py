@@ -181,8 +181,9 @@ def wilson_interval(
         denom = 1.0 + z**2 / n
         centre = (p + z**2 / (2.0 * n)) / denom
         half = z * np.sqrt(p * (1.0 - p) / n + z**2 / (4.0 * n**2)) / denom
-        low = np.where(n > 0, np.clip(centre - half, 0.0, 1.0), np.nan)
-        high = np.where(n > 0, np.clip(centre + half, 0.0, 1.0), np.nan)
+        # Exactly 0 / 1 at the edges (the formula leaves rounding dust there).
+        low = np.where(n > 0, np.where(x <= 0, 0.0, np.clip(centre - half, 0.0, 1.0)), np.nan)
+        high = np.where(n > 0, np.where(x >= n, 1.0, np.clip(centre + half, 0.0, 1.0)), np.nan)
     return low, high
 
 
