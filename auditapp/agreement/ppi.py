@@ -419,9 +419,7 @@ def ppi_error_rates(
             w = w_of[positions][is_labelled]
             yhat = yhat_all[is_labelled]
             traces = traces_all[is_labelled]
-            clusters = (
-                {"clusters": traces, "clusters_all": traces_all} if cluster else {}
-            )
+            clusters = {"clusters": traces, "clusters_all": traces_all} if cluster else {}
             ppi, ppi_pp = (
                 ppi_mean(
                     y,

@@ -226,9 +226,7 @@ def effective_wilson_interval(
     else:
         design_effect = max(1.0, nobs / max(n_clusters, 1))
     n_effective = nobs / design_effect
-    low, high = wilson_interval(
-        p * n_effective, n_effective, confidence_level=confidence_level
-    )
+    low, high = wilson_interval(p * n_effective, n_effective, confidence_level=confidence_level)
     return float(low), float(high), float(design_effect), float(n_effective)
 
 

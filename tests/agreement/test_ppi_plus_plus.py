@@ -186,9 +186,7 @@ def test_zero_disagreements_in_few_labels_give_an_honest_interval_not_zero_width
         for s in range(4):
             step = {"step_id": f"{t}-{s}", "trace_id": f"t{t}", "question_id": "q",
                     "condition": "A"}  # fmt: skip
-            rows.append(
-                {**step, "evaluator": "j", "evaluator_kind": "judge", "verdict": "correct"}
-            )
+            rows.append({**step, "evaluator": "j", "evaluator_kind": "judge", "verdict": "correct"})
             if s < 2:
                 rows.append(
                     {**step, "evaluator": "dr", "evaluator_kind": "expert", "verdict": "correct"}
