@@ -97,6 +97,7 @@ def _error_rate_table(report: dict) -> DisplayTable:
             _num(r["n_error"]),
             _pct(r["error_rate"]),
             _interval(r["ci_low"], r["ci_high"]),
+            _method_short(r.get("interval_method")),
             _interval(r["wilson_low"], r["wilson_high"]),
             _pct(r.get("abstain_rate")),
             _pct(r.get("error_rate_abstain_as_error")),
@@ -115,15 +116,32 @@ def _error_rate_table(report: dict) -> DisplayTable:
             "abstain",
             "errors",
             "error rate",
-            "cluster bootstrap CI",
+            "CI",
+            "CI method",
             "Wilson CI (naive)",
             "abstain rate",
             "abstain → error",
             "abstain → correct",
         ],
         rows,
+        note="CI: cluster bootstrap over traces; “effective-n Wilson” when the condition has "
+        "few traces or the bootstrap degenerates (the small-sample rule in Methods).",
         numeric_from=3,
     )
+
+
+def _method_short(method: Any) -> str:
+    if not method:
+        return "–"
+    if method.startswith("cluster bootstrap"):
+        return "bootstrap"
+    if method.startswith("Newcombe"):
+        return "Newcombe"
+    if method.startswith("Wilson"):
+        return "effective-n Wilson"
+    if method.startswith("normal, widened"):
+        return "widened (few labels)"
+    return "normal" if method == "normal" else method
 
 
 def _rate_with_interval(row: dict | None) -> str:
@@ -172,6 +190,39 @@ def ordering_headlines(report: dict) -> list[dict[str, Any]]:
     return headlines
 
 
+VERDICT_TONES = {
+    "reproduces": "yes",
+    "consistent_with": "maybe",
+    "inconclusive": "maybe",
+    "does_not_reproduce": "no",
+}
+VERDICT_LABELS = {
+    "reproduces": "Reproduces",
+    "consistent_with": "Consistent with",
+    "inconclusive": "Inconclusive",
+    "does_not_reproduce": "Does not reproduce",
+}
+
+
+def findings_display(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The report's findings as the page shows them: the JSON's sentence, word for word."""
+    out = []
+    for item in (report.get("findings") or {}).get("items") or []:
+        out.append(
+            {
+                "verdict": item["verdict"],
+                "label": VERDICT_LABELS.get(item["verdict"], item["verdict"]),
+                "tone": VERDICT_TONES.get(item["verdict"], "maybe"),
+                "sentence": item["sentence"],
+                "rule": item.get("rule", ""),
+                "table": item.get("table"),
+                "a": item.get("a"),
+                "b": item.get("b"),
+            }
+        )
+    return out
+
+
 def _tables(report: dict) -> dict[str, DisplayTable]:
     out: dict[str, DisplayTable] = {"error_rates": _error_rate_table(report)}
     out["ordering_agreement"] = _table(
@@ -194,7 +245,7 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
     out["ordering_differences"] = _table(
         "ordering_differences",
         "Pairwise differences between conditions",
-        ["evaluator", "a", "b", "a − b", "bootstrap CI", "z test p", "Fisher p"],
+        ["evaluator", "a", "b", "a − b", "CI", "CI method", "significant", "z test p", "Fisher p"],
         [
             [
                 o["evaluator"],
@@ -202,6 +253,8 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
                 d["condition_b"],
                 _pct(d["difference"]),
                 _interval(d["ci_low"], d["ci_high"]),
+                _method_short(d.get("method")),
+                _num(d.get("significant")),
                 _p(d.get("p_z")),
                 _p(d.get("p_fisher")),
             ]
@@ -375,10 +428,15 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
             "condition",
             "judged",
             "expert-labelled",
-            "PPI",
+            "PPI (λ = 1)",
             "PPI CI",
-            "judge only",
+            "PPI++",
+            "PPI++ CI",
+            "λ",
+            "effective n",
             "expert only",
+            "expert-only CI",
+            "judge only",
         ],
         [
             [
@@ -386,13 +444,22 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
                 r["condition"],
                 _num(r.get("n_judged")),
                 _num(r.get("n_labelled")),
-                _pct(r.get("estimate")),
+                _pct(r.get("estimate")) + (" *" if r.get("clipped") else ""),
                 _interval(r.get("ci_low"), r.get("ci_high")),
-                _pct(r.get("judge_only")),
+                _pct(r.get("ppi_plus_plus")) + (" *" if r.get("ppi_plus_plus_clipped") else ""),
+                _interval(r.get("ppi_plus_plus_ci_low"), r.get("ppi_plus_plus_ci_high")),
+                _num(r.get("lambda"), 2),
+                _num(r.get("n_effective"), 1),
                 _pct(r.get("expert_only")),
+                _interval(r.get("expert_only_ci_low"), r.get("expert_only_ci_high")),
+                _pct(r.get("judge_only")),
             ]
             for r in ppi.get("rows") or []
         ],
+        note="PPI++ chooses λ in [0, 1] from the data to minimise the variance (λ = 0 is "
+        "expert only, so it is never wider); effective n = expert labels expert-only would "
+        "need for the same precision. * = clipped to [0, 100%]. Intervals follow the "
+        "small-sample rule in Methods.",
         numeric_from=2,
     )
     likert = report.get("likert") or {}
@@ -577,6 +644,11 @@ def report_context(report: dict[str, Any], *, standalone: bool) -> dict[str, Any
         "report": report,
         "tables": _tables(report),
         "headlines": ordering_headlines(report),
+        "findings": findings_display(report),
+        "finding_rules": [
+            (VERDICT_LABELS.get(k, k), v)
+            for k, v in ((report.get("findings") or {}).get("rules") or {}).items()
+        ],
         "blinding_check": blinding_headline(report),
         "judge_flags": [
             {
