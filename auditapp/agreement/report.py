@@ -41,12 +41,14 @@ from auditapp.agreement.blinding import (
     blinding_summary,
 )
 from auditapp.agreement.coefficients import multi_rater_agreement, pairwise_agreement
+from auditapp.agreement.controls import CONTROLS, control_analyses, style_blind_findings
 from auditapp.agreement.findings import (
     FINDING_RULES,
     FINDING_RULES_VERSION,
     ordering_findings,
 )
 from auditapp.agreement.formats import answers_validate, labels_validate, ratings_validate
+from auditapp.agreement.hedging import HEDGING_LEXICON_VERSION, hedging_language_rates
 from auditapp.agreement.judge_bias import judge_by_condition
 from auditapp.agreement.likert import likert_summary
 from auditapp.agreement.orderings import ordering_agreement, orderings
@@ -79,6 +81,8 @@ REPORT_KEYS: tuple[str, ...] = (
     "ppi",
     "judge_by_condition",
     "robustness",
+    "controls",
+    "hedging_language",
     "blinding",
     "methods",
 )
@@ -163,6 +167,22 @@ def _flat_estimate(prefix: str, estimate: PPIEstimate) -> dict[str, Any]:
         f"{head}clipped": estimate.clipped,
         f"{head}interval_method": estimate.method,
     }
+
+
+def _segmentation_only(labels: pd.DataFrame) -> pd.DataFrame:
+    """Rows that take part only in the segmentation control: every other control column
+    blanked, so each label counts once per control."""
+    blank = {c: None for c in CONTROLS if c != "segmentation" and c in labels.columns}
+    return labels.assign(**blank)
+
+
+def _style_blind_flags(labels: pd.DataFrame) -> dict[str, bool]:
+    """Judge → its style-blind flag, for judges whose labels carry one."""
+    if "style_blind" not in labels.columns:
+        return {}
+    judges = labels[(labels["evaluator_kind"] == "judge") & labels["style_blind"].notna()]
+    first = judges.groupby("evaluator", sort=True)["style_blind"].first()
+    return {str(k): bool(v) for k, v in first.items()}
 
 
 def primary_segmentation(frame: pd.DataFrame, requested: str | None = None) -> str | None:
@@ -270,8 +290,9 @@ def _methods(
             "kind that has several (over all their steps)."
         ),
         "answer_metrics": (
-            "Answer correct = answer equals gold after trimming whitespace; missing answers "
-            "are incorrect. Accuracy over all traces (every sample counts)."
+            "Answer correct = answer equals gold after trimming whitespace, ignoring case "
+            "(Unicode case folding; the rule of the import); missing answers are incorrect. "
+            "Accuracy over all traces (every sample counts)."
         ),
         "self_consistency": (
             "sc_at_k: per (condition, question) the k sampled answers vote; the most frequent "
@@ -328,6 +349,27 @@ def _methods(
             + ". The expert is compared with each judge (every pair when there is no expert "
             "or no judge)."
         ),
+        "controls": (
+            "Controls: the labels are split by final-answer correctness (the trace's answer "
+            "against gold, the answer rule below), dataset (the question's benchmark), trace "
+            "type, step position (first / middle / last third of the trace: rank r of L "
+            "steps falls in third floor(3r / L)) and segmentation (every segmentation; the "
+            "others within the main one); a control needs two levels with labels. Within "
+            "each level the error rates (cluster bootstrap over traces, small-sample rule), "
+            "the pairwise differences and the ordering agreement are computed again and the "
+            "findings rules give the level's verdict; the summary says whether each "
+            "evaluator's ordering in the level is the same as over all labels. Style-blind vs "
+            "raw judge: when judges of both kinds ran, the findings rules compare their "
+            "orderings."
+        ),
+        "hedging_language": (
+            f"Hedging language ({HEDGING_LEXICON_VERSION}): share of steps whose blinded text "
+            "contains a term of the lexicon (whole words, case-insensitive; the list is in "
+            "hedging_language.lexicon; the normaliser keeps hedges), per condition, with the "
+            "cluster bootstrap over traces and the small-sample rule. It involves no "
+            "evaluator. Over the steps the blinding check reads (all of the main "
+            "segmentation, or whole traces sampled up to the classifier's limit)."
+        ),
         "segmentation": (
             "Main sections use segmentation "
             f"{segmentation!r}; robustness repeats the condition gaps under each of "
@@ -377,6 +419,7 @@ def report_compute(
     repeats: pd.DataFrame | None = None,
     texts: pd.DataFrame | None = None,
     guesses: pd.DataFrame | None = None,
+    hedging_terms: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Compute the whole agreement report as a JSON-serialisable dict.
 
@@ -410,6 +453,8 @@ def report_compute(
     guesses : pandas.DataFrame, optional, keyword-only
         Answers to the blinding question (``condition, option, guess``) for
         ``blinding["index"]``.
+    hedging_terms : tuple of str, keyword-only
+        The audit's additions to the hedging lexicon (``hedging_language`` reads ``texts``).
 
     Returns
     -------
@@ -574,6 +619,38 @@ def report_compute(
         ),
     }
 
+    controls = None
+    if not main.empty:
+        # Segmentation is a control over every segmentation; the others within the main one.
+        control_frame = main
+        if len(segmentations) > 1:
+            control_frame = main.assign(segmentation=None)
+            control_frame = pd.concat([control_frame, _segmentation_only(all_labels)])
+        controls = control_analyses(
+            control_frame,
+            overall=_jsonable(ordering_rows),
+            rng=rng,
+            resamples=resamples,
+            confidence_level=confidence_level,
+            abstain=abstain_rule,
+        )
+        flags = _style_blind_flags(main)
+        controls["style_blind"] = style_blind_findings(
+            _jsonable(ordering_rows), agreement_rows, flags
+        )
+        controls["style_blind_judges"] = flags
+        if not controls["controls"] and not controls["style_blind"]:
+            controls = None
+
+    # After every other section's draws: with or without texts, the other numbers stay.
+    hedging = hedging_language_rates(
+        texts if texts is not None else pd.DataFrame(),
+        rng=rng,
+        resamples=resamples,
+        confidence_level=confidence_level,
+        extra_terms=hedging_terms,
+    )
+
     # Last, so that the sections above draw the same numbers with or without blinding input.
     conditions = sorted(main["condition"].unique().tolist()) if not main.empty else None
     blinding = blinding_summary(
@@ -598,6 +675,8 @@ def report_compute(
         "ppi": ppi,
         "judge_by_condition": judge_section,
         "robustness": robustness,
+        "controls": controls,
+        "hedging_language": hedging,
         "blinding": blinding,
         "methods": _methods(
             resamples=resamples,
