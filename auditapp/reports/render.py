@@ -14,7 +14,7 @@ from typing import Any
 
 from django.template.loader import render_to_string
 
-from auditapp.reports.exports import report_tables, step_series
+from auditapp.reports.exports import hedging_by_condition, report_tables, step_series
 from auditapp.reports.figures import (
     answer_vs_step_svg,
     error_rate_svg,
@@ -150,6 +150,12 @@ def _rate_with_interval(row: dict | None) -> str:
     return f"{_pct(row['error_rate'])} ({_interval(row.get('ci_low'), row.get('ci_high'))})"
 
 
+def _share_with_interval(row: dict | None, key: str) -> str:
+    if not row or row.get(key) is None:
+        return "–"
+    return f"{_pct(row[key])} ({_interval(row.get('ci_low'), row.get('ci_high'))})"
+
+
 def _ordering_text(ordering: dict) -> str:
     rates = ordering["rates"]
     return " < ".join(f"{c} ({_pct(rates.get(c))})" for c in ordering["ranking"])
@@ -190,6 +196,14 @@ def ordering_headlines(report: dict) -> list[dict[str, Any]]:
     return headlines
 
 
+CONTROL_NAMES = {
+    "answer_correct": "final answer",
+    "dataset": "dataset",
+    "trace_type": "trace type",
+    "step_position": "step position",
+    "segmentation": "segmentation",
+    "style_blind": "style-blind vs raw judge",
+}
 VERDICT_TONES = {
     "reproduces": "yes",
     "consistent_with": "maybe",
@@ -221,6 +235,21 @@ def findings_display(report: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def control_summary_line(report: dict[str, Any]) -> str:
+    """How many control levels keep the findings' verdicts, in one sentence."""
+    controls = report.get("controls") or {}
+    rows = list(controls.get("summary") or []) + list(controls.get("style_blind") or [])
+    if not rows:
+        return ""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    parts = ", ".join(
+        f"{counts[v]} {VERDICT_LABELS[v].lower()}" for v in VERDICT_LABELS if v in counts
+    )
+    return f"Under the controls ({len(rows)} levels and comparisons): {parts}."
 
 
 def _tables(report: dict) -> dict[str, DisplayTable]:
@@ -336,14 +365,16 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
         ],
     )
     series = step_series(report)
-    if report.get("answer_metrics"):
-        answers = {a["condition"]: a for a in report["answer_metrics"]}
+    hedging = hedging_by_condition(report)
+    if report.get("answer_metrics") or hedging:
+        answers = {a["condition"]: a for a in report.get("answer_metrics") or []}
         conditions = sorted(set(answers) | {c for s in series.values() for c in s})
         out["answer_vs_step"] = _table(
             "answer_vs_step",
-            "Answer metrics beside step error rates",
-            ["condition", "accuracy", "sc@k", "ECE", "Brier"]
-            + [f"step error ({evaluator})" for evaluator in series],
+            "Answer metrics and hedging beside step error rates",
+            ["condition", "accuracy", "sc@k", "ECE", "Brier", "hedging language"]
+            + [f"step error ({evaluator})" for evaluator in series]
+            + [f"abstain ({evaluator})" for evaluator in series],
             [
                 [
                     condition,
@@ -351,15 +382,21 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
                     _pct((answers.get(condition) or {}).get("sc_at_k")),
                     _num((answers.get(condition) or {}).get("ece")),
                     _num((answers.get(condition) or {}).get("brier")),
+                    _share_with_interval(hedging.get(condition), "rate"),
                 ]
                 + [
                     _rate_with_interval(by_condition.get(condition))
                     for by_condition in series.values()
                 ]
+                + [
+                    _pct((by_condition.get(condition) or {}).get("abstain_rate"))
+                    for by_condition in series.values()
+                ]
                 for condition in conditions
             ],
-            note="Answer-level metrics can improve while the share of wrong steps rises: read "
-            "the columns side by side.",
+            note="Answer-level metrics and hedging can stay flat or improve while the share of "
+            "wrong steps rises: read the columns side by side. Hedging language: share of "
+            "steps with a term of the lexicon (Methods), evaluator-independent.",
         )
     else:
         out["answer_vs_step"] = _table("answer_vs_step", "", [], [])
@@ -375,6 +412,10 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
             "trace ✗ answer ✗",
             "P(answer ✓ | trace ✓)",
             "P(answer ✓ | trace ✗)",
+            "χ²",
+            "χ² p",
+            "Fisher p",
+            "test used",
         ],
         [
             [
@@ -386,9 +427,140 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
                 _num(r.get("trace_wrong_answer_wrong")),
                 _pct(r.get("p_answer_correct_given_trace_correct")),
                 _pct(r.get("p_answer_correct_given_trace_wrong")),
+                _num(r.get("chi2")),
+                _p(r.get("chi2_p")),
+                _p(r.get("fisher_p")),
+                r.get("test") or "–",
             ]
             for r in report.get("trace_vs_answer") or []
         ],
+        note="Is a correct answer independent of a correct trace? Pearson's χ² (no continuity "
+        "correction); Fisher's exact test when an expected count is below 5.",
+    )
+    controls = report.get("controls") or {}
+    summary_rows = []
+    for r in controls.get("summary") or []:
+        summary_rows.append(
+            [
+                CONTROL_NAMES.get(r["control"], r["control"]),
+                r["level"],
+                f"{r['b']} vs {r['a']}",
+                _num(r.get("n_labels")),
+                " < ".join(r.get("ranking_a") or []),
+                " < ".join(r.get("ranking_b") or []),
+                _num(r.get("same_as_overall_a")),
+                _num(r.get("same_as_overall_b")),
+                _num(r.get("p_same_ordering")),
+                VERDICT_LABELS.get(r["verdict"], r["verdict"]),
+            ]
+        )
+    for f in controls.get("style_blind") or []:
+        summary_rows.append(
+            [
+                "style-blind vs raw judge",
+                "all labels",
+                f"{f['b']} (raw) vs {f['a']} (style-blind)",
+                "–",
+                " < ".join(f.get("ranking_a") or []),
+                " < ".join(f.get("ranking_b") or []),
+                "–",
+                "–",
+                _num(f.get("p_same_ordering")),
+                VERDICT_LABELS.get(f["verdict"], f["verdict"]),
+            ]
+        )
+    out["control_summary"] = _table(
+        "control_summary",
+        "Does the ordering hold under this control?",
+        [
+            "control",
+            "level",
+            "evaluators",
+            "labels",
+            "ordering (first)",
+            "ordering (second)",
+            "first keeps its overall ordering",
+            "second keeps its overall ordering",
+            "P(same ordering)",
+            "finding",
+        ],
+        summary_rows,
+        note="Within each level the error rates, differences and ordering agreement are "
+        "computed again (cluster bootstrap, small-sample rule) and the findings rules give "
+        "the verdict. The tables below hold the numbers.",
+        numeric_from=3,
+    )
+    out["control_error_rates"] = _table(
+        "control_error_rates",
+        "Error rates within each level of each control",
+        [
+            *("control", "level", "evaluator", "condition", "steps", "errors"),
+            *("error rate", "CI", "CI method"),
+        ],
+        [
+            [
+                CONTROL_NAMES.get(r["control"], r["control"]),
+                r["level"],
+                r["evaluator"] + (" (pooled)" if r.get("pooled") else ""),
+                r["condition"],
+                _num(r.get("n")),
+                _num(r.get("n_error")),
+                _pct(r.get("error_rate")),
+                _interval(r.get("ci_low"), r.get("ci_high")),
+                _method_short(r.get("interval_method")),
+            ]
+            for r in controls.get("error_rates") or []
+        ],
+        numeric_from=4,
+    )
+    out["control_differences"] = _table(
+        "control_differences",
+        "Pairwise differences within each level of each control",
+        ["control", "level", "evaluator", "a", "b", "a − b", "CI", "significant"],
+        [
+            [
+                CONTROL_NAMES.get(r["control"], r["control"]),
+                r["level"],
+                r["evaluator"],
+                r["condition_a"],
+                r["condition_b"],
+                _pct(r.get("difference")),
+                _interval(r.get("ci_low"), r.get("ci_high")),
+                _num(r.get("significant")),
+            ]
+            for r in controls.get("differences") or []
+        ],
+        numeric_from=5,
+    )
+    hedging_section = report.get("hedging_language") or {}
+    lexicon = hedging_section.get("lexicon") or {}
+    out["hedging_language"] = _table(
+        "hedging_language",
+        "Hedging language per condition",
+        ["condition", "steps", "traces", "hedged steps", "share", "CI", "CI method"],
+        [
+            [
+                r["condition"],
+                _num(r.get("n_steps")),
+                _num(r.get("n_traces")),
+                _num(r.get("n_hedged")),
+                _pct(r.get("rate")),
+                _interval(r.get("ci_low"), r.get("ci_high")),
+                _method_short(r.get("interval_method")),
+            ]
+            for r in hedging_section.get("rows") or []
+        ],
+        note=(
+            f"Lexicon {lexicon.get('version')}: {', '.join(lexicon.get('terms') or [])}"
+            + (
+                f"; the audit's additions: {', '.join(lexicon['extra_terms'])}"
+                if lexicon.get("extra_terms")
+                else ""
+            )
+            + ". Whole words, case-insensitive, on the blinded step text."
+        )
+        if lexicon
+        else "",
     )
     judge = report.get("judge_by_condition") or {}
     out["judge_by_condition"] = _table(
@@ -645,6 +817,7 @@ def report_context(report: dict[str, Any], *, standalone: bool) -> dict[str, Any
         "tables": _tables(report),
         "headlines": ordering_headlines(report),
         "findings": findings_display(report),
+        "control_summary": control_summary_line(report),
         "finding_rules": [
             (VERDICT_LABELS.get(k, k), v)
             for k, v in ((report.get("findings") or {}).get("rules") or {}).items()
