@@ -260,8 +260,9 @@ def labels_validate(labels: pd.DataFrame) -> pd.DataFrame:
         out["segmentation"] = _as_text(out["segmentation"].fillna("default"))
     for column in _CONTROL_TEXT_COLUMNS:
         if column in out.columns:
-            present = out[column].notna() & (out[column].astype(str).str.strip() != "")
-            out[column] = _as_text(out[column]).astype(object).where(present, None)
+            present = out[column].notna()
+            text = _as_text(out[column])  # stays Arrow text when it arrives so (the database)
+            out[column] = text.where(present & (text != ""), None)
     for column in _BOOLEAN_COLUMNS:
         if column in out.columns:
             out[column] = _as_boolean(out[column], table=table, column=column)

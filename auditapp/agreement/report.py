@@ -41,7 +41,12 @@ from auditapp.agreement.blinding import (
     blinding_summary,
 )
 from auditapp.agreement.coefficients import multi_rater_agreement, pairwise_agreement
-from auditapp.agreement.controls import CONTROLS, control_analyses, style_blind_findings
+from auditapp.agreement.controls import (
+    CONTROL_MAX_RESAMPLES,
+    CONTROLS,
+    control_analyses,
+    style_blind_findings,
+)
 from auditapp.agreement.findings import (
     FINDING_RULES,
     FINDING_RULES_VERSION,
@@ -357,7 +362,8 @@ def _methods(
             "others within the main one); a control needs two levels with labels. Within "
             "each level the error rates (cluster bootstrap over traces, small-sample rule), "
             "the pairwise differences and the ordering agreement are computed again and the "
-            "findings rules give the level's verdict; the summary says whether each "
+            f"findings rules give the level's verdict (min(resamples, {CONTROL_MAX_RESAMPLES}) "
+            "resamples per control); the summary says whether each "
             "evaluator's ordering in the level is the same as over all labels. Style-blind vs "
             "raw judge: when judges of both kinds ran, the findings rules compare their "
             "orderings."
