@@ -136,6 +136,10 @@ def _likert_tests(report: dict) -> pd.DataFrame:
                 "kruskal_wallis_H": kw.get("H"),
                 "kruskal_wallis_p": kw.get("p"),
                 "kruskal_wallis_df": kw.get("df"),
+                "friedman_statistic": (item.get("friedman") or {}).get("statistic"),
+                "friedman_p": (item.get("friedman") or {}).get("p"),
+                "friedman_df": (item.get("friedman") or {}).get("df"),
+                "friedman_n_raters": (item.get("friedman") or {}).get("n_raters"),
                 "krippendorff_alpha_ordinal": item.get("krippendorff_alpha"),
             }
         )

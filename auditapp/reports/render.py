@@ -656,7 +656,10 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
     out["likert_tests"] = _table(
         "likert_tests",
         "Likert tests per item",
-        ["item", "ratings", "raters", "Kruskal–Wallis H", "p", "Krippendorff's α (ordinal)"],
+        [
+            *("item", "ratings", "raters", "Kruskal–Wallis H", "p"),
+            *("Friedman χ²", "Friedman p", "complete participants", "Krippendorff's α (ordinal)"),
+        ],
         [
             [
                 i["item"],
@@ -664,10 +667,15 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
                 _num(i.get("n_raters")),
                 _num((i.get("kruskal_wallis") or {}).get("H")),
                 _p((i.get("kruskal_wallis") or {}).get("p")),
+                _num((i.get("friedman") or {}).get("statistic")),
+                _p((i.get("friedman") or {}).get("p")),
+                _num((i.get("friedman") or {}).get("n_raters")),
                 _num(i.get("krippendorff_alpha")),
             ]
             for i in likert.get("items") or []
         ],
+        note="Friedman: within participants (each participant's mean per trace type). "
+        "Intervals of the means resample participants and traces (two-way bootstrap).",
     )
     blinding = report.get("blinding") or {}
     index_rows = blinding.get("index") or []
