@@ -132,7 +132,7 @@ def _friedman(group: pd.DataFrame) -> dict[str, Any]:
         "statistic": None,
         "p": None,
         "df": max(table.shape[1] - 1, 0),
-        "n_raters": int(len(complete)),
+        "n_raters": len(complete),
         "n_raters_incomplete": int(len(table) - len(complete)),
     }
     if complete.shape[1] < 2 or complete.shape[0] < 2 or np.ptp(complete.to_numpy()) == 0:
