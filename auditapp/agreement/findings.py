@@ -56,7 +56,7 @@ VERDICT_WORDS = {
     "reproduces": "reproduces",
     "consistent_with": "is consistent with",
     "does_not_reproduce": "does not reproduce",
-    "inconclusive": "is inconclusive about",
+    "inconclusive": "is inconclusive about",  # the sentence is worded apart (see below)
 }
 
 
@@ -194,6 +194,11 @@ def ordering_finding(
     order_b = " < ".join(f"{c} ({_pct(rates_b[c])})" for c in ranking_b)
     p_text = "–" if p_same is None else f"{p_same:.3f}"
     head = f"{b} {VERDICT_WORDS[verdict]} {a}'s ordering of {len(conditions)} conditions"
+    if verdict == "inconclusive":
+        head = (
+            f"Whether {b} reproduces {a}'s ordering of {len(conditions)} conditions is "
+            "inconclusive"
+        )
     if verdict == "reproduces":
         intervals = "; ".join(
             f"{_difference_text(a, d['a'])}, {_difference_text(b, d['b'])}" for d in defining
