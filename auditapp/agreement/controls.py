@@ -52,6 +52,7 @@ POSITION_LEVELS = ("first", "middle", "last")
 # (as the blinding classifier) keep the percentile intervals' Monte Carlo error near 0.005
 # and halve the controls' cost at the report's default of 2,000.
 CONTROL_MAX_RESAMPLES = 1000
+_RATE_COLUMNS = ("trace_id", "condition", "evaluator", "evaluator_kind", "verdict")
 
 
 def step_thirds(rank: Any, length: Any) -> list[str]:
@@ -116,7 +117,7 @@ def _ordering_rows(result: ErrorRates) -> list[dict[str, Any]]:
                 for d in o.differences
             ],
         }
-        for o in orderings(result)
+        for o in orderings(result, exact_tests=False)
     ]
 
 
@@ -161,7 +162,10 @@ def control_analyses(
     for column, name in CONTROLS.items():
         if column not in labels.columns:
             continue
-        present = labels[labels[column].notna()]
+        # Only what error_rates reads: each level's subset then copies 6 columns, not all.
+        narrow = labels[[*_RATE_COLUMNS, column]]
+        known = narrow[column].notna()
+        present = narrow if known.all() else narrow[known]
         levels = sorted(present[column].unique().tolist(), key=_level_text)
         if len(levels) < 2:
             continue

@@ -196,8 +196,7 @@ def ordering_finding(
     head = f"{b} {VERDICT_WORDS[verdict]} {a}'s ordering of {len(conditions)} conditions"
     if verdict == "inconclusive":
         head = (
-            f"Whether {b} reproduces {a}'s ordering of {len(conditions)} conditions is "
-            "inconclusive"
+            f"Whether {b} reproduces {a}'s ordering of {len(conditions)} conditions is inconclusive"
         )
     if verdict == "reproduces":
         intervals = "; ".join(

@@ -121,13 +121,16 @@ def _ranking(rates: dict[str, float]) -> tuple[str, ...]:
     return tuple(sorted(rates, key=lambda c: (rates[c], c)))
 
 
-def orderings(result: ErrorRates) -> list[Ordering]:
+def orderings(result: ErrorRates, *, exact_tests: bool = True) -> list[Ordering]:
     """Rank conditions per evaluator, with every pairwise difference, interval and tests.
 
     Parameters
     ----------
     result : ErrorRates
         From :func:`auditapp.agreement.rates.error_rates`.
+    exact_tests : bool, keyword-only
+        Compute Fisher's exact test (``p_fisher``, ``odds_ratio``); False leaves them None
+        (the controls, which do not show them, save ~20 % of their time).
 
     Returns
     -------
@@ -180,7 +183,7 @@ def orderings(result: ErrorRates) -> list[Ordering]:
                 [ra.numerator, ra.denominator - ra.numerator],
                 [rb.numerator, rb.denominator - rb.numerator],
             ]
-            odds_ratio, p_fisher = stats.fisher_exact(table)
+            odds_ratio, p_fisher = stats.fisher_exact(table) if exact_tests else (None, None)
             differences.append(
                 ConditionDifference(
                     condition_a=ca,
@@ -190,8 +193,12 @@ def orderings(result: ErrorRates) -> list[Ordering]:
                     ci_high=high,
                     z=z,
                     p_z=p_z,
-                    odds_ratio=float(odds_ratio) if np.isfinite(odds_ratio) else None,
-                    p_fisher=float(p_fisher),
+                    odds_ratio=(
+                        float(odds_ratio)
+                        if odds_ratio is not None and np.isfinite(odds_ratio)
+                        else None
+                    ),
+                    p_fisher=float(p_fisher) if p_fisher is not None else None,
                     method=method,
                     bootstrap_low=boot_low,
                     bootstrap_high=boot_high,

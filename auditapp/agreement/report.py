@@ -492,7 +492,10 @@ def report_compute(
     segmentations = (
         sorted(all_labels["segmentation"].unique().tolist()) if primary is not None else []
     )
-    main = all_labels if primary is None else all_labels[all_labels["segmentation"] == primary]
+    main = all_labels
+    if primary is not None and len(segmentations) > 1:
+        # Only then: indexing a million-row frame by a mask that is all True copies it.
+        main = all_labels[all_labels["segmentation"] == primary]
 
     rates = error_rates(
         main,
