@@ -270,7 +270,15 @@ def _traces_frame(audit: Audit, labels: dict[int, str]) -> pd.DataFrame:
         text=["trace_id", "question_id", "dataset", "trace_type"],
     )
     frame["condition"] = _map_conditions(frame, labels)
+    frame["answer_correct"] = _booleans(frame["answer_correct"])
     return _ids_shown(frame, audit)
+
+
+def _booleans(values: pd.Series) -> pd.Series:
+    """True / False / None from a boolean column, whichever way it arrived (COPY gives the
+    text ``t`` / ``f``; SQLite gives 0 / 1 or booleans)."""
+    table = {True: True, False: False, "t": True, "f": False, 1: True, 0: False}
+    return values.astype(object).map(lambda v: table.get(v) if v is not None else None)
 
 
 def _attach(rows: pd.DataFrame, steps: pd.DataFrame, traces: pd.DataFrame) -> pd.DataFrame:
