@@ -277,7 +277,7 @@ def _traces_frame(audit: Audit, labels: dict[int, str]) -> pd.DataFrame:
 def _booleans(values: pd.Series) -> pd.Series:
     """True / False / None from a boolean column, whichever way it arrived (COPY gives the
     text ``t`` / ``f``; SQLite gives 0 / 1 or booleans)."""
-    table = {True: True, False: False, "t": True, "f": False, 1: True, 0: False}
+    table = {True: True, False: False, "t": True, "f": False}  # 1 and 0 hash as True, False
     return values.astype(object).map(lambda v: table.get(v) if v is not None else None)
 
 
