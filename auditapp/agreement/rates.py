@@ -218,7 +218,7 @@ def effective_wilson_interval(
     if nobs <= 0:
         raise ValueError(f"nobs must be positive, got {nobs!r}")
     p = count / nobs
-    if 0.0 < p < 1.0:
+    if 0.0 < p < 1.0 and n_clusters > 1:
         variance = bootstrap_variance or 0.0
         if n_clusters > 1:
             variance *= n_clusters / (n_clusters - 1)

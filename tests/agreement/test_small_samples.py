@@ -166,3 +166,27 @@ def test_large_samples_keep_the_cluster_bootstrap():
         assert (row.ci_low, row.ci_high) == (row.bootstrap_low, row.bootstrap_high)
     (ordering,) = orderings(result)
     assert ordering.differences[0].method.startswith("cluster bootstrap")
+
+
+def test_a_single_trace_counts_as_one_effective_step():
+    # given: 3 errors in 6 steps of one trace
+    labels = pd.DataFrame(
+        {
+            "step_id": [f"s{i}" for i in range(6)],
+            "trace_id": "t1",
+            "question_id": "q",
+            "condition": "A",
+            "evaluator": "dr",
+            "evaluator_kind": "expert",
+            "verdict": ["error"] * 3 + ["correct"] * 3,
+        }
+    )
+    # when
+    (row,) = error_rates(labels, rng=np.random.default_rng(0), resamples=100).rows
+    # then
+    assert row.n_effective == 1.0 and row.design_effect == 6.0
+    from statsmodels.stats.proportion import proportion_confint
+
+    assert (row.ci_low, row.ci_high) == pytest.approx(
+        proportion_confint(0.5, 1, method="wilson"), rel=1e-9
+    )
