@@ -9,7 +9,10 @@ coefficients percent agreement, Cohen/Fleiss kappa, Krippendorff's alpha, Gwet's
 answers      accuracy, self-consistency@k, ECE, Brier; trace × answer correctness
 likert       Likert summaries, Kruskal–Wallis, Mann–Whitney with Holm correction
 judge_bias   judge sensitivity/specificity against experts per condition
-ppi          prediction-powered error rates (judge verdicts + expert subset)
+ppi          prediction-powered error rates (judge verdicts + expert subset): PPI and PPI++
+findings     findings from pre-stated rules: does one evaluator reproduce another's ordering
+controls     error rates and orderings within each level of a covariate (the paper's controls)
+hedging      share of steps with hedging language per condition (versioned lexicon)
 planning     sample-size and power planner with a design effect
 robustness   error-rate gaps per segmentation; hidden-repeat consistency
 blinding     can the condition be predicted from blinded text; blinding index

@@ -2,7 +2,8 @@
 
 Conventions (also stated in the report's ``methods`` block):
 
-- an answer is correct when it equals the gold answer after trimming whitespace; a missing
+- an answer is correct when it equals the gold answer after trimming whitespace, ignoring
+  case (the import's rule); a missing
   answer is incorrect; **accuracy** is the share of correct answers over all traces
   (every sample counts);
 - **self-consistency@k**: per (condition, question) the answers of the k samples vote; the
@@ -87,6 +88,15 @@ class TraceVsAnswer:
     p_answer_correct_given_trace_wrong: float | None
     p_trace_correct_given_answer_correct: float | None
     p_trace_correct_given_answer_wrong: float | None
+    # Is answer correctness independent of trace correctness? Pearson's chi-square (no
+    # continuity correction) and Fisher's exact test; ``test`` names the one whose p-value
+    # is ``p``: Fisher when an expected count is below 5.
+    chi2: float | None = None
+    chi2_p: float | None = None
+    fisher_odds_ratio: float | None = None
+    fisher_p: float | None = None
+    test: str | None = None
+    p: float | None = None
 
 
 def _check_binary(confidence: np.ndarray, correct: np.ndarray) -> None:
@@ -192,23 +202,31 @@ def self_consistency(answers: pd.DataFrame) -> pd.DataFrame:
     keys = ["condition", "question_id"]
     k = answers.groupby(keys, sort=True).size().rename("k")
     voting = answers[answers["answer"].notna()]
+    # "B" and "b" are one answer under the answer rule (case-insensitive), so one vote; the
+    # winner is shown as first spelled (lowest sample_index).
+    voting = voting.sort_values("sample_index", kind="stable")
+    voting = voting.assign(key=voting["answer"].astype(str).str.casefold())
     if voting.empty:
         out = k.reset_index()
         out["vote"] = None
         out["correct"] = False
         return out
-    tally = voting.groupby([*keys, "answer"], sort=False).agg(
-        votes=("sample_index", "size"), first=("sample_index", "min")
+    tally = voting.groupby([*keys, "key"], sort=False).agg(
+        votes=("sample_index", "size"), first=("sample_index", "min"), answer=("answer", "first")
     )
     tally = tally.reset_index().sort_values(
         [*keys, "votes", "first"], ascending=[True, True, False, True]
     )
-    winners = tally.drop_duplicates(keys, keep="first").set_index(keys)["answer"]
+    winners = tally.drop_duplicates(keys, keep="first").set_index(keys)
+    winner_keys, winners = winners["key"], winners["answer"]
     gold = answers.groupby(keys, sort=True)["gold"].first()
-    out = pd.concat([k, winners.rename("vote"), gold], axis=1).reset_index()
+    out = pd.concat(
+        [k, winners.rename("vote"), winner_keys.rename("vote_key"), gold], axis=1
+    ).reset_index()
     out["vote"] = out["vote"].astype(object).where(out["vote"].notna(), None)
-    out["correct"] = out["vote"].notna() & (out["vote"] == out["gold"])
-    return out.drop(columns="gold")
+    gold_folded = out["gold"].astype(str).str.casefold()
+    out["correct"] = out["vote"].notna() & (out["vote_key"] == gold_folded)
+    return out.drop(columns=["gold", "vote_key"])
 
 
 def answer_metrics(
@@ -331,6 +349,46 @@ def _share(count: int, total: int) -> float | None:
     return count / total if total else None
 
 
+def independence_tests(table: list[list[int]]) -> dict[str, float | str | None]:
+    """Pearson's chi-square (no continuity correction) and Fisher's exact test on a 2×2 table.
+
+    ``test`` is ``"fisher"`` when an expected count is below 5 (Cochran's rule), else
+    ``"chi-square"``; ``p`` is that test's p-value. Undefined parts (a zero margin) are None.
+
+    Examples
+    --------
+    >>> tests = independence_tests([[12, 5], [9, 7]])
+    >>> tests["test"], round(tests["chi2"], 4), round(tests["fisher_p"], 4)
+    ('chi-square', 0.7323, 0.4813)
+    """
+    from scipy import stats
+
+    counts = np.asarray(table, dtype=float)
+    out: dict[str, float | str | None] = {
+        "chi2": None,
+        "chi2_p": None,
+        "fisher_odds_ratio": None,
+        "fisher_p": None,
+        "test": None,
+        "p": None,
+    }
+    if counts.sum() == 0:
+        return out
+    odds, fisher_p = stats.fisher_exact(counts)
+    out["fisher_odds_ratio"] = float(odds) if np.isfinite(odds) else None
+    out["fisher_p"] = float(fisher_p)
+    margins_ok = np.all(counts.sum(axis=0) > 0) and np.all(counts.sum(axis=1) > 0)
+    if margins_ok:
+        result = stats.chi2_contingency(counts, correction=False)
+        out["chi2"], out["chi2_p"] = float(result.statistic), float(result.pvalue)
+        small = bool(np.any(result.expected_freq < 5))
+    else:
+        small = True
+    out["test"] = "fisher" if small else "chi-square"
+    out["p"] = out["fisher_p"] if small else out["chi2_p"]
+    return out
+
+
 def trace_vs_answer(
     labels: pd.DataFrame, answers: pd.DataFrame, *, validate: bool = True
 ) -> list[TraceVsAnswer]:
@@ -385,6 +443,7 @@ def trace_vs_answer(
                 p_answer_correct_given_trace_wrong=_share(wc, wc + ww),
                 p_trace_correct_given_answer_correct=_share(cc, cc + wc),
                 p_trace_correct_given_answer_wrong=_share(cw, cw + ww),
+                **independence_tests([[cc, cw], [wc, ww]]),
             )
         )
     return out

@@ -64,7 +64,17 @@ LABEL_OPTIONAL_COLUMNS: tuple[str, ...] = (
     "weight",
     "inclusion_probability",
     "segmentation",
+    # Covariates for the controls (auditapp.agreement.controls); all may be missing.
+    "answer_correct",
+    "dataset",
+    "trace_type",
+    "step_position",
+    "style_blind",
 )
+_CONTROL_TEXT_COLUMNS = ("dataset", "trace_type", "step_position")
+_BOOLEAN_COLUMNS = ("answer_correct", "style_blind")
+_TRUE = {"true", "1", "yes", "t", "1.0"}
+_FALSE = {"false", "0", "no", "f", "0.0"}
 EVALUATOR_KINDS: tuple[str, ...] = ("expert", "judge", "reference")
 VERDICTS: tuple[str, ...] = ("correct", "error", "abstain")
 
@@ -252,6 +262,14 @@ def labels_validate(labels: pd.DataFrame) -> pd.DataFrame:
         )
     if "segmentation" in out.columns:
         out["segmentation"] = _as_text(out["segmentation"].fillna("default"))
+    for column in _CONTROL_TEXT_COLUMNS:
+        if column in out.columns:
+            present = out[column].notna()
+            text = _as_text(out[column])  # stays Arrow text when it arrives so (the database)
+            out[column] = text.where(present & (text != ""), None)
+    for column in _BOOLEAN_COLUMNS:
+        if column in out.columns:
+            out[column] = _as_boolean(out[column], table=table, column=column)
 
     _require_consistent(out, key="evaluator", attribute="evaluator_kind", table=table)
     _require_consistent(out, key="trace_id", attribute="condition", table=table)
@@ -265,6 +283,31 @@ def labels_validate(labels: pd.DataFrame) -> pd.DataFrame:
             f"{out['step_id'].iloc[bad]!r} a second time; keep one label per (step, evaluator)"
         )
     return out
+
+
+def _as_boolean(series: pd.Series, *, table: str, column: str) -> pd.Series:
+    """True / False / None from booleans or their text (``true``, ``1``, ``yes`` …)."""
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return series.astype(object)
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    mapped = []
+    for value in uniques:
+        key = str(value).strip().casefold()
+        if isinstance(value, bool | np.bool_):
+            mapped.append(bool(value))
+        elif key in _TRUE:
+            mapped.append(True)
+        elif key in _FALSE:
+            mapped.append(False)
+        elif key in ("", "nan", "none"):
+            mapped.append(None)
+        else:
+            bad = int(np.flatnonzero(codes == len(mapped))[0])
+            raise ValueError(
+                f"{table} row {bad}, column {column!r}: {value!r} is not true or false"
+            )
+    table_values = np.asarray([*mapped, None], dtype=object)
+    return pd.Series(table_values[codes], index=series.index, name=series.name)
 
 
 def _require_consistent(frame: pd.DataFrame, *, key: str, attribute: str, table: str) -> None:
@@ -296,7 +339,7 @@ def answers_validate(answers: pd.DataFrame) -> pd.DataFrame:
     pandas.DataFrame
         A new frame with ids, ``answer`` and ``gold`` as trimmed text, ``sample_index`` as
         int and ``confidence`` as float, plus a boolean ``correct`` column
-        (``answer == gold`` after trimming whitespace).
+        (``answer == gold`` after trimming whitespace, ignoring case: the import's rule).
 
     Examples
     --------
@@ -339,7 +382,9 @@ def answers_validate(answers: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(
             f"{table} row {bad}, column 'trace_id': {out['trace_id'].iloc[bad]!r} appears twice"
         )
-    out["correct"] = present & (out["answer"] == out["gold"])
+    # The import's rule (annotations.services.imports): trimmed, ignoring case.
+    folded = out["answer"].where(present, "").astype(str).str.casefold()
+    out["correct"] = present & (folded == out["gold"].astype(str).str.casefold())
     for column in ANSWER_OPTIONAL_COLUMNS:
         if column in answers:
             out[column] = answers[column].to_numpy()

@@ -84,18 +84,78 @@ def _finite(x: float) -> float | None:
 def _cluster_bootstrap_mean(
     group: pd.DataFrame, *, rng: np.random.Generator, resamples: int, confidence_level: float
 ) -> tuple[float | None, float | None]:
-    """Percentile interval of the mean rating, resampling traces (all their ratings) at random."""
-    per_trace = group.groupby("trace_id")["value"].agg(["sum", "count"])
-    m = len(per_trace)
+    """Percentile interval of the mean rating, resampling raters and traces (two-way).
+
+    The pigeonhole bootstrap (Owen 2007, Ann. Appl. Stat. 1:386): each resample draws the
+    raters with replacement and, independently, the traces; a rating counts (rater draws) ×
+    (trace draws) times. Ratings share both a participant and a trace, so resampling only
+    one of them leaves the other's correlation out; this one is conservative. With a single
+    rater it is the cluster bootstrap over traces.
+    """
+    trace_code, traces = pd.factorize(group["trace_id"])
+    rater_code, raters = pd.factorize(group["rater"])
+    m, r = len(traces), len(raters)
     if m < 2:
         return None, None
-    sums = per_trace["sum"].to_numpy()
-    counts = per_trace["count"].to_numpy()
-    draws = rng.integers(0, m, size=(resamples, m))
-    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    values = group["value"].to_numpy(dtype=float)
+    means = np.empty(resamples)
+    # Blocks bound the (resamples × ratings) weight matrix to ~16 MiB.
+    block = max(1, min(resamples, 2**21 // max(len(values), 1)))
+    for start in range(0, resamples, block):
+        size = min(block, resamples - start)
+        trace_w = rng.multinomial(m, np.full(m, 1.0 / m), size=size)
+        rater_w = (
+            rng.multinomial(r, np.full(r, 1.0 / r), size=size) if r > 1 else np.ones((size, 1))
+        )
+        weight = trace_w[:, trace_code] * rater_w[:, rater_code]
+        total = weight.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means[start : start + size] = np.where(total > 0, weight @ values / total, np.nan)
+    means = means[np.isfinite(means)]
+    if means.size == 0:
+        return None, None
     tail = (1 - confidence_level) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return float(low), float(high)
+
+
+def _friedman(group: pd.DataFrame) -> dict[str, Any]:
+    """Friedman's test across trace types with participants as blocks.
+
+    Each participant's value per trace type is the mean of their ratings of that type's
+    traces; participants who rated every type enter (a complete block design, as a Latin
+    square gives). ``None`` values when fewer than two types or two complete participants.
+    """
+    table = group.pivot_table(index="rater", columns="trace_type", values="value", aggfunc="mean")
+    complete = table.dropna()
+    out: dict[str, Any] = {
+        "statistic": None,
+        "p": None,
+        "df": max(table.shape[1] - 1, 0),
+        "n_raters": len(complete),
+        "n_raters_incomplete": int(len(table) - len(complete)),
+    }
+    if complete.shape[1] < 2 or complete.shape[0] < 2 or np.ptp(complete.to_numpy()) == 0:
+        return out
+    if complete.shape[1] == 2:
+        # scipy's friedmanchisquare needs three groups; with two, Friedman's statistic is
+        # the same chi-square on one degree of freedom, computed from the ranks directly.
+        ranks = np.apply_along_axis(stats.rankdata, 1, complete.to_numpy())
+        n, k = ranks.shape
+        sums = ranks.sum(axis=0)
+        ties = sum(
+            np.sum(counts**3 - counts)
+            for counts in (np.unique(row, return_counts=True)[1] for row in complete.to_numpy())
+        )
+        denominator = n * k * (k + 1) / 12 - ties / (12 * (k - 1))
+        if denominator <= 0:
+            return out
+        statistic = float(np.sum((sums - n * (k + 1) / 2) ** 2) / denominator)
+        out.update(statistic=statistic, p=float(stats.chi2.sf(statistic, k - 1)))
+        return out
+    result = stats.friedmanchisquare(*(complete[c].to_numpy() for c in complete.columns))
+    out.update(statistic=_finite(result.statistic), p=_finite(result.pvalue))
+    return out
 
 
 def _item_tests(samples: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -223,6 +283,7 @@ def likert_summary(
             plain(t): g["value"].to_numpy() for t, g in tested.groupby("trace_type", sort=True)
         }
         kruskal, pairs = _item_tests(samples)
+        friedman = _friedman(group)
         try:
             alpha = krippendorff_alpha(
                 group, unit="trace_id", rater="rater", value="value", level="ordinal"
@@ -236,6 +297,7 @@ def likert_summary(
                 "n_traces": int(group["trace_id"].nunique()),
                 "n_raters": int(group["rater"].nunique()),
                 "kruskal_wallis": kruskal,
+                "friedman": friedman,
                 "mann_whitney": pairs,
                 "krippendorff_alpha": _finite(alpha),
             }
@@ -247,8 +309,14 @@ def likert_summary(
         "items": items,
         "methods": {
             "interval": (
-                f"{confidence_level:.0%} percentile cluster bootstrap of the mean over traces "
-                f"within each trace type, {resamples} resamples"
+                f"{confidence_level:.0%} percentile two-way cluster bootstrap of the mean "
+                "(pigeonhole bootstrap: participants and traces resampled independently, a "
+                "rating weighted by both draws; conservative) within each trace type, "
+                f"{resamples} resamples"
+            ),
+            "within_subject": (
+                "Friedman's test across trace types per item, participants as blocks (each "
+                "participant's mean rating per trace type; participants who rated every type)"
             ),
             "tests": (
                 "Kruskal-Wallis across trace types and two-sided Mann-Whitney U between each "

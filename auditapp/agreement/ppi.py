@@ -32,6 +32,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -40,6 +41,7 @@ import pandas as pd
 from scipy import stats
 
 from auditapp.agreement.formats import labels_validate
+from auditapp.agreement.rates import SMALL_SAMPLE_TRACES, effective_wilson_interval
 
 __all__ = ["PPIDifference", "PPIEstimate", "PPIRow", "ppi_error_rates", "ppi_mean"]
 
@@ -52,6 +54,10 @@ class PPIEstimate:
     se: float | None
     ci_low: float | None
     ci_high: float | None
+    lam: float | None = None  # the λ of a prediction-powered estimate
+    clipped: bool = False  # estimate or interval moved into the parameter's range
+    raw_estimate: float | None = None  # before clipping; differences are taken from it
+    method: str = "normal"  # or the small-sample rule's (see _small_sample)
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,10 @@ class PPIRow:
     ppi: PPIEstimate
     judge_only: PPIEstimate
     expert_only: PPIEstimate
+    ppi_plus_plus: PPIEstimate = PPIEstimate(None, None, None, None)
+    # Expert labels the expert-only estimate would need for PPI++'s precision:
+    # n_labelled · var(expert-only) / var(PPI++), at least n_labelled by construction.
+    n_effective: float | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,7 @@ class PPIDifference:
     ppi: PPIEstimate
     judge_only: PPIEstimate
     expert_only: PPIEstimate
+    ppi_plus_plus: PPIEstimate = PPIEstimate(None, None, None, None)
 
 
 def _z(confidence_level: float) -> float:
@@ -109,6 +120,51 @@ def _codes(clusters: np.ndarray) -> np.ndarray:
     return pd.factorize(clusters)[0]
 
 
+def _variance_terms(
+    y: np.ndarray,
+    yhat: np.ndarray,
+    all_arr: np.ndarray,
+    w: np.ndarray,
+    cl: np.ndarray | None,
+    cl_all: np.ndarray | None,
+) -> tuple[float, float, float]:
+    """``(S_bb, S_bd, S_dd)`` with var(θ̂_λ) = S_bb + 2λ·S_bd + λ²·S_dd.
+
+    θ̂_λ = λ·mean(Ŷ_all) + mean(w̃·(Y − λ·Ŷ)) is linear in λ, and so is its linearisation:
+    per unit (or per trace) the influence is b + λ·d, with b = w̃(Y − Ȳ_w)/n (the expert-only
+    Hájek mean's) and d = (Ŷ_all − Ŷ̄_all)/N − w̃(Ŷ − Ŷ̄_w)/n. Cluster-robust: b and d are
+    summed per trace first. Without clusters the judged mean and the rectifier are treated
+    as independent samples (ppi_py's formula).
+    """
+    n, big_n = y.size, all_arr.size
+    b = w * (y - np.sum(w * y) / n) / n
+    c = w * (yhat - np.sum(w * yhat) / n) / n
+    a = (all_arr - all_arr.mean()) / big_n
+    if cl is None or cl_all is None:
+        return float(np.sum(b**2)), float(-np.sum(b * c)), float(np.sum(a**2) + np.sum(c**2))
+    codes = pd.factorize(np.concatenate([cl_all, cl]))[0]
+    k = int(codes.max()) + 1
+    b_g = np.bincount(codes[big_n:], weights=b, minlength=k)
+    d_g = np.bincount(codes[:big_n], weights=a, minlength=k) - np.bincount(
+        codes[big_n:], weights=c, minlength=k
+    )
+    return float(np.sum(b_g**2)), float(np.sum(b_g * d_g)), float(np.sum(d_g**2))
+
+
+def ppi_tuned_lambda(s_bb: float, s_bd: float, s_dd: float) -> float:
+    """The λ in [0, 1] that minimises S_bb + 2λ·S_bd + λ²·S_dd (PPI++ power tuning).
+
+    The variance is a parabola in λ, so the minimiser is −S_bd / S_dd clipped to [0, 1];
+    λ = 0 is the expert-only estimate, so the tuned variance is never above expert-only's.
+
+    >>> ppi_tuned_lambda(1.0, -0.4, 0.5), ppi_tuned_lambda(1.0, 0.2, 0.5)
+    (0.8, 0.0)
+    """
+    if s_dd <= 0.0:
+        return 0.0  # the judge adds no information: the expert-only estimate
+    return float(min(1.0, max(0.0, -s_bd / s_dd)))
+
+
 def ppi_mean(
     y: np.ndarray | list[float],
     yhat: np.ndarray | list[float],
@@ -118,8 +174,10 @@ def ppi_mean(
     clusters: np.ndarray | list | None = None,
     clusters_all: np.ndarray | list | None = None,
     confidence_level: float = 0.95,
+    lam: float | None = 1.0,
+    bounds: tuple[float, float] | None = None,
 ) -> PPIEstimate:
-    """Prediction-powered estimate of a mean (λ = 1), with a normal interval.
+    """Prediction-powered estimate of a mean, with a normal interval.
 
     Parameters
     ----------
@@ -132,10 +190,18 @@ def ppi_mean(
     clusters, clusters_all : array_like, optional, keyword-only
         Cluster ids (e.g. trace ids) for cluster-robust variances; give both or neither.
     confidence_level : float, keyword-only
+    lam : float in [0, 1] or None, keyword-only
+        Weight of the predictions: 1 is plain PPI (default), 0 the labelled sample alone;
+        None chooses λ from the data to minimise the estimated variance (PPI++,
+        Angelopoulos, Duchi & Zrnic 2023), with the same weights and clusters.
+    bounds : (low, high), optional, keyword-only
+        Clip the estimate and the interval to these bounds (e.g. (0, 1) for a proportion);
+        ``clipped`` then says whether anything moved. The standard error is unclipped.
 
     Returns
     -------
     PPIEstimate
+        With ``lam`` the λ used.
 
     Examples
     --------
@@ -157,6 +223,8 @@ def ppi_mean(
         raise ValueError("yhat_all must be a non-empty 1-D array")
     if (clusters is None) != (clusters_all is None):
         raise ValueError("give both clusters and clusters_all, or neither")
+    if lam is not None and not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam must lie in [0, 1] or be None, got {lam!r}")
     n, big_n = y_arr.size, all_arr.size
     if n == 0:
         return PPIEstimate(None, None, None, None)
@@ -164,31 +232,36 @@ def ppi_mean(
     if w.shape != (n,) or np.any(~np.isfinite(w)) or np.any(w <= 0):
         raise ValueError("weights must be positive, finite and one per labelled unit")
     w = w * n / w.sum()
-    delta = y_arr - yhat_arr
-    rectifier = w * delta
-    # Hájek linearisation w̃·(Δ − Δ̄_w): the weights are normalised by their own sum, so they
-    # vary with the sample; with equal weights this is ppi_py's rectifier deviation exactly.
-    residual = w * (delta - rectifier.mean())
     cl = None if clusters is None else np.asarray(clusters)
     cl_all = None if clusters_all is None else np.asarray(clusters_all)
     if cl is not None and cl.shape != (n,):
         raise ValueError("clusters must have one id per labelled unit")
     if cl_all is not None and cl_all.shape != (big_n,):
         raise ValueError("clusters_all must have one id per unit of yhat_all")
-    value = all_arr.mean() + rectifier.mean()
-    if cl is None or cl_all is None:
-        var = _mean_var(all_arr, None) + float(np.sum(residual**2) / n**2)
-    else:
-        # Both means move with the same traces (the labelled steps sit inside them), so
-        # linearise per trace: var = Σ_g (imputed_g / N + rectifier_g / n)², which keeps the
-        # covariance that ppi_py's independent-samples formula leaves out.
-        codes = pd.factorize(np.concatenate([cl_all, cl]))[0]
-        k = int(codes.max()) + 1
-        per_trace = np.bincount(
-            codes[:big_n], weights=(all_arr - all_arr.mean()) / big_n, minlength=k
-        ) + np.bincount(codes[big_n:], weights=residual / n, minlength=k)
-        var = float(np.sum(per_trace**2))
-    return _estimate(value, var, z)
+    # Hájek linearisation w̃·(Δ − Δ̄_w): the weights are normalised by their own sum, so they
+    # vary with the sample; with equal weights this is ppi_py's rectifier deviation exactly.
+    # Clustered, both means move with the same traces (the labelled steps sit inside them),
+    # so the terms are summed per trace, which keeps the covariance that ppi_py's
+    # independent-samples formula leaves out.
+    s_bb, s_bd, s_dd = _variance_terms(y_arr, yhat_arr, all_arr, w, cl, cl_all)
+    used = ppi_tuned_lambda(s_bb, s_bd, s_dd) if lam is None else float(lam)
+    value = used * all_arr.mean() + float(np.mean(w * (y_arr - used * yhat_arr)))
+    var = s_bb + 2.0 * used * s_bd + used**2 * s_dd
+    return _bounded(_estimate(value, var, z), bounds, lam=used)
+
+
+def _bounded(
+    est: PPIEstimate, bounds: tuple[float, float] | None, *, lam: float | None = None
+) -> PPIEstimate:
+    """``est`` with its estimate and interval clipped to ``bounds`` (and λ recorded)."""
+    if est.estimate is None or bounds is None:
+        return dataclasses.replace(est, lam=lam)
+    low, high = bounds
+    clip = [min(high, max(low, v)) for v in (est.estimate, est.ci_low, est.ci_high)]
+    moved = clip != [est.estimate, est.ci_low, est.ci_high]
+    return PPIEstimate(
+        clip[0], est.se, clip[1], clip[2], lam=lam, clipped=moved, raw_estimate=est.estimate
+    )
 
 
 def _weighted_mean(y: np.ndarray, w: np.ndarray, clusters: np.ndarray, z: float) -> PPIEstimate:
@@ -204,7 +277,74 @@ def _weighted_mean(y: np.ndarray, w: np.ndarray, clusters: np.ndarray, z: float)
 def _difference(a: PPIEstimate, b: PPIEstimate, z: float) -> PPIEstimate:
     if a.estimate is None or b.estimate is None or a.se is None or b.se is None:
         return PPIEstimate(None, None, None, None)
-    return _estimate(a.estimate - b.estimate, a.se**2 + b.se**2, z)
+    # The unclipped estimates: a difference of clipped ones would be biased towards 0.
+    value = (a.raw_estimate if a.raw_estimate is not None else a.estimate) - (
+        b.raw_estimate if b.raw_estimate is not None else b.estimate
+    )
+    return _bounded(_estimate(value, a.se**2 + b.se**2, z), (-1.0, 1.0))
+
+
+# Fewer expert labels than this, or a zero estimated variance, and the normal PPI interval
+# means nothing (0 disagreements in 6 labels gives se = 0): the rule of _small_sample applies.
+PPI_MIN_LABELS = 10
+METHOD_NORMAL = "normal"
+METHOD_SMALL = "Wilson at the effective sample size (small sample)"
+METHOD_PPI_SMALL = "normal, widened to the expert-only small-sample interval (few labels)"
+
+
+def _small_proportion(
+    est: PPIEstimate, *, n: int, clusters: np.ndarray, level: float
+) -> PPIEstimate:
+    """A mean of 0/1 values under the error rates' small-sample rule (effective-n Wilson)."""
+    k = int(np.unique(clusters).size)
+    if est.estimate is None or (k >= SMALL_SAMPLE_TRACES and est.se):
+        return est
+    low, high, _, _ = effective_wilson_interval(
+        est.estimate * n,
+        float(n),
+        n_clusters=k,
+        # effective_wilson_interval applies k/(k-1); the linearised variance has none.
+        bootstrap_variance=(est.se or 0.0) ** 2,
+        confidence_level=level,
+    )
+    return dataclasses.replace(
+        est, ci_low=min(low, est.estimate), ci_high=max(high, est.estimate), method=METHOD_SMALL
+    )
+
+
+def _small_sample(
+    expert_only: PPIEstimate,
+    ppi: PPIEstimate,
+    ppi_pp: PPIEstimate,
+    *,
+    y: np.ndarray,
+    clusters: np.ndarray,
+    level: float,
+) -> tuple[PPIEstimate, PPIEstimate, PPIEstimate]:
+    """The small-sample rule for one judge × condition.
+
+    Expert-only: with fewer than ``SMALL_SAMPLE_TRACES`` labelled traces or a degenerate
+    variance, Wilson's interval at the effective sample size (as for error rates; the design
+    effect from the cluster-robust Hájek variance, so unequal weights count too). PPI and
+    PPI++: with fewer than ``PPI_MIN_LABELS`` expert labels or a zero variance, the judge
+    cannot be calibrated, and their interval is the expert-only one around their own
+    estimate's range (the hull of both).
+    """
+    if expert_only.estimate is None or not y.size:
+        return expert_only, ppi, ppi_pp
+    expert_only = _small_proportion(expert_only, n=y.size, clusters=clusters, level=level)
+
+    def widened(est: PPIEstimate) -> PPIEstimate:
+        if est.estimate is None or (y.size >= PPI_MIN_LABELS and est.se):
+            return est
+        return dataclasses.replace(
+            est,
+            ci_low=min(est.ci_low, expert_only.ci_low, est.estimate),
+            ci_high=max(est.ci_high, expert_only.ci_high, est.estimate),
+            method=METHOD_PPI_SMALL,
+        )
+
+    return expert_only, widened(ppi), widened(ppi_pp)
 
 
 def _step_weights(experts: pd.DataFrame) -> pd.Series:
@@ -279,22 +419,36 @@ def ppi_error_rates(
             w = w_of[positions][is_labelled]
             yhat = yhat_all[is_labelled]
             traces = traces_all[is_labelled]
-            if cluster:
-                ppi = ppi_mean(
+            clusters = {"clusters": traces, "clusters_all": traces_all} if cluster else {}
+            ppi, ppi_pp = (
+                ppi_mean(
                     y,
                     yhat,
                     yhat_all,
                     weights=w,
-                    clusters=traces,
-                    clusters_all=traces_all,
                     confidence_level=confidence_level,
+                    lam=lam,
+                    bounds=(0.0, 1.0),
+                    **clusters,
                 )
-            else:
-                ppi = ppi_mean(y, yhat, yhat_all, weights=w, confidence_level=confidence_level)
+                for lam in (1.0, None)
+            )
             singleton_all = traces_all if cluster else np.arange(yhat_all.size)
             singleton = traces if cluster else np.arange(y.size)
-            judge_only = _estimate(float(yhat_all.mean()), _mean_var(yhat_all, singleton_all), z)
-            expert_only = _weighted_mean(y, w, singleton, z)
+            judge_only = _bounded(
+                _estimate(float(yhat_all.mean()), _mean_var(yhat_all, singleton_all), z),
+                (0.0, 1.0),
+            )
+            expert_only = _bounded(_weighted_mean(y, w, singleton, z), (0.0, 1.0))
+            n_effective = None
+            if ppi_pp.se and expert_only.se is not None:
+                n_effective = float(y.size * expert_only.se**2 / ppi_pp.se**2)
+            expert_only, ppi, ppi_pp = _small_sample(
+                expert_only, ppi, ppi_pp, y=y, clusters=singleton, level=confidence_level
+            )
+            judge_only = _small_proportion(
+                judge_only, n=yhat_all.size, clusters=singleton_all, level=confidence_level
+            )
             row = PPIRow(
                 judge=str(judge),
                 condition=str(condition),
@@ -303,6 +457,8 @@ def ppi_error_rates(
                 ppi=ppi,
                 judge_only=judge_only,
                 expert_only=expert_only,
+                ppi_plus_plus=ppi_pp,
+                n_effective=n_effective,
             )
             per_condition[str(condition)] = row
             rows.append(row)
@@ -316,6 +472,7 @@ def ppi_error_rates(
                     ppi=_difference(a.ppi, b.ppi, z),
                     judge_only=_difference(a.judge_only, b.judge_only, z),
                     expert_only=_difference(a.expert_only, b.expert_only, z),
+                    ppi_plus_plus=_difference(a.ppi_plus_plus, b.ppi_plus_plus, z),
                 )
             )
     return rows, differences

@@ -41,12 +41,30 @@ from auditapp.agreement.blinding import (
     blinding_summary,
 )
 from auditapp.agreement.coefficients import multi_rater_agreement, pairwise_agreement
+from auditapp.agreement.controls import (
+    CONTROL_MAX_RESAMPLES,
+    CONTROLS,
+    control_analyses,
+    style_blind_findings,
+)
+from auditapp.agreement.findings import (
+    FINDING_RULES,
+    FINDING_RULES_VERSION,
+    ordering_findings,
+)
 from auditapp.agreement.formats import answers_validate, labels_validate, ratings_validate
+from auditapp.agreement.hedging import HEDGING_LEXICON_VERSION, hedging_language_rates
 from auditapp.agreement.judge_bias import judge_by_condition
 from auditapp.agreement.likert import likert_summary
 from auditapp.agreement.orderings import ordering_agreement, orderings
-from auditapp.agreement.ppi import PPIEstimate, ppi_error_rates
-from auditapp.agreement.rates import ABSTAIN_RULES, AbstainRule, ErrorRates, error_rates
+from auditapp.agreement.ppi import PPI_MIN_LABELS, PPIEstimate, ppi_error_rates
+from auditapp.agreement.rates import (
+    ABSTAIN_RULES,
+    SMALL_SAMPLE_TRACES,
+    AbstainRule,
+    ErrorRates,
+    error_rates,
+)
 from auditapp.agreement.robustness import (
     gaps_from_rates,
     hidden_repeat_consistency,
@@ -56,6 +74,7 @@ from auditapp.agreement.robustness import (
 __all__ = ["REPORT_KEYS", "primary_segmentation", "report_compute"]
 
 REPORT_KEYS: tuple[str, ...] = (
+    "findings",
     "error_rates",
     "orderings",
     "ordering_agreement",
@@ -68,6 +87,8 @@ REPORT_KEYS: tuple[str, ...] = (
     "ppi",
     "judge_by_condition",
     "robustness",
+    "controls",
+    "hedging_language",
     "blinding",
     "methods",
 )
@@ -116,9 +137,18 @@ def _rate_rows(result: ErrorRates) -> list[dict[str, Any]]:
             "abstain_rate": r.abstain_rate,
             "error_rate_abstain_as_error": r.rate_abstain_as_error,
             "error_rate_abstain_as_correct": r.rate_abstain_as_correct,
+            "interval_method": r.method,
+            "bootstrap_low": r.bootstrap_low,
+            "bootstrap_high": r.bootstrap_high,
+            "design_effect": r.design_effect,
+            "n_effective": r.n_effective,
         }
         for r in result.rows
     ]
+
+
+def _difference_rows(differences: Any) -> list[dict[str, Any]]:
+    return [{**dataclasses.asdict(d), "significant": d.significant} for d in differences]
 
 
 def _ordering_pairs(result: ErrorRates) -> list[tuple[str, str]]:
@@ -133,14 +163,32 @@ def _ordering_pairs(result: ErrorRates) -> list[tuple[str, str]]:
     return pairs
 
 
-def _flat_estimate(prefix: str, estimate: PPIEstimate) -> dict[str, float | None]:
+def _flat_estimate(prefix: str, estimate: PPIEstimate) -> dict[str, Any]:
     head = f"{prefix}_" if prefix else ""
     return {
         f"{prefix}" if prefix else "estimate": estimate.estimate,
         f"{head}se": estimate.se,
         f"{head}ci_low": estimate.ci_low,
         f"{head}ci_high": estimate.ci_high,
+        f"{head}clipped": estimate.clipped,
+        f"{head}interval_method": estimate.method,
     }
+
+
+def _segmentation_only(labels: pd.DataFrame) -> pd.DataFrame:
+    """Rows that take part only in the segmentation control: every other control column
+    blanked, so each label counts once per control."""
+    blank = {c: None for c in CONTROLS if c != "segmentation" and c in labels.columns}
+    return labels.assign(**blank)
+
+
+def _style_blind_flags(labels: pd.DataFrame) -> dict[str, bool]:
+    """Judge → its style-blind flag, for judges whose labels carry one."""
+    if "style_blind" not in labels.columns:
+        return {}
+    judges = labels[(labels["evaluator_kind"] == "judge") & labels["style_blind"].notna()]
+    first = judges.groupby("evaluator", sort=True)["style_blind"].first()
+    return {str(k): bool(v) for k, v in first.items()}
 
 
 def primary_segmentation(frame: pd.DataFrame, requested: str | None = None) -> str | None:
@@ -212,6 +260,22 @@ def _methods(
             "independent; shown as the naive comparison (it is too narrow when steps of a "
             "trace are correlated)."
         ),
+        "small_samples": (
+            f"Small-sample rule: when a condition has fewer than {SMALL_SAMPLE_TRACES} "
+            "traces with countable steps, or the bootstrap degenerates (no errors, only "
+            "errors, or a zero-width interval), the interval of an error rate is Wilson's at "
+            "the effective sample size n / design effect instead of the percentile bootstrap "
+            "(which covers only 0.59–0.90 at 5–30 steps per arm). The design effect is the "
+            "bootstrap variance × k/(k − 1) for k traces over p(1 − p)/n, at least 1; with "
+            "no errors or only errors it is steps / traces, the largest one the traces allow. "
+            "Simulated coverage at 5, 10, 20 and 30 steps per arm: 0.98, 0.96, 0.96, 0.93 "
+            "(conservative at 5, where most arms have no errors). interval_method names the "
+            "interval used; bootstrap_low/high keep the bootstrap's. A difference with a "
+            "small arm takes Newcombe's hybrid score interval built from the two arms' "
+            "intervals (simulated coverage 0.96). Every bound lies in [0, 1] (differences in "
+            "[−1, 1]); no interval has zero width unless the sample is large and the rate "
+            "is neither 0 nor 1."
+        ),
         "orderings": (
             "Conditions ranked by error rate, lowest first (ties by name). Pairwise "
             "differences a − b with cluster-bootstrap percentile intervals; the two-proportion "
@@ -232,10 +296,11 @@ def _methods(
             "kind that has several (over all their steps)."
         ),
         "answer_metrics": (
-            "Answer correct = answer equals gold after trimming whitespace; missing answers "
-            "are incorrect. Accuracy over all traces (every sample counts): audited traces and "
-            "answer-only samples alike. n = samples the answer metrics used; n_audited = of "
-            "them, traces audited step by step; audited_sample_indices = their sample indices."
+            "Answer correct = answer equals gold after trimming whitespace, ignoring case "
+            "(Unicode case folding; the rule of the import); missing answers are incorrect. "
+            "Accuracy over all traces (every sample counts): audited traces and answer-only "
+            "samples alike. n = samples the answer metrics used; n_audited = of them, traces "
+            "audited step by step; audited_sample_indices = their sample indices."
         ),
         "answer_metrics_by_control": (
             "The answer metrics again within each dataset and each trace type, per condition "
@@ -273,7 +338,50 @@ def _methods(
             "interval; variance by linearisation per trace (cluster-robust, Hájek-weighted "
             "rectifier, covariance of the two terms kept). Differences between conditions "
             "add the two variances. Judge-only = mean of the judge indicator; expert-only = "
-            "weighted (Hájek) mean of Y over the labelled steps."
+            "weighted (Hájek) mean of Y over the labelled steps. "
+            "PPI++ (Angelopoulos, Duchi & Zrnic 2023) beside it: lambda·mean(Y_hat over "
+            "judged) + mean(w·(Y − lambda·Y_hat)) over labelled, with lambda in [0, 1] chosen "
+            "to minimise the same cluster-robust, weighted variance (a parabola in lambda, so "
+            "the exact minimiser, clipped to [0, 1]); lambda = 0 is the expert-only estimate, "
+            "so PPI++ is never wider than expert-only. n_effective = expert labels the "
+            "expert-only estimate would need for PPI++'s precision (labelled × var(expert-"
+            "only) / var(PPI++)). Estimates and bounds are clipped to [0, 1] (differences to "
+            "[−1, 1]; the difference of clipped estimates is taken before clipping); "
+            "'clipped' says when that moved a number. With fewer than "
+            f"{PPI_MIN_LABELS} expert labels or a zero variance the PPI and PPI++ intervals "
+            "are widened to the expert-only one, and expert-only and judge-only intervals "
+            "follow the small-sample rule of the error rates."
+        ),
+        "findings": (
+            f"Findings ({FINDING_RULES_VERSION}), each evaluator pair over its common "
+            "conditions, a difference being significant when its interval excludes 0: "
+            + "; ".join(
+                f"'{name.replace('_', ' ')}' when {rule}" for name, rule in FINDING_RULES.items()
+            )
+            + ". The expert is compared with each judge (every pair when there is no expert "
+            "or no judge)."
+        ),
+        "controls": (
+            "Controls: the labels are split by final-answer correctness (the trace's answer "
+            "against gold, the answer rule below), dataset (the question's benchmark), trace "
+            "type, step position (first / middle / last third of the trace: rank r of L "
+            "steps falls in third floor(3r / L)) and segmentation (every segmentation; the "
+            "others within the main one); a control needs two levels with labels. Within "
+            "each level the error rates (cluster bootstrap over traces, small-sample rule), "
+            "the pairwise differences and the ordering agreement are computed again and the "
+            f"findings rules give the level's verdict (min(resamples, {CONTROL_MAX_RESAMPLES}) "
+            "resamples per control); the summary says whether each "
+            "evaluator's ordering in the level is the same as over all labels. Style-blind vs "
+            "raw judge: when judges of both kinds ran, the findings rules compare their "
+            "orderings."
+        ),
+        "hedging_language": (
+            f"Hedging language ({HEDGING_LEXICON_VERSION}): share of steps whose blinded text "
+            "contains a term of the lexicon (whole words, case-insensitive; the list is in "
+            "hedging_language.lexicon; the normaliser keeps hedges), per condition, with the "
+            "cluster bootstrap over traces and the small-sample rule. It involves no "
+            "evaluator. Over the steps the blinding check reads (all of the main "
+            "segmentation, or whole traces sampled up to the classifier's limit)."
         ),
         "segmentation": (
             "Main sections use segmentation "
@@ -289,9 +397,11 @@ def _methods(
         "blinding_classifier": (
             "Can the condition be predicted from the blinded step text? A TF-IDF logistic "
             "regression (word 1-2-grams, character 3-5-grams) is cross-validated with "
-            "StratifiedGroupKFold (all steps of a trace in one fold; 5 folds); the ROC AUC "
-            "(one-vs-rest macro average for more than two conditions) is computed on each "
-            "held-out fold and averaged. Interval: percentile bootstrap over traces with "
+            "StratifiedGroupKFold grouped by question (every trace of a question, under every "
+            "condition, in one fold; by trace when questions are unknown — grouped_by says "
+            "which; 5 folds); the ROC AUC (one-vs-rest macro average for more than two "
+            "conditions) is computed on each held-out fold and averaged. Interval: percentile "
+            "bootstrap over the groups with "
             f"{min(resamples, CLASSIFIER_MAX_RESAMPLES)} resamples. 0.5 = the text carries no "
             "trace of the condition (near 0.5 is good); 1 = the text gives the condition away. "
             f"At most {CLASSIFIER_MAX_TEXTS:,} steps of the main segmentation: with more, whole "
@@ -324,6 +434,7 @@ def report_compute(
     repeats: pd.DataFrame | None = None,
     texts: pd.DataFrame | None = None,
     guesses: pd.DataFrame | None = None,
+    hedging_terms: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Compute the whole agreement report as a JSON-serialisable dict.
 
@@ -357,6 +468,8 @@ def report_compute(
     guesses : pandas.DataFrame, optional, keyword-only
         Answers to the blinding question (``condition, option, guess``) for
         ``blinding["index"]``.
+    hedging_terms : tuple of str, keyword-only
+        The audit's additions to the hedging lexicon (``hedging_language`` reads ``texts``).
 
     Returns
     -------
@@ -386,7 +499,10 @@ def report_compute(
     segmentations = (
         sorted(all_labels["segmentation"].unique().tolist()) if primary is not None else []
     )
-    main = all_labels if primary is None else all_labels[all_labels["segmentation"] == primary]
+    main = all_labels
+    if primary is not None and len(segmentations) > 1:
+        # Only then: indexing a million-row frame by a mask that is all True copies it.
+        main = all_labels[all_labels["segmentation"] == primary]
 
     rates = error_rates(
         main,
@@ -402,7 +518,7 @@ def report_compute(
             "evaluator_kind": o.evaluator_kind,
             "ranking": list(o.ranking),
             "rates": o.rates,
-            "differences": o.differences,
+            "differences": _difference_rows(o.differences),
         }
         for o in orderings(rates)
     ]
@@ -473,6 +589,9 @@ def report_compute(
                     "n_judged": r.n_judged,
                     "n_labelled": r.n_labelled,
                     **_flat_estimate("", r.ppi),
+                    **_flat_estimate("ppi_plus_plus", r.ppi_plus_plus),
+                    "lambda": r.ppi_plus_plus.lam,
+                    "n_effective": r.n_effective,
                     **_flat_estimate("judge_only", r.judge_only),
                     **_flat_estimate("expert_only", r.expert_only),
                 }
@@ -484,6 +603,7 @@ def report_compute(
                     "condition_a": d.condition_a,
                     "condition_b": d.condition_b,
                     **_flat_estimate("", d.ppi),
+                    **_flat_estimate("ppi_plus_plus", d.ppi_plus_plus),
                     **_flat_estimate("judge_only", d.judge_only),
                     **_flat_estimate("expert_only", d.expert_only),
                 }
@@ -519,6 +639,38 @@ def report_compute(
         ),
     }
 
+    controls = None
+    if not main.empty:
+        # Segmentation is a control over every segmentation; the others within the main one.
+        control_frame = main
+        if len(segmentations) > 1:
+            control_frame = main.assign(segmentation=None)
+            control_frame = pd.concat([control_frame, _segmentation_only(all_labels)])
+        controls = control_analyses(
+            control_frame,
+            overall=_jsonable(ordering_rows),
+            rng=rng,
+            resamples=resamples,
+            confidence_level=confidence_level,
+            abstain=abstain_rule,
+        )
+        flags = _style_blind_flags(main)
+        controls["style_blind"] = style_blind_findings(
+            _jsonable(ordering_rows), agreement_rows, flags
+        )
+        controls["style_blind_judges"] = flags
+        if not controls["controls"] and not controls["style_blind"]:
+            controls = None
+
+    # After every other section's draws: with or without texts, the other numbers stay.
+    hedging = hedging_language_rates(
+        texts if texts is not None else pd.DataFrame(),
+        rng=rng,
+        resamples=resamples,
+        confidence_level=confidence_level,
+        extra_terms=hedging_terms,
+    )
+
     # Last, so that the sections above draw the same numbers with or without blinding input.
     conditions = sorted(main["condition"].unique().tolist()) if not main.empty else None
     blinding = blinding_summary(
@@ -531,6 +683,7 @@ def report_compute(
     )
 
     report = {
+        "findings": None,
         "error_rates": _rate_rows(rates),
         "orderings": ordering_rows,
         "ordering_agreement": agreement_rows,
@@ -543,6 +696,8 @@ def report_compute(
         "ppi": ppi,
         "judge_by_condition": judge_section,
         "robustness": robustness,
+        "controls": controls,
+        "hedging_language": hedging,
         "blinding": blinding,
         "methods": _methods(
             resamples=resamples,
@@ -553,4 +708,10 @@ def report_compute(
             segmentations=segmentations,
         ),
     }
-    return _jsonable(report)
+    report = _jsonable(report)
+    report["findings"] = {
+        "rules_version": FINDING_RULES_VERSION,
+        "rules": FINDING_RULES,
+        "items": ordering_findings(report["orderings"], report["ordering_agreement"]),
+    }
+    return report

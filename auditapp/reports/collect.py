@@ -40,6 +40,7 @@ from django.db.models.functions import Cast
 from annotations.models import AnswerSample, Audit, Condition, Step, Trace
 from annotations.selectors.pseudonyms import IdKind, id_pseudonyms, pseudonym_map_list
 from auditapp.agreement.blinding import CLASSIFIER_MAX_TEXTS, DONT_KNOW
+from auditapp.agreement.controls import POSITION_LEVELS
 from auditapp.agreement.formats import ANSWER_COLUMNS, LABEL_COLUMNS, RATING_COLUMNS
 from auditapp.agreement.report import primary_segmentation
 
@@ -70,6 +71,12 @@ LABEL_EXTRA_COLUMNS = (
     "flagged",
     "flag_note",
     "skipped",
+    # Covariates of the controls (auditapp.agreement.controls).
+    "answer_correct",
+    "dataset",
+    "trace_type",
+    "step_position",
+    "style_blind",
 )
 ANSWER_EXTRA_COLUMNS = ("trace_type", "dataset", "audited")
 
@@ -207,28 +214,78 @@ def _steps_frame(audit: Audit) -> pd.DataFrame:
     queryset = (
         Step.objects.filter(audit=audit)
         .order_by()
-        .values_list("pk", "public_id", "trace_id", "segmentation", "reference_verdict")
+        .values_list("pk", "public_id", "trace_id", "segmentation", "reference_verdict", "index")
     )
-    return _frame(
+    frame = _frame(
         queryset,
-        ["step_pk", "step_id", "trace_pk", "segmentation", "reference_verdict"],
+        ["step_pk", "step_id", "trace_pk", "segmentation", "reference_verdict", "index"],
         text=["step_id", "segmentation", "reference_verdict"],
     )
+    frame["step_position"] = _step_positions(frame)
+    return frame
+
+
+def _step_positions(steps: pd.DataFrame) -> pd.Series:
+    """First / middle / last third of its trace (under its segmentation) for every step."""
+    if steps.empty:
+        return pd.Series([], dtype=object)
+    # Integer keys: rank within (trace, segmentation) by index, and the group's size.
+    seg_code = pd.factorize(steps["segmentation"])[0]
+    trace = pd.to_numeric(steps["trace_pk"]).to_numpy()
+    index = pd.to_numeric(steps["index"]).to_numpy()
+    order = np.lexsort((index, trace, seg_code))
+    group = np.empty(len(steps), dtype=np.int64)
+    key = np.stack([seg_code[order], trace[order]])
+    starts = np.r_[True, np.any(key[:, 1:] != key[:, :-1], axis=0)]
+    group[order] = np.cumsum(starts) - 1
+    first_of_group = np.flatnonzero(starts)
+    sizes = np.diff(np.r_[first_of_group, len(steps)])
+    rank = np.empty(len(steps), dtype=np.int64)
+    rank[order] = np.arange(len(steps)) - np.repeat(first_of_group, sizes)
+    third = np.minimum(3 * rank // sizes[group], 2)
+    labels = np.asarray(POSITION_LEVELS, dtype=object)
+    return pd.Series(labels[third], index=steps.index)
 
 
 def _traces_frame(audit: Audit, labels: dict[int, str]) -> pd.DataFrame:
     queryset = (
         Trace.objects.filter(audit=audit)
         .order_by()
-        .values_list("pk", "external_id", "question__external_id", "condition_id")
+        .values_list(
+            "pk",
+            "external_id",
+            "question__external_id",
+            "condition_id",
+            "question__dataset",
+            "trace_type",
+            # Stored at import by the documented rule (trimmed, ignoring case); None when
+            # the trace has no answer or its question no gold: in neither level.
+            "answer_correct",
+        )
     )
     frame = _frame(
         queryset,
-        ["trace_pk", "trace_id", "question_id", "condition_id"],
-        text=["trace_id", "question_id"],
+        [
+            "trace_pk",
+            "trace_id",
+            "question_id",
+            "condition_id",
+            "dataset",
+            "trace_type",
+            "answer_correct",
+        ],
+        text=["trace_id", "question_id", "dataset", "trace_type"],
     )
     frame["condition"] = _map_conditions(frame, labels)
+    frame["answer_correct"] = _booleans(frame["answer_correct"])
     return _ids_shown(frame, audit)
+
+
+def _booleans(values: pd.Series) -> pd.Series:
+    """True / False / None from a boolean column, whichever way it arrived (COPY gives the
+    text ``t`` / ``f``; SQLite gives 0 / 1 or booleans)."""
+    table = {True: True, False: False, "t": True, "f": False}  # 1 and 0 hash as True, False
+    return values.astype(object).map(lambda v: table.get(v) if v is not None else None)
 
 
 def _attach(rows: pd.DataFrame, steps: pd.DataFrame, traces: pd.DataFrame) -> pd.DataFrame:
@@ -252,6 +309,10 @@ def _attach(rows: pd.DataFrame, steps: pd.DataFrame, traces: pd.DataFrame) -> pd
         "question_id": take(traces, "question_id", trace_at),
         "condition": take(traces, "condition", trace_at),
         "segmentation": take(steps, "segmentation", at),
+        "step_position": take(steps, "step_position", at),
+        "dataset": take(traces, "dataset", trace_at),
+        "trace_type": take(traces, "trace_type", trace_at),
+        "answer_correct": take(traces, "answer_correct", trace_at),
     }
     for column in (
         "evaluator",
@@ -262,6 +323,7 @@ def _attach(rows: pd.DataFrame, steps: pd.DataFrame, traces: pd.DataFrame) -> pd
         "flagged",
         "flag_note",
         "skipped",
+        "style_blind",
     ):
         out[column] = rows[column] if column in rows else pd.Series(None, index=rows.index)
     return pd.DataFrame(out)
@@ -337,7 +399,12 @@ def _judge_labels_fast(audit: Audit) -> pd.DataFrame | None:
         return None
     runs = list(
         run_model.objects.filter(audit=audit).values_list(
-            "pk", "judge_id", "judge__name", "judge__is_reference", "judge__version"
+            "pk",
+            "judge_id",
+            "judge__name",
+            "judge__is_reference",
+            "judge__version",
+            "judge__style_blind",
         )
     )
     if not runs:
@@ -359,6 +426,7 @@ def _judge_labels_fast(audit: Audit) -> pd.DataFrame | None:
     frame["evaluator"] = np.asarray(labels, dtype=object)[run_at]
     reference = np.asarray([bool(r[3]) for r in runs])[run_at]
     frame["evaluator_kind"] = np.where(reference, "reference", "judge")
+    frame["style_blind"] = np.asarray([bool(r[5]) for r in runs], dtype=object)[run_at]
     if len({r[1] for r in runs}) < len(runs):
         # Some judge has several runs: keep each step's verdict from its latest run.
         frame = frame.sort_values("run_id", ascending=False, kind="stable")

@@ -136,6 +136,10 @@ def _likert_tests(report: dict) -> pd.DataFrame:
                 "kruskal_wallis_H": kw.get("H"),
                 "kruskal_wallis_p": kw.get("p"),
                 "kruskal_wallis_df": kw.get("df"),
+                "friedman_statistic": (item.get("friedman") or {}).get("statistic"),
+                "friedman_p": (item.get("friedman") or {}).get("p"),
+                "friedman_df": (item.get("friedman") or {}).get("df"),
+                "friedman_n_raters": (item.get("friedman") or {}).get("n_raters"),
                 "krippendorff_alpha_ordinal": item.get("krippendorff_alpha"),
             }
         )
@@ -165,9 +169,16 @@ def step_series(report: dict) -> dict[str, dict[str, Any]]:
     return series
 
 
+def hedging_by_condition(report: dict) -> dict[str, dict[str, Any]]:
+    rows = (report.get("hedging_language") or {}).get("rows") or []
+    return {r["condition"]: r for r in rows}
+
+
 def _answer_vs_step(report: dict) -> pd.DataFrame:
-    """Per condition: answer metrics beside each evaluator kind's step error rate."""
+    """Per condition: answer metrics, hedging language and each evaluator kind's step error
+    rate and abstention rate — the paper's "answer metrics and hedging don't reveal it"."""
     answers = {a["condition"]: a for a in report.get("answer_metrics") or []}
+    hedging = hedging_by_condition(report)
     series = step_series(report)
     conditions = sorted(set(answers) | {c for s in series.values() for c in s})
     rows = []
@@ -179,14 +190,51 @@ def _answer_vs_step(report: dict) -> pd.DataFrame:
             "sc_at_k": a.get("sc_at_k"),
             "ece": a.get("ece"),
             "brier": a.get("brier"),
+            "hedging_language_rate": (hedging.get(condition) or {}).get("rate"),
+            "hedging_ci_low": (hedging.get(condition) or {}).get("ci_low"),
+            "hedging_ci_high": (hedging.get(condition) or {}).get("ci_high"),
         }
         for evaluator, by_condition in series.items():
             rate = by_condition.get(condition) or {}
             row[f"step_error_rate:{evaluator}"] = rate.get("error_rate")
             row[f"ci_low:{evaluator}"] = rate.get("ci_low")
             row[f"ci_high:{evaluator}"] = rate.get("ci_high")
+            row[f"abstain_rate:{evaluator}"] = rate.get("abstain_rate")
         rows.append(row)
-    return _rows(rows if answers else None)
+    return _rows(rows if answers or hedging else None)
+
+
+def _findings(report: dict) -> pd.DataFrame:
+    items = (report.get("findings") or {}).get("items") or []
+    keep = (
+        *("kind", "verdict", "a", "b", "conditions", "ranking_a", "ranking_b"),
+        *("same_ordering", "p_same_ordering", "kendall_tau", "sentence", "rule", "table"),
+    )
+    return _rows([{k: item.get(k) for k in keep} for item in items])
+
+
+def _control_summary(report: dict) -> pd.DataFrame:
+    controls = report.get("controls") or {}
+    rows = list(controls.get("summary") or [])
+    for f in controls.get("style_blind") or []:
+        rows.append(
+            {
+                "control": "style_blind",
+                "level": "style-blind vs raw judge",
+                "a": f["a"],
+                "b": f["b"],
+                "n_labels": None,
+                "ranking_a": f["ranking_a"],
+                "ranking_b": f["ranking_b"],
+                "same_as_overall_a": None,
+                "same_as_overall_b": None,
+                "same_ordering": f["same_ordering"],
+                "p_same_ordering": f["p_same_ordering"],
+                "verdict": f["verdict"],
+                "sentence": f["sentence"],
+            }
+        )
+    return _rows(rows)
 
 
 def _blinding_classifier(report: dict) -> pd.DataFrame:
@@ -215,6 +263,7 @@ def _blinding_batches(report: dict) -> pd.DataFrame:
 
 # name → (builder, one-line description for docs and the page)
 REPORT_TABLES: dict[str, tuple[Callable[[dict], pd.DataFrame], str]] = {
+    "findings": (_findings, "the findings, from the rules in methods"),
     "error_rates": (_section("error_rates"), "error rate per evaluator × condition"),
     "orderings": (_orderings, "conditions ranked by error rate, per evaluator"),
     "ordering_differences": (_differences, "pairwise differences between conditions"),
@@ -247,6 +296,19 @@ REPORT_TABLES: dict[str, tuple[Callable[[dict], pd.DataFrame], str]] = {
     "segmentation_gaps": (
         _section("robustness", "segmentation_gaps"),
         "condition gaps under each segmentation",
+    ),
+    "control_summary": (_control_summary, "does the ordering hold under each control"),
+    "control_error_rates": (
+        _section("controls", "error_rates"),
+        "error rates within each level of each control",
+    ),
+    "control_differences": (
+        _section("controls", "differences"),
+        "pairwise differences within each level of each control",
+    ),
+    "hedging_language": (
+        _section("hedging_language", "rows"),
+        "share of steps with hedging language per condition",
     ),
     "blinding_classifier": (
         _blinding_classifier,

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.template.loader import render_to_string
 
-from auditapp.reports.exports import report_tables, step_series
+from auditapp.reports.exports import hedging_by_condition, report_tables, step_series
 from auditapp.reports.figures import (
     answer_vs_step_svg,
     error_rate_svg,
@@ -111,6 +111,7 @@ def _error_rate_table(report: dict) -> DisplayTable:
             _num(r["n_error"]),
             _pct(r["error_rate"]),
             _interval(r["ci_low"], r["ci_high"]),
+            _method_short(r.get("interval_method")),
             _interval(r["wilson_low"], r["wilson_high"]),
             _pct(r.get("abstain_rate")),
             _pct(r.get("error_rate_abstain_as_error")),
@@ -129,21 +130,44 @@ def _error_rate_table(report: dict) -> DisplayTable:
             "abstain",
             "errors",
             "error rate",
-            "cluster bootstrap CI",
+            "CI",
+            "CI method",
             "Wilson CI (naive)",
             "abstain rate",
             "abstain → error",
             "abstain → correct",
         ],
         rows,
+        note="CI: cluster bootstrap over traces; “effective-n Wilson” when the condition has "
+        "few traces or the bootstrap degenerates (the small-sample rule in Methods).",
         numeric_from=3,
     )
+
+
+def _method_short(method: Any) -> str:
+    if not method:
+        return "–"
+    if method.startswith("cluster bootstrap"):
+        return "bootstrap"
+    if method.startswith("Newcombe"):
+        return "Newcombe"
+    if method.startswith("Wilson"):
+        return "effective-n Wilson"
+    if method.startswith("normal, widened"):
+        return "widened (few labels)"
+    return "normal" if method == "normal" else method
 
 
 def _rate_with_interval(row: dict | None) -> str:
     if not row or row.get("error_rate") is None:
         return "–"
     return f"{_pct(row['error_rate'])} ({_interval(row.get('ci_low'), row.get('ci_high'))})"
+
+
+def _share_with_interval(row: dict | None, key: str) -> str:
+    if not row or row.get(key) is None:
+        return "–"
+    return f"{_pct(row[key])} ({_interval(row.get('ci_low'), row.get('ci_high'))})"
 
 
 def _ordering_text(ordering: dict) -> str:
@@ -186,6 +210,62 @@ def ordering_headlines(report: dict) -> list[dict[str, Any]]:
     return headlines
 
 
+CONTROL_NAMES = {
+    "answer_correct": "final answer",
+    "dataset": "dataset",
+    "trace_type": "trace type",
+    "step_position": "step position",
+    "segmentation": "segmentation",
+    "style_blind": "style-blind vs raw judge",
+}
+VERDICT_TONES = {
+    "reproduces": "yes",
+    "consistent_with": "maybe",
+    "inconclusive": "maybe",
+    "does_not_reproduce": "no",
+}
+VERDICT_LABELS = {
+    "reproduces": "Reproduces",
+    "consistent_with": "Consistent with",
+    "inconclusive": "Inconclusive",
+    "does_not_reproduce": "Does not reproduce",
+}
+
+
+def findings_display(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The report's findings as the page shows them: the JSON's sentence, word for word."""
+    out = []
+    for item in (report.get("findings") or {}).get("items") or []:
+        out.append(
+            {
+                "verdict": item["verdict"],
+                "label": VERDICT_LABELS.get(item["verdict"], item["verdict"]),
+                "tone": VERDICT_TONES.get(item["verdict"], "maybe"),
+                "sentence": item["sentence"],
+                "rule": item.get("rule", ""),
+                "table": item.get("table"),
+                "a": item.get("a"),
+                "b": item.get("b"),
+            }
+        )
+    return out
+
+
+def control_summary_line(report: dict[str, Any]) -> str:
+    """How many control levels keep the findings' verdicts, in one sentence."""
+    controls = report.get("controls") or {}
+    rows = list(controls.get("summary") or []) + list(controls.get("style_blind") or [])
+    if not rows:
+        return ""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    parts = ", ".join(
+        f"{counts[v]} {VERDICT_LABELS[v].lower()}" for v in VERDICT_LABELS if v in counts
+    )
+    return f"Under the controls ({len(rows)} levels and comparisons): {parts}."
+
+
 def _tables(report: dict) -> dict[str, DisplayTable]:
     out: dict[str, DisplayTable] = {"error_rates": _error_rate_table(report)}
     out["ordering_agreement"] = _table(
@@ -208,7 +288,7 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
     out["ordering_differences"] = _table(
         "ordering_differences",
         "Pairwise differences between conditions",
-        ["evaluator", "a", "b", "a − b", "bootstrap CI", "z test p", "Fisher p"],
+        ["evaluator", "a", "b", "a − b", "CI", "CI method", "significant", "z test p", "Fisher p"],
         [
             [
                 o["evaluator"],
@@ -216,6 +296,8 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
                 d["condition_b"],
                 _pct(d["difference"]),
                 _interval(d["ci_low"], d["ci_high"]),
+                _method_short(d.get("method")),
+                _num(d.get("significant")),
                 _p(d.get("p_z")),
                 _p(d.get("p_fisher")),
             ]
@@ -328,14 +410,16 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
         ],
     )
     series = step_series(report)
-    if report.get("answer_metrics"):
-        answers = {a["condition"]: a for a in report["answer_metrics"]}
+    hedging = hedging_by_condition(report)
+    if report.get("answer_metrics") or hedging:
+        answers = {a["condition"]: a for a in report.get("answer_metrics") or []}
         conditions = sorted(set(answers) | {c for s in series.values() for c in s})
         out["answer_vs_step"] = _table(
             "answer_vs_step",
-            "Answer metrics beside step error rates",
-            ["condition", "accuracy", "sc@k", "ECE", "Brier"]
-            + [f"step error ({evaluator})" for evaluator in series],
+            "Answer metrics and hedging beside step error rates",
+            ["condition", "accuracy", "sc@k", "ECE", "Brier", "hedging language"]
+            + [f"step error ({evaluator})" for evaluator in series]
+            + [f"abstain ({evaluator})" for evaluator in series],
             [
                 [
                     condition,
@@ -343,15 +427,21 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
                     _pct((answers.get(condition) or {}).get("sc_at_k")),
                     _num((answers.get(condition) or {}).get("ece")),
                     _num((answers.get(condition) or {}).get("brier")),
+                    _share_with_interval(hedging.get(condition), "rate"),
                 ]
                 + [
                     _rate_with_interval(by_condition.get(condition))
                     for by_condition in series.values()
                 ]
+                + [
+                    _pct((by_condition.get(condition) or {}).get("abstain_rate"))
+                    for by_condition in series.values()
+                ]
                 for condition in conditions
             ],
-            note="Answer-level metrics can improve while the share of wrong steps rises: read "
-            "the columns side by side.",
+            note="Answer-level metrics and hedging can stay flat or improve while the share of "
+            "wrong steps rises: read the columns side by side. Hedging language: share of "
+            "steps with a term of the lexicon (Methods), evaluator-independent.",
         )
     else:
         out["answer_vs_step"] = _table("answer_vs_step", "", [], [])
@@ -367,6 +457,10 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
             "trace ✗ answer ✗",
             "P(answer ✓ | trace ✓)",
             "P(answer ✓ | trace ✗)",
+            "χ²",
+            "χ² p",
+            "Fisher p",
+            "test used",
         ],
         [
             [
@@ -378,9 +472,140 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
                 _num(r.get("trace_wrong_answer_wrong")),
                 _pct(r.get("p_answer_correct_given_trace_correct")),
                 _pct(r.get("p_answer_correct_given_trace_wrong")),
+                _num(r.get("chi2")),
+                _p(r.get("chi2_p")),
+                _p(r.get("fisher_p")),
+                r.get("test") or "–",
             ]
             for r in report.get("trace_vs_answer") or []
         ],
+        note="Is a correct answer independent of a correct trace? Pearson's χ² (no continuity "
+        "correction); Fisher's exact test when an expected count is below 5.",
+    )
+    controls = report.get("controls") or {}
+    summary_rows = []
+    for r in controls.get("summary") or []:
+        summary_rows.append(
+            [
+                CONTROL_NAMES.get(r["control"], r["control"]),
+                r["level"],
+                f"{r['b']} vs {r['a']}",
+                _num(r.get("n_labels")),
+                " < ".join(r.get("ranking_a") or []),
+                " < ".join(r.get("ranking_b") or []),
+                _num(r.get("same_as_overall_a")),
+                _num(r.get("same_as_overall_b")),
+                _num(r.get("p_same_ordering")),
+                VERDICT_LABELS.get(r["verdict"], r["verdict"]),
+            ]
+        )
+    for f in controls.get("style_blind") or []:
+        summary_rows.append(
+            [
+                "style-blind vs raw judge",
+                "all labels",
+                f"{f['b']} (raw) vs {f['a']} (style-blind)",
+                "–",
+                " < ".join(f.get("ranking_a") or []),
+                " < ".join(f.get("ranking_b") or []),
+                "–",
+                "–",
+                _num(f.get("p_same_ordering")),
+                VERDICT_LABELS.get(f["verdict"], f["verdict"]),
+            ]
+        )
+    out["control_summary"] = _table(
+        "control_summary",
+        "Does the ordering hold under this control?",
+        [
+            "control",
+            "level",
+            "evaluators",
+            "labels",
+            "ordering (first)",
+            "ordering (second)",
+            "first keeps its overall ordering",
+            "second keeps its overall ordering",
+            "P(same ordering)",
+            "finding",
+        ],
+        summary_rows,
+        note="Within each level the error rates, differences and ordering agreement are "
+        "computed again (cluster bootstrap, small-sample rule) and the findings rules give "
+        "the verdict. The tables below hold the numbers.",
+        numeric_from=3,
+    )
+    out["control_error_rates"] = _table(
+        "control_error_rates",
+        "Error rates within each level of each control",
+        [
+            *("control", "level", "evaluator", "condition", "steps", "errors"),
+            *("error rate", "CI", "CI method"),
+        ],
+        [
+            [
+                CONTROL_NAMES.get(r["control"], r["control"]),
+                r["level"],
+                r["evaluator"] + (" (pooled)" if r.get("pooled") else ""),
+                r["condition"],
+                _num(r.get("n")),
+                _num(r.get("n_error")),
+                _pct(r.get("error_rate")),
+                _interval(r.get("ci_low"), r.get("ci_high")),
+                _method_short(r.get("interval_method")),
+            ]
+            for r in controls.get("error_rates") or []
+        ],
+        numeric_from=4,
+    )
+    out["control_differences"] = _table(
+        "control_differences",
+        "Pairwise differences within each level of each control",
+        ["control", "level", "evaluator", "a", "b", "a − b", "CI", "significant"],
+        [
+            [
+                CONTROL_NAMES.get(r["control"], r["control"]),
+                r["level"],
+                r["evaluator"],
+                r["condition_a"],
+                r["condition_b"],
+                _pct(r.get("difference")),
+                _interval(r.get("ci_low"), r.get("ci_high")),
+                _num(r.get("significant")),
+            ]
+            for r in controls.get("differences") or []
+        ],
+        numeric_from=5,
+    )
+    hedging_section = report.get("hedging_language") or {}
+    lexicon = hedging_section.get("lexicon") or {}
+    out["hedging_language"] = _table(
+        "hedging_language",
+        "Hedging language per condition",
+        ["condition", "steps", "traces", "hedged steps", "share", "CI", "CI method"],
+        [
+            [
+                r["condition"],
+                _num(r.get("n_steps")),
+                _num(r.get("n_traces")),
+                _num(r.get("n_hedged")),
+                _pct(r.get("rate")),
+                _interval(r.get("ci_low"), r.get("ci_high")),
+                _method_short(r.get("interval_method")),
+            ]
+            for r in hedging_section.get("rows") or []
+        ],
+        note=(
+            f"Lexicon {lexicon.get('version')}: {', '.join(lexicon.get('terms') or [])}"
+            + (
+                f"; the audit's additions: {', '.join(lexicon['extra_terms'])}"
+                if lexicon.get("extra_terms")
+                else ""
+            )
+            + ". Whole words, case-insensitive, on the blinded step text."
+        )
+        if lexicon
+        else "",
     )
     judge = report.get("judge_by_condition") or {}
     out["judge_by_condition"] = _table(
@@ -420,10 +645,15 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
             "condition",
             "judged",
             "expert-labelled",
-            "PPI",
+            "PPI (λ = 1)",
             "PPI CI",
-            "judge only",
+            "PPI++",
+            "PPI++ CI",
+            "λ",
+            "effective n",
             "expert only",
+            "expert-only CI",
+            "judge only",
         ],
         [
             [
@@ -431,13 +661,22 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
                 r["condition"],
                 _num(r.get("n_judged")),
                 _num(r.get("n_labelled")),
-                _pct(r.get("estimate")),
+                _pct(r.get("estimate")) + (" *" if r.get("clipped") else ""),
                 _interval(r.get("ci_low"), r.get("ci_high")),
-                _pct(r.get("judge_only")),
+                _pct(r.get("ppi_plus_plus")) + (" *" if r.get("ppi_plus_plus_clipped") else ""),
+                _interval(r.get("ppi_plus_plus_ci_low"), r.get("ppi_plus_plus_ci_high")),
+                _num(r.get("lambda"), 2),
+                _num(r.get("n_effective"), 1),
                 _pct(r.get("expert_only")),
+                _interval(r.get("expert_only_ci_low"), r.get("expert_only_ci_high")),
+                _pct(r.get("judge_only")),
             ]
             for r in ppi.get("rows") or []
         ],
+        note="PPI++ chooses λ in [0, 1] from the data to minimise the variance (λ = 0 is "
+        "expert only, so it is never wider); effective n = expert labels expert-only would "
+        "need for the same precision. * = clipped to [0, 100%]. Intervals follow the "
+        "small-sample rule in Methods.",
         numeric_from=2,
     )
     likert = report.get("likert") or {}
@@ -462,7 +701,10 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
     out["likert_tests"] = _table(
         "likert_tests",
         "Likert tests per item",
-        ["item", "ratings", "raters", "Kruskal–Wallis H", "p", "Krippendorff's α (ordinal)"],
+        [
+            *("item", "ratings", "raters", "Kruskal–Wallis H", "p"),
+            *("Friedman χ²", "Friedman p", "complete participants", "Krippendorff's α (ordinal)"),
+        ],
         [
             [
                 i["item"],
@@ -470,10 +712,15 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
                 _num(i.get("n_raters")),
                 _num((i.get("kruskal_wallis") or {}).get("H")),
                 _p((i.get("kruskal_wallis") or {}).get("p")),
+                _num((i.get("friedman") or {}).get("statistic")),
+                _p((i.get("friedman") or {}).get("p")),
+                _num((i.get("friedman") or {}).get("n_raters")),
                 _num(i.get("krippendorff_alpha")),
             ]
             for i in likert.get("items") or []
         ],
+        note="Friedman: within participants (each participant's mean per trace type). "
+        "Intervals of the means resample participants and traces (two-way bootstrap).",
     )
     blinding = report.get("blinding") or {}
     out["blinding_batches"] = _table(
@@ -703,6 +950,12 @@ def report_context(report: dict[str, Any], *, standalone: bool) -> dict[str, Any
         "report": report,
         "tables": _tables(report),
         "headlines": ordering_headlines(report),
+        "findings": findings_display(report),
+        "control_summary": control_summary_line(report),
+        "finding_rules": [
+            (VERDICT_LABELS.get(k, k), v)
+            for k, v in ((report.get("findings") or {}).get("rules") or {}).items()
+        ],
         "blinding_check": blinding_headline(report),
         "judge_flags": [
             {

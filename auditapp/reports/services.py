@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 # Bump when the report's shape changes, so cached reports of the old shape are not served.
-REPORT_VERSION = 2  # 2: blinding check (classifier, index)
+REPORT_VERSION = 3  # 2: blinding check (classifier, index); 3: findings, controls, PPI++
 CACHE_SECONDS = 24 * 3600
 EXCLUSION_KEYS = ("evaluators", "evaluator_kinds", "trace_ids", "step_ids")
 
@@ -461,6 +461,8 @@ def report_build(
     body["methods"]["normaliser"] = _normaliser_method(audit)
     body["annotators"] = _annotators_section(audit, tables.labels, params.confidence_level)
     return {
+        # Findings first: what the report concludes, then what it is about.
+        "findings": body.pop("findings"),
         "audit": {
             "slug": audit.slug,
             "name": audit.name,
@@ -590,6 +592,7 @@ def report_from_files(
             raise ApplicationError(f"{name} file: {exc}", code="invalid_table") from exc
     body = _compute(tables["labels"], tables["answers"], tables["ratings"], params)
     return {
+        "findings": body.pop("findings"),
         "audit": None,
         "files": {
             "labels": os.path.basename(os.fspath(labels_path)),

@@ -219,3 +219,43 @@ def test_bad_answers_raise_precise_errors(change, message):
     # when / then
     with pytest.raises(ValueError, match=message):
         answer_metrics(answers)
+
+
+def test_trace_vs_answer_tests_match_statsmodels_and_a_hand_made_fisher():
+    # given: 40 verifiable traces, 28 / 12 answer correct among correct / wrong traces
+    from math import comb
+
+    from statsmodels.stats.contingency_tables import Table2x2
+
+    from auditapp.agreement.answers import independence_tests
+
+    table = [[28, 6], [12, 14]]
+    # when
+    got = independence_tests(table)
+    # then: Pearson chi-square as statsmodels computes it (no continuity correction)
+    expected = Table2x2(np.asarray(table)).test_nominal_association()
+    assert got["chi2"] == pytest.approx(expected.statistic, rel=1e-12)
+    assert got["chi2_p"] == pytest.approx(expected.pvalue, rel=1e-10)
+    assert got["test"] == "chi-square" and got["p"] == got["chi2_p"]
+    # Fisher two-sided: sum of hypergeometric tables no more likely than the observed one
+    (a, b), (c, d) = table
+    row1, col1, n = a + b, a + c, a + b + c + d
+
+    def prob(x):
+        return comb(col1, x) * comb(n - col1, row1 - x) / comb(n, row1)
+
+    observed = prob(a)
+    support = range(max(0, row1 + col1 - n), min(row1, col1) + 1)
+    fisher = sum(prob(x) for x in support if prob(x) <= observed * (1 + 1e-7))
+    assert got["fisher_p"] == pytest.approx(fisher, rel=1e-9)
+
+
+def test_small_tables_use_fisher():
+    # given: expected counts below 5
+    from auditapp.agreement.answers import independence_tests
+
+    # when
+    got = independence_tests([[3, 1], [1, 4]])
+    # then
+    assert got["test"] == "fisher" and got["p"] == got["fisher_p"]
+    assert independence_tests([[0, 0], [3, 2]])["chi2"] is None  # a zero margin

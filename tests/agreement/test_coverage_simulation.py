@@ -114,12 +114,14 @@ def test_ppi_interval_covers_95_percent_with_unequal_inclusion():
     covered = [r.ppi.ci_low <= TRUE_RATE <= r.ppi.ci_high for r in rows]
     expert_covered = [r.expert_only.ci_low <= TRUE_RATE <= r.expert_only.ci_high for r in rows]
     judge_covered = [r.judge_only.ci_low <= TRUE_RATE <= r.judge_only.ci_high for r in rows]
+    tuned_covered = [r.ppi_plus_plus.ci_low <= TRUE_RATE <= r.ppi_plus_plus.ci_high for r in rows]
     print(
-        f"PPI coverage {np.mean(covered):.3f}; expert-only {np.mean(expert_covered):.3f}; "
-        f"judge-only {np.mean(judge_covered):.3f}"
+        f"PPI coverage {np.mean(covered):.3f}; PPI++ {np.mean(tuned_covered):.3f}; "
+        f"expert-only {np.mean(expert_covered):.3f}; judge-only {np.mean(judge_covered):.3f}"
     )
     # then: PPI and the weighted expert mean are valid; the biased judge alone is not
     assert len(rows) == AUDITS
     assert 0.92 <= np.mean(covered) <= 0.98
+    assert 0.92 <= np.mean(tuned_covered) <= 0.98
     assert 0.92 <= np.mean(expert_covered) <= 0.98
     assert np.mean(judge_covered) < 0.5

@@ -248,3 +248,67 @@ def test_bad_options_are_rejected(ratings, kwargs, error, message):
     # when / then
     with pytest.raises(error, match=message):
         likert_summary(ratings, **options)
+
+
+def _latin_square(rng, *, participants=24, traces_per_type=6, types=("a", "b", "c")):
+    """Every participant rates every type; a participant offset and a type effect."""
+    rows = []
+    effect = {"a": 0.0, "b": 0.4, "c": 0.9}
+    for p in range(participants):
+        offset = rng.normal(0, 0.8)
+        for t in types:
+            for i in range(traces_per_type):
+                trace = f"{t}{(p + i) % (2 * traces_per_type)}"
+                value = np.clip(np.round(3 + effect[t] + offset + rng.normal(0, 0.7)), 1, 5)
+                rows.append(
+                    {"trace_id": trace, "trace_type": t, "rater": f"p{p}", "item": "load",
+                     "value": value}
+                )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_friedman_matches_scipy_on_participant_means():
+    # given
+    ratings = _latin_square(np.random.default_rng(2))
+    # when
+    item = likert_summary(ratings, rng=np.random.default_rng(0), resamples=50)["items"][0]
+    # then: scipy on each participant's mean per type
+    means = ratings.groupby(["rater", "trace_type"])["value"].mean().unstack()
+    expected = stats.friedmanchisquare(means["a"], means["b"], means["c"])
+    assert item["friedman"]["statistic"] == pytest.approx(expected.statistic, rel=1e-12)
+    assert item["friedman"]["p"] == pytest.approx(expected.pvalue, rel=1e-12)
+    assert item["friedman"]["n_raters"] == 24 and item["friedman"]["df"] == 2
+
+
+def test_friedman_with_two_types_is_the_textbook_statistic():
+    # given
+    ratings = _latin_square(np.random.default_rng(3), types=("a", "b"))
+    # when
+    friedman = likert_summary(ratings, rng=np.random.default_rng(0), resamples=20)["items"][0][
+        "friedman"
+    ]
+    # then: 12/(nk(k+1))·ΣR² − 3n(k+1), divided by the tie correction
+    means = ratings.groupby(["rater", "trace_type"])["value"].mean().unstack().to_numpy()
+    ranks = np.array([stats.rankdata(row) for row in means])
+    n, k = ranks.shape
+    raw = 12 / (n * k * (k + 1)) * np.sum(ranks.sum(axis=0) ** 2) - 3 * n * (k + 1)
+    ties = sum(np.sum(c**3 - c) for c in (np.unique(r, return_counts=True)[1] for r in means))
+    statistic = raw / (1 - ties / (n * k * (k * k - 1)))
+    assert friedman["statistic"] == pytest.approx(statistic, rel=1e-12)
+    assert friedman["p"] == pytest.approx(stats.chi2.sf(statistic, 1), rel=1e-12)
+
+
+def test_two_way_interval_is_wider_than_traces_alone_when_participants_differ():
+    # given: strong participant offsets, 8 participants
+    ratings = _latin_square(np.random.default_rng(4), participants=8)
+    part = ratings[ratings["trace_type"] == "a"]
+    # when
+    row = likert_summary(part, rng=np.random.default_rng(0), resamples=3000)["rows"][0]
+    # then: an independent trace-only cluster bootstrap is narrower
+    per_trace = part.groupby("trace_id")["value"].agg(["sum", "count"]).to_numpy()
+    rng = np.random.default_rng(1)
+    draws = rng.integers(0, len(per_trace), size=(3000, len(per_trace)))
+    means = per_trace[draws, 0].sum(axis=1) / per_trace[draws, 1].sum(axis=1)
+    trace_only = np.quantile(means, [0.025, 0.975])
+    assert row["ci_high"] - row["ci_low"] > 1.2 * (trace_only[1] - trace_only[0])
+    assert row["ci_low"] < row["mean"] < row["ci_high"]

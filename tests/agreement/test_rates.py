@@ -153,7 +153,7 @@ def test_all_abstained_gives_none_rate_not_nan():
     assert row.abstain_rate == 1.0
 
 
-def test_identical_traces_give_a_degenerate_bootstrap_interval():
+def test_identical_traces_degenerate_the_bootstrap_and_take_the_small_sample_rule():
     # given: every trace in A has the same error share, so resampling traces changes nothing
     rows = [
         (f"s{t}{s}", f"t{t}", "A", "j", "judge", "error" if s == 0 else "correct")
@@ -162,8 +162,11 @@ def test_identical_traces_give_a_degenerate_bootstrap_interval():
     ]
     # when
     row = error_rates(_labels(rows), rng=np.random.default_rng(0), resamples=200).rows[0]
-    # then
-    assert row.rate == row.ci_low == row.ci_high == 0.25
+    # then: the bootstrap is 0.25–0.25; the reported interval is Wilson's (design effect
+    #       floored at 1), never zero-width
+    assert row.rate == row.bootstrap_low == row.bootstrap_high == 0.25
+    assert row.design_effect == 1.0
+    assert (row.ci_low, row.ci_high) == (row.wilson_low, row.wilson_high)
     assert row.wilson_low < 0.25 < row.wilson_high
 
 

@@ -167,7 +167,7 @@ def test_page_has_no_inline_script_and_ships_data_by_json_script(client, demo_au
     assert '<script id="report-data" type="application/json">' in text
     assert text.count("<script") == 1
     assert "<svg" in text  # figures inline, server-side
-    assert "Does the expert reproduce the judge?" in text
+    assert "Findings" in text and "Controls" in text
     assert "Sample-size planner" in text
 
 

@@ -27,11 +27,21 @@ def test_researcher_reads_the_report_and_downloads_a_table(
     # drawn in colour under the CSP: presentation attributes, no style= for it to block
     assert figure.locator("[style]").count() == 0
     assert figure.locator("[fill], [stroke]").count() > 10
-    heading = page.get_by_role("heading", name="Does the expert reproduce the judge?")
+    heading = page.get_by_role("heading", name="Findings")
     assert heading.is_visible()
-    answer = page.locator(".rt-answer .rt-big").first
-    assert answer.inner_text().strip() in {"Yes", "No", "Undetermined"}
-    assert "Kendall" in page.locator(".rt-answer").first.text_content()
+    answer = page.locator(".rt-findings .rt-answer .rt-big").first
+    assert answer.inner_text().strip() in {
+        "Reproduces",
+        "Consistent with",
+        "Does not reproduce",
+        "Inconclusive",
+    }
+    assert "P(same ordering)" in page.locator(".rt-findings .rt-answer").first.text_content()
+    # the findings come before the settings form
+    assert (
+        page.locator("h2#h-findings").bounding_box()["y"]
+        < (page.locator("#h-settings").bounding_box()["y"])
+    )
     # and, before unblinding, no condition name anywhere on the page
     content = page.content()
     for name in condition_names:
