@@ -112,9 +112,12 @@ class PrivateRedis:
 class PrivatePostgres:
     def __init__(self, workdir: Path) -> None:
         self.port = port_in_range()
-        self.data = Path(tempfile.mkdtemp(prefix="pg-", dir=workdir))
-        self.sockets = self.data / "sock"
-        self.log = self.data.parent / f"postgres-{self.port}.log"
+        # Its own folder under the system's temporary directory: as root, initdb runs as the
+        # postgres user, who cannot enter pytest's private tmp_path.
+        self.base = Path(tempfile.mkdtemp(prefix="stepaudit-pg-"))
+        self.data = self.base / "data"
+        self.sockets = self.base / "sock"
+        self.log = self.base / "postgres.log"
         self.url = f"postgres://postgres@127.0.0.1:{self.port}/stepaudit"
         self.admin_url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
 
@@ -126,14 +129,12 @@ class PrivatePostgres:
 
     def start(self) -> PrivatePostgres:
         if not (self.data / "PG_VERSION").exists():
-            if os.geteuid() == 0:
-                shutil.chown(self.data, "postgres", "postgres")
-                shutil.chown(self.data.parent, "postgres", "postgres")
-            self._run(_postgres_bin("initdb"), "-D", str(self.data), "-U", "postgres",
-                      "--auth=trust", "--no-sync", "-E", "UTF8")  # fmt: skip
             self.sockets.mkdir(exist_ok=True)
             if os.geteuid() == 0:
+                shutil.chown(self.base, "postgres", "postgres")
                 shutil.chown(self.sockets, "postgres", "postgres")
+            self._run(_postgres_bin("initdb"), "-D", str(self.data), "-U", "postgres",
+                      "--auth=trust", "--no-sync", "-E", "UTF8")  # fmt: skip
         self._run(
             _postgres_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
             "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.sockets} -c fsync=off "
@@ -158,6 +159,7 @@ class PrivatePostgres:
     def stop(self) -> None:
         self._run(_postgres_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w",
                   "stop", check=False)  # fmt: skip
+        shutil.rmtree(self.base, ignore_errors=True)
 
 
 SEED = r"""
@@ -300,7 +302,7 @@ class FaultStack:
         for proc in reversed(self.processes):
             try:
                 proc.stop()
-            except Exception:  # noqa: BLE001 - tear everything down whatever fails
+            except Exception:  # tear everything down whatever fails
                 proc.kill()
         self.redis.stop()
         self.postgres.stop()
@@ -336,9 +338,9 @@ class FaultStack:
                 time.sleep(0.2)
 
     def verdict_count(self, run_id: int) -> int:
-        return self.sql("SELECT count(*) FROM judges_judgeverdict WHERE run_id = %s", (run_id,))[
+        return self.sql("SELECT count(*) FROM judges_judgeverdict WHERE run_id = %s", (run_id,))[0][
             0
-        ][0]
+        ]
 
     def run_row(self, run_id: int) -> dict:
         rows = self.sql(
@@ -395,23 +397,17 @@ def fault_apply(stack: FaultStack, fault: str, *, outage_s: float) -> None:
         stack.postgres.crash()
         time.sleep(outage_s)
         stack.postgres.start()
-    elif fault == "worker":
-        # Every worker, SIGKILL on the process group: all lanes die with their claims.
-        doomed = stack.workers()
-        for proc in doomed:
+    elif fault in ("worker", "worker+redis"):
+        # Every worker, SIGKILL on its process group: all lanes die with their claims. "Back"
+        # is one new worker ready (it takes every lane in turn).
+        for proc in stack.workers():
             proc.kill()
+        if fault == "worker+redis":
+            stack.redis.kill()
         time.sleep(outage_s)
-        for i, _ in enumerate(doomed):
-            stack.start_worker(f"rescuer{i}")
-    elif fault == "worker+redis":
-        doomed = stack.workers()
-        for proc in doomed:
-            proc.kill()
-        stack.redis.kill()
-        time.sleep(outage_s)
-        stack.redis.start()
-        for i, _ in enumerate(doomed):
-            stack.start_worker(f"rescuer{i}")
+        if fault == "worker+redis":
+            stack.redis.start()
+        stack.start_worker(f"rescuer{len(stack.processes)}")
     else:
         raise ValueError(f"unknown fault {fault!r}")
 
