@@ -46,6 +46,9 @@ class FailSoftRedisCache(RedisCache):
         if time.monotonic() < self._down_until:
             return fallback
         try:
+            if self._pending_deletes:
+                # First, so a value written now is not deleted by an older invalidation.
+                self._replay_deletes()
             value = fn(*args, **kwargs)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             self._down_until = time.monotonic() + RETRY_S
@@ -53,19 +56,17 @@ class FailSoftRedisCache(RedisCache):
             return fallback
         if outage_log.is_down("cache"):
             outage_log.up("cache")
-        if self._pending_deletes:
-            self._replay_deletes()
         return value
 
     def _replay_deletes(self) -> None:
         with self._lock:
             keys, self._pending_deletes = list(self._pending_deletes), set()
-        if keys:
-            try:
-                self._cache.delete_many(keys)
-            except Exception:
-                with self._lock:
-                    self._pending_deletes.update(keys[:_MAX_PENDING_DELETES])
+        try:
+            self._cache.delete_many(keys)
+        except Exception:
+            with self._lock:  # down again: keep them for the next recovery
+                self._pending_deletes.update(keys[:_MAX_PENDING_DELETES])
+            raise
 
     def reachable(self) -> bool:
         """True only when Redis answered a PING just now."""

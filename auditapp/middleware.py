@@ -64,6 +64,8 @@ def service_unavailable_response(request: HttpRequest, service: str) -> HttpResp
         response = HttpResponse(html, status=503, content_type="text/html; charset=utf-8")
     response["Retry-After"] = str(RETRY_AFTER_S)
     response["Cache-Control"] = "no-store"
+    # Django logs every 5xx answer ("Service Unavailable: /path"); the outage is logged once.
+    response._has_been_logged = True
     return response
 
 
