@@ -78,7 +78,17 @@ def _retry_later(task, run_id: int, exc: Exception):
 
 
 def enqueue_run_start(run_id: int) -> None:
-    judge_run_start_task.apply_async((run_id,), queue=Queue.JUDGES)
+    """Start the run's lanes. With the broker unreachable the run stays queued (its row is
+    committed) and reconcile starts it once the broker is back: the request that created it
+    does not fail, so nobody creates it twice."""
+    from kombu.exceptions import OperationalError as BrokerError
+
+    from auditapp.outages import outage_log
+
+    try:
+        judge_run_start_task.apply_async((run_id,), queue=Queue.JUDGES)
+    except BrokerError as exc:
+        outage_log.down("broker", exc, where=f"starting judge run {run_id}")
 
 
 def enqueue_lane(
