@@ -100,7 +100,9 @@ class _VerdictWriter:
         self.slowest_flush_s = 0.0  # for the lane's log line: a slow write delays the feed
 
     def add(self, result: JudgeResult) -> None:
-        item = self.rendered.pop(result.key)
+        item = self.rendered.pop(result.key, None)
+        if item is None:
+            return  # a second answer for a request already answered: the first one counts
         if not result.ok:
             self.failures.append((item, result))
             return
@@ -277,9 +279,14 @@ def judge_lane_run(
     def feed(n: int) -> list[JudgeRequest]:
         nonlocal asked
         while claimed := claim(n):
+            # A rebuilt list holds steps this lane already has in flight: never ask twice.
+            in_flight = {r.step_id for r in writer.rendered.values()}
+            claimed = [i for i in claimed if i not in in_flight]
+            if not claimed:
+                continue
             # Claimed steps are held across a database outage: the lookups are retried, the
             # claim is not repeated (that would lose these).
-            todo = ride(lambda: _unanswered(run, claimed), "feed")
+            todo = ride(lambda: _unanswered(run, claimed), "feed")  # noqa: B023
             if not todo:
                 continue  # answered meanwhile (an older generation's lane, a duplicate task)
             rendered = ride(

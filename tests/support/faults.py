@@ -138,7 +138,9 @@ class PrivatePostgres:
         self._run(
             _postgres_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
             "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.sockets} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            # fsync off is safe for a killed server process (the OS keeps what was written);
+            # synchronous_commit must stay on, or a crash loses commits already acknowledged.
+            "-c full_page_writes=off -c max_connections=200",
             "start",
         )  # fmt: skip
         _wait_port(self.port, up=True, timeout=30)
