@@ -356,7 +356,7 @@ def fault_phase(args) -> None:
         )
         worst = max((t for t in times if t is not None), default=float("inf"))
         ok = None not in times and worst < RECOVERY_TARGET_S and clean
-        median = statistics.median(t for t in times if t is not None) if None not in times else None
+        median = round(statistics.median(times), 2) if None not in times else None
         print(
             f"  {fault:>12}: median {median}s, worst {worst}s over {len(runs)} drills; "
             f"one verdict per step: {'yes' if clean else 'NO'} — {'OK' if ok else 'BELOW TARGET'}"
