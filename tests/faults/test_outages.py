@@ -62,7 +62,7 @@ def test_a_judge_run_recovers_from_killed_workers_and_a_redis_restart(stack):
 
 def _signed_in(stack: FaultStack) -> requests.Session:
     session = requests.Session()
-    session.get(stack.web_url + "/accounts/login/", timeout=10)
+    session.get(stack.web_url + "/accounts/login/", timeout=30)
     response = session.post(
         stack.web_url + "/accounts/login/",
         data={
@@ -71,7 +71,7 @@ def _signed_in(stack: FaultStack) -> requests.Session:
             "csrfmiddlewaretoken": session.cookies["csrftoken"],
         },
         headers={"Referer": stack.web_url + "/accounts/login/"},
-        timeout=10,
+        timeout=30,
     )
     assert response.status_code == 200 and "sessionid" in session.cookies, response.text[:500]
     session.headers["X-CSRFToken"] = session.cookies["csrftoken"]
@@ -84,7 +84,7 @@ def _save(session: requests.Session, stack: FaultStack, position: int) -> reques
         f"{stack.web_url}/api/my/assignments/{stack.seed['assignment']}/items/{position}/label/"
         "?next=unlabelled"
     )
-    return session.put(url, json={"verdict": "correct", "elapsed_ms": 500}, timeout=15)
+    return session.put(url, json={"verdict": "correct", "elapsed_ms": 500}, timeout=30)
 
 
 def test_labelling_rides_a_redis_outage_and_gets_503_then_success_through_a_database_one(stack):
@@ -98,13 +98,13 @@ def test_labelling_rides_a_redis_outage_and_gets_503_then_success_through_a_data
             response = _save(session, stack, position)
             assert response.status_code == 200, response.text[:500]
             assert response.json()["next"]["position"] == position + 1
-        resumed = session.get(f"{stack.web_url}/api/my/assignments/{assignment}/next/", timeout=10)
+        resumed = session.get(f"{stack.web_url}/api/my/assignments/{assignment}/next/", timeout=30)
         assert resumed.status_code == 200 and resumed.json()["position"] == 5
-        page = session.get(f"{stack.web_url}/my/{assignment}/", timeout=10)
+        page = session.get(f"{stack.web_url}/my/{assignment}/", timeout=30)
         assert page.status_code == 200  # resume: the page redirects to the next item
-        ready = requests.get(stack.web_url + "/readyz", timeout=10)
+        ready = requests.get(stack.web_url + "/readyz", timeout=30)
         assert ready.status_code == 503 and ready.json()["checks"]["cache"]["ok"] is False
-        assert requests.get(stack.web_url + "/readyz?check=database", timeout=10).ok
+        assert requests.get(stack.web_url + "/readyz?check=database", timeout=30).ok
     finally:
         stack.redis.start()
     # when the database is down: a save answers JSON 503 + Retry-After, a page the plain 503
@@ -116,13 +116,13 @@ def test_labelling_rides_a_redis_outage_and_gets_503_then_success_through_a_data
         assert int(refused.headers["Retry-After"]) > 0
         body = refused.json()
         assert body["code"] == "service_unavailable" and body["extra"]["service"] == "database"
-        page = session.get(f"{stack.web_url}/my/", timeout=10)
+        page = session.get(f"{stack.web_url}/my/", timeout=30)
         assert page.status_code == 503 and "Retry-After" in page.headers
         assert "temporarily unavailable" in page.text.lower()
         assert "nothing was lost" in page.text.lower()
         for answer in (refused.text, page.text):
             assert "Traceback" not in answer and "OperationalError" not in answer
-        assert requests.get(stack.web_url + "/healthz", timeout=10).ok  # still alive
+        assert requests.get(stack.web_url + "/healthz", timeout=30).ok  # still alive
     finally:
         stack.postgres.start()
     # then the same save succeeds once the database is back (the session survived both)
