@@ -64,6 +64,13 @@ def service_unavailable_response(request: HttpRequest, service: str) -> HttpResp
         response = HttpResponse(html, status=503, content_type="text/html; charset=utf-8")
     response["Retry-After"] = str(RETRY_AFTER_S)
     response["Cache-Control"] = "no-store"
+    # The swap in __call__ happens outside the header middlewares: the same strict headers here.
+    response.setdefault("X-Content-Type-Options", "nosniff")
+    response.setdefault("X-Frame-Options", "DENY")
+    response.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; script-src 'none'; object-src 'none'; frame-ancestors 'none'",
+    )
     # Django logs every 5xx answer ("Service Unavailable: /path"); the outage is logged once.
     response._has_been_logged = True
     return response
