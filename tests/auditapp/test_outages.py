@@ -210,3 +210,35 @@ def test_a_run_with_no_consumer_says_so_on_its_page_and_in_run_judge_wait(
             assert run_progress(run)["warning"] == ""
         finally:
             worker_announce("w9@host", ["celery", "judges"], alive=False)
+
+
+def test_ride_out_retries_only_outages_and_says_what_it_waits_for():
+    from auditapp.outages import outage_service, ride_out
+
+    calls, waits = [], []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise OperationalError("server closed the connection unexpectedly")
+        return "ok"
+
+    assert ride_out(flaky, what="test", on_wait=lambda *a: waits.append(a[0]), first_delay_s=0.01)
+    assert len(calls) == 3 and waits == ["database", "database"]
+    # a bug is not an outage: it propagates at once
+    with pytest.raises(KeyError):
+        ride_out(lambda: {}["missing"], what="test")
+    # a bounded wait gives up with the outage's own error
+    with pytest.raises(OperationalError):
+        ride_out(_database_down, what="test", give_up_after_s=0.05, first_delay_s=0.01)
+    # the cause chain counts: a wrapped Redis connection error is the cache
+    import redis.exceptions
+
+    try:
+        try:
+            raise redis.exceptions.ConnectionError("refused")
+        except redis.exceptions.ConnectionError as inner:
+            raise RuntimeError("wrapped") from inner
+    except RuntimeError as outer:
+        assert outage_service(outer) == "cache"
+    assert outage_service(ValueError("no")) is None
