@@ -25,6 +25,16 @@ end of an 8-second run for a full second (docs/judges.md, "Throughput").
 For each run it prints the endpoint's view too: calls in flight per 0.5 s (the share of the
 concurrency bound the client kept busy) and the slot-seconds the calls held, hung ones apart.
 Everything listens on 127.0.0.1; each run is bounded by ``--run-deadline-s``.
+
+The fault phase (``--phases faults``; private servers only, never the shared ones): a private
+PostgreSQL (initdb in a temporary folder) and Redis on ports of STEPAUDIT_FAULT_PORTS
+(default 21100-21199), two plain workers, beat and gunicorn (tests/support/faults.py). Each
+drill starts a run of 264 steps at 300 ms per request and, once it has 40 verdicts, breaks one
+thing: Redis killed (every key lost) and restarted after 2 s; PostgreSQL crashed
+(``pg_ctl -m immediate``) for 10 s; every worker SIGKILLed and one new one started; every
+worker killed together with a Redis restart. It prints the time from the service being back
+to 16 more verdicts stored (target < 15 s), and checks each run ends done with exactly one
+verdict per step. ``--fault-repeats`` drills per fault (median and worst printed).
 """
 
 from __future__ import annotations
@@ -285,7 +295,75 @@ def main() -> None:
     )
     parser.add_argument("--run-deadline-s", type=float, default=60)
     parser.add_argument("--only", default="", help="run only the endpoints whose name has this")
+    parser.add_argument(
+        "--phases", default="throughput,faults", help="throughput, faults or both (comma)"
+    )
+    parser.add_argument("--fault-repeats", type=int, default=2)
     args = parser.parse_args()
+    phases = {p.strip() for p in args.phases.split(",") if p.strip()}
+    if "throughput" in phases:
+        throughput_phase(args)
+    if "faults" in phases:
+        fault_phase(args)
+
+
+FAULT_OUTAGES = {"redis": 2.0, "postgres": 10.0, "worker": 1.0, "worker+redis": 2.0}
+RECOVERY_TARGET_S = 15.0
+
+
+def fault_phase(args) -> None:
+    """Time to recover per fault, on private servers (see the module docstring)."""
+    import tempfile
+
+    sys.path.insert(0, str(ROOT / "tests" / "support"))
+    from faults import FaultStack, drill, servers_missing
+
+    missing = servers_missing()
+    if missing:
+        print(f"fault phase skipped: {missing}")
+        return
+    results: dict[str, list[dict]] = {}
+    with FaultStack(
+        Path(tempfile.mkdtemp(prefix="judge-bench-faults-")), fake_latency_ms=300
+    ) as stack:
+        # A clean run first: how long 264 steps take with nothing broken.
+        from faults import run_start
+
+        run_id = run_start(stack)
+        started = time.monotonic()
+        while stack.run_row(run_id)["status"] not in ("done", "failed", "cancelled"):
+            time.sleep(0.1)
+        print(f"faults: clean run of 264 steps {time.monotonic() - started:.1f}s", flush=True)
+        for fault, outage_s in FAULT_OUTAGES.items():
+            for _ in range(args.fault_repeats):
+                result = drill(stack, fault, outage_s=outage_s)
+                results.setdefault(fault, []).append(result)
+                print(
+                    f"  {fault:>12}: down {outage_s:g}s, verdicts again "
+                    f"{result['recovered_s']}s after it was back; run {result['status']} in "
+                    f"{result['run_s']}s, {result['steps_with_verdict']}/{result['steps']} steps "
+                    f"judged, {result['steps_with_duplicates']} duplicated",
+                    flush=True,
+                )
+    print("time to recover (service back -> verdicts flowing), target < 15 s:")
+    for fault, runs in results.items():
+        times = [r["recovered_s"] for r in runs]
+        clean = all(
+            r["status"] == "done"
+            and r["steps_with_verdict"] == r["steps"]
+            and not r["steps_with_duplicates"]
+            for r in runs
+        )
+        worst = max((t for t in times if t is not None), default=float("inf"))
+        ok = None not in times and worst < RECOVERY_TARGET_S and clean
+        median = round(statistics.median(times), 2) if None not in times else None
+        print(
+            f"  {fault:>12}: median {median}s, worst {worst}s over {len(runs)} drills; "
+            f"one verdict per step: {'yes' if clean else 'NO'} — {'OK' if ok else 'BELOW TARGET'}"
+        )
+
+
+def throughput_phase(args) -> None:
     if not os.environ.get("REDIS_URL"):
         os.environ["REDIS_URL"] = "redis://127.0.0.1:6379/3"
     django_setup()

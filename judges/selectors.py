@@ -96,7 +96,26 @@ def run_progress(run: JudgeRun) -> dict[str, Any]:
         "can_resume": run.mode == JudgeRun.Mode.WORKERS
         and run.status in (JudgeRun.Status.PAUSED, JudgeRun.Status.FAILED),
         "can_cancel": run.status not in JudgeRun.ENDED,
+        "warning": run_warning(run),
     }
+
+
+def run_warning(run: JudgeRun) -> str:
+    """What keeps an active run from moving that the run itself cannot know: no worker."""
+    if run.mode != JudgeRun.Mode.WORKERS or run.status not in JudgeRun.ACTIVE:
+        return ""
+    from auditapp.workers import no_consumer_message, queue_consumers
+    from judges.tasks import Queue
+
+    consumers = queue_consumers(Queue.JUDGES)
+    if consumers is None:
+        return (
+            f"cannot tell whether a worker consumes the {Queue.JUDGES.value!r} queue: "
+            "the cache is unreachable"
+        )
+    if not consumers:
+        return no_consumer_message(Queue.JUDGES.value)
+    return ""
 
 
 def run_condition_summary(run: JudgeRun) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(os.environ.get("STEPAUDIT_VAR_DIR", BASE_DIR / "var"))
@@ -71,6 +72,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: probes answer before host checks, the HTTPS redirect or the session (health.py).
+    "auditapp.health.HealthMiddleware",
+    # Outermost of the rest: an unreachable database, cache or broker answers 503 with
+    # Retry-After, never a 500 (auditapp/middleware.py).
+    "auditapp.middleware.ServiceUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -121,6 +127,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # An unreachable server fails a connection in seconds (and the request answers 503),
+    # instead of hanging on the operating system's TCP timeout.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -219,18 +230,36 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Every queue the app uses, declared: a worker started without -Q consumes them all, and
+# auditapp.workers can tell when one has no consumer.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = (Queue("celery"), Queue("judges"))
+# A broker outage never makes a worker give up: it reconnects for as long as it takes, and a
+# running lane keeps going (it rides the outage out itself, judges/services/lanes.py).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 if REDIS_URL:
     # A chunk may run for minutes; the visibility timeout must outlast it so Redis does not
     # hand the same unacked message to a second worker while the first is still busy.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": 3600,
+        # Notice a dead connection in seconds, not at the next TCP timeout.
+        "socket_connect_timeout": 2,
+        "socket_keepalive": True,
+        "health_check_interval": 5,
+        "retry_on_timeout": True,
+    }
 
-# The cache is shared by web and workers (progress counters, the ping round trip).
+# The cache is shared by web and workers (progress counters, the ping round trip). Nothing
+# in it is the only copy, so while Redis is unreachable it behaves as an empty cache
+# (auditapp/cache.py): sessions, role checks and progress fall back to the database.
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "auditapp.cache.FailSoftRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "stepaudit",
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 2},
         }
     }
 else:
@@ -348,7 +377,12 @@ if STEPAUDIT_JUDGE_EDITORS not in {"admins", "researchers"}:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"quiet_outages": {"()": "auditapp.middleware.QuietOutages"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # An outage is logged once by auditapp.outages, not as a traceback per request.
+        "django.request": {"filters": ["quiet_outages"]},
+    },
 }

@@ -15,6 +15,13 @@ those steps simply have no verdict, which is what reconcile and resume look for.
 
 A lane also holds one of the judge's *lane slots* (a cache key, ``SET NX`` with a short TTL
 refreshed while it runs), so two runs of one judge never exceed its total concurrency.
+
+Outages: a lane rides out an unreachable database or Redis itself (``auditapp.outages.
+ride_out``: retry with back-off, the outage logged once) instead of crashing and waiting for
+a Celery retry or for reconcile. Claimed steps stay claimed across the wait, results wait in
+the writer's buffer, and a Redis restart that lost the run's list is noticed at the next claim
+and the list rebuilt from the database (``worksource.ListLost``). So verdicts flow again
+within a second or two of the service being back (bench/judge_bench.py ``--faults``).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from django.core.cache import cache
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
+from auditapp.outages import outage_log, outage_service, ride_out
 from judges.clients import JudgeConfigError, JudgeResult, RateLimits, judge_stream_sync, limiter_for
 from judges.clients.openai_compat import JudgeRequest
 from judges.models import Judge, JudgeFailure, JudgeRun, JudgeVerdict
@@ -44,7 +52,7 @@ from judges.services.runs import (
     run_status_cached,
 )
 from judges.services.store import FLUSH_AGE_S, FLUSH_ROWS, failures_store, verdict_from_result
-from judges.services.worksource import StepSource, source_for
+from judges.services.worksource import ListLost, StepSource, run_queue_rebuild, source_for
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +66,9 @@ LANE_TTL_S = 15
 # at 16, 2 lanes × 320 steps/s make ~40 feed calls/s in all. bench/judge_bench.py, see
 # docs/judges.md.
 FEED_SIZE = 16
+# How long a lane waits for an unreachable database or Redis before it gives up (and its task
+# is retried, or reconcile takes over).
+OUTAGE_LIMIT_S = 600.0
 
 
 class TransientJudgeError(Exception):
@@ -99,7 +110,9 @@ class _VerdictWriter:
         self.slowest_flush_s = 0.0  # for the lane's log line: a slow write delays the feed
 
     def add(self, result: JudgeResult) -> None:
-        item = self.rendered.pop(result.key)
+        item = self.rendered.pop(result.key, None)
+        if item is None:
+            return  # a second answer for a request already answered: the first one counts
         if not result.ok:
             self.failures.append((item, result))
             return
@@ -120,9 +133,17 @@ class _VerdictWriter:
             return
         started = time.monotonic()
         try:
-            # Looked up on the module at call time, so a test can wrap it.
-            self.inserted += store.verdicts_store(run_id=self.run_id, verdicts=batch)
+            # Looked up on the module at call time, so a test can wrap it. Retried while the
+            # database is unreachable (the insert is idempotent: ON CONFLICT DO NOTHING); a
+            # batch the database refuses for its content is written row by row instead.
+            self.inserted += ride_out(
+                lambda: store.verdicts_store(run_id=self.run_id, verdicts=batch),
+                what=f"judge run {self.run_id}: verdict write",
+                give_up_after_s=OUTAGE_LIMIT_S,
+            )
         except DatabaseError as exc:
+            if outage_service(exc) is not None:
+                raise  # still unreachable: the lane stops, reconcile resumes the steps
             logger.warning("judge run %s: a verdict batch did not write (%s)", self.run_id, exc)
             for verdict in batch:
                 self._write_one(verdict)
@@ -143,6 +164,8 @@ class _VerdictWriter:
                 self.inserted += store.verdicts_store(run_id=self.run_id, verdicts=[verdict])
                 return
             except DatabaseError as exc:
+                if outage_service(exc) is not None:
+                    raise  # an outage is not this row's fault: reconcile resumes the step
                 problem = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
         item, result = self.sources[verdict.step_id]
         reason = f"the verdict could not be stored after {WRITE_TRIES} tries: {problem}"
@@ -173,8 +196,13 @@ class _LaneSlot:
         return False
 
     def refresh(self) -> None:
-        if self.key and cache.get(self.key) == self.token:
+        if not self.key:
+            return
+        held = cache.get(self.key)
+        if held == self.token:
             cache.touch(self.key, LANE_TTL_S)
+        elif held is None:
+            cache.add(self.key, self.token, LANE_TTL_S)  # lost with a Redis restart: take it back
 
     def release(self) -> None:
         if self.key and cache.get(self.key) == self.token:
@@ -205,6 +233,14 @@ def _unanswered(run: JudgeRun, step_ids: list[int]) -> list[int]:
         return []
     in_scope = set(run_scope_steps(run).filter(pk__in=todo).values_list("pk", flat=True))
     return [i for i in todo if i in in_scope]
+
+
+def _missing_now(run: JudgeRun, writer: _VerdictWriter) -> list[int]:
+    """The run's steps still without an answer, minus those this lane holds in flight."""
+    from judges.services.runs import run_missing_step_ids
+
+    mine = {r.step_id for r in writer.rendered.values()} | {v.step_id for v in writer.pending}
+    return [i for i in run_missing_step_ids(run) if i not in mine]
 
 
 def judge_lane_run(
@@ -243,7 +279,43 @@ def judge_lane_run(
         if now - last_beat >= HEARTBEAT_S:
             last_beat = now
             slot.refresh()
-            JudgeRun.objects.filter(pk=run_id).update(heartbeat_at=timezone.now())
+            try:
+                JudgeRun.objects.filter(pk=run_id).update(heartbeat_at=timezone.now())
+            except Exception as exc:
+                service = outage_service(exc)
+                if service is None:
+                    raise
+                outage_log.down(service, exc, where=f"judge run {run_id}: heartbeat")
+                last_beat = 0.0  # try again at the next poll
+
+    def waiting(service: str, exc: BaseException, delay: float) -> None:
+        if service != "database":
+            beat()  # the database is up: keep the run from looking silent
+
+    def ride(fn, what: str):
+        return ride_out(
+            fn, what=f"judge run {run_id}: {what}", on_wait=waiting,
+            give_up_after_s=OUTAGE_LIMIT_S,
+        )  # fmt: skip
+
+    def claim(n: int) -> list[int]:
+        while True:
+            try:
+                return ride(lambda: source.claim(n), "claim")
+            except ListLost:
+                logger.warning(
+                    "judge run %s lane %s: the run's list in Redis is gone (a restart?); "
+                    "rebuilding it from the database",
+                    run_id,
+                    lane,
+                )
+                ride(
+                    lambda: run_queue_rebuild(
+                        run=run, generation=generation, missing=lambda: _missing_now(run, writer)
+                    ),
+                    "rebuild",
+                )
+                time.sleep(0.05)
 
     t_start = time.perf_counter()
     while not slot.try_acquire():
@@ -256,12 +328,25 @@ def judge_lane_run(
 
     def feed(n: int) -> list[JudgeRequest]:
         nonlocal asked
-        while claimed := source.claim(n):
-            todo = _unanswered(run, claimed)
+        while claimed := claim(n):
+            # A rebuilt list holds steps this lane already has in flight: never ask twice.
+            in_flight = {r.step_id for r in writer.rendered.values()}
+            claimed = [i for i in claimed if i not in in_flight]
+            if not claimed:
+                continue
+            # Claimed steps are held across a database outage: the lookups are retried, the
+            # claim is not repeated (that would lose these).
+            todo = ride(lambda: _unanswered(run, claimed), "feed")  # noqa: B023
             if not todo:
                 continue  # answered meanwhile (an older generation's lane, a duplicate task)
-            rendered = requests_for_steps(
-                judge=judge, prompt=run.prompt, audit=run.audit, step_ids=todo
+            rendered = ride(
+                lambda: requests_for_steps(
+                    judge=judge,
+                    prompt=run.prompt,
+                    audit=run.audit,
+                    step_ids=todo,  # noqa: B023
+                ),
+                "render",
             )
             writer.rendered.update((r.request.key, r) for r in rendered)
             asked += len(rendered)
@@ -271,7 +356,14 @@ def judge_lane_run(
     def should_stop() -> bool:
         writer.flush_if_old()
         beat()
-        return not _still_mine(run, generation)
+        try:
+            return not _still_mine(run, generation)
+        except Exception as exc:
+            service = outage_service(exc)
+            if service is None:
+                raise
+            outage_log.down(service, exc, where=f"judge run {run_id}: status")
+            return False  # keep going: the writes wait for the database anyway
 
     per_lane = math.ceil(judge.max_concurrency / max(1, judge.parallel_chunks))
     t_http = time.perf_counter()
@@ -298,19 +390,17 @@ def judge_lane_run(
     if final_attempt:
         permanent += transient
         transient = []
-    n_failed = failures_store(
-        run_id=run_id,
-        failures=[
-            JudgeFailure(
-                run_id=run_id,
-                step_id=item.step_id,
-                kind=r.failure or "error",
-                error=store.storable((r.error or "")[:2000]),
-                attempts=r.attempts,
-            )
-            for item, r in permanent
-        ],
-    )
+    failure_rows = [
+        JudgeFailure(
+            run_id=run_id,
+            step_id=item.step_id,
+            kind=r.failure or "error",
+            error=store.storable((r.error or "")[:2000]),
+            attempts=r.attempts,
+        )
+        for item, r in permanent
+    ]
+    n_failed = ride(lambda: failures_store(run_id=run_id, failures=failure_rows), "failures")
     outcome = LaneOutcome(
         asked=asked,
         stored=writer.inserted,
@@ -318,7 +408,7 @@ def judge_lane_run(
         transient=len(transient),
         hedged=stats.get("hedges", 0),
     )
-    run_finish_if_complete(run_id=run_id)
+    ride(lambda: run_finish_if_complete(run_id=run_id), "finish")
     logger.info(
         "judge run %s lane %s: %d asked, %d stored, %d hedged; "
         "set-up %.3fs, stream %.3fs (waiting for feed %.3fs, slowest write %.3fs), finish %.3fs",
@@ -333,8 +423,8 @@ def judge_lane_run(
         writer.slowest_flush_s,
         time.perf_counter() - t_done,
     )
-    if transient and _still_mine(run, generation):
-        source.give_back([item.step_id for item, _ in transient])
+    if transient and ride(lambda: _still_mine(run, generation), "status"):
+        ride(lambda: source.give_back([item.step_id for item, _ in transient]), "give back")
         first = transient[0][1].error
         raise TransientJudgeError(f"{len(transient)} steps without an answer yet; last: {first}")
     return outcome

@@ -45,7 +45,9 @@ from judges.services.specs import egress_check
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_STALE_AFTER_S = 60.0
+# A lane writes its heartbeat every HEARTBEAT_S (2 s) while it runs, and rides database and
+# Redis outages out itself; a run silent this long has lost its lanes (a killed worker).
+DEFAULT_STALE_AFTER_S = 8.0
 
 
 # -- runs: creation and scope ----------------------------------------------------------------
@@ -455,16 +457,27 @@ def wait_poll(
     on_progress: Callable[[JudgeRun], None] | None = None,
     timeout_s: float | None = None,
     stale_after_s: float = DEFAULT_STALE_AFTER_S,
+    on_outage: Callable[[str, BaseException, float], None] | None = None,
 ) -> JudgeRun:
-    """Poll a run until it ends (for ``run_judge --wait``); reconciles it when it goes silent."""
+    """Poll a run until it ends (for ``run_judge --wait``); reconciles it when it goes silent.
+
+    An unreachable database or Redis does not end the wait: each read is retried with back-off
+    (``on_outage(service, error, delay)`` says what it waits for) until the service is back.
+    """
+    from auditapp.outages import ride_out
+
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+
+    def ride(fn):
+        return ride_out(fn, what=f"waiting for judge run {run_id}", on_wait=on_outage)
+
     while True:
-        run = JudgeRun.objects.select_related("judge", "audit").get(pk=run_id)
+        run = ride(lambda: JudgeRun.objects.select_related("judge", "audit").get(pk=run_id))
         if on_progress:
-            on_progress(run)
+            ride(lambda: on_progress(run))  # noqa: B023
         if run.status in JudgeRun.ENDED:
             return run
         if deadline is not None and time.monotonic() > deadline:
             return run
-        run_reconcile(run_id=run_id, stale_after_s=stale_after_s)
+        ride(lambda: run_reconcile(run_id=run_id, stale_after_s=stale_after_s))
         time.sleep(every_s)

@@ -9,12 +9,18 @@ a new generation, which gets a new list.
 
 Without Redis (the embedded default), the lanes get a static interleaved partition of the
 missing steps in their task messages instead (``StaticSource``).
+
+A Redis restart loses the list. An empty answer alone cannot tell "all claimed" from "lost",
+so the fill also sets a *marker* key beside the list: an empty list whose marker is gone was
+lost, and the lane that sees it first rebuilds it from the database (``ListLost``,
+``run_queue_rebuild``) — seconds, instead of waiting for reconcile to notice a silent run.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache as memoize
 from typing import Protocol
 
@@ -51,6 +57,10 @@ class StaticSource:
         pass
 
 
+class ListLost(Exception):
+    """The run's list is gone with its marker (Redis lost its data): rebuild it."""
+
+
 class RedisListSource:
     """The run's shared list in Redis (see the module docstring)."""
 
@@ -58,7 +68,12 @@ class RedisListSource:
         self.key = key
 
     def claim(self, n: int) -> list[int]:
-        items = _redis().lpop(self.key, n)
+        pipe = _redis().pipeline(transaction=True)
+        pipe.lpop(self.key, n)
+        pipe.exists(_marker_key(self.key))
+        items, marked = pipe.execute()
+        if not items and not marked:
+            raise ListLost(self.key)
         return [int(i) for i in items or ()]
 
     def give_back(self, step_ids: list[int]) -> None:
@@ -78,22 +93,62 @@ def run_queue_key(run: JudgeRun, generation: int) -> str:
     return f"judges:todo:{run.pk}:{run.seed}:{generation}"
 
 
+def _marker_key(list_key: str) -> str:
+    return list_key + ":filled"
+
+
 def run_queue_fill(*, run: JudgeRun, generation: int, step_ids: list[int]) -> None:
     """Replace the generation's list with ``step_ids`` and drop the previous generation's."""
     key = run_queue_key(run, generation)
-    pipe = _redis().pipeline()
+    pipe = _redis().pipeline(transaction=True)
     pipe.delete(key)
     if generation > 0:
-        pipe.delete(run_queue_key(run, generation - 1))
+        old = run_queue_key(run, generation - 1)
+        pipe.delete(old, _marker_key(old))
     for start in range(0, len(step_ids), _PUSH_BATCH):
         pipe.rpush(key, *step_ids[start : start + _PUSH_BATCH])
     pipe.expire(key, QUEUE_TTL_S)
+    pipe.set(_marker_key(key), "1", ex=QUEUE_TTL_S)
     pipe.execute()
 
 
+REBUILD_LOCK_S = 30
+
+
+def run_queue_rebuild(*, run: JudgeRun, generation: int, missing: Callable[[], list[int]]) -> bool:
+    """Refill a lost list with ``missing()`` (the steps still without an answer), once.
+
+    One lane wins a short lock and refills; the others find the marker back on their next
+    claim (they retry meanwhile). Returns whether this call refilled it.
+    """
+    key = run_queue_key(run, generation)
+    client = _redis()
+    if not client.set(key + ":rebuilding", "1", nx=True, ex=REBUILD_LOCK_S):
+        return False
+    try:
+        if client.exists(_marker_key(key)):
+            return False  # another lane rebuilt it meanwhile
+        ids = missing()
+        pipe = client.pipeline(transaction=True)
+        for start in range(0, len(ids), _PUSH_BATCH):
+            pipe.rpush(key, *ids[start : start + _PUSH_BATCH])
+        pipe.expire(key, QUEUE_TTL_S)
+        pipe.set(_marker_key(key), "1", ex=QUEUE_TTL_S)
+        pipe.execute()
+        return True
+    finally:
+        client.delete(key + ":rebuilding")
+
+
 def run_queue_drop(run: JudgeRun) -> None:
+    """Delete the run's list (at its end). Best effort: an unreachable Redis keeps it until
+    its TTL, and nothing claims from an ended run's list."""
     if shared_queue_available():
-        _redis().delete(run_queue_key(run, run.generation))
+        import redis.exceptions
+
+        key = run_queue_key(run, run.generation)
+        with contextlib.suppress(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            _redis().delete(key, _marker_key(key))
 
 
 def run_queue_length(run: JudgeRun) -> int:
@@ -112,7 +167,10 @@ def source_for(run: JudgeRun, generation: int, step_ids: list[int] | None) -> St
 def _client(url: str):
     import redis
 
-    return redis.Redis.from_url(url)
+    # Short timeouts: a lane notices a dead Redis in seconds and rides the outage out.
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=1, socket_timeout=5, health_check_interval=5
+    )
 
 
 def _redis():

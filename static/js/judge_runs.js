@@ -17,6 +17,7 @@ function render(card, p) {
   field("cached-per-step").textContent = p.cached_tokens_per_step;
   field("eta").textContent = p.eta_s === null ? "–" : `${Math.round(p.eta_s)} s`;
   field("message").textContent = p.message;
+  field("warning").textContent = p.warning || "";
   for (const [action, allowed] of [["pause", p.can_pause], ["resume", p.can_resume], ["cancel", p.can_cancel]]) {
     card.querySelector(`[data-action="${action}"]`).hidden = !allowed;
   }

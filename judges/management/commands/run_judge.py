@@ -4,7 +4,13 @@ from auditapp.commands import JsonOutputMixin
 from auditapp.exceptions import ApplicationError
 from judges.models import JudgeRun
 from judges.selectors import run_progress
-from judges.services import judge_get, reference_run_create, run_create, wait_poll
+from judges.services import (
+    DEFAULT_STALE_AFTER_S,
+    judge_get,
+    reference_run_create,
+    run_create,
+    wait_poll,
+)
 
 from ._common import audit_by_slug, command_error
 
@@ -12,7 +18,8 @@ from ._common import audit_by_slug, command_error
 class Command(JsonOutputMixin, BaseCommand):
     help = (
         "Start a judge run over an audit (or one segmentation / batch). Workers must consume the "
-        "'judges' queue. With --wait, print progress until the run ends; exit 1 unless it is done."
+        "'judges' queue. With --wait, print progress until the run ends (riding out database and "
+        "Redis outages, saying what it waits for); exit 1 unless it is done."
     )
 
     def add_arguments(self, parser):
@@ -25,7 +32,7 @@ class Command(JsonOutputMixin, BaseCommand):
         parser.add_argument(
             "--stale-after-s",
             type=float,
-            default=60.0,
+            default=DEFAULT_STALE_AFTER_S,
             help="with --wait: re-enqueue missing steps after this long without progress",
         )
         self.add_json_argument(parser)
@@ -62,8 +69,18 @@ class Command(JsonOutputMixin, BaseCommand):
                 f"{p['prompt_tokens'] + p['completion_tokens']} tokens"
                 + (f" · ETA {p['eta_s']:.0f}s" if p["eta_s"] is not None else "")
             )
+            if p["warning"]:
+                line += f"\n  waiting: {p['warning']}"
             if line != last[0]:
                 self.say(line)
+                last[0] = line
+
+        def outage(service: str, exc: BaseException, delay: float) -> None:
+            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            line = f"  waiting for the {service} ({type(exc).__name__}: {reason})"
+            if line != last[0]:
+                self.stdout.write(line + f"; retrying every {delay:.1f}s or so")
+                self.stdout.flush()
                 last[0] = line
 
         final = wait_poll(
@@ -71,6 +88,7 @@ class Command(JsonOutputMixin, BaseCommand):
             every_s=o["poll_s"],
             on_progress=show,
             stale_after_s=o["stale_after_s"],
+            on_outage=outage,
         )
         if final.status != JudgeRun.Status.DONE:
             raise CommandError(f"run {final.pk} ended {final.status}: {final.message}")
