@@ -38,6 +38,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from urllib.parse import urlparse
 
+from _setup import cpu_seconds
+from _setup import percentile_ms as pct
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/h_enrol_bench"
 TRACE_TYPES = ("chain-of-thought", "structured", "summary", "worked-example")
@@ -279,32 +282,6 @@ def balance() -> tuple[bool, dict[int, Counter], int]:
     return exact, per_position, Participant.objects.count()
 
 
-def _cpu_seconds(match: str) -> float:
-    """CPU seconds (user + system) of every process whose command line contains ``match``
-    (PostgreSQL backends show their database name in their process title)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
-            if match.encode() not in cmdline:
-                continue
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except OSError:
-            continue
-    return total / tick
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--participants", type=int, default=100)
@@ -330,10 +307,10 @@ def main() -> None:
         # counted: a page that enrols nobody).
         asyncio.run(_warm(base, token, args.workers * args.threads))
         db_name = urlparse(url).path.lstrip("/")
-        cpu_before = (_cpu_seconds(f"127.0.0.1:{args.port}"), _cpu_seconds(f" {db_name} "))
+        cpu_before = (cpu_seconds(f"127.0.0.1:{args.port}"), cpu_seconds(f" {db_name} "))
         stats, wall = asyncio.run(run(base, token, args.participants, args.think, args.arrival))
-        server_cpu = _cpu_seconds(f"127.0.0.1:{args.port}") - cpu_before[0]
-        db_cpu = _cpu_seconds(f" {db_name} ") - cpu_before[1]
+        server_cpu = cpu_seconds(f"127.0.0.1:{args.port}") - cpu_before[0]
+        db_cpu = cpu_seconds(f" {db_name} ") - cpu_before[1]
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -348,19 +325,19 @@ def main() -> None:
         f"{args.think:.1f} s ± 50%"
     )
     print(
-        f"enrolment (consent POST: account + assignment): p50 {_pct(lat['enrolment'], 0.5):.1f} ms"
-        f", p95 {_pct(lat['enrolment'], 0.95):.1f} ms   (target p95 < 200 ms)"
+        f"enrolment (consent POST: account + assignment): p50 {pct(lat['enrolment'], 0.5):.1f} ms"
+        f", p95 {pct(lat['enrolment'], 0.95):.1f} ms   (target p95 < 200 ms)"
     )
     print(
-        f"link opened (consent page GET): p50 {_pct(lat['link'], 0.5):.1f} ms, "
-        f"p95 {_pct(lat['link'], 0.95):.1f} ms"
+        f"link opened (consent page GET): p50 {pct(lat['link'], 0.5):.1f} ms, "
+        f"p95 {pct(lat['link'], 0.95):.1f} ms"
     )
     print(
-        f"per rating (item POST, {len(lat['rating'])} ratings): p50 {_pct(lat['rating'], 0.5):.1f}"
-        f" ms, p95 {_pct(lat['rating'], 0.95):.1f} ms   (target p95 < 50 ms)"
+        f"per rating (item POST, {len(lat['rating'])} ratings): p50 {pct(lat['rating'], 0.5):.1f}"
+        f" ms, p95 {pct(lat['rating'], 0.95):.1f} ms   (target p95 < 50 ms)"
     )
     pages = lat["page"]
-    print(f"item pages (GET): p50 {_pct(pages, 0.5):.1f} ms, p95 {_pct(pages, 0.95):.1f} ms")
+    print(f"item pages (GET): p50 {pct(pages, 0.5):.1f} ms, p95 {pct(pages, 0.95):.1f} ms")
     print(f"total wall time: {wall:.1f} s; completed {stats.completed}/{args.participants}")
     requests = sum(len(v) for v in lat.values())
     print(

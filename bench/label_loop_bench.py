@@ -34,6 +34,9 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from _setup import cpu_seconds
+from _setup import percentile_ms as pct
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/stepaudit_labelbench"
 N_QUESTIONS = 10_000
@@ -370,31 +373,6 @@ async def run_phase(
     return stats, elapsed
 
 
-def _cpu_seconds(match: str) -> float:
-    """CPU seconds (user + system) of every process whose command line contains ``match``."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
-            if match.encode() not in cmdline:
-                continue
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except OSError:
-            continue
-    return total / tick
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clinicians", type=int, default=32)
@@ -428,8 +406,8 @@ def main() -> None:
         asyncio.run(run_phase(base, people, seconds=2, pause=0, max_labels=3, labelled=labelled))
         # PostgreSQL backends show the database name in their process title.
         db_name = urlparse(url).path.lstrip("/")
-        server_cpu = _cpu_seconds(f"127.0.0.1:{port}")
-        db_cpu = _cpu_seconds(f" {db_name} ")
+        server_cpu = cpu_seconds(f"127.0.0.1:{port}")
+        db_cpu = cpu_seconds(f" {db_name} ")
         own_cpu = time.process_time()
         capacity, elapsed = asyncio.run(
             run_phase(
@@ -441,8 +419,8 @@ def main() -> None:
                 labelled=labelled,
             )
         )
-        server_cpu = _cpu_seconds(f"127.0.0.1:{port}") - server_cpu
-        db_cpu = _cpu_seconds(f" {db_name} ") - db_cpu
+        server_cpu = cpu_seconds(f"127.0.0.1:{port}") - server_cpu
+        db_cpu = cpu_seconds(f" {db_name} ") - db_cpu
         own_cpu = time.process_time() - own_cpu
         load = os.getloadavg()[0]
         brisk_load = [os.getloadavg()[0]]
@@ -469,8 +447,8 @@ def main() -> None:
     )
     print(
         f"capacity (no pause, {elapsed:.1f} s): {capacity.labels:,} labels → "
-        f"{rate:.0f} labels/s  (first-load next p50 {_pct(capacity.latency['next'], 0.5):.1f} ms,"
-        f" save & next p50 {_pct(capacity.latency['label'], 0.5):.1f} ms)"
+        f"{rate:.0f} labels/s  (first-load next p50 {pct(capacity.latency['next'], 0.5):.1f} ms,"
+        f" save & next p50 {pct(capacity.latency['label'], 0.5):.1f} ms)"
     )
     per_label = 1000 / max(capacity.labels, 1)
     print(
@@ -486,8 +464,8 @@ def main() -> None:
     for call in ("next", "label"):
         values = brisk.latency[call]
         print(
-            f"brisk (1 s pause) {names[call]}: n={len(values):,}  p50 {_pct(values, 0.5):.1f} ms"
-            f"  p95 {_pct(values, 0.95):.1f} ms  p99 {_pct(values, 0.99):.1f} ms"
+            f"brisk (1 s pause) {names[call]}: n={len(values):,}  p50 {pct(values, 0.5):.1f} ms"
+            f"  p95 {pct(values, 0.95):.1f} ms  p99 {pct(values, 0.99):.1f} ms"
             f"  mean {statistics.fmean(values) * 1000 if values else float('nan'):.1f} ms"
         )
     errors = capacity.errors + brisk.errors
@@ -495,7 +473,7 @@ def main() -> None:
     print(f"errors: {len(errors)}   double hand-outs: {doubles}")
     for line in errors[:5]:
         print("  ", line)
-    p95 = max(_pct(brisk.latency[c], 0.95) for c in ("next", "label"))
+    p95 = max(pct(brisk.latency[c], 0.95) for c in ("next", "label"))
     verdict = rate >= 200 and p95 < 30 and not errors and not doubles
     print(
         "targets (≥200 labels/s, p95 < 30 ms, no error, no double hand-out):",
