@@ -946,6 +946,23 @@ def _stopped_result(request: JudgeRequest) -> JudgeResult:
     )
 
 
+def request_headers(settings: ClientSettings) -> tuple[dict[str, str], str]:
+    """The headers of every request to the endpoint and the key they carry, after the egress
+    policy allowed both the key's name and the URL (``JudgeConfigError`` otherwise: nothing
+    is sent)."""
+    if settings.egress is not None:
+        try:
+            settings.egress.check_key_env(settings.api_key_env)
+            settings.egress.check_url(settings.completions_url)
+        except EgressRefused as exc:
+            raise JudgeConfigError(str(exc)) from None
+    secret = _read_api_key(settings.api_key_env)
+    headers = {"Content-Type": "application/json", **settings.extra_headers}
+    if secret:
+        headers["Authorization"] = f"Bearer {secret}"
+    return headers, secret
+
+
 async def judge_many(
     requests: Iterable[JudgeRequest] | AsyncIterable[JudgeRequest],
     *,
@@ -988,16 +1005,7 @@ async def judge_many(
     returned at the end (``close()``); the same limiter may be used again.
     """
     limiter = rate_limiter or NoopRateLimiter()
-    if settings.egress is not None:
-        try:
-            settings.egress.check_key_env(settings.api_key_env)
-            settings.egress.check_url(settings.completions_url)
-        except EgressRefused as exc:
-            raise JudgeConfigError(str(exc)) from None
-    secret = _read_api_key(settings.api_key_env)
-    headers = {"Content-Type": "application/json", **settings.extra_headers}
-    if secret:
-        headers["Authorization"] = f"Bearer {secret}"
+    headers, secret = request_headers(settings)
     connector = aiohttp.TCPConnector(
         limit=settings.concurrency,
         limit_per_host=0,

@@ -32,15 +32,14 @@ from typing import Any
 import aiohttp
 import orjson
 
-from judges.clients.egress import EgressRefused, PolicyResolver
+from judges.clients.egress import PolicyResolver
 from judges.clients.openai_compat import (
     ENFORCING_MODES,
     STRUCTURED_MODES,
     ClientSettings,
-    JudgeConfigError,
     _message_text,
-    _read_api_key,
     cached_tokens_of,
+    request_headers,
     structured_fields,
 )
 from judges.clients.parsing import ParseError, parse_verdict
@@ -275,16 +274,7 @@ def _suggest(report: ProbeReport, settings: ClientSettings, mode: str) -> dict[s
 
 async def probe(settings: ClientSettings) -> ProbeReport:
     """Probe the endpoint of ``settings`` (see the module docstring)."""
-    if settings.egress is not None:
-        try:
-            settings.egress.check_key_env(settings.api_key_env)
-            settings.egress.check_url(settings.completions_url)
-        except EgressRefused as exc:
-            raise JudgeConfigError(str(exc)) from None
-    secret = _read_api_key(settings.api_key_env)
-    headers = {"Content-Type": "application/json", **settings.extra_headers}
-    if secret:
-        headers["Authorization"] = f"Bearer {secret}"
+    headers, secret = request_headers(settings)
     connector = aiohttp.TCPConnector(
         limit=8,
         resolver=PolicyResolver(settings.egress) if settings.egress is not None else None,
