@@ -135,7 +135,11 @@ def _friedman(group: pd.DataFrame) -> dict[str, Any]:
         "n_raters": len(complete),
         "n_raters_incomplete": int(len(table) - len(complete)),
     }
-    if complete.shape[1] < 2 or complete.shape[0] < 2 or np.ptp(complete.to_numpy()) == 0:
+    if complete.shape[1] < 2 or complete.shape[0] < 2:
+        return out
+    if np.all(np.ptp(complete.to_numpy(), axis=1) == 0):
+        # Every participant gave every type the same value: no ranks to compare (scipy
+        # would divide by a zero tie correction).
         return out
     if complete.shape[1] == 2:
         # scipy's friedmanchisquare needs three groups; with two, Friedman's statistic is
