@@ -497,21 +497,91 @@ FILLERS: tuple[Filler, ...] = (
     Filler("answer-label", r"answer(?=:)", True, "Answer: C", "C"),
 )
 
-_FILLER_ALTERNATIVES = "|".join(
+_FILLER_ALTERNATIVES_EACH = tuple(
     f"(?:{f.pattern}){_PUNCT}" if f.punctuation else f"(?:{f.pattern})\\b(?:{_PUNCT}|[ ]+|$)"
     for f in FILLERS
 )
+_FILLER_ALTERNATIVES = "|".join(_FILLER_ALTERNATIVES_EACH)
 # The next word is capitalised only when it is all lower case ("pH", "eGFR" are left alone).
 _NEXT = r"(?P<next>(?-i:[a-z](?=[a-z]*(?![A-Za-z0-9]))))?"
 # At the start of the step, and after a sentence end. Two patterns rather than one with a
 # look-behind: this one starts with a character class, which the regex engine scans for
 # quickly, where a look-behind is tried at every position (measured 3x slower).
 _FILLER_HEAD = re.compile(rf"(?:{_FILLER_ALTERNATIVES})+{_NEXT}", re.IGNORECASE)
+
+
+def _first_chars(pattern: str) -> frozenset[str] | None:
+    """The characters a match of ``pattern`` can start with; None when that is not simple to
+    tell (then the filler is tried after any character). Reads the parse tree of ``re``."""
+    from re import _constants as sre
+    from re import _parser as parser
+
+    def first(items) -> tuple[set[str] | None, bool]:  # (chars, may be empty)
+        chars: set[str] = set()
+        for op, arg in items:
+            if op is sre.LITERAL:
+                return chars | {chr(arg)}, False
+            if op is sre.IN:
+                for kind, value in arg:
+                    if kind is sre.LITERAL:
+                        chars.add(chr(value))
+                    elif kind is sre.RANGE:
+                        chars.update(chr(c) for c in range(value[0], value[1] + 1))
+                    else:
+                        return None, False
+                return chars, False
+            if op is sre.BRANCH:
+                for alternative in arg[1]:
+                    found, empty = first(list(alternative))
+                    if found is None or empty:
+                        return None, False
+                    chars |= found
+                return chars, False
+            if op is sre.SUBPATTERN or op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
+                sub, required = (arg[3], True) if op is sre.SUBPATTERN else (arg[2], arg[0] > 0)
+                found, empty = first(list(sub))
+                if found is None:
+                    return None, False
+                chars |= found
+                if required and not empty:
+                    return chars, False
+                continue
+            return None, False
+        return chars, True
+
+    found, empty = first(list(parser.parse(pattern)))
+    if found is None or empty:
+        return None
+    return frozenset(c for ch in found for c in (ch.lower(), ch.upper()))
+
+
+def _heads_by_first_char() -> dict[str, re.Pattern[str]]:
+    """The start-of-step filler pattern per first character: only the fillers that can start
+    with it in the first place (the regex engine tries alternatives one by one, so trying 18
+    where 3 can match cost a microsecond a step); repeats may be any filler. Alternatives keep
+    their order, so each pattern matches exactly what ``_FILLER_HEAD`` matches there."""
+    starts = [_first_chars(f.pattern) for f in FILLERS]
+    chars = set().union(*(s for s in starts if s is not None))
+    if any(s is None for s in starts):
+        chars |= set(map(chr, range(128)))
+    patterns = {}
+    for char in sorted(chars):
+        alternatives = "|".join(
+            alternative
+            for alternative, start in zip(_FILLER_ALTERNATIVES_EACH, starts, strict=True)
+            if start is None or char in start
+        )
+        patterns[char] = re.compile(
+            rf"(?:{alternatives})(?:{_FILLER_ALTERNATIVES})*{_NEXT}", re.IGNORECASE
+        )
+    return patterns
+
+
 _FILLER_MID = re.compile(rf"(?P<end>[.!?:;]) (?:{_FILLER_ALTERNATIVES})+{_NEXT}", re.IGNORECASE)
 _INTERJECTION = re.compile(r",[ ](?:h+m+|um+|uh+|erm+|wait)(?=[,.!?;:])", re.IGNORECASE)
-# The letters a filler (FILLERS) or a list or quote marker (_LINE_MARKER, _QUOTE) can start
-# with; every FILLERS example is tested, so a missing letter fails a test.
-_FILLER_FIRST = frozenset("abefhlmnorsuwABEFHLMNORSUW")
+# The characters a list or quote marker (_LINE_MARKER, _QUOTE) can start with; a filler's are
+# read off its pattern (_HEAD_BY_FIRST).
+_HEAD_BY_FIRST = _heads_by_first_char()
 _MARKER_FIRST = frozenset("(-*•+>sS")
 _LOWER_WORD = re.compile(r"[a-z][a-z]*(?![A-Za-z0-9])")
 # Characters some rule acts on: output that still holds one gets another pass (see below).
@@ -619,7 +689,9 @@ def _fillers_removed(out: str) -> str:
             marker := _LINE_MARKER.match(out) or _QUOTE.match(out)
         ) is not None:
             out = out[marker.end() :]
-        elif first in _FILLER_FIRST and (head := _FILLER_HEAD.match(out)) is not None:
+        elif (pattern := _HEAD_BY_FIRST.get(first)) is not None and (
+            head := pattern.match(out)
+        ) is not None:
             out = _head_removed(head) + out[head.end() :]
         else:
             break

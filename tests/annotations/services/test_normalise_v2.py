@@ -307,3 +307,46 @@ def test_v2_is_idempotent_on_any_text(text):
 def test_v2_is_deterministic():
     raw = "**Okay, so** the *ferritin* is low — see 1. above… ✅ \\boxed{B}"
     assert normalise_v2(raw) == normalise_v2(raw) == "The ferritin is low - see 1. above... B"
+
+
+def test_the_per_letter_head_patterns_match_exactly_what_the_whole_list_matches():
+    # The start-of-step filler patterns are split by first letter for speed; on every
+    # example, the styled fixture and generated openers they must match what the single
+    # pattern of all fillers matches.
+    import random
+
+    from annotations.services.normalise_v2 import _FILLER_HEAD, _HEAD_BY_FIRST, FILLERS
+    from tests.annotations.fixtures.styled_arms import styled_records
+
+    texts = [f.example for f in FILLERS]
+    texts += [s for r in styled_records(questions=20) for s in r.get("steps") or [r["trace"]]]
+    rng = random.Random(3)
+    words = [
+        "Okay,",
+        "so",
+        "Hmm,",
+        "wait,",
+        "Actually",
+        "let me check",
+        "Well,",
+        "But wait,",
+        "Oh",
+        "No,",
+        "Now",
+        "Right,",
+        "The",
+        "Alright",
+        "Final answer:",
+        "answer:",
+        "um",
+    ]
+    texts += [
+        " ".join(rng.choice(words) for _ in range(rng.randint(1, 5))) + " x" for _ in range(3000)
+    ]
+    for text in texts:
+        whole = _FILLER_HEAD.match(text)
+        pattern = _HEAD_BY_FIRST.get(text[:1])
+        split = pattern.match(text) if pattern is not None else None
+        assert (whole and (whole.group(0), whole.group("next"))) == (
+            split and (split.group(0), split.group("next"))
+        ), text
