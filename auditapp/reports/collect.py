@@ -830,9 +830,9 @@ def annotator_items_collect(audit: Audit) -> pd.DataFrame:
 # --- complete exports: everything the experts entered, every revision, every step --------
 EXPERT_LABEL_COLUMNS = [
     "step_id", "trace_id", "question_id", "condition", "segmentation", "evaluator", "verdict",
-    "error_category", "comment", "probe_guess", "seconds_on_task", "first_saved",
-    "last_saved", "revisions", "batch", "assignment", "position", "is_gold", "gold_verdict",
-    "is_hidden_repeat", "shown",
+    "error_category", "comment", "probe_guess", "flagged", "flag_note", "skipped",
+    "seconds_on_task", "first_saved", "last_saved", "revisions", "batch", "assignment",
+    "position", "is_gold", "gold_verdict", "is_hidden_repeat", "shown",
 ]  # fmt: skip
 
 
@@ -862,6 +862,9 @@ def expert_labels_collect(audit: Audit) -> pd.DataFrame:
             "error_category",
             "comment",
             "probe_guess",
+            "flagged",
+            "flag_note",
+            "assignment_item__skipped_at",
             "elapsed_ms",
             "created_at",
             "updated_at",
@@ -877,13 +880,15 @@ def expert_labels_collect(audit: Audit) -> pd.DataFrame:
     )
     names = [
         "step_pk", "evaluator", "verdict", "error_category", "comment", "probe_guess",
-        "elapsed_ms", "first_saved", "last_saved", "revisions", "batch", "assignment",
+        "flagged", "flag_note", "skipped", "elapsed_ms", "first_saved", "last_saved",
+        "revisions", "batch", "assignment",
         "position", "is_gold", "gold_verdict", "is_hidden_repeat", "shown",
     ]  # fmt: skip
     frame = pd.DataFrame(rows, columns=names)
     if frame.empty:
         return pd.DataFrame(columns=EXPERT_LABEL_COLUMNS)
     frame["seconds_on_task"] = frame.pop("elapsed_ms").astype(float) / 1000
+    frame["skipped"] = frame["skipped"].notna()  # skipped before it was labelled
     for column in ("first_saved", "last_saved"):
         frame[column] = pd.to_datetime(frame[column], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     frame["shown"] = frame["shown"].map(

@@ -21,6 +21,8 @@ def test_expert_labels_carry_what_was_entered_and_shown(expert_labels, clinician
         verdict="abstain",
         comment="=cmd|' /C calc'!A0 unsure",
         elapsed_ms=4200,
+        flagged=True,
+        flag_note="look again",
     )
     # when
     table = expert_labels_collect(audit)
@@ -34,6 +36,8 @@ def test_expert_labels_carry_what_was_entered_and_shown(expert_labels, clinician
     assert changed["batch"] == "b1" and changed["assignment"] == "as0"
     assert changed["first_saved"] <= changed["last_saved"]
     assert not table["is_gold"].any() and not table["is_hidden_repeat"].any()
+    assert changed["flagged"] and changed["flag_note"] == "look again"
+    assert table["flagged"].sum() == 1 and not table["skipped"].any()
     # trace ids are pseudonyms while the audit is blinded
     assert not set(table["trace_id"]) & set(audit.traces.values_list("external_id", flat=True))
     # and the revisions table holds the history
