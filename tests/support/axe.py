@@ -10,8 +10,11 @@ which CSP does not govern, and runs in the page's own world.
 """
 
 import json
+import os
 from functools import cache
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 AXE_PATH = ROOT / "node_modules" / "axe-core" / "axe.min.js"
@@ -21,9 +24,11 @@ BLOCKING = ("serious", "critical")
 @cache
 def _axe_source() -> str:
     if not AXE_PATH.exists():
-        raise FileNotFoundError(
-            f"{AXE_PATH} is missing: run `npm ci` in the project folder (package.json)"
-        )
+        # A skip on the embedded defaults (no npm here), a failure in CI.
+        reason = f"{AXE_PATH} is missing: run `npm ci` in the project folder"
+        if os.environ.get("STEPAUDIT_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"required service missing: {reason}")
+        pytest.skip(reason)
     return AXE_PATH.read_text()
 
 
