@@ -78,3 +78,37 @@ def percentile_ms(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def gunicorn_start(
+    env: dict, port: int, *, workers: int, threads: int, log_name: str, backlog: int = 256
+):
+    """gunicorn serving the app on 127.0.0.1:``port`` in its own session (so a bench can
+    stop the whole group), logging to ``var/<log_name>``."""
+    import subprocess
+
+    (ROOT / "var").mkdir(exist_ok=True)
+    log = open(ROOT / "var" / log_name, "ab")  # noqa: SIM115 (the server's lifetime)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "auditapp.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--worker-class",
+            "gthread" if threads > 1 else "sync",
+            "--backlog",
+            str(backlog),
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )

@@ -38,7 +38,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from urllib.parse import urlparse
 
-from _setup import cpu_seconds
+from _setup import cpu_seconds, gunicorn_start
 from _setup import percentile_ms as pct
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,30 +129,13 @@ def prepare(url: str, participants: int) -> str:
 
 
 def start_gunicorn(url: str, port: int, *, workers: int, threads: int) -> subprocess.Popen:
-    (ROOT / "var").mkdir(exist_ok=True)
-    log = open(ROOT / "var" / "enrol-bench-gunicorn.log", "ab")  # noqa: SIM115
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "auditapp.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--threads",
-            str(threads),
-            "--worker-class",
-            "gthread" if threads > 1 else "sync",
-            "--backlog",
-            "512",
-        ],
-        env=_server_env(url),
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    return gunicorn_start(
+        _server_env(url),
+        port,
+        workers=workers,
+        threads=threads,
+        log_name="enrol-bench-gunicorn.log",
+        backlog=512,
     )
 
 

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from _setup import cpu_seconds
+from _setup import cpu_seconds, gunicorn_start
 from _setup import percentile_ms as pct
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,31 +213,14 @@ def prepare_assignments(audit, *, clinicians: int, items_each: int) -> list[dict
 
 
 def start_gunicorn(url: str, port: int, *, workers: int, threads: int) -> subprocess.Popen:
-    log = open(ROOT / "var" / "label-bench-gunicorn.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "auditapp.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--threads",
-            str(threads),
-            "--worker-class",
-            "gthread" if threads > 1 else "sync",
-            "--backlog",
-            "256",
-        ],
-        env=_server_env(url),
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    return gunicorn_start(
+        _server_env(url),
+        port,
+        workers=workers,
+        threads=threads,
+        log_name="label-bench-gunicorn.log",
+        backlog=256,
     )
-    return proc
 
 
 class Stats:
