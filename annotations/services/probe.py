@@ -104,7 +104,7 @@ def _chosen_items(assignment, audit: Audit) -> list[AssignmentItem]:
     own items (hidden repeats and gold items left out), in the annotator's order."""
     candidates = list(
         assignment.items.filter(is_hidden_repeat=False, batch_item__is_gold=False)
-        .select_related("batch_item")
+        .select_related("batch_item__step")
         .order_by("position")
     )
     k = min(audit.probe_end_items, len(candidates))
