@@ -5,8 +5,8 @@ from django.urls import include, path, re_path
 from annotations import views as annotation_views
 from annotations.urls import api_urlpatterns as annotation_api
 from auditapp.openapi import SchemaView, SwaggerView, api_not_found
-from auditapp.reports.urls import api_urlpatterns as reports_api
 from judges.urls import api_urlpatterns as judges_api
+from reports.urls import api_urlpatterns as reports_api
 
 urlpatterns = [
     path("", annotation_views.home, name="home"),
@@ -17,7 +17,7 @@ urlpatterns = [
     path("", include("annotations.urls")),
     path("", include("studies.urls")),
     path("api/", include((annotation_api, "annotations-api"))),
-    path("reports/", include("auditapp.reports.urls")),
+    path("reports/", include("reports.urls")),
     path("api/reports/", include((reports_api, "reports-api"))),
     path("judges/", include("judges.urls")),
     path("api/judges/", include((judges_api, "judges-api"))),

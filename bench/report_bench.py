@@ -288,7 +288,7 @@ def synthetic_tables(n_steps: int, n_labels: int):
     import numpy as np
     import pandas as pd
 
-    from auditapp.reports.collect import AuditTables
+    from reports.collect import AuditTables
 
     rng = np.random.default_rng(0)
     steps_per_trace = 50
@@ -372,15 +372,15 @@ def main() -> None:
     from django.core.management import call_command
 
     from annotations.models import Audit
-    from auditapp.reports.collect import audit_tables_collect
-    from auditapp.reports.services import report_build
+    from reports.collect import audit_tables_collect
+    from reports.services import report_build
 
     if args.synthetic:
         t0 = time.perf_counter()
         tables = synthetic_tables(args.steps, args.labels)
         collect_s = time.perf_counter() - t0
         print("synthetic tables (no database): collect = building the frame in memory")
-        from auditapp.reports.services import ReportParams, _compute
+        from reports.services import ReportParams, _compute
 
         t1 = time.perf_counter()
         report = _compute(

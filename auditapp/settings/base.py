@@ -67,7 +67,7 @@ INSTALLED_APPS = [
     "accounts",
     "annotations",
     "judges",
-    "auditapp.reports",
+    "reports",
     "studies",
 ]
 

@@ -13,7 +13,7 @@ from annotations.models import Audit, Condition, Label, ProbeAnswer
 from annotations.services.labels import PROBE_NO_IDEA, label_save
 from annotations.services.probe import end_probe_get, end_probe_save
 from auditapp.exceptions import ApplicationError, ConflictError
-from auditapp.reports.collect import guesses_collect
+from reports.collect import guesses_collect
 
 ARMS = {"teacher": "Source 2", "student-before": "Source 3", "student-after": "Source 1"}
 

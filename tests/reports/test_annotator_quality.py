@@ -1,9 +1,9 @@
 """The report's annotator section (issue 10): per clinician gold accuracy, repeat consistency
 and agreement, checked against the database directly."""
 
-from auditapp.reports.exports import report_tables
-from auditapp.reports.render import report_context
-from auditapp.reports.services import report_build
+from reports.exports import report_tables
+from reports.render import report_context
+from reports.services import report_build
 
 
 def test_the_report_lists_each_expert_with_figures_from_their_labels(expert_labels):

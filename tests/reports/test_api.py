@@ -54,7 +54,7 @@ def test_report_api_query_params_and_cache(api_client, demo_audit, researcher):
     # given
     api_client.force_authenticate(researcher)
     url = reverse("reports-api:report", args=[demo_audit.slug])
-    from auditapp.reports import services
+    from reports import services
 
     # when asked twice with the same settings
     with mock.patch.object(services, "report_compute", wraps=services.report_compute) as spy:

@@ -10,8 +10,8 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from auditapp.exceptions import ApplicationError, ConflictError, ForbiddenError
-from auditapp.reports.models import UnblindingEvent
-from auditapp.reports.services import audit_unblind
+from reports.models import UnblindingEvent
+from reports.services import audit_unblind
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples" / "traces.jsonl"
 
@@ -299,9 +299,9 @@ def _researcher_surfaces(client, audit) -> dict[str, str]:
     """GET every URL pattern of the app, its parameters filled from the audit, as the signed-in
     user; every answer that is not a redirect or a refusal, as text."""
     from annotations.models import Assignment, Batch
-    from auditapp.reports.apis import LONG_TABLES
-    from auditapp.reports.exports import REPORT_TABLES
     from judges.models import JudgeRun
+    from reports.apis import LONG_TABLES
+    from reports.exports import REPORT_TABLES
 
     values = {
         "slug": [audit.slug],
@@ -492,8 +492,8 @@ def test_after_unblinding_real_ids_appear_and_the_mapping_round_trips(
 
 def test_judge_long_table_names_traces_like_the_report(leaky_audit, admin_user):
     # given the judges' own long table (the selector the report falls back to)
-    from auditapp.reports.collect import labels_collect
     from judges.selectors import verdicts_long_table
+    from reports.collect import labels_collect
 
     secrets = _external_ids(leaky_audit)
     # when read while blinded / then the report's pseudonyms, never an imported id

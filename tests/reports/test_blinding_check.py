@@ -8,8 +8,8 @@ import pytest
 
 from annotations.models import Condition, Step
 from annotations.selectors.pseudonyms import id_pseudonyms
-from auditapp.reports.collect import blinded_texts_collect, guesses_collect, probe_mapping
-from auditapp.reports.services import audit_unblind, report_build
+from reports.collect import blinded_texts_collect, guesses_collect, probe_mapping
+from reports.services import audit_unblind, report_build
 
 # Neutral labels, mapped by the admin; the third arm's label matches no condition's wording.
 ARMS = {"teacher": "Source B", "student-before": "Source C", "student-after": "Source A"}

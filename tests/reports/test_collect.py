@@ -3,13 +3,13 @@ from django.apps import apps
 from django.utils import timezone
 
 from auditapp.agreement.formats import answers_validate, labels_validate
-from auditapp.reports.collect import (
+from reports.collect import (
     answers_collect,
     audit_tables_collect,
     labels_collect,
     ratings_collect,
 )
-from auditapp.reports.services import audit_unblind
+from reports.services import audit_unblind
 
 CONDITION_NAMES = ("teacher", "student-before", "student-after")
 needs_judges = pytest.mark.skipif(

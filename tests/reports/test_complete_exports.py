@@ -8,7 +8,7 @@ import pandas as pd
 from annotations.models import Step
 from annotations.models.labels import Label, LabelRevision
 from annotations.services.labels import label_save
-from auditapp.reports.collect import expert_labels_collect, revisions_collect, steps_collect
+from reports.collect import expert_labels_collect, revisions_collect, steps_collect
 
 
 def test_expert_labels_carry_what_was_entered_and_shown(expert_labels, clinician):

@@ -6,8 +6,8 @@ import pytest
 
 from annotations.models import Step, Trace
 from auditapp.agreement.controls import step_thirds
-from auditapp.reports.collect import audit_tables_collect, labels_collect
-from auditapp.reports.services import report_build
+from reports.collect import audit_tables_collect, labels_collect
+from reports.services import report_build
 
 
 def test_labels_carry_answer_correctness_dataset_type_and_position(expert_labels):

@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from auditapp.agreement.formats import CSV_RISKY_STARTS, csv_text_restore
-from auditapp.reports.exports import csv_safe, frame_to_csv
+from reports.exports import csv_safe, frame_to_csv
 
 PAYLOADS = ('=HYPERLINK("http://x","y")', "@SUM(A1)", "+cmd", "-2+3", "\t=1", "\r=1")
 RISKY = CSV_RISKY_STARTS[:-1]  # OWASP's six; the apostrophe is our own escape of the escape
@@ -59,8 +59,8 @@ def formula_audit(db, tmp_path, admin_user):
     from annotations.services.imports import import_file
     from annotations.services.labels import label_save
     from annotations.services.users import user_create_or_update
-    from auditapp.reports.services import audit_unblind
     from judges.services import verdicts_import
+    from reports.services import audit_unblind
 
     path = tmp_path / "formulas.jsonl"
     records = [_record(n, ARMS[n % 2]) for n in range(24)]
@@ -105,8 +105,8 @@ def formula_audit(db, tmp_path, admin_user):
 
 
 def _api_csvs(client, audit) -> dict[str, str]:
-    from auditapp.reports.apis import LONG_TABLES
-    from auditapp.reports.exports import REPORT_TABLES
+    from reports.apis import LONG_TABLES
+    from reports.exports import REPORT_TABLES
 
     out = {}
     for name in (*LONG_TABLES, *REPORT_TABLES):

@@ -6,8 +6,8 @@ from django.urls import reverse
 
 from annotations.selectors.pseudonyms import id_pseudonyms
 from auditapp.exceptions import ApplicationError, ConflictError, ForbiddenError
-from auditapp.reports.models import AnalysisPlan, ImmutableRecordError
-from auditapp.reports.services import (
+from reports.models import AnalysisPlan, ImmutableRecordError
+from reports.services import (
     analysis_plan_lock,
     audit_unblind,
     plan_hash,

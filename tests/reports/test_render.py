@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from auditapp.agreement.report import report_compute
-from auditapp.reports.exports import report_tables
-from auditapp.reports.render import blinding_headline, likert_tests_line, report_context
+from reports.exports import report_tables
+from reports.render import blinding_headline, likert_tests_line, report_context
 
 
 def _report() -> dict:

@@ -23,7 +23,7 @@ from annotations.services.batches import batch_build
 from annotations.services.imports import import_file
 from auditapp.agreement.answers import answer_metrics, answer_metrics_by_control
 from auditapp.exceptions import ImportRejected
-from auditapp.reports.collect import answers_collect, blinded_texts_collect
+from reports.collect import answers_collect, blinded_texts_collect
 
 pytestmark = pytest.mark.django_db
 
@@ -221,8 +221,8 @@ def test_answer_metrics_per_control_use_every_sample(sc_audit):
 
 
 def test_the_report_says_samples_used_traces_audited_and_their_index(sc_audit):
-    from auditapp.reports.render import _tables
-    from auditapp.reports.services import report_build
+    from reports.render import _tables
+    from reports.services import report_build
 
     # given
     audit, _, _ = sc_audit

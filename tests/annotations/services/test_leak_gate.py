@@ -311,9 +311,9 @@ def test_the_api_shows_the_figures_before_assignment_to_admins_only(
 
 
 def test_the_report_shows_each_batchs_gate_as_recorded(v1_batch, admin_user, clinician):
-    from auditapp.reports.exports import report_tables
-    from auditapp.reports.render import report_context
-    from auditapp.reports.services import report_build
+    from reports.exports import report_tables
+    from reports.render import report_context
+    from reports.services import report_build
 
     # given: the leaking batch assigned with confirmation, and a second batch not assigned
     audit = v1_batch.audit

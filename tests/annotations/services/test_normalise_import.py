@@ -268,7 +268,7 @@ def test_clinicians_and_style_blind_judges_see_the_blinded_final_answer(db, tmp_
 
 
 def test_the_report_methods_say_what_blinded_the_text(db, tmp_path):
-    from auditapp.reports.services import report_build
+    from reports.services import report_build
 
     # given
     audit = _import(

@@ -39,7 +39,7 @@ from auditapp.agreement.formats import (
 from auditapp.agreement.rates import ABSTAIN_RULES
 from auditapp.agreement.report import REPORT_KEYS, report_compute
 from auditapp.exceptions import ApplicationError, ConflictError, ForbiddenError
-from auditapp.reports.collect import (
+from reports.collect import (
     AuditTables,
     annotator_items_collect,
     audit_tables_collect,
@@ -47,7 +47,7 @@ from auditapp.reports.collect import (
     ids_pseudonymised,
     tables_fingerprint,
 )
-from auditapp.reports.models import AnalysisPlan, UnblindingEvent
+from reports.models import AnalysisPlan, UnblindingEvent
 
 __all__ = [
     "ReportParams",

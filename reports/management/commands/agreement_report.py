@@ -21,10 +21,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotations.models import Audit
 from auditapp.exceptions import ApplicationError
-from auditapp.reports.collect import long_tables_collect
-from auditapp.reports.exports import frame_to_csv, report_tables, tables_zip
-from auditapp.reports.render import report_html
-from auditapp.reports.services import report_build, report_from_files
+from reports.collect import long_tables_collect
+from reports.exports import frame_to_csv, report_tables, tables_zip
+from reports.render import report_html
+from reports.services import report_build, report_from_files
 
 
 def _positive(text: str) -> int:

@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from annotations.permissions import IsAdmin, IsResearcherOrAdmin
 from auditapp.exceptions import ApplicationError, NotFoundError
 from auditapp.openapi import error_responses
-from auditapp.reports.collect import (
+from reports.collect import (
     answers_collect,
     expert_labels_collect,
     labels_collect,
@@ -24,9 +24,9 @@ from auditapp.reports.collect import (
     revisions_collect,
     steps_collect,
 )
-from auditapp.reports.exports import REPORT_TABLES, frame_to_bytes, report_tables
-from auditapp.reports.selectors import audit_get_for_report
-from auditapp.reports.services import (
+from reports.exports import REPORT_TABLES, frame_to_bytes, report_tables
+from reports.selectors import audit_get_for_report
+from reports.services import (
     agreement_stats_from_csv,
     analysis_plan_get,
     analysis_plan_lock,

@@ -7,7 +7,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from auditapp.exceptions import ApplicationError
-from auditapp.reports.services import agreement_stats_from_csv
+from reports.services import agreement_stats_from_csv
 
 
 class Command(BaseCommand):

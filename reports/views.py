@@ -20,10 +20,10 @@ from django.views.decorators.http import require_http_methods, require_POST
 from annotations.roles import Role, user_has_role
 from auditapp.agreement.planning import sample_size
 from auditapp.exceptions import ApplicationError, ForbiddenError, NotFoundError
-from auditapp.reports.forms import PlanLockForm, PlannerForm, ReportSettingsForm, UnblindForm
-from auditapp.reports.render import report_context, report_html
-from auditapp.reports.selectors import audit_get_for_report, audit_list_for_report
-from auditapp.reports.services import analysis_plan_lock, audit_unblind, report_cached
+from reports.forms import PlanLockForm, PlannerForm, ReportSettingsForm, UnblindForm
+from reports.render import report_context, report_html
+from reports.selectors import audit_get_for_report, audit_list_for_report
+from reports.services import analysis_plan_lock, audit_unblind, report_cached
 
 
 def _audit(request, slug: str):

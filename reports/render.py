@@ -14,8 +14,8 @@ from typing import Any
 
 from django.template.loader import render_to_string
 
-from auditapp.reports.exports import hedging_by_condition, report_tables, step_series
-from auditapp.reports.figures import (
+from reports.exports import hedging_by_condition, report_tables, step_series
+from reports.figures import (
     answer_vs_step_svg,
     error_rate_svg,
     likert_svg,

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from auditapp.reports import apis, views
+from reports import apis, views
 
 app_name = "reports"
 

@@ -2,6 +2,6 @@ from django.apps import AppConfig
 
 
 class ReportsConfig(AppConfig):
-    name = "auditapp.reports"
+    name = "reports"
     label = "reports"
     verbose_name = "Agreement reports"
