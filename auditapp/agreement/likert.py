@@ -13,7 +13,7 @@ Examples
 ...     "rater": ["r1", "r2"] * 4,
 ...     "item": "interpretability",
 ...     "value": [4, 5, 4, 4, 2, 3, 1, 2]})
->>> summary = likert_summary(ratings, rng=np.random.default_rng(0), resamples=200)
+>>> summary = likert_summary(ratings)
 >>> [(r["trace_type"], r["n"], r["mean"], r["median"]) for r in summary["rows"]]
 [('long', 4, 2.0, 2.0), ('short', 4, 4.25, 4.0)]
 >>> item = summary["items"][0]
@@ -36,10 +36,8 @@ from auditapp.agreement._validate import (
     plain,
     require_columns,
     require_confidence_level,
-    require_int,
     require_no_duplicates,
     require_one_of,
-    require_rng,
 )
 from auditapp.agreement.coefficients import krippendorff_alpha
 
@@ -81,42 +79,52 @@ def _finite(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
 
-def _cluster_bootstrap_mean(
-    group: pd.DataFrame, *, rng: np.random.Generator, resamples: int, confidence_level: float
-) -> tuple[float | None, float | None]:
-    """Percentile interval of the mean rating, resampling raters and traces (two-way).
+def _cluster_sum_variance(residuals: np.ndarray, clusters: pd.Series) -> tuple[float, int]:
+    """Cluster-robust variance of a mean over one clustering, with the G/(G-1) correction."""
+    codes, uniques = pd.factorize(clusters)
+    groups = len(uniques)
+    if groups < 2:
+        return math.nan, groups
+    sums = np.bincount(codes, weights=residuals, minlength=groups)
+    n = residuals.size
+    return groups / (groups - 1) * float(sums @ sums) / n**2, groups
 
-    The pigeonhole bootstrap (Owen 2007, Ann. Appl. Stat. 1:386): each resample draws the
-    raters with replacement and, independently, the traces; a rating counts (rater draws) ×
-    (trace draws) times. Ratings share both a participant and a trace, so resampling only
-    one of them leaves the other's correlation out; this one is conservative. With a single
-    rater it is the cluster bootstrap over traces.
+
+def _two_way_cluster_interval(
+    group: pd.DataFrame, *, confidence_level: float
+) -> tuple[float | None, float | None]:
+    """t interval of the mean rating, clustered on participants and on traces at once.
+
+    Cameron, Gelbach & Miller (2011, J. Bus. Econ. Stat. 29:238) two-way cluster-robust
+    variance: V = V_participants + V_traces - V_ratings, each a one-way cluster-robust
+    variance with the G/(G-1) correction (statsmodels' ``cov_cluster_2groups`` for an
+    intercept-only model gives the same). Ratings share a participant and a trace, so either
+    clustering alone leaves the other correlation out, and the pigeonhole bootstrap that
+    resamples both counts the rating-level noise twice (it covered ~98 % in our simulation;
+    this covers 93-96 % from 8 to 100 participants, tests/agreement/test_coverage_likert.py).
+    When V comes out negative (possible in tiny samples) the larger one-way variance is used.
+    Degrees of freedom: the smaller number of clusters minus one. With one participant it is
+    the one-way interval over traces; with fewer than two traces there is none.
     """
-    trace_code, traces = pd.factorize(group["trace_id"])
-    rater_code, raters = pd.factorize(group["rater"])
-    m, r = len(traces), len(raters)
-    if m < 2:
-        return None, None
     values = group["value"].to_numpy(dtype=float)
-    means = np.empty(resamples)
-    # Blocks bound the (resamples × ratings) weight matrix to ~16 MiB.
-    block = max(1, min(resamples, 2**21 // max(len(values), 1)))
-    for start in range(0, resamples, block):
-        size = min(block, resamples - start)
-        trace_w = rng.multinomial(m, np.full(m, 1.0 / m), size=size)
-        rater_w = (
-            rng.multinomial(r, np.full(r, 1.0 / r), size=size) if r > 1 else np.ones((size, 1))
-        )
-        weight = trace_w[:, trace_code] * rater_w[:, rater_code]
-        total = weight.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means[start : start + size] = np.where(total > 0, weight @ values / total, np.nan)
-    means = means[np.isfinite(means)]
-    if means.size == 0:
+    residuals = values - values.mean()
+    v_traces, traces = _cluster_sum_variance(residuals, group["trace_id"])
+    if traces < 2:
         return None, None
-    tail = (1 - confidence_level) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return float(low), float(high)
+    n_raters = group["rater"].nunique()
+    if n_raters < 2:
+        variance, clusters = v_traces, traces
+    else:
+        v_raters, _ = _cluster_sum_variance(residuals, group["rater"])
+        n = values.size
+        v_ratings = float(residuals @ residuals) / n**2 * n / (n - 1) if n > 1 else 0.0
+        variance = v_raters + v_traces - v_ratings
+        if variance <= 0:
+            variance = max(v_raters, v_traces)
+        clusters = min(traces, n_raters)
+    half = float(stats.t.ppf(0.5 + confidence_level / 2, clusters - 1)) * math.sqrt(variance)
+    mean = float(values.mean())
+    return mean - half, mean + half
 
 
 def _friedman(group: pd.DataFrame) -> dict[str, Any]:
@@ -196,9 +204,7 @@ def _item_tests(samples: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[di
 def likert_summary(
     ratings: pd.DataFrame,
     *,
-    rng: np.random.Generator,
     confidence_level: float = 0.95,
-    resamples: int = 2000,
     test_unit: TestUnit = "rating",
 ) -> dict[str, Any]:
     """Describe and compare Likert items across trace types.
@@ -208,12 +214,8 @@ def likert_summary(
     ratings : pandas.DataFrame
         The ratings long format ``trace_id, trace_type, rater, item, value``; one row per
         (trace, rater, item), numeric values, missing values skipped.
-    rng : numpy.random.Generator
-        Source of the bootstrap resamples.
     confidence_level : float
         Coverage of the interval for the mean.
-    resamples : int
-        Bootstrap resamples per (trace type, item).
     test_unit : {"rating", "trace"}
         What the rank tests compare: every rating (``"rating"``, the usual reading of such
         studies), or each trace's mean rating over its raters (``"trace"``, conservative when
@@ -237,9 +239,9 @@ def likert_summary(
 
     Notes
     -----
-    The interval for the mean is a percentile cluster bootstrap over traces within each
-    trace type: a resample draws that type's traces with replacement and keeps all their
-    ratings, because ratings of one trace by several raters are not independent. The median
+    The interval for the mean is a t interval with a two-way cluster-robust variance over
+    participants and traces within each trace type (``_two_way_cluster_interval``), because
+    ratings by one participant, and ratings of one trace, are not independent. The median
     is reported without an interval. Kruskal-Wallis and Mann-Whitney U (two-sided) come from
     ``scipy.stats`` with their tie corrections; Mann-Whitney uses scipy's default method
     (exact for small samples without ties, otherwise the normal approximation). Holm's
@@ -251,17 +253,13 @@ def likert_summary(
         On a missing column, a missing id, a non-numeric value, a repeated (trace, rater,
         item), a trace under two trace types, or bad options.
     """
-    require_rng(rng)
     require_confidence_level(confidence_level)
-    resamples = require_int(resamples, name="resamples", minimum=1)
     require_one_of(test_unit, ("rating", "trace"), name="test_unit")
     frame = _clean(ratings)
 
     rows = []
     for (trace_type, item), group in frame.groupby(["trace_type", "item"], sort=True):
-        ci_low, ci_high = _cluster_bootstrap_mean(
-            group, rng=rng, resamples=resamples, confidence_level=confidence_level
-        )
+        ci_low, ci_high = _two_way_cluster_interval(group, confidence_level=confidence_level)
         values = group["value"].to_numpy()
         rows.append(
             {
@@ -313,10 +311,10 @@ def likert_summary(
         "items": items,
         "methods": {
             "interval": (
-                f"{confidence_level:.0%} percentile two-way cluster bootstrap of the mean "
-                "(pigeonhole bootstrap: participants and traces resampled independently, a "
-                "rating weighted by both draws; conservative) within each trace type, "
-                f"{resamples} resamples"
+                f"{confidence_level:.0%} t interval of the mean within each trace type with a "
+                "two-way cluster-robust variance, participants and traces (Cameron, Gelbach "
+                "& Miller 2011: V = V_participants + V_traces - V_ratings; df = the smaller "
+                "number of clusters - 1)"
             ),
             "within_subject": (
                 "Friedman's test across trace types per item, participants as blocks (each "

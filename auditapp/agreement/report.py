@@ -572,9 +572,7 @@ def report_compute(
 
     likert = None
     if rating_frame is not None and not rating_frame.empty:
-        likert = likert_summary(
-            rating_frame, rng=rng, confidence_level=confidence_level, resamples=resamples
-        )
+        likert = likert_summary(rating_frame, confidence_level=confidence_level)
 
     ppi_rows, ppi_differences = ppi_error_rates(
         main, confidence_level=confidence_level, validate=False

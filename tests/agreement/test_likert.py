@@ -4,8 +4,10 @@ import krippendorff
 import numpy as np
 import pandas as pd
 import pytest
+import statsmodels.api as sm
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.sandwich_covariance import cov_cluster_2groups
 
 from auditapp.agreement.likert import likert_summary
 
@@ -34,7 +36,7 @@ def _item(summary, item):
 
 def test_rows_describe_each_trace_type_and_item(ratings):
     # when
-    summary = likert_summary(ratings, rng=np.random.default_rng(0), resamples=500)
+    summary = likert_summary(ratings)
 
     # then one row per (type, item), matching pandas
     expected = ratings.groupby(["trace_type", "item"])["value"].agg(["size", "mean", "median"])
@@ -47,13 +49,20 @@ def test_rows_describe_each_trace_type_and_item(ratings):
         assert row["ci_low"] < row["mean"] < row["ci_high"]
 
 
-def test_interval_is_reproducible_from_the_seed(ratings):
+def test_two_way_interval_matches_statsmodels_cluster_2groups():
+    # given a Latin-square study: participants and traces both cluster the ratings
+    ratings = _latin_square(np.random.default_rng(9), participants=20)
+    part = ratings[ratings["trace_type"] == "b"]
     # when
-    first = likert_summary(ratings, rng=np.random.default_rng(3), resamples=300)
-    second = likert_summary(ratings, rng=np.random.default_rng(3), resamples=300)
-
-    # then
-    assert first == second
+    row = likert_summary(part)["rows"][0]
+    # then the standard error is statsmodels' two-way cluster-robust one (intercept only)
+    model = sm.OLS(part["value"].to_numpy(float), np.ones((len(part), 1))).fit()
+    participants = pd.factorize(part["rater"])[0]
+    traces = pd.factorize(part["trace_id"])[0]
+    cov, _, _ = cov_cluster_2groups(model, participants, traces)
+    groups = min(len(set(participants)), len(set(traces)))
+    low, high = stats.t.interval(0.95, groups - 1, part["value"].mean(), np.sqrt(cov[0, 0]))
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high), rel=1e-12)
 
 
 def test_interval_is_close_to_the_t_interval_with_one_rating_per_trace():
@@ -71,12 +80,11 @@ def test_interval_is_close_to_the_t_interval_with_one_rating_per_trace():
     )
 
     # when
-    row = likert_summary(ratings, rng=np.random.default_rng(0), resamples=4000)["rows"][0]
+    row = likert_summary(ratings)["rows"][0]
 
-    # then within a few hundredths of the t interval
+    # then it is the one-sample t interval
     low, high = stats.t.interval(0.95, len(values) - 1, values.mean(), stats.sem(values))
-    assert row["ci_low"] == pytest.approx(low, abs=0.03)
-    assert row["ci_high"] == pytest.approx(high, abs=0.03)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high), rel=1e-12)
 
 
 def test_interval_is_none_with_a_single_trace():
@@ -92,7 +100,7 @@ def test_interval_is_none_with_a_single_trace():
     )
 
     # when
-    rows = likert_summary(ratings, rng=np.random.default_rng(0), resamples=10)["rows"]
+    rows = likert_summary(ratings)["rows"]
 
     # then
     assert rows[0]["ci_low"] is None and rows[0]["ci_high"] is None
@@ -106,7 +114,7 @@ def test_kruskal_wallis_matches_scipy(ratings, item):
     ]
 
     # when
-    result = _item(likert_summary(ratings, rng=np.random.default_rng(0), resamples=10), item)
+    result = _item(likert_summary(ratings), item)
 
     # then
     reference = stats.kruskal(*groups)
@@ -122,9 +130,7 @@ def test_mann_whitney_pairs_match_scipy_and_holm_matches_statsmodels(ratings):
     sample = {t: subset[subset["trace_type"] == t]["value"].to_numpy() for t in TYPES}
 
     # when
-    pairs = _item(likert_summary(ratings, rng=np.random.default_rng(0), resamples=10), item)[
-        "mann_whitney"
-    ]
+    pairs = _item(likert_summary(ratings), item)["mann_whitney"]
 
     # then
     assert [(p["a"], p["b"]) for p in pairs] == [
@@ -151,7 +157,7 @@ def test_tests_on_trace_means_use_one_value_per_trace(ratings):
 
     # when
     result = _item(
-        likert_summary(ratings, rng=np.random.default_rng(0), resamples=10, test_unit="trace"),
+        likert_summary(ratings, test_unit="trace"),
         item,
     )
 
@@ -171,7 +177,7 @@ def test_krippendorff_alpha_is_ordinal_across_raters_per_item(ratings):
     )
 
     # when
-    result = _item(likert_summary(ratings, rng=np.random.default_rng(0), resamples=10), item)
+    result = _item(likert_summary(ratings), item)
 
     # then
     assert result["krippendorff_alpha"] == pytest.approx(
@@ -193,7 +199,7 @@ def test_constant_ratings_leave_tests_undefined():
     )
 
     # when
-    item = likert_summary(ratings, rng=np.random.default_rng(0), resamples=10)["items"][0]
+    item = likert_summary(ratings)["items"][0]
 
     # then
     assert item["kruskal_wallis"] == {"H": None, "p": None, "df": 1}
@@ -206,7 +212,7 @@ def test_missing_values_are_skipped(ratings):
     blanked.loc[0, "value"] = np.nan
 
     # when
-    summary = likert_summary(blanked, rng=np.random.default_rng(0), resamples=10)
+    summary = likert_summary(blanked)
 
     # then
     assert sum(row["n"] for row in summary["rows"]) == len(ratings) - 1
@@ -228,26 +234,22 @@ def test_missing_values_are_skipped(ratings):
 def test_bad_ratings_are_rejected(ratings, change, message):
     # when / then
     with pytest.raises(ValueError, match=message):
-        likert_summary(change(ratings), rng=np.random.default_rng(0))
+        likert_summary(change(ratings))
 
 
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"rng": 0}, TypeError, "numpy.random.Generator"),
-        ({"resamples": 0}, ValueError, "resamples must be an integer >= 1"),
         ({"confidence_level": 1.0}, ValueError, "confidence_level"),
         ({"test_unit": "rater"}, ValueError, "test_unit must be one of"),
     ],
-    ids=["rng-int", "resamples-zero", "level-one", "test-unit"],
+    ids=["level-one", "test-unit"],
 )
 def test_bad_options_are_rejected(ratings, kwargs, error, message):
     # given
-    options = {"rng": np.random.default_rng(0)} | kwargs
-
     # when / then
     with pytest.raises(error, match=message):
-        likert_summary(ratings, **options)
+        likert_summary(ratings, **kwargs)
 
 
 def _latin_square(rng, *, participants=24, traces_per_type=6, types=("a", "b", "c")):
@@ -271,7 +273,7 @@ def test_friedman_matches_scipy_on_participant_means():
     # given
     ratings = _latin_square(np.random.default_rng(2))
     # when
-    item = likert_summary(ratings, rng=np.random.default_rng(0), resamples=50)["items"][0]
+    item = likert_summary(ratings)["items"][0]
     # then: scipy on each participant's mean per type
     means = ratings.groupby(["rater", "trace_type"])["value"].mean().unstack()
     expected = stats.friedmanchisquare(means["a"], means["b"], means["c"])
@@ -284,9 +286,7 @@ def test_friedman_with_two_types_is_the_textbook_statistic():
     # given
     ratings = _latin_square(np.random.default_rng(3), types=("a", "b"))
     # when
-    friedman = likert_summary(ratings, rng=np.random.default_rng(0), resamples=20)["items"][0][
-        "friedman"
-    ]
+    friedman = likert_summary(ratings)["items"][0]["friedman"]
     # then: 12/(nk(k+1))·ΣR² − 3n(k+1), divided by the tie correction
     means = ratings.groupby(["rater", "trace_type"])["value"].mean().unstack().to_numpy()
     ranks = np.array([stats.rankdata(row) for row in means])
@@ -303,7 +303,7 @@ def test_two_way_interval_is_wider_than_traces_alone_when_participants_differ():
     ratings = _latin_square(np.random.default_rng(4), participants=8)
     part = ratings[ratings["trace_type"] == "a"]
     # when
-    row = likert_summary(part, rng=np.random.default_rng(0), resamples=3000)["rows"][0]
+    row = likert_summary(part)["rows"][0]
     # then: an independent trace-only cluster bootstrap is narrower
     per_trace = part.groupby("trace_id")["value"].agg(["sum", "count"]).to_numpy()
     rng = np.random.default_rng(1)
