@@ -57,7 +57,7 @@ from auditapp.agreement.hedging import HEDGING_LEXICON_VERSION, hedging_language
 from auditapp.agreement.judge_bias import judge_by_condition
 from auditapp.agreement.likert import likert_summary
 from auditapp.agreement.orderings import ordering_agreement, orderings
-from auditapp.agreement.ppi import PPI_MIN_LABELS, PPIEstimate, ppi_error_rates
+from auditapp.agreement.ppi import PPI_MIN_LABELS, PPI_MIN_TRACES, PPIEstimate, ppi_error_rates
 from auditapp.agreement.rates import (
     ABSTAIN_RULES,
     SMALL_SAMPLE_TRACES,
@@ -348,9 +348,13 @@ def _methods(
             "only) / var(PPI++)). Estimates and bounds are clipped to [0, 1] (differences to "
             "[−1, 1]; the difference of clipped estimates is taken before clipping); "
             "'clipped' says when that moved a number. With fewer than "
-            f"{PPI_MIN_LABELS} expert labels or a zero variance the PPI and PPI++ intervals "
-            "are widened to the expert-only one, and expert-only and judge-only intervals "
-            "follow the small-sample rule of the error rates."
+            f"{PPI_MIN_LABELS} expert labels, fewer than {PPI_MIN_TRACES} labelled traces or "
+            "a zero variance PPI's interval is widened to include the expert-only one and "
+            "PPI++ is the expert-only estimate (lambda = 0); with fewer than "
+            f"{SMALL_SAMPLE_TRACES} labelled traces both use t with k − 1 df and the CR1 "
+            "factor k/(k − 1), and PPI++ keeps expert-only's interval when its own is wider. "
+            "Expert-only and judge-only intervals follow the small-sample rule of the error "
+            "rates. The 'method' field of each estimate names the rule that applied."
         ),
         "findings": (
             f"Findings ({FINDING_RULES_VERSION}), each evaluator pair over its common "

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from auditapp.agreement.ppi import ppi_error_rates, ppi_mean
+from auditapp.agreement.ppi import METHOD_PPI_PP_EXPERT, ppi_error_rates, ppi_mean
 
 ppi_py = pytest.importorskip("ppi_py")
 
@@ -126,7 +126,16 @@ def test_ppi_plus_plus_is_never_wider_than_expert_only_or_plain_ppi(accuracy):
             pp = row.ppi_plus_plus
             assert 0.0 <= pp.lam <= 1.0
             assert pp.se <= row.expert_only.se * (1 + 1e-12)
-            assert pp.se <= row.ppi.se * (1 + 1e-12)
+            width = pp.ci_high - pp.ci_low
+            assert width <= row.expert_only.ci_high - row.expert_only.ci_low + 1e-12
+            if pp.method == METHOD_PPI_PP_EXPERT:  # the small-sample rule chose λ = 0
+                assert (pp.lam, pp.ci_low, pp.ci_high) == (
+                    0.0,
+                    row.expert_only.ci_low,
+                    row.expert_only.ci_high,
+                )
+            else:
+                assert pp.se <= row.ppi.se * (1 + 1e-12)
             assert row.n_effective >= row.n_labelled * (1 - 1e-12)
             assert row.n_effective == pytest.approx(
                 row.n_labelled * row.expert_only.se**2 / pp.se**2
