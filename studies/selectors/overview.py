@@ -149,19 +149,27 @@ def study_overview(*, audit: Audit) -> StudyOverview | None:
 
 def study_exclusions(*, audit: Audit) -> list[dict]:
     """The participants flagged by attention checks, for the report's exclusions: their
-    assignment's public id (how the report knows their ratings) and the reason."""
+    assignment's public id, the rater name their ratings and labels carry in the report's
+    tables, and the reason."""
     return [
         {
             "assignment": public_id,
+            "rater": username,
             "platform_id": platform_id,
             "reason": reason,
             "excluded_at": at.isoformat(),
         }
-        for public_id, platform_id, reason, at in Participant.objects.filter(
+        for public_id, username, platform_id, reason, at in Participant.objects.filter(
             link__study__audit=audit, excluded_at__isnull=False
         )
-        .order_by("excluded_at")
-        .values_list("assignment__public_id", "platform_id", "excluded_reason", "excluded_at")
+        .order_by("excluded_at", "pk")
+        .values_list(
+            "assignment__public_id",
+            "user__username",
+            "platform_id",
+            "excluded_reason",
+            "excluded_at",
+        )
     ]
 
 
