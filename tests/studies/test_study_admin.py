@@ -118,10 +118,11 @@ def test_a_bad_link_option_is_one_line_and_no_link(study, study_audit, study_bat
     assert StudyLink.objects.count() == 0
 
 
-def test_a_step_label_audit_cannot_have_a_study(demo_audit):
+def test_a_step_label_audit_refuses_a_rating_study_file(demo_audit):
+    """Likert-shaped practice (answers per Likert item) on a step audit: the field is named."""
     from studies.services.setup import study_configure
 
-    with pytest.raises(Exception, match="trace-rating"):
+    with pytest.raises(Exception, match=r"practice\[1\]: unknown key 'answers'"):
         study_configure(audit=demo_audit, settings=STUDY_SETTINGS)
 
 
