@@ -233,6 +233,25 @@ def test_the_token_of_another_link_does_nothing(client, step_link, other_link):
     assert (Participant.objects.count(), Assignment.objects.count()) == before
 
 
+@pytest.mark.parametrize(
+    ("change", "text"), [({"capacity": 0}, "full"), ({"closed_at": "now"}, "closed")]
+)
+def test_a_step_link_that_takes_nobody_says_why(client, step_link, change, text):
+    from django.utils import timezone
+
+    from studies.models import StudyLink
+
+    if change.get("closed_at") == "now":
+        change = {"closed_at": timezone.now()}
+    StudyLink.objects.filter(pk=step_link.pk).update(**change)
+    page = client.get(f"/s/{step_link.token}/?PROLIFIC_PID=late")
+    assert page.status_code == 410 and text in page.content.decode()
+    posted = client.post(
+        f"/s/{step_link.token}/consent/", {"platform_id": "late", "decision": "accept"}
+    )
+    assert posted.status_code == 410 and not Participant.objects.exists()
+
+
 def test_participants_get_their_share_and_the_gold_items_at_the_checks(demo_audit, step_batch):
     from studies.services.enrolment import participant_enrol
     from studies.services.setup import study_configure, study_link_create

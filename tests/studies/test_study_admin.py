@@ -337,7 +337,8 @@ def test_an_audit_without_a_study_has_an_empty_study_page(client, admin_user, st
     assert Audit.objects.count() == 1
 
 
-def test_the_admin_home_links_a_rating_audit_to_its_study(client, admin_user, study_audit):
+def test_the_admin_home_links_every_audit_to_its_study(client, admin_user, study_audit, demo_audit):
     client.force_login(admin_user)
     body = client.get("/").content.decode()
     assert f'href="/studies/{study_audit.slug}/"' in body
+    assert f'href="/studies/{demo_audit.slug}/"' in body  # step-label audits have links too
