@@ -364,7 +364,9 @@ def study_steps(request, token: str, position: int | None = None):
         # After submitting: the attention checks are scored, then questionnaire or code.
         "list": reverse("studies:resume", args=[token]),
     }
-    return render(request, "annotations/label_page.html", {"item": item, "data": data})
+    return render(
+        request, "annotations/label_page.html", {"item": item, "data": data, "in_study": True}
+    )
 
 
 @require_http_methods(["GET", "POST"])

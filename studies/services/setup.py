@@ -266,7 +266,8 @@ def study_link_create(
     items_per_participant: int | None = None,
 ) -> StudyLink:
     """An enrolment link on the audit's study, drawing each participant's assignment from
-    ``batch`` (all its items, or ``items_per_participant`` dealt evenly per trace type)."""
+    ``batch`` (all its items, or ``items_per_participant``: dealt evenly per trace type for
+    ratings, in turn from a seeded shuffle for steps, whose checks need the batch's gold)."""
     study = Study.objects.filter(audit=audit).first()
     if study is None:
         raise ApplicationError(

@@ -115,6 +115,7 @@ def test_a_participant_labels_steps_on_the_labelling_page_and_gets_the_code(clie
     )
     assert data["urls"]["list"] == f"/s/{step_link.token}/go/"
     assert data["urls"]["page"] == f"/s/{step_link.token}/steps/"
+    assert 'href="/my/"' not in body  # the way out is the study's, not the assignment list
     # blinded as for clinicians: the annotator-facing title, no internal name or arm names
     assert "Demo for tests" not in body
     assert not any(arm in body for arm in ("student-before", "student-after", "teacher"))
