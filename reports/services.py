@@ -48,6 +48,7 @@ from reports.collect import (
     tables_fingerprint,
 )
 from reports.models import AnalysisPlan, UnblindingEvent
+from studies.selectors.overview import study_exclusions
 
 __all__ = [
     "ReportParams",
@@ -278,6 +279,21 @@ def _exclude(
     return labels[keep] if not keep.all() else labels
 
 
+def _without_excluded_participants(
+    labels: pd.DataFrame, ratings: pd.DataFrame | None, participants: list[dict[str, Any]]
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Drop the labels and ratings of participants a study's attention checks flagged."""
+    raters = {p["rater"] for p in participants}
+    if not raters:
+        return labels, ratings
+    if "evaluator" in labels and not labels.empty:
+        hit = labels["evaluator"].astype(str).isin(raters) & labels["evaluator_kind"].eq("expert")
+        labels = labels[~hit.to_numpy()]
+    if ratings is not None and not ratings.empty:
+        ratings = ratings[~ratings["rater"].astype(str).isin(raters).to_numpy()]
+    return labels, ratings
+
+
 def _plan_section(plan: AnalysisPlan | None, params: ReportParams) -> dict[str, Any]:
     if plan is None:
         return {"locked": False, "followed": None, "deviations": []}
@@ -454,8 +470,10 @@ def report_build(
     labels = (
         _exclude(tables.labels, plan.plan["exclusions"], audit=audit) if plan else tables.labels
     )
+    participants = study_exclusions(audit=audit)
+    labels, ratings = _without_excluded_participants(labels, tables.ratings, participants)
     body = _compute(
-        labels, tables.answers, tables.ratings, params, texts=tables.texts, guesses=tables.guesses
+        labels, tables.answers, ratings, params, texts=tables.texts, guesses=tables.guesses
     )
     blinding = {**_blinding_section(audit), **_probe_public(body.pop("blinding"), audit=audit)}
     body["methods"]["normaliser"] = _normaliser_method(audit)
@@ -469,6 +487,13 @@ def report_build(
             "kind": audit.kind,
             "sources": tables.sources,
             "n_labels_used": len(labels),
+            "n_ratings_used": 0 if ratings is None else len(ratings),
+        },
+        # Participants flagged by a study's attention checks: their data are kept in the
+        # database and the exports, but leave every statistic here (docs/studies.md).
+        "exclusions": {
+            "rule": "participants failing more attention checks than the study allows",
+            "participants": participants,
         },
         "generated_at": timezone.now().isoformat(),
         "parameters": asdict(params),
@@ -670,6 +695,8 @@ def report_cache_key(*, audit: Audit, params: ReportParams) -> str:
         "conditions": condition_labels(audit),
         "seed": hashlib.sha256(audit.blinding_seed.encode()).hexdigest(),
         "tables": tables_fingerprint(audit),
+        # A participant flagged by an attention check leaves the statistics: a new key.
+        "excluded": [p["assignment"] for p in study_exclusions(audit=audit)],
         "plan": plan.sha256 if plan else None,
         "params": asdict(params),
     }

@@ -21,7 +21,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.middleware import session_mark_signed_in
 from annotations.models import Audit
-from annotations.selectors.blinded import item_get_blinded
+from annotations.selectors.blinded import assignment_get_for_clinician, item_get_blinded
+from annotations.serializers import blinded_item_output
 from annotations.services.markdown import markdown_to_html
 from auditapp.agreement.formats import csv_cell_safe
 from auditapp.exceptions import ApplicationError, ImportRejected
@@ -63,6 +64,8 @@ def _stage_url(token: str, progress: flow.Progress) -> str:
         return reverse("studies:practice", args=[token, progress.practice.position])
     if progress.stage == "items":
         return reverse("studies:item", args=[token, progress.slot.number])
+    if progress.stage == "labelling":
+        return reverse("studies:steps", args=[token])
     if progress.stage == "questionnaire":
         return reverse("studies:questionnaire", args=[token])
     return reverse("studies:done", args=[token])
@@ -172,6 +175,7 @@ def study_resume(request, token: str):
         _, participant = _participant(request, token)
     except ApplicationError as exc:
         return _problem_page(request, exc)
+    flow.step_checks_score(participant=participant)  # step studies, once submitted
     return redirect(_stage_url(token, flow.participant_progress(participant=participant)))
 
 
@@ -204,6 +208,16 @@ def study_instructions(request, token: str):
 
 
 def _likert(audit: Audit) -> list[dict]:
+    if audit.kind != Audit.Kind.TRACE_RATINGS:  # a step's practice: the verdict, as one scale
+        return [
+            {
+                "key": "verdict",
+                "label": "Is this step correct?",
+                "points": list(flow.VERDICTS),
+                "min_label": "",
+                "max_label": "",
+            }
+        ]
     return [
         {
             "key": str(i["key"]),
@@ -232,6 +246,7 @@ def study_practice(request, token: str, number: int):
         "likert": _likert(audit),
         "shown_at": _now_ms(),
         "practice_total": link.study.items.filter(kind="practice").count(),
+        "step": audit.kind != Audit.Kind.TRACE_RATINGS,
     }
     if request.method == "POST":
         try:
@@ -316,12 +331,51 @@ def study_item(request, token: str, number: int):
     return render(request, "studies/item.html", context, status=400 if error else 200)
 
 
+@require_http_methods(["GET"])
+def study_steps(request, token: str, position: int | None = None):
+    """A step-label study's items: the labelling page clinicians use (same blinded selector,
+    same script and APIs), with its page and finish links pointing back into the study."""
+    try:
+        _, participant = _participant(request, token)
+    except ApplicationError as exc:
+        return _problem_page(request, exc)
+    progress = flow.participant_progress(participant=participant)
+    if progress.stage != "labelling":
+        return redirect(_stage_url(token, progress))
+    public_id = participant.assignment.public_id
+    if position is None:
+        summary = assignment_get_for_clinician(
+            clinician=participant.user, assignment_public_id=public_id
+        )
+        return redirect("studies:step", token=token, position=summary.first_open_position or 1)
+    try:
+        item = item_get_blinded(
+            clinician=participant.user, assignment_public_id=public_id, position=position
+        )
+    except ApplicationError as exc:
+        return _problem_page(request, exc, title="No such item")
+    flow.items_started(participant=participant)
+    data = blinded_item_output(item)
+    data["urls"] = {
+        "api": reverse("annotations-api:api-my-item", args=[public_id, position]),
+        "assignment_api": reverse("annotations-api:api-my-assignment", args=[public_id]),
+        "submit_api": reverse("annotations-api:api-assignment-submit", args=[public_id]),
+        "page": reverse("studies:step", args=[token, 0]).removesuffix("0/"),
+        # After submitting: the attention checks are scored, then questionnaire or code.
+        "list": reverse("studies:resume", args=[token]),
+    }
+    return render(
+        request, "annotations/label_page.html", {"item": item, "data": data, "in_study": True}
+    )
+
+
 @require_http_methods(["GET", "POST"])
 def study_questionnaire(request, token: str):
     try:
         link, participant = _participant(request, token)
     except ApplicationError as exc:
         return _problem_page(request, exc)
+    flow.step_checks_score(participant=participant)
     progress = flow.participant_progress(participant=participant)
     if progress.stage != "questionnaire":
         return redirect(_stage_url(token, progress))
@@ -348,6 +402,7 @@ def study_done(request, token: str):
         link, participant = _participant(request, token)
     except ApplicationError as exc:
         return _problem_page(request, exc)
+    flow.step_checks_score(participant=participant)
     progress = flow.participant_progress(participant=participant)
     if progress.stage != "done":
         return redirect(_stage_url(token, progress))

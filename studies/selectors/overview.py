@@ -12,7 +12,7 @@ from datetime import datetime
 from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
 
-from annotations.models import Audit, TraceRating
+from annotations.models import Audit, Label, TraceRating
 from studies.models import Participant, Study, StudyItem, StudyLink, StudyResponse
 
 
@@ -60,6 +60,8 @@ def _where(p, rated: int, practice_done: int, n_practice: int, checks_done: int)
     done = rated + checks_done
     if done < p.n_items + p.n_checks:
         return f"item {done + 1}"
+    if p.assignment.submitted_at is None:  # step labels: all labelled, not yet submitted
+        return "submit"
     return "questionnaire"
 
 
@@ -70,8 +72,12 @@ def study_overview(*, audit: Audit) -> StudyOverview | None:
     links = list(study.links.order_by("created_at"))
     kinds = Counter(study.items.values_list("kind", flat=True))
     n_practice, n_checks = kinds[StudyItem.Kind.PRACTICE], kinds[StudyItem.Kind.ATTENTION]
+    # Step-label studies: labels on the labelling page, attention checks among them (gold
+    # items, scored on submission); trace ratings: ratings, checks apart.
+    rating = audit.kind == Audit.Kind.TRACE_RATINGS
     rated = (
-        TraceRating.objects.filter(assignment_id=OuterRef("assignment_id"))
+        (TraceRating if rating else Label)
+        .objects.filter(assignment_id=OuterRef("assignment_id"))
         .order_by()
         .values("assignment_id")
         .annotate(n=Count("pk"))
@@ -96,12 +102,12 @@ def study_overview(*, audit: Audit) -> StudyOverview | None:
         attention[pid].append(f"{position}:{'pass' if passed else 'fail'}")
     rows, minutes, dropout = [], [], Counter()
     for p in participants:
-        p.n_checks = n_checks
+        p.n_checks = n_checks if rating else 0
         took = None
         if p.completed_at is not None:
             took = (p.completed_at - p.consented_at).total_seconds() / 60
             minutes.append(took)
-        where = _where(p, p.rated, p.practice_done, n_practice, p.checks_done)
+        where = _where(p, p.rated, p.practice_done, n_practice, p.checks_done if rating else 0)
         if where:
             dropout[where] += 1
         rows.append(
@@ -127,7 +133,7 @@ def study_overview(*, audit: Audit) -> StudyOverview | None:
 
     def order(key: str) -> tuple:
         head, _, number = key.partition(" ")
-        rank = ["instructions", "practice", "item", "questionnaire"].index(head)
+        rank = ["instructions", "practice", "item", "submit", "questionnaire"].index(head)
         return rank, int(number or 0)
 
     counts = StudyLink.objects.filter(study=study).aggregate(
@@ -149,19 +155,27 @@ def study_overview(*, audit: Audit) -> StudyOverview | None:
 
 def study_exclusions(*, audit: Audit) -> list[dict]:
     """The participants flagged by attention checks, for the report's exclusions: their
-    assignment's public id (how the report knows their ratings) and the reason."""
+    assignment's public id, the rater name their ratings and labels carry in the report's
+    tables, and the reason."""
     return [
         {
             "assignment": public_id,
+            "rater": username,
             "platform_id": platform_id,
             "reason": reason,
             "excluded_at": at.isoformat(),
         }
-        for public_id, platform_id, reason, at in Participant.objects.filter(
+        for public_id, username, platform_id, reason, at in Participant.objects.filter(
             link__study__audit=audit, excluded_at__isnull=False
         )
-        .order_by("excluded_at")
-        .values_list("assignment__public_id", "platform_id", "excluded_reason", "excluded_at")
+        .order_by("excluded_at", "pk")
+        .values_list(
+            "assignment__public_id",
+            "user__username",
+            "platform_id",
+            "excluded_reason",
+            "excluded_at",
+        )
     ]
 
 

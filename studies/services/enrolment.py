@@ -22,7 +22,15 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from annotations.models import Assignment, AssignmentItem, Audit, BatchItem, Trace, TraceRating
+from annotations.models import (
+    Assignment,
+    AssignmentItem,
+    Audit,
+    BatchItem,
+    Label,
+    Trace,
+    TraceRating,
+)
 from annotations.roles import Role
 from annotations.services.batches import _latin_square_order, williams_square
 from annotations.services.labels import assignment_submit, rating_save
@@ -209,11 +217,63 @@ def participant_order(*, link: StudyLink, index: int, units: list) -> list:
     return _latin_square_order(own, square[index % len(square)], types, rng)
 
 
+def _step_units(link: StudyLink) -> tuple[list[int], list[int]]:
+    """The batch's sampled steps and its gold items (known verdict), by batch item id."""
+    rows = BatchItem.objects.filter(batch_id=link.batch_id, step__isnull=False).values_list(
+        "pk", "is_gold"
+    )
+    units, gold = [], []
+    for pk, is_gold in rows.order_by("pk"):
+        (gold if is_gold else units).append(pk)
+    return units, gold
+
+
+def participant_step_order(
+    *, link: StudyLink, index: int, units: list[int], gold: list[int], checks: list[StudyItem]
+) -> list[int]:
+    """A step-label participant's batch items in order: their share of the sampled steps (all,
+    or ``items_per_participant`` dealt in turn), shuffled from the audit's secret, with one
+    gold item at each attention check's position (checks past the end come last)."""
+    seed = link.study.audit.blinding_seed
+    own = list(units)
+    if link.items_per_participant is not None:
+        seeded_random(seed, f"study-link:{link.pk}:deal").shuffle(own)
+        each = link.items_per_participant
+        own = [own[(index * each + j) % len(own)] for j in range(min(each, len(own)))]
+    seeded_random(seed, f"study-link:{link.pk}:order:{index}").shuffle(own)
+    dealt = list(gold)
+    seeded_random(seed, f"study-link:{link.pk}:gold").shuffle(dealt)
+    k = min(len(checks), len(dealt))  # the link refuses fewer gold items than checks
+    golds = [dealt[(index * k + j) % len(dealt)] for j in range(k)]
+    total = len(own) + k
+    at: dict[int, int] = {}
+    for check, pk in zip(sorted(checks, key=lambda c: c.position), golds, strict=False):
+        place = min(check.position, total)
+        while place in at:
+            place -= 1
+        at[place] = pk
+    rest = iter(own)
+    return [at[n] if n in at else next(rest) for n in range(1, total + 1)]
+
+
+def _is_rating(link: StudyLink) -> bool:
+    return link.study.audit.kind == Audit.Kind.TRACE_RATINGS
+
+
 def _enrol(link: StudyLink, platform_id: str) -> Participant:
     user = _participant_user()
-    units = _units(link)
-    index = _take_slot(link)
-    order = participant_order(link=link, index=index, units=units)
+    if _is_rating(link):
+        units = _units(link)
+        index = _take_slot(link)
+        order = participant_order(link=link, index=index, units=units)
+        unit_ids = [unit.pk for unit in order]
+    else:
+        steps, gold = _step_units(link)
+        _, checks = _study_items(link.study)
+        index = _take_slot(link)
+        unit_ids = participant_step_order(
+            link=link, index=index, units=steps, gold=gold, checks=checks
+        )
     seed = link.study.audit.blinding_seed
     (public_id,) = public_ids(
         seeded_random(seed, f"assignment-id:{link.batch_id}:{user.pk}:study:{link.pk}"), 1
@@ -223,8 +283,8 @@ def _enrol(link: StudyLink, platform_id: str) -> Participant:
     )
     AssignmentItem.objects.bulk_create(
         [
-            AssignmentItem(assignment=assignment, position=i, batch_item_id=unit.pk)
-            for i, unit in enumerate(order, start=1)
+            AssignmentItem(assignment=assignment, position=i, batch_item_id=pk)
+            for i, pk in enumerate(unit_ids, start=1)
         ]
     )
     return Participant.objects.create(
@@ -233,7 +293,8 @@ def _enrol(link: StudyLink, platform_id: str) -> Participant:
         user=user,
         assignment=assignment,
         enrolment_index=index,
-        n_items=len(order),
+        # Trace ratings: attention checks apart. Step labels: the gold items included.
+        n_items=len(unit_ids),
         consented_at=timezone.now(),
     )
 
@@ -308,6 +369,8 @@ def participant_progress(
     ``rated`` (what a previous call returned, plus what was just saved) spare the reads."""
     study = participant.link.study
     practice, checks = _study_items(study)
+    if study.audit.kind != Audit.Kind.TRACE_RATINGS:
+        return _step_progress(participant, study, practice)
     slots = participant_slots(participant=participant, checks=checks)
     if participant.completed_at is not None:
         return Progress("done", None, None, len(slots), len(slots))
@@ -327,6 +390,71 @@ def participant_progress(
     if study.questionnaire and participant.questionnaire_answers is None:
         return Progress("questionnaire", None, None, **state)
     return Progress("done", None, None, **state)
+
+
+def _step_progress(participant: Participant, study: Study, practice: list[StudyItem]) -> Progress:
+    """Step-label studies: the steps are labelled on the labelling page, and the assignment's
+    submission ends them (its attention checks are scored then)."""
+    total = participant.n_items
+    if participant.completed_at is not None:
+        return Progress("done", None, None, total, total)
+    answered = set(
+        StudyResponse.objects.filter(participant=participant).values_list("item_id", flat=True)
+    )
+    submitted = participant.assignment.submitted_at is not None
+    state = {"total": total, "done": total if submitted else 0, "answered": frozenset(answered)}
+    if participant.instructions_seen_at is None:
+        return Progress("instructions", None, None, **state)
+    open_practice = [p for p in practice if p.pk not in answered]
+    if open_practice:
+        return Progress("practice", open_practice[0], None, **state)
+    if not submitted:
+        return Progress("labelling", None, None, **state)
+    if study.questionnaire and participant.questionnaire_answers is None:
+        return Progress("questionnaire", None, None, **state)
+    return Progress("done", None, None, **state)
+
+
+def step_checks_score(*, participant: Participant) -> None:
+    """Score a step-label participant's attention checks once their assignment is submitted:
+    the label on the gold item at each check's place against its known verdict (unlabelled
+    counts as failed). Idempotent: a check already scored keeps its first result."""
+    study = participant.link.study
+    if study.audit.kind == Audit.Kind.TRACE_RATINGS:
+        return
+    if participant.assignment.submitted_at is None:
+        return
+    _, checks = _study_items(study)
+    if not checks:
+        return
+    scored = set(
+        StudyResponse.objects.filter(participant=participant, item__in=checks).values_list(
+            "item_id", flat=True
+        )
+    )
+    if len(scored) == len(checks):
+        return
+    golds = list(
+        AssignmentItem.objects.filter(
+            assignment_id=participant.assignment_id, batch_item__is_gold=True
+        )
+        .order_by("position")
+        .values_list("pk", "position", "batch_item__gold_verdict")
+    )
+    given = dict(
+        Label.objects.filter(assignment_id=participant.assignment_id).values_list(
+            "assignment_item_id", "verdict"
+        )
+    )
+    for check, (item_pk, position, expected) in zip(
+        sorted(checks, key=lambda c: c.position), golds, strict=False
+    ):
+        if check.pk in scored:
+            continue
+        verdict = given.get(item_pk, "")
+        answers = {"verdict": verdict, "expected": expected, "position": position}
+        with transaction.atomic():
+            _check_answer(participant, check, answers, 0, passed=verdict == expected)
 
 
 def _done_sets(participant: Participant) -> tuple[set[int], set[int]]:
@@ -421,8 +549,17 @@ def elapsed_since(shown_at_ms: object) -> int:
     return max(0, min(MAX_ELAPSED_MS, int(time.time() * 1000) - shown))
 
 
-def likert_answers(*, audit: Audit, data) -> dict[str, int]:
-    """The Likert answers posted (``likert-<key>``): every item answered, within its scale."""
+VERDICTS = ("correct", "error", "abstain")
+
+
+def likert_answers(*, audit: Audit, data) -> dict:
+    """The Likert answers posted (``likert-<key>``): every item answered, within its scale.
+    A step-label audit's practice posts a verdict instead (``likert-verdict``)."""
+    if audit.kind != Audit.Kind.TRACE_RATINGS:
+        verdict = data.get("likert-verdict")
+        if verdict not in VERDICTS:
+            raise ApplicationError("Choose correct, error or abstain to go on.", code="answers")
+        return {"verdict": verdict}
     answers = {}
     for item in audit.likert_items:
         key = str(item["key"])
@@ -464,7 +601,11 @@ def practice_answer(
 
 
 def _response_once(
-    participant: Participant, item: StudyItem, answers: dict, elapsed_ms: int
+    participant: Participant,
+    item: StudyItem,
+    answers: dict,
+    elapsed_ms: int,
+    passed: bool | None = None,
 ) -> tuple[StudyResponse, bool]:
     try:
         with transaction.atomic():
@@ -472,7 +613,7 @@ def _response_once(
                 participant=participant,
                 item=item,
                 answers=answers,
-                passed=_passed(item, answers),
+                passed=_passed(item, answers) if passed is None else passed,
                 elapsed_ms=elapsed_ms,
             ), True
     except IntegrityError:  # two tabs: the first answer stands
@@ -505,8 +646,14 @@ def slot_answer(
         _check_answer(participant, slot.check, answers, elapsed_ms)
 
 
-def _check_answer(participant: Participant, check: StudyItem, answers: dict, elapsed_ms: int):
-    response, created = _response_once(participant, check, answers, elapsed_ms)
+def _check_answer(
+    participant: Participant,
+    check: StudyItem,
+    answers: dict,
+    elapsed_ms: int,
+    passed: bool | None = None,
+):
+    response, created = _response_once(participant, check, answers, elapsed_ms, passed)
     if not created or response.passed:
         return
     # Locked: two failed checks posted at once both count, and the flag is set once.

@@ -22,6 +22,7 @@ STUDY_KEYS = {
     "max_attention_failures",
 }
 QUESTION_KINDS = ("text", "choice", "scale")
+VERDICTS = ("correct", "error", "abstain")
 # What a recruitment platform's id parameter may be called in a URL query.
 PARAM_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 CODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -98,6 +99,49 @@ def _questionnaire(value: Any) -> list[dict]:
     return out
 
 
+def _step_items(value: Any, field: str, *, checks: bool) -> list[dict]:
+    """Step-label studies: practice steps with the expected verdict, and attention checks by
+    position only (each shows one of the link's batch's gold items: a step with a known
+    verdict, on the labelling page like any other)."""
+    if not isinstance(value, list):
+        raise _problem(field, "must be a list.")
+    allowed = {"position"} if checks else {"text", "question", "verdict", "feedback"}
+    out, positions = [], set()
+    for i, item in enumerate(value, start=1):
+        where = f"{field}[{i}]"
+        if not isinstance(item, dict):
+            raise _problem(where, "must be an object.")
+        unknown = set(item) - allowed
+        if unknown:
+            hint = " (a step study's checks are the batch's gold items)" if checks else ""
+            raise _problem(where, f"unknown key {sorted(unknown)[0]!r}{hint}.")
+        if checks:
+            position = item.get("position")
+            if not isinstance(position, int) or isinstance(position, bool) or position < 1:
+                raise _problem(f"{where}.position", "must be a whole number from 1.")
+            if position in positions:
+                raise _problem(f"{where}.position", f"{position} is used twice.")
+            positions.add(position)
+            out.append({"position": position, "text": "", "question": "", "answers": {}})
+            continue
+        text = item.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise _problem(f"{where}.text", "is required.")
+        verdict = item.get("verdict")
+        if verdict not in VERDICTS:
+            raise _problem(f"{where}.verdict", f"must be one of {', '.join(VERDICTS)}.")
+        out.append(
+            {
+                "position": i,
+                "text": text,
+                "question": _text(item, "question") if "question" in item else "",
+                "answers": {"verdict": verdict},
+                "feedback": _text(item, "feedback") if "feedback" in item else "",
+            }
+        )
+    return out
+
+
 def _items(value: Any, field: str, likert: dict, *, with_position: bool) -> list[dict]:
     if not isinstance(value, list):
         raise _problem(field, "must be a list.")
@@ -146,24 +190,25 @@ def study_configure(*, audit: Audit, settings: dict) -> Study:
     unknown = set(settings) - STUDY_KEYS
     if unknown:
         raise _problem(sorted(unknown)[0], f"unknown key (known: {', '.join(sorted(STUDY_KEYS))}).")
-    if audit.kind != Audit.Kind.TRACE_RATINGS:
-        raise ApplicationError(
-            "Study links serve trace-rating audits (Likert items).", code="audit_kind"
-        )
+    rating = audit.kind == Audit.Kind.TRACE_RATINGS
     likert = {
         str(i["key"]): (int(i.get("min", 1)), int(i.get("max", 5))) for i in audit.likert_items
     }
-    if not likert:
+    if rating and not likert:
         raise ApplicationError("The audit has no Likert items to rate.", code="audit_kind")
     existing = Study.objects.select_for_update().filter(audit=audit).first()
     consent = _text(settings, "consent", required=existing is None or "consent" in settings)
     failures = settings.get("max_attention_failures", 0)
     if not isinstance(failures, int) or isinstance(failures, bool) or failures < 0:
         raise _problem("max_attention_failures", "must be a whole number from 0.")
-    practice = _items(settings.get("practice", []), "practice", likert, with_position=False)
-    checks = _items(
-        settings.get("attention_checks", []), "attention_checks", likert, with_position=True
-    )
+    if rating:
+        practice = _items(settings.get("practice", []), "practice", likert, with_position=False)
+        checks = _items(
+            settings.get("attention_checks", []), "attention_checks", likert, with_position=True
+        )
+    else:
+        practice = _step_items(settings.get("practice", []), "practice", checks=False)
+        checks = _step_items(settings.get("attention_checks", []), "attention_checks", checks=True)
     questionnaire = _questionnaire(settings.get("questionnaire", []))
     instructions = _text(settings, "instructions")
     if existing is None:
@@ -221,7 +266,8 @@ def study_link_create(
     items_per_participant: int | None = None,
 ) -> StudyLink:
     """An enrolment link on the audit's study, drawing each participant's assignment from
-    ``batch`` (all its items, or ``items_per_participant`` dealt evenly per trace type)."""
+    ``batch`` (all its items, or ``items_per_participant``: dealt evenly per trace type for
+    ratings, in turn from a seeded shuffle for steps, whose checks need the batch's gold)."""
     study = Study.objects.filter(audit=audit).first()
     if study is None:
         raise ApplicationError(
@@ -242,15 +288,19 @@ def study_link_create(
         raise _problem("completion_code", "letters, digits, - and _ only (at most 64).")
     if completion_url and not completion_url.startswith(("https://", "http://")):
         raise _problem("completion_url", "must be an http(s) URL.")
-    units = list(
-        batch.items.filter(is_gold=False, trace__isnull=False).values_list(
-            "trace__trace_type", flat=True
+    if audit.kind != Audit.Kind.TRACE_RATINGS:
+        _step_batch_check(study, batch, items_per_participant)
+        units = []
+    else:
+        units = list(
+            batch.items.filter(is_gold=False, trace__isnull=False).values_list(
+                "trace__trace_type", flat=True
+            )
         )
-    )
-    if not units:
-        raise ApplicationError("The batch has no traces to rate.", code="batch")
+        if not units:
+            raise ApplicationError("The batch has no traces to rate.", code="batch")
     types = Counter(units)
-    if items_per_participant is not None:
+    if items_per_participant is not None and units:
         if items_per_participant < 1 or items_per_participant > len(units):
             raise _problem("items_per_participant", f"must be from 1 to {len(units)}.")
         if items_per_participant % len(types):
@@ -274,6 +324,23 @@ def study_link_create(
         completion_url=completion_url,
         created_by=created_by,
     )
+
+
+def _step_batch_check(study: Study, batch: Batch, items_per_participant: int | None) -> None:
+    """A step-label link: steps to label, and a gold item for each attention check."""
+    steps = batch.items.filter(is_gold=False, step__isnull=False).count()
+    if not steps:
+        raise ApplicationError("The batch has no steps to label.", code="batch")
+    if items_per_participant is not None and not 1 <= items_per_participant <= steps:
+        raise _problem("items_per_participant", f"must be from 1 to {steps}.")
+    checks = study.items.filter(kind=StudyItem.Kind.ATTENTION).count()
+    gold = batch.items.filter(is_gold=True).count()
+    if checks > gold:
+        raise ApplicationError(
+            f"The study has {checks} attention checks but the batch only {gold} gold items "
+            "(steps with a known verdict): draw it with create_batch --gold.",
+            code="batch",
+        )
 
 
 def study_link_close(*, link: StudyLink) -> StudyLink:

@@ -650,3 +650,121 @@ def test_nothing_a_study_participant_sees_reveals_the_source(client, study_leak_
             if _contains(body, value):
                 problems.append(f"account handle {value!r} in {label}")
     assert problems == []
+
+
+# --- step-label studies: the labelling page reached through a study link (issue 12) ---------
+STEP_PRACTICE = "Practice step: two and two make five."
+
+
+@pytest.fixture
+def step_study_leak_setup(db, admin_user):
+    """A step-label audit whose names state the hypothesis, on a study link whose batch has
+    gold items for its two attention checks."""
+    from annotations.services.audits import audit_create
+    from annotations.services.imports import import_file
+    from studies.services.setup import study_configure, study_link_create
+
+    _bump_sequences()
+    audit = audit_create(slug="leak-step-study", name=AUDIT_NAME)
+    Audit.objects.filter(pk=audit.pk).update(blinding_seed="e" * 64)
+    audit.refresh_from_db()
+    import_file(audit=audit, path=EXAMPLES, segmenter_names=["given"])
+    batch = batch_build(
+        audit=audit,
+        name="teacher-vs-student",
+        size=6,
+        segmentation="given",
+        gold=2,
+        created_by=admin_user,
+    )
+    study_configure(
+        audit=audit,
+        settings={
+            "consent": STUDY_CONSENT,
+            "instructions": "Judge each step.",
+            "practice": [{"text": STEP_PRACTICE, "verdict": "error", "feedback": "It is four."}],
+            "attention_checks": [{"position": 2}, {"position": 6}],
+            "questionnaire": [{"key": "remarks", "text": "Remarks?", "kind": "text"}],
+        },
+    )
+    link = study_link_create(
+        audit=audit, batch=batch, capacity=5, completion_code="FINISHED8", created_by=admin_user
+    )
+    return audit, batch, link
+
+
+def test_nothing_a_step_study_participant_sees_reveals_the_source(client, step_study_leak_setup):
+    # given
+    audit, _, link = step_study_leak_setup
+    secrets = _secrets(audit)
+    database_ids = _database_ids(audit)
+    token = link.token
+    pages: dict[str, tuple[int, str, dict]] = {}
+
+    def keep(label, response):
+        pages[label] = (response.status_code, response.content.decode(), dict(response.headers))
+        return response
+
+    # when a participant consents, practises, labels every step on the page, submits, answers
+    # the questionnaire and gets the code
+    keep("entry", client.get(f"/s/{token}/?PROLIFIC_PID=leak1"))
+    keep(
+        "consent",
+        client.post(f"/s/{token}/consent/", {"platform_id": "leak1", "decision": "accept"}),
+    )
+    keep("instructions", client.get(f"/s/{token}/instructions/"))
+    keep("instructions POST", client.post(f"/s/{token}/instructions/"))
+    keep("practice", client.get(f"/s/{token}/practice/1/"))
+    keep("feedback", client.post(f"/s/{token}/practice/1/", {"likert-verdict": "correct"}))
+    participant = link.participants.get()
+    mine = participant.assignment
+    keep("steps", client.get(f"/s/{token}/steps/"))
+    for position in range(1, mine.items.count() + 1):
+        keep(f"/s/{token}/steps/{position}/", client.get(f"/s/{token}/steps/{position}/"))
+    pages.update(_crawl(client, mine))
+    pages.update(_crawl_saves(client, mine))
+    keep("submit", client.post(f"/api/my/assignments/{mine.public_id}/submit/"))
+    keep("after submit", client.get(f"/s/{token}/go/", follow=True))
+    keep("questionnaire POST", client.post(f"/s/{token}/questionnaire/", {"q-remarks": "none"}))
+    keep("done", client.get(f"/s/{token}/done/"))
+    other = type(client)()
+    other.get(f"/s/{token}/?PROLIFIC_PID=leak2")
+    keep(
+        "declined",
+        other.post(f"/s/{token}/consent/", {"platform_id": "leak2", "decision": "decline"}),
+    )
+    keep("reopened", client.get(f"/s/{token}/?PROLIFIC_PID=leak1", follow=True))
+    # then every stage was reached
+    bodies = "\n".join(body for _, body, _ in pages.values())
+    assert STUDY_CONSENT in bodies and "It is four." in bodies and "FINISHED8" in bodies
+    assert "Nothing about you was kept" in bodies
+    assert sum('id="label-app"' in body for _, body, _ in pages.values()) >= mine.items.count()
+    participant.refresh_from_db()
+    assert participant.completed_at is not None
+    problems = []
+    for label, (status, body, headers) in pages.items():
+        assert status in (200, 204, 302), (label, status)
+        for where, text in {"url": label, "body": body, "headers": json.dumps(headers)}.items():
+            for kind, values in secrets.items():
+                problems += [
+                    f"{kind} {v!r} in {where} of {label}" for v in values if _contains(text, v)
+                ]
+            numbers = set(re.findall(r"(?<!\d)\d{7}(?!\d)", text))
+            for kind, ids in database_ids.items():
+                problems += [f"{kind} {n} in {where} of {label}" for n in numbers & ids]
+        lowered = body.lower()
+        problems += [f"word {w!r} in {label}" for w in FORBIDDEN_WORDS if w in lowered]
+        match = re.search(
+            r'<script id="item-data" type="application/json">(.*?)</script>', body, re.S
+        )
+        payloads = [json.loads(match.group(1))] if match else []
+        if label.startswith("/api/") and body:
+            payloads.append(json.loads(body))
+        for payload in payloads:
+            unknown = _json_keys(payload, set()) - ALLOWED_KEYS
+            problems += [f"unexpected key {k!r} in {label}" for k in sorted(unknown)]
+        # the account name never shows (the assignment's handle is in the page's API URLs,
+        # as for clinicians)
+        if _contains(body, participant.user.username):
+            problems.append(f"account name in {label}")
+    assert problems == []

@@ -130,6 +130,55 @@ def test_consent_without_a_decision_is_refused(client, study_link):
     assert Participant.objects.count() == 0
 
 
+def test_consent_posted_twice_enrols_once_and_lands_where_they_are(client, study_link):
+    # given a participant who consented
+    consent = {"platform_id": "double", "decision": "accept"}
+    client.get(f"/s/{study_link.token}/?PROLIFIC_PID=double")
+    first = client.post(f"/s/{study_link.token}/consent/", consent)
+    assert first.status_code == 302
+    # when the form is posted again (a double click, the back button, another tab, another
+    # browser with the same platform id)
+    again = client.post(f"/s/{study_link.token}/consent/", consent, follow=True)
+    elsewhere = type(client)().post(f"/s/{study_link.token}/consent/", consent, follow=True)
+    # then both land on the participant's current page; one participant, one assignment
+    for response in (again, elsewhere):
+        assert response.status_code == 200
+        assert response.request["PATH_INFO"].endswith("/instructions/")
+    assert Participant.objects.count() == 1 and Assignment.objects.count() == 1
+    assert StudyLink.objects.get(pk=study_link.pk).enrolled_count == 1
+    # and declining afterwards neither counts as a decline nor removes anything
+    client.post(f"/s/{study_link.token}/consent/", {"platform_id": "double", "decision": "decline"})
+    assert StudyLink.objects.get(pk=study_link.pk).declined_count == 0
+    assert Participant.objects.count() == 1
+
+
+def test_an_old_tab_changes_nothing_already_answered(client, study_link):
+    from annotations.models import TraceRating
+    from studies.models import StudyResponse
+
+    token = study_link.token
+    client.get(f"/s/{token}/?PROLIFIC_PID=tabs")
+    client.post(f"/s/{token}/consent/", {"platform_id": "tabs", "decision": "accept"})
+    client.post(f"/s/{token}/instructions/")
+    # the practice answered in one tab, then again from the other: the first answer stands
+    good = {"likert-interpretability": "5", "likert-cognitive_load": "1"}
+    bad = {"likert-interpretability": "1", "likert-cognitive_load": "5"}
+    assert client.post(f"/s/{token}/practice/1/", good).status_code == 200
+    client.post(f"/s/{token}/practice/1/", bad)
+    (practice,) = StudyResponse.objects.filter(item__kind="practice")
+    assert practice.passed and practice.answers == {"interpretability": 5, "cognitive_load": 1}
+    # item 1 answered in tab A; tab B, still showing item 1, posts other answers
+    assert client.post(f"/s/{token}/items/1/", good).status_code == 302
+    stale = client.post(f"/s/{token}/items/1/", bad)
+    # then tab B is sent to the current item, and the one rating keeps tab A's answers
+    assert stale.status_code == 302 and stale["Location"].endswith("/items/2/")
+    (rating,) = TraceRating.objects.all()
+    assert rating.answers == {"interpretability": 5, "cognitive_load": 1}
+    # an item ahead of the current one is not answerable either
+    ahead = client.post(f"/s/{token}/items/4/", good)
+    assert ahead.status_code == 302 and TraceRating.objects.count() == 1
+
+
 # --- concurrency, on the real database -------------------------------------------------------
 def _in_threads(target, n: int) -> list:
     results, errors = [], []

@@ -118,10 +118,11 @@ def test_a_bad_link_option_is_one_line_and_no_link(study, study_audit, study_bat
     assert StudyLink.objects.count() == 0
 
 
-def test_a_step_label_audit_cannot_have_a_study(demo_audit):
+def test_a_step_label_audit_refuses_a_rating_study_file(demo_audit):
+    """Likert-shaped practice (answers per Likert item) on a step audit: the field is named."""
     from studies.services.setup import study_configure
 
-    with pytest.raises(Exception, match="trace-rating"):
+    with pytest.raises(Exception, match=r"practice\[1\]: unknown key 'answers'"):
         study_configure(audit=demo_audit, settings=STUDY_SETTINGS)
 
 
@@ -336,7 +337,8 @@ def test_an_audit_without_a_study_has_an_empty_study_page(client, admin_user, st
     assert Audit.objects.count() == 1
 
 
-def test_the_admin_home_links_a_rating_audit_to_its_study(client, admin_user, study_audit):
+def test_the_admin_home_links_every_audit_to_its_study(client, admin_user, study_audit, demo_audit):
     client.force_login(admin_user)
     body = client.get("/").content.decode()
     assert f'href="/studies/{study_audit.slug}/"' in body
+    assert f'href="/studies/{demo_audit.slug}/"' in body  # step-label audits have links too

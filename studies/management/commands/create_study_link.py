@@ -41,7 +41,8 @@ def _settings_file(path: str) -> dict:
 
 class Command(BaseCommand):
     help = (
-        "Make an enrolment link for a trace-rating audit: capacity, dates, the batch it draws "
+        "Make an enrolment link for an audit (trace ratings or step labels): capacity, dates, "
+        "the batch it draws "
         "from, the platform's id parameter and a completion code or URL. --study sets the "
         "consent, instructions, practice, attention checks and questionnaire (docs/studies.md)."
     )
