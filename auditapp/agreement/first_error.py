@@ -59,9 +59,11 @@ __all__ = [
     "INTERVAL_RULE",
     "MIN_BOOTSTRAP_TRACES",
     "NO_ERROR",
+    "evaluator_modes",
     "expert_consensus",
     "first_error_evaluation",
     "first_error_indices",
+    "first_error_sentence",
     "harmonic_mean",
     "processbench_scores",
 ]
@@ -377,3 +379,69 @@ def first_error_evaluation(
                 }
             )
     return {"rows": rows, "coverage": coverage}
+
+
+def evaluator_modes(labels: pd.DataFrame, judge_modes: Mapping[str, str] | None = None) -> dict:
+    """Evaluator → the mode its labels were made in: the labels' ``mode`` column (most
+    frequent value per evaluator; a missing column or value is ``steps``), then
+    ``judge_modes`` for judges (their run's mode) on top.
+
+    >>> evaluator_modes(pd.DataFrame({"evaluator": ["a", "b"]}), {"b": "first_error"})
+    {'a': 'steps', 'b': 'first_error'}
+    """
+    modes: dict[str, str] = {}
+    if "mode" in labels:
+        filled = labels["mode"].astype(object).where(labels["mode"].notna(), "steps")
+        counts = pd.DataFrame({"evaluator": labels["evaluator"].astype(str), "mode": filled})
+        for name, group in counts.groupby("evaluator", sort=True):
+            modes[str(name)] = str(group["mode"].value_counts().index[0])
+    else:
+        modes = {str(e): "steps" for e in labels["evaluator"].dropna().unique()}
+    modes.update(judge_modes or {})
+    return modes
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.0f}%"
+
+
+def first_error_sentence(row: Mapping[str, Any], *, confidence_level: float = 0.95) -> str:
+    """One row of ``first_error_evaluation`` in words (what the page prints)."""
+    level = f"{confidence_level:.0%}"
+    parts = [
+        f"{row['evaluator']} ({row['evaluator_kind']}, {row['mode'].replace('_', '-')} mode) "
+        f"against {row['reference']}"
+        + (f", condition {row['condition']}" if row["condition"] != "(all)" else "")
+        + ":"
+    ]
+    if row["n_erroneous"]:
+        parts.append(
+            f"found the first error in {row['hits_erroneous']} of {row['n_erroneous']} "
+            f"erroneous traces ({_pct(row['acc_erroneous'])}, {level} CI "
+            f"{_pct(row['acc_erroneous_low'])}–{_pct(row['acc_erroneous_high'])})"
+        )
+    else:
+        parts.append("no erroneous trace to score")
+    if row["n_correct"]:
+        parts.append(
+            f"said 'no error' on {row['hits_correct']} of {row['n_correct']} correct traces "
+            f"({_pct(row['acc_correct'])}, {_pct(row['acc_correct_low'])}–"
+            f"{_pct(row['acc_correct_high'])})"
+        )
+    else:
+        parts.append("no correct trace to score")
+    sentence = parts[0] + " " + "; ".join(parts[1:])
+    if row["f1"] is not None:
+        sentence += (
+            f"; F1 {row['f1']:.2f} ({row['f1_low']:.2f}–{row['f1_high']:.2f}, "
+            f"{row['f1_interval_method']})"
+        )
+    else:
+        sentence += "; F1 undefined (it needs both kinds of trace)"
+    left_out = row["n_undefined"] + row["n_unlabelled"]
+    if left_out:
+        sentence += (
+            f". {left_out} trace(s) with a reference left out ({row['n_undefined']} undefined "
+            f"by the rule, {row['n_unlabelled']} not labelled)"
+        )
+    return sentence + "."
