@@ -155,6 +155,10 @@ class _VerdictWriter:
         if len(self.pending) >= FLUSH_ROWS:
             self.flush()
 
+    def _skips(self) -> dict:
+        # Only in first-error mode, so a wrapped verdicts_store of the step mode still fits.
+        return {"skipped_after": self.skipped_after} if self.skipped_after else {}
+
     def flush_if_old(self) -> None:
         if self.pending and time.monotonic() - self.first_pending_at >= FLUSH_AGE_S:
             self.flush()
@@ -169,9 +173,7 @@ class _VerdictWriter:
             # database is unreachable (the insert is idempotent: ON CONFLICT DO NOTHING); a
             # batch the database refuses for its content is written row by row instead.
             self.inserted += ride_out(
-                lambda: store.verdicts_store(
-                    run_id=self.run_id, verdicts=batch, skipped_after=self.skipped_after
-                ),
+                lambda: store.verdicts_store(run_id=self.run_id, verdicts=batch, **self._skips()),
                 what=f"judge run {self.run_id}: verdict write",
                 give_up_after_s=OUTAGE_LIMIT_S,
             )
@@ -197,7 +199,7 @@ class _VerdictWriter:
                     close_old_connections()  # a connection the last try broke is replaced
             try:
                 self.inserted += store.verdicts_store(
-                    run_id=self.run_id, verdicts=[verdict], skipped_after=self.skipped_after
+                    run_id=self.run_id, verdicts=[verdict], **self._skips()
                 )
                 return
             except DatabaseError as exc:
