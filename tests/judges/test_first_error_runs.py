@@ -197,3 +197,46 @@ def test_the_commands_api_and_page_take_the_mode(
         JudgeRun.objects.filter(judge__name="fe-judge", segmentation="sentences").get().label_mode
         == "first_error"
     )
+
+
+@pytest.mark.celery
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_runs_a_first_error_run_through_redis_with_faults(
+    demo_audit, celery_worker_process, fake_process, wait_run
+):
+    # given marked traces, an endpoint failing 10% of requests, and a real worker on Redis
+    from judges.services import judge_create_or_update
+
+    expected = _mark(demo_audit)
+    base_url = fake_process(
+        "--latency-ms", "20", "--fault-rate", "0.1", "--faults", "500,429,truncated,drop",
+        "--retry-after-s", "1", "--seed", "5",
+    )  # fmt: skip
+    judge = judge_create_or_update(
+        spec={
+            "name": "fe-e2e",
+            "base_url": base_url,
+            "model": "fake-judge",
+            "max_concurrency": 4,
+            "timeout_s": 2.0,
+            "max_retries": 8,
+            "max_parse_retries": 3,
+            "label_mode": "first_error",
+            "structured_output": "json_schema",
+        }
+    )
+    celery_worker_process(queues="judges")
+    # when
+    run = run_create(audit=demo_audit, judge=judge, segmentation="given")
+    run, _ = wait_run(run, timeout_s=180, stale_after_s=30)
+    # then every trace is answered once, as derived step verdicts
+    assert run.status == JudgeRun.Status.DONE, run.message
+    stored = _stored(run)
+    for k, step_ids in expected.values():
+        want = ["correct"] * len(step_ids) if k is None else ["correct"] * (k - 1) + ["error"]
+        assert [stored.get(s) for s in step_ids[: len(want)]] == want
+        assert not set(step_ids[len(want) :]) & set(stored)
+    assert run.done == run.total == len(stored) == JudgeVerdict.objects.filter(run=run).count()
