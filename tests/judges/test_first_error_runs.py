@@ -240,3 +240,17 @@ def test_a_worker_runs_a_first_error_run_through_redis_with_faults(
         assert [stored.get(s) for s in step_ids[: len(want)]] == want
         assert not set(step_ids[len(want) :]) & set(stored)
     assert run.done == run.total == len(stored) == JudgeVerdict.objects.filter(run=run).count()
+
+
+def test_the_batch_api_and_imports_stay_in_steps_mode(run_chunks, demo_audit, make_judge, fake):
+    from auditapp.exceptions import ApplicationError, ConflictError
+    from judges.services import batch_run_create, verdicts_import
+
+    judge = make_judge(fake.base_url, label_mode="first_error")
+    with pytest.raises(ApplicationError, match="batch API"):
+        batch_run_create(audit=demo_audit, judge=judge)
+    run_chunks(run_create(audit=demo_audit, judge=judge, segmentation="given"))
+    step = Step.objects.filter(audit=demo_audit, segmentation="given").first()
+    line = json.dumps({"step_id": step.public_id, "verdict": "error"})
+    with pytest.raises(ConflictError, match="already ran in first_error mode"):
+        verdicts_import(audit=demo_audit, judge_name=judge.name, lines=[line])
