@@ -258,8 +258,10 @@ def processbench_scores(
     if f1 is not None:
         method = "wilson box"
         if rng is not None and resamples > 0 and min(n_err, n_ok) >= MIN_BOOTSTRAP_TRACES:
-            draws_err = hit_err[rng.integers(0, n_err, size=(resamples, n_err))].mean(axis=1)
-            draws_ok = hit_ok[rng.integers(0, n_ok, size=(resamples, n_ok))].mean(axis=1)
+            # Resampling n 0/1 outcomes with replacement and taking the mean is exactly a
+            # Binomial(n, k/n) / n draw: drawn as such, in O(resamples) memory.
+            draws_err = rng.binomial(n_err, k_err / n_err, size=resamples) / n_err
+            draws_ok = rng.binomial(n_ok, k_ok / n_ok, size=resamples) / n_ok
             total = draws_err + draws_ok
             with np.errstate(invalid="ignore", divide="ignore"):
                 hm = np.where(total > 0, 2 * draws_err * draws_ok / total, 0.0)
