@@ -26,7 +26,8 @@ unlabelled, an error at step 5 is not known to be the *first* one.
 **Intervals** (``INTERVAL_RULE``): Wilson score intervals for the two accuracies (traces are
 the units; each trace counts once). For F1, a percentile bootstrap over traces, resampled
 within each reference class (so each class keeps its size), when each class has at least
-``MIN_BOOTSTRAP_TRACES`` traces and the bootstrap interval has positive width; otherwise the
+``MIN_BOOTSTRAP_TRACES`` traces and the bootstrap interval has positive width (resampling a
+class's 0/1 hits is drawn as the binomial it is); otherwise the
 **Wilson box**: the harmonic mean is increasing in both accuracies, so
 [HM(a_low, b_low), HM(a_high, b_high)] with each Wilson interval at level 1 − α/2 covers F1
 with probability at least 1 − α (the classes are disjoint sets of traces). It is never of zero
