@@ -110,6 +110,7 @@ class RunListCreateApi(APIView):
                 segmentation=v["segmentation"],
                 batch_name=v["batch"],
                 user=request.user,
+                label_mode=v.get("label_mode"),
             )
         return Response(run_progress(_run_or_404(run.pk)), status=status.HTTP_201_CREATED)
 

@@ -1,5 +1,6 @@
 from django import forms
 
+from judges.models import LabelMode
 from judges.selectors import audit_segmentations, judge_list
 
 
@@ -8,6 +9,12 @@ class RunStartForm(forms.Form):
     segmentation = forms.ChoiceField(choices=(), required=False)
     batch = forms.CharField(
         max_length=120, required=False, help_text="Only the steps of this batch (its name)."
+    )
+    label_mode = forms.ChoiceField(
+        choices=[("", "the judge's default"), *LabelMode.choices],
+        required=False,
+        label="Label mode",
+        help_text="Each step on its own, or each whole trace's first wrong step.",
     )
 
     def __init__(self, *args, audit, **kwargs):

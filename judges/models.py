@@ -63,6 +63,15 @@ class JudgePrompt(models.Model):
         super().save(*args, **kwargs)
 
 
+class LabelMode(models.TextChoices):
+    """What a judge is asked: every step on its own, or a whole trace's first wrong step."""
+
+    STEPS = "steps", "Each step on its own"
+    # The whole trace in one request; the answer (first wrong step or none) is stored as step
+    # verdicts: before it correct, it error, later steps no verdict (docs/judges.md).
+    FIRST_ERROR = "first_error", "First wrong step of the whole trace"
+
+
 def judge_label(name: str, version: int) -> str:
     """How reports and pages name a judge version: ``name``, or ``name@vN`` from version 2."""
     return name if version == 1 else f"{name}@v{version}"
@@ -140,6 +149,8 @@ class Judge(models.Model):
     context_mode = models.CharField(
         max_length=16, choices=ContextMode.choices, default=ContextMode.AUDIT
     )
+    # The default for the judge's runs (a run may say otherwise, see JudgeRun.label_mode).
+    label_mode = models.CharField(max_length=16, choices=LabelMode.choices, default=LabelMode.STEPS)
     prompt = models.ForeignKey(
         JudgePrompt, null=True, blank=True, on_delete=models.PROTECT, related_name="judges"
     )
@@ -198,6 +209,7 @@ class Judge(models.Model):
         "style_blind",
         "show_final_answer",
         "context_mode",
+        "label_mode",
         "prompt_id",
     )
 
@@ -248,6 +260,10 @@ class JudgeRun(models.Model):
     # what produced the verdicts, kept even if the judge row were ever changed by hand.
     judge_settings = models.JSONField(default=dict, blank=True)
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.WORKERS)
+    # steps: one request per step; first_error: one per (trace, segmentation), its answer
+    # stored as derived step verdicts. ``total`` counts steps and shrinks by the steps after
+    # each trace's first error, which get no verdict.
+    label_mode = models.CharField(max_length=16, choices=LabelMode.choices, default=LabelMode.STEPS)
     scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.AUDIT)
     segmentation = models.CharField(max_length=32, blank=True)
     batch_name = models.CharField(max_length=120, blank=True)

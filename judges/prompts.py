@@ -206,3 +206,78 @@ def _render_categories(categories: Mapping[str, str] | Sequence[str]) -> str:
             for name, desc in categories.items()
         )
     return "\n".join(f"- {name}" for name in categories)
+
+
+# -- first-error mode: the whole trace in one request ------------------------------------------
+# ProcessBench's task (Zheng et al. 2024): the earliest wrong step, or "none". The answer is
+# stored as step verdicts (before it correct, it error, later steps none; judges.services).
+FIRST_ERROR_PROMPT_NAME = "first-error-default@v1"
+FIRST_ERROR_SYSTEM = """\
+You are a meticulous domain expert auditing another model's step-by-step reasoning.
+Find the FIRST step that is wrong: false, unjustified, or a reasoning mistake. Judge each
+step's own claim given the steps before it, not whether the final answer is right. Steps
+after the first wrong one do not matter.
+
+If every step is correct, answer "none".
+
+If there is a wrong step, choose its error category from:
+$categories
+
+Answer only with a single JSON object of this shape, and nothing else:
+{"first_error_step": "<the number of the first wrong step, or none>", \
+"error_category": "<category or null>", "rationale": "<one or two sentences>"}"""
+
+FIRST_ERROR_USER = """\
+Question:
+$question
+
+Options:
+$options
+$final_answer
+The reasoning, one numbered step per line ($n_steps steps):
+<trace>
+$steps
+</trace>"""
+
+
+def render_first_error_messages(
+    *,
+    question: str,
+    options: Mapping[str, str] | Sequence[str] | None,
+    steps: Sequence[str],
+    categories: Mapping[str, str] | Sequence[str],
+    show_final_answer: bool = False,
+    final_answer: str | None = None,
+) -> list[dict[str, str]]:
+    """The chat messages asking for a trace's first wrong step (``FIRST_ERROR_*``).
+
+    Examples
+    --------
+    >>> msgs = render_first_error_messages(question="2+2?", options=None,
+    ...                                    steps=["2+2=5.", "So 5."], categories=[])
+    >>> "Step 1: 2+2=5.\\nStep 2: So 5." in msgs[1]["content"]
+    True
+    """
+    if not steps:
+        raise ValueError("a first-error request needs at least one step")
+    if show_final_answer and final_answer is None:
+        raise ValueError("show_final_answer=True needs final_answer")
+    values = {
+        "question": question.strip(),
+        "options": _render_options(options),
+        # One line per step: a step's own line breaks would blur where the next one starts.
+        "steps": "\n".join(
+            f"Step {i}: {' '.join(text.split())}" for i, text in enumerate(steps, 1)
+        ),
+        "n_steps": str(len(steps)),
+        "categories": _render_categories(categories),
+        "final_answer": (
+            f"\nFinal answer the reasoning reached: {final_answer.strip()}\n"
+            if show_final_answer and final_answer is not None
+            else ""
+        ),
+    }
+    return [
+        {"role": "system", "content": string.Template(FIRST_ERROR_SYSTEM).substitute(values)},
+        {"role": "user", "content": string.Template(FIRST_ERROR_USER).substitute(values)},
+    ]

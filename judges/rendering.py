@@ -21,7 +21,13 @@ from judges.clients import ClientSettings, JudgeRequest
 from judges.clients.egress import EgressPolicy
 from judges.clients.openai_compat import structured_fields
 from judges.models import Judge, JudgePrompt
-from judges.prompts import PromptTemplate, prompt_hash, render_messages
+from judges.prompts import (
+    FIRST_ERROR_PROMPT_NAME,
+    PromptTemplate,
+    prompt_hash,
+    render_first_error_messages,
+    render_messages,
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,9 @@ class RenderedStep:
     request: JudgeRequest
     prompt_hash: str
     prompt_record: dict[str, Any]
+    # First-error mode: the trace's steps in the order shown (``step_id`` is the first); the
+    # answer becomes verdicts on these. Empty in step mode.
+    unit_step_ids: tuple[int, ...] = ()
 
 
 def prompt_template(prompt: JudgePrompt) -> PromptTemplate:
@@ -153,6 +162,92 @@ def requests_for_steps(
                     "style_blind": bool(judge.style_blind),
                     "samples": judge.samples_per_step,
                 },
+            )
+        )
+    return out
+
+
+def requests_for_traces(
+    *, judge: Judge, audit: Audit, step_ids: Iterable[int], max_step_id: int | None = None
+) -> list[RenderedStep]:
+    """First-error requests: for each step id (the first step of a trace under its
+    segmentation), the whole trace — every step of that trace and segmentation up to
+    ``max_step_id`` (the run's scope), in order, blinded as in ``requests_for_steps``.
+
+    A whole trace shows its length and its style to the judge; the style-blind text is the
+    normalised one clinicians see. The request key is the first step's public id.
+    """
+    ids = list(step_ids)
+    if not ids:
+        return []
+    text_field = "blinded_text" if judge.style_blind else "text"
+    answer_field = "trace__blinded_final_answer" if judge.style_blind else "trace__final_answer"
+    heads = {
+        row["id"]: row
+        for row in Step.objects.filter(audit=audit, pk__in=ids).values(
+            "id",
+            "public_id",
+            "trace_id",
+            "segmentation",
+            answer_field,
+            "trace__question__stem",
+            "trace__question__options",
+        )
+    }
+    wanted: dict[str, set[int]] = defaultdict(set)
+    for row in heads.values():
+        wanted[row["segmentation"]].add(row["trace_id"])
+    units: dict[tuple[int, str], list[tuple[int, str]]] = defaultdict(list)
+    for segmentation, trace_ids in wanted.items():
+        query = Step.objects.filter(audit=audit, segmentation=segmentation, trace_id__in=trace_ids)
+        if max_step_id is not None:
+            query = query.filter(pk__lte=max_step_id)
+        for trace_id, pk, text in query.order_by("trace_id", "index", "pk").values_list(
+            "trace_id", "pk", text_field
+        ):
+            units[(trace_id, segmentation)].append((pk, text))
+    categories = audit_categories(audit)
+    out: list[RenderedStep] = []
+    for step_id in ids:
+        row = heads.get(step_id)
+        if row is None:
+            continue
+        unit = units.get((row["trace_id"], row["segmentation"]), [])
+        if not unit or unit[0][0] != step_id:
+            continue  # not the first step of its trace: nothing to ask for it
+        final_answer = (row[answer_field] or "") if judge.show_final_answer else None
+        messages = render_first_error_messages(
+            question=row["trace__question__stem"],
+            options=row["trace__question__options"],
+            steps=[text for _, text in unit],
+            categories=categories,
+            show_final_answer=judge.show_final_answer,
+            final_answer=final_answer,
+        )
+        out.append(
+            RenderedStep(
+                step_id=step_id,
+                request=JudgeRequest(
+                    key=row["public_id"],
+                    messages=messages,
+                    max_tokens=judge.max_tokens,
+                    temperature=judge.temperature,
+                    n_samples=judge.samples_per_step,
+                    response_format_json=judge.use_json_mode,
+                    categories=tuple(categories),
+                    answer="first_error",
+                    n_steps=len(unit),
+                ),
+                prompt_hash=prompt_hash(messages),
+                prompt_record={
+                    "prompt": FIRST_ERROR_PROMPT_NAME,
+                    "label_mode": "first_error",
+                    "trace_steps": len(unit),
+                    "final_answer_shown": bool(judge.show_final_answer),
+                    "style_blind": bool(judge.style_blind),
+                    "samples": judge.samples_per_step,
+                },
+                unit_step_ids=tuple(pk for pk, _ in unit),
             )
         )
     return out

@@ -69,6 +69,7 @@ def run_progress(run: JudgeRun) -> dict[str, Any]:
         "evaluator_kind": "reference" if run.judge.is_reference else "judge",
         "audit": run.audit.slug,
         "mode": run.mode,
+        "label_mode": run.label_mode,
         "scope": run.scope,
         "segmentation": run.segmentation,
         "batch": run.batch_name,

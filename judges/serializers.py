@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from judges.models import Judge, JudgeRun
+from judges.models import Judge, JudgeRun, LabelMode
 
 
 class JudgeOutputSerializer(serializers.ModelSerializer):
@@ -38,6 +38,7 @@ class JudgeOutputSerializer(serializers.ModelSerializer):
             "style_blind",
             "show_final_answer",
             "context_mode",
+            "label_mode",
             "prompt",
             "created_at",
             "updated_at",
@@ -55,6 +56,14 @@ class RunCreateInputSerializer(serializers.Serializer):
         max_length=32, required=False, default="", allow_blank=True
     )
     batch = serializers.CharField(max_length=120, required=False, default="", allow_blank=True)
+    label_mode = serializers.ChoiceField(
+        choices=LabelMode.choices,
+        required=False,
+        default=None,
+        allow_null=True,
+        help_text="steps: each step asked on its own; first_error: each trace's first wrong "
+        "step. Default: the judge's label_mode.",
+    )
 
 
 # --- the answers built as plain dicts (judges/selectors.py), named for the OpenAPI schema --------
@@ -66,6 +75,7 @@ class RunProgressOutputSerializer(serializers.Serializer):
     evaluator_kind = serializers.ChoiceField(choices=["judge", "reference"])
     audit = serializers.CharField()
     mode = serializers.ChoiceField(choices=JudgeRun.Mode.choices)
+    label_mode = serializers.ChoiceField(choices=LabelMode.choices)
     scope = serializers.ChoiceField(choices=JudgeRun.Scope.choices)
     segmentation = serializers.CharField(allow_blank=True)
     batch = serializers.CharField(allow_blank=True)

@@ -48,6 +48,7 @@ def runs_page(request, slug: str):
                     segmentation=form.cleaned_data["segmentation"],
                     batch_name=form.cleaned_data["batch"],
                     user=request.user,
+                    label_mode=form.cleaned_data["label_mode"] or None,
                 )
         except ApplicationError as exc:
             form.add_error(None, exc.message)

@@ -962,3 +962,36 @@ def steps_collect(audit: Audit) -> pd.DataFrame:
     frame["position"] = pd.to_numeric(frame["position"]) + 1
     frame = _ids_shown(frame, audit)
     return frame.reindex(columns=STEP_COLUMNS)
+
+
+# --- first-error section: step positions and the modes evaluators labelled in ----------------
+def step_positions_collect(audit: Audit) -> pd.DataFrame:
+    """Every step's 1-based position in its trace (under its segmentation) and the trace's
+    length: ``step_id, position, n_steps`` — what reading a first-error index needs."""
+    steps = _steps_frame(audit)
+    if steps.empty:
+        return pd.DataFrame({"step_id": [], "position": [], "n_steps": []})
+    keys = [steps["segmentation"], pd.to_numeric(steps["trace_pk"])]
+    index = pd.to_numeric(steps["index"])
+    # A rank, not the stored index: positions stay dense whatever the import wrote.
+    position = index.groupby(keys).rank(method="first").astype(np.int64)
+    n_steps = index.groupby(keys).transform("size").astype(np.int64)
+    return pd.DataFrame(
+        {"step_id": steps["step_id"].astype(str), "position": position, "n_steps": n_steps}
+    )
+
+
+def judge_modes_collect(audit: Audit) -> dict[str, str]:
+    """Judge evaluator (``name`` / ``name@vN``) → the labelling mode of its latest run in the
+    audit (``steps`` or ``first_error``; the latest run's verdicts are the ones reported)."""
+    run_model = _model("judges", "JudgeRun")
+    if run_model is None or _field_name(run_model, "label_mode") is None:
+        return {}
+    modes: dict[str, str] = {}
+    for name, version, mode in (
+        run_model.objects.filter(audit=audit)
+        .order_by("pk")
+        .values_list("judge__name", "judge__version", "label_mode")
+    ):
+        modes[name if version == 1 else f"{name}@v{version}"] = mode or "steps"
+    return modes

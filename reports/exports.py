@@ -323,6 +323,14 @@ REPORT_TABLES: dict[str, tuple[Callable[[dict], pd.DataFrame], str]] = {
         lambda r: _rows((r.get("annotators") or {}).get("agreement")),
         "each expert against every other evaluator",
     ),
+    "first_error": (
+        lambda r: _rows((r.get("first_error") or {}).get("rows")),
+        "ProcessBench's first-error accuracies and F1 per condition × evaluator",
+    ),
+    "first_error_coverage": (
+        lambda r: _rows((r.get("first_error") or {}).get("coverage")),
+        "per evaluator: traces with a defined first error, and why the others are undefined",
+    ),
     "blinding_batches": (
         _blinding_batches,
         "the leak gate per batch: classifier AUC on what its annotators were shown",

@@ -846,6 +846,77 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
         ],
         note=annotators.get("rule", ""),
     )
+    first_error = report.get("first_error") or {}
+    out["first_error"] = _table(
+        "first_error",
+        "First error (ProcessBench): each evaluator against the expert reference",
+        [
+            "condition",
+            "evaluator",
+            "kind",
+            "mode",
+            "reference",
+            "erroneous traces",
+            "accuracy on erroneous",
+            "correct traces",
+            "accuracy on correct",
+            "F1",
+            "F1 interval",
+            "left out",
+        ],
+        [
+            [
+                r["condition"],
+                r["evaluator"],
+                r["evaluator_kind"],
+                r["mode"].replace("_", "-"),
+                r["reference"],
+                _num(r["n_erroneous"]),
+                f"{_pct(r['acc_erroneous'])} "
+                f"({_interval(r['acc_erroneous_low'], r['acc_erroneous_high'])})",
+                _num(r["n_correct"]),
+                f"{_pct(r['acc_correct'])} "
+                f"({_interval(r['acc_correct_low'], r['acc_correct_high'])})",
+                _num(r["f1"]),
+                f"{_interval(r['f1_low'], r['f1_high'], pct=False)} "
+                f"({r['f1_interval_method'] or '–'})",
+                _num(r["n_undefined"] + r["n_unlabelled"]),
+            ]
+            for r in first_error.get("rows") or []
+        ],
+        note=first_error.get("interval_rule", ""),
+        numeric_from=5,
+    )
+    out["first_error_coverage"] = _table(
+        "first_error_coverage",
+        "First-error coverage: traces per evaluator with a defined first error",
+        [
+            "evaluator",
+            "kind",
+            "mode",
+            "traces",
+            "defined",
+            "error",
+            "no error",
+            "undefined: abstain",
+            "undefined: unlabelled step",
+        ],
+        [
+            [
+                c["evaluator"],
+                c["evaluator_kind"],
+                c["mode"].replace("_", "-"),
+                _num(c["n_traces"]),
+                _num(c["n_defined"]),
+                _num(c["n_error"]),
+                _num(c["n_no_error"]),
+                _num(c["n_undefined_abstain"]),
+                _num(c["n_undefined_gap"]),
+            ]
+            for c in first_error.get("coverage") or []
+        ],
+        numeric_from=3,
+    )
     out["annotator_agreement"] = _table(
         "annotator_agreement",
         "Each expert against every other evaluator (shared steps, gold and repeats left out)",
@@ -967,6 +1038,7 @@ def report_context(report: dict[str, Any], *, standalone: bool) -> dict[str, Any
             for h in (report.get("judge_by_condition") or {}).get("homogeneity") or []
         ],
         "likert_tests_line": likert_tests_line(report),
+        "first_error": report.get("first_error") or {},
         "figures": figures,
         "standalone": standalone,
         "methods": [(METHOD_NAMES.get(k, k.replace("_", " ")), v) for k, v in methods.items()],

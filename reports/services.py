@@ -30,6 +30,13 @@ from auditapp.agreement.annotators import (
     annotator_quality,
 )
 from auditapp.agreement.blinding import DONT_KNOW
+from auditapp.agreement.first_error import (
+    FIRST_ERROR_RULE,
+    INTERVAL_RULE,
+    evaluator_modes,
+    first_error_evaluation,
+    first_error_sentence,
+)
 from auditapp.agreement.formats import (
     answers_read,
     csv_text_restore,
@@ -45,6 +52,8 @@ from reports.collect import (
     audit_tables_collect,
     condition_labels,
     ids_pseudonymised,
+    judge_modes_collect,
+    step_positions_collect,
     tables_fingerprint,
 )
 from reports.models import AnalysisPlan, UnblindingEvent
@@ -62,7 +71,8 @@ __all__ = [
 ]
 
 # Bump when the report's shape changes, so cached reports of the old shape are not served.
-REPORT_VERSION = 3  # 2: blinding check (classifier, index); 3: findings, controls, PPI++
+# 2: blinding check (classifier, index); 3: findings, controls, PPI++; 4: first-error section
+REPORT_VERSION = 4
 CACHE_SECONDS = 24 * 3600
 EXCLUSION_KEYS = ("evaluators", "evaluator_kinds", "trace_ids", "step_ids")
 
@@ -410,6 +420,96 @@ def _annotators_section(
     }
 
 
+def first_error_omitted(reason: str) -> dict[str, Any]:
+    """The first-error section when it has nothing to say, and why (one line)."""
+    return {
+        "omitted": reason,
+        "rule": FIRST_ERROR_RULE,
+        "interval_rule": INTERVAL_RULE,
+        "rows": [],
+        "coverage": [],
+        "findings": [],
+    }
+
+
+def _first_error_section(audit: Audit, labels: pd.DataFrame, params: ReportParams) -> dict:
+    """ProcessBench's metric for every evaluator against the expert reference, read from the
+    step labels (``auditapp.agreement.first_error``); omitted, with the reason, when no
+    evaluator labelled in first-error mode or no trace has a reference."""
+    modes = evaluator_modes(labels, judge_modes_collect(audit))
+    if "first_error" not in modes.values():
+        return first_error_omitted("no expert or judge labelled in first-error mode")
+    kinds = (
+        labels[["evaluator", "evaluator_kind"]]
+        .drop_duplicates("evaluator")
+        .set_index("evaluator")["evaluator_kind"]
+        .astype(str)
+        .to_dict()
+    )
+    if "expert" not in kinds.values():
+        return first_error_omitted("no expert labels, so no reference first error")
+    positions = step_positions_collect(audit).set_index("step_id")
+    rows = labels.dropna(subset=["step_id"])
+    at = positions.index.get_indexer(rows["step_id"].astype(str))
+    rows = rows[at >= 0]
+    at = at[at >= 0]
+    # One unit per (trace, segmentation): a first error is a position under one segmentation.
+    unit = rows["trace_id"].astype(str) + "\x1f" + rows["segmentation"].astype(str)
+    verdicts = pd.DataFrame(
+        {
+            "trace": unit.to_numpy(),
+            "position": positions["position"].to_numpy()[at],
+            "verdict": rows["verdict"].to_numpy(),
+            "evaluator": rows["evaluator"].astype(str).to_numpy(),
+        }
+    )
+    n_steps = (
+        pd.Series(positions["n_steps"].to_numpy()[at], index=verdicts["trace"])
+        .groupby(level=0)
+        .first()
+    )
+    conditions = (
+        pd.Series(rows["condition"].astype(str).to_numpy(), index=verdicts["trace"])
+        .groupby(level=0)
+        .first()
+        .to_dict()
+    )
+    result = first_error_evaluation(
+        verdicts,
+        evaluator_kinds=kinds,
+        conditions=conditions,
+        n_steps=n_steps,
+        modes=modes,
+        confidence_level=params.confidence_level,
+        # Its own stream: the section never moves a number of the other sections.
+        rng=np.random.default_rng([params.seed, 13]),
+        resamples=params.resamples,
+    )
+    if not any(r["n"] for r in result["rows"]):
+        return first_error_omitted(
+            "no trace has full coverage: no trace has both an expert reference first error "
+            "(every step labelled up to it) and a defined first error of another evaluator"
+        )
+    findings = [
+        {
+            "evaluator": r["evaluator"],
+            "sentence": first_error_sentence(r, confidence_level=params.confidence_level),
+            "rule": FIRST_ERROR_RULE,
+            "table": "first_error",
+        }
+        for r in result["rows"]
+        if r["condition"] == "(all)"
+    ]
+    return {
+        "omitted": None,
+        "rule": FIRST_ERROR_RULE,
+        "interval_rule": INTERVAL_RULE,
+        "rows": result["rows"],
+        "coverage": result["coverage"],
+        "findings": findings,
+    }
+
+
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """JSON-ready rows (NaN → None)."""
     return [
@@ -478,6 +578,8 @@ def report_build(
     blinding = {**_blinding_section(audit), **_probe_public(body.pop("blinding"), audit=audit)}
     body["methods"]["normaliser"] = _normaliser_method(audit)
     body["annotators"] = _annotators_section(audit, tables.labels, params.confidence_level)
+    body["first_error"] = _first_error_section(audit, labels, params)
+    body["methods"]["first_error"] = f"{FIRST_ERROR_RULE} {INTERVAL_RULE}"
     return {
         # Findings first: what the report concludes, then what it is about.
         "findings": body.pop("findings"),
@@ -628,6 +730,9 @@ def report_from_files(
         "parameters": asdict(params),
         "analysis_plan": {"locked": False, "followed": None, "deviations": []},
         **body,
+        "first_error": first_error_omitted(
+            "a labels file carries no step positions, which a first-error index needs"
+        ),
     }
 
 

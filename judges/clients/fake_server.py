@@ -18,6 +18,10 @@ user message (the default prompt delimits it so), else that whole message. Marke
 ``[vote:c,e,a]`` → the k-th sample generated for this prompt answers the k-th listed verdict
 (cycling), which drives the n-samples tests.
 
+A first-error request (the whole trace inside ``<trace>``, one ``Step k: …`` line per step) is
+answered with the first step marked ``[wrong]``, or ``none`` (``expected_first_error``);
+``[fe-out-of-range]`` anywhere makes it name a step past the last; ``[unparseable]`` prose.
+
 Otherwise the ``--verdict-policy`` decides: ``marker`` (default: correct) or ``hash:RATE`` (error
 for a stable ``RATE`` share of step texts, by sha256).
 
@@ -80,6 +84,8 @@ FAULT_KINDS = ("500", "503", "429", "400", "malformed", "truncated", "prose", "h
 DEFAULT_FAULTS = ("500", "429", "malformed", "truncated", "hang", "drop")
 
 _STEP_RE = re.compile(r"<step>\s*(.*?)\s*</step>", re.DOTALL)
+_TRACE_RE = re.compile(r"<trace>\s*(.*?)\s*</trace>", re.DOTALL)
+_TRACE_STEP_RE = re.compile(r"^Step (\d+): ?(.*)$", re.M)
 _VOTE_RE = re.compile(r"\[vote:([a-z,]+)\]")
 _VOTE_CODES = {"c": "correct", "e": "error", "a": "abstain"}
 
@@ -215,6 +221,35 @@ def expected_verdict(step: str, *, policy: str = "marker", sample_index: int = 0
         bucket = int.from_bytes(hashlib.sha256(step.encode()).digest()[:4], "big") % 10_000
         return "error" if bucket < rate * 10_000 else "correct"
     return "correct"
+
+
+def trace_steps(messages: list[dict[str, Any]]) -> list[str] | None:
+    """The numbered steps of a first-error request (inside ``<trace>`` of the first user
+    message), or None when the request is about one step."""
+    first_user = next((m for m in messages if m.get("role") == "user"), None)
+    match = _TRACE_RE.search(str(first_user.get("content", ""))) if first_user else None
+    if match is None:
+        return None
+    return [text for _, text in _TRACE_STEP_RE.findall(match.group(1))]
+
+
+def expected_first_error(steps: list[str]) -> str:
+    """The fake's first-error answer for a trace: the number of the first step marked
+    ``[wrong]``, else ``none``; a step marked ``[fe-out-of-range]`` makes it answer one past
+    the last step (an answer the client must refuse)."""
+    if any("[fe-out-of-range]" in s for s in steps):
+        return str(len(steps) + 1)
+    return next((str(i) for i, s in enumerate(steps, 1) if "[wrong]" in s), "none")
+
+
+def _first_error_answer(steps: list[str], answer: str) -> str:
+    return orjson.dumps(
+        {
+            "first_error_step": answer,
+            "error_category": None if answer == "none" else "reasoning",
+            "rationale": f"Fake judge: {len(steps)} steps, first error {answer}.",
+        }
+    ).decode()
 
 
 def _answer(step: str, verdict: str) -> str:
@@ -454,9 +489,13 @@ class FakeServer:
         completion_tokens = 0
         cfg = self.config
         enforced = any(_SCHEMA_MODES[mode](body) for mode in cfg.enforces)
+        steps = trace_steps(messages)
         for i in range(n):
             verdict = expected_verdict(step, policy=cfg.verdict_policy, sample_index=first + i)
             content = _answer(step, verdict)
+            if steps is not None:
+                verdict = expected_first_error(steps)
+                content = _first_error_answer(steps, verdict)
             if cfg.nul_answers:
                 content = _answer(step, verdict).replace("Fake judge:", "Fake\x00judge:")
             if "[unparseable]" in step or fault == "prose":

@@ -71,7 +71,15 @@ import aiohttp
 import orjson
 
 from judges.clients.egress import EgressPolicy, EgressRefused, PolicyResolver
-from judges.clients.parsing import VERDICT_SCHEMA, ParsedVerdict, ParseError, parse_verdict
+from judges.clients.parsing import (
+    VERDICT_SCHEMA,
+    ParsedFirstError,
+    ParsedVerdict,
+    ParseError,
+    first_error_schema,
+    parse_first_error,
+    parse_verdict,
+)
 from judges.clients.ratelimit import NoopRateLimiter, RateLimiter, estimate_tokens
 
 Verdict = Literal["correct", "error", "abstain", "invalid"]
@@ -146,6 +154,28 @@ PARSE_NUDGE = (
     "Your previous answer could not be read. Reply with only the JSON object "
     '{"verdict": "correct" | "error" | "abstain", "error_category": ..., "rationale": ...}.'
 )
+
+
+FIRST_ERROR_NUDGE = (
+    "Your previous answer could not be read. Reply with only the JSON object "
+    '{"first_error_step": "<the number of the first wrong step, or none>", '
+    '"error_category": ..., "rationale": ...}.'
+)
+
+
+def first_error_grammar(n_steps: int) -> str:
+    """GBNF for a first-error answer: exactly the schema's object, the step first."""
+    steps = " | ".join(['"none"', *(f'"{k}"' for k in range(1, n_steps + 1))])
+    return "\n".join(
+        (
+            r'root ::= "{\"first_error_step\": \"" step "\", \"error_category\": " category'
+            r' ", \"rationale\": \"" text "\"}"',
+            f"step ::= {steps}",
+            r'category ::= "null" | "\"" [a-zA-Z0-9 _-]{1,60} "\""',
+            r'text ::= [^"\\\x00-\x1f]{0,400}',
+            "",
+        )
+    )
 
 
 class JudgeConfigError(ValueError):
@@ -229,6 +259,10 @@ class JudgeRequest:
     n_samples: int = 1
     response_format_json: bool = True
     categories: tuple[str, ...] = ()  # the audit's error categories, to canonicalise answers
+    # "step": a verdict on one step; "first_error": a whole trace of ``n_steps`` steps, answered
+    # with its first wrong step or none (``JudgeResult.first_error_step``).
+    answer: str = "step"
+    n_steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -254,6 +288,9 @@ class JudgeResult:
     cached_tokens: int = 0  # prompt tokens the server reported served from its prefix cache
     reasoning: bool = False  # the answer held a reasoning part (kept in raw_response)
     elapsed_ms: int = 0  # wall time from the first send to the result, back-offs included
+    # First-error requests: verdict "error" with the first wrong step (1-based) here, "correct"
+    # for no error, "abstain" for samples split evenly, "invalid" when none could be read.
+    first_error_step: int | None = None
 
 
 def aggregate_samples(
@@ -643,7 +680,7 @@ class _Batch:
                 raws.append(raw)
                 try:
                     enforced = counters["mode"] in ENFORCING_MODES
-                    parsed = parse_verdict(raw, categories=request.categories, enforced=enforced)
+                    parsed = parse_answer(raw, request, enforced=enforced)
                     return _Sample(parsed, raws, None)
                 except ParseError as exc:
                     reason = exc.reason
@@ -654,7 +691,12 @@ class _Batch:
                 nudged = [
                     *request.messages,
                     {"role": "assistant", "content": raw},
-                    {"role": "user", "content": PARSE_NUDGE},
+                    {
+                        "role": "user",
+                        "content": FIRST_ERROR_NUDGE
+                        if request.answer == "first_error"
+                        else PARSE_NUDGE,
+                    },
                 ]
                 try:
                     raw = (await call(nudged, 1))[0]
@@ -690,6 +732,11 @@ class _Batch:
                 structured=str(counters["mode"]),
             )
         verdict, category, rationale = aggregate_samples([x.parsed for x in samples])
+        first_error_step = None
+        if request.answer == "first_error" and verdict not in ("invalid", "abstain"):
+            # The vote was on "none" or the step number; as a trace verdict it is one of two.
+            first_error_step = None if verdict == "none" else int(verdict)
+            verdict = "correct" if first_error_step is None else "error"
         error = None
         if verdict == "invalid":
             reasons = "; ".join(sorted({x.reason or "" for x in samples}))
@@ -717,6 +764,7 @@ class _Batch:
             structured=str(counters["mode"]),
             cached_tokens=int(counters["cached"]),
             reasoning=bool(counters["reasoning"]),
+            first_error_step=first_error_step,
         )
 
     async def _samples(
@@ -739,23 +787,38 @@ class _Batch:
         return list(await asyncio.gather(*(sample(raw) for raw in firsts)))
 
 
-def structured_fields(mode: str) -> dict[str, Any]:
-    """The request fields that ask for the verdict shape in ``mode`` (see STRUCTURED_MODES)."""
+def parse_answer(
+    raw: str, request: JudgeRequest, *, enforced: bool
+) -> ParsedVerdict | ParsedFirstError:
+    """The answer read as the request asked: a step verdict or a first-error step."""
+    if request.answer == "first_error":
+        return parse_first_error(
+            raw, n_steps=request.n_steps, categories=request.categories, enforced=enforced
+        )
+    return parse_verdict(raw, categories=request.categories, enforced=enforced)
+
+
+def structured_fields(mode: str, *, answer: str = "step", n_steps: int = 0) -> dict[str, Any]:
+    """The request fields that ask for the answer's shape in ``mode`` (see STRUCTURED_MODES):
+    the step verdict, or (``answer="first_error"``) a trace's first wrong step."""
+    first_error = answer == "first_error"
+    schema = first_error_schema(n_steps) if first_error else VERDICT_SCHEMA
     if mode == "json_schema":
+        name = "first_error" if first_error else "step_verdict"
         return {
             "response_format": {
                 "type": "json_schema",
-                "json_schema": {"name": "step_verdict", "strict": True, "schema": VERDICT_SCHEMA},
+                "json_schema": {"name": name, "strict": True, "schema": schema},
             }
         }
     if mode == "json_object_schema":
-        return {"response_format": {"type": "json_object", "schema": VERDICT_SCHEMA}}
+        return {"response_format": {"type": "json_object", "schema": schema}}
     if mode == "ollama_format":
-        return {"format": VERDICT_SCHEMA}
+        return {"format": schema}
     if mode == "guided_json":
-        return {"guided_json": VERDICT_SCHEMA}
+        return {"guided_json": schema}
     if mode == "grammar":
-        return {"grammar": VERDICT_GRAMMAR}
+        return {"grammar": first_error_grammar(n_steps) if first_error else VERDICT_GRAMMAR}
     if mode == "json_object":
         return {"response_format": {"type": "json_object"}}
     return {}
@@ -780,7 +843,7 @@ def _payload(
         payload["n"] = n
     for key, value in settings.extra_body.items():
         payload.setdefault(key, value)
-    payload.update(structured_fields(mode))
+    payload.update(structured_fields(mode, answer=request.answer, n_steps=request.n_steps))
     return payload
 
 

@@ -273,3 +273,163 @@ def _balanced_objects(text: str) -> Iterable[str]:
             depth -= 1
             if depth == 0:
                 yield text[start : i + 1]
+
+
+# -- first-error answers -----------------------------------------------------------------------
+# ``{"first_error_step": "<k or none>", "error_category", "rationale"}``, the step first so a
+# cut-off answer still holds it. The schema's enum holds exactly the trace's step numbers, so a
+# server that enforces it cannot answer out of range; others are checked here.
+FIRST_ERROR_FIELD = "first_error_step"
+_FE_PREFIX_RE = re.compile(
+    r'\A\{\s*"first_error_step"\s*:\s*("?)\s*([A-Za-z0-9 ]{1,20}?)\s*\1\s*[,}]'
+)
+_FE_STEP_RE = re.compile(r"\A(?:step\s*)?(\d{1,6})\Z", re.I)
+
+
+def first_error_schema(n_steps: int) -> dict[str, Any]:
+    """The JSON schema of a first-error answer for a trace of ``n_steps`` steps."""
+    return {
+        "type": "object",
+        "properties": {
+            FIRST_ERROR_FIELD: {
+                "type": "string",
+                "enum": ["none", *(str(k) for k in range(1, n_steps + 1))],
+            },
+            "error_category": {"type": ["string", "null"]},
+            "rationale": {"type": "string"},
+        },
+        "required": [FIRST_ERROR_FIELD, "error_category", "rationale"],
+        "additionalProperties": False,
+    }
+
+
+@dataclass(frozen=True)
+class ParsedFirstError:
+    """A first-error answer. ``verdict`` is the vote samples are aggregated on: ``"none"`` or
+    the step number as text; ``step`` the number (None for none)."""
+
+    verdict: str
+    step: int | None
+    category: str | None
+    rationale: str
+    method: ParseMethod
+    category_raw: str | None = None
+
+
+def _first_error_value(value: Any, n_steps: int) -> int | None:
+    """The step number ``value`` names (None for "none"); ``ParseError`` otherwise."""
+    if isinstance(value, bool) or value is None:
+        raise ParseError(f'{FIRST_ERROR_FIELD} must be a step number or "none", got {value!r}')
+    if isinstance(value, int):
+        step = value
+    elif isinstance(value, str):
+        word = value.strip()
+        if word.lower() == "none":
+            return None
+        match = _FE_STEP_RE.match(word)
+        if match is None:
+            shown = json.dumps(value, ensure_ascii=True)[:60]
+            raise ParseError(f'{FIRST_ERROR_FIELD} {shown} is not a step number or "none"')
+        step = int(match.group(1))
+    else:
+        raise ParseError(f'{FIRST_ERROR_FIELD} must be a step number or "none"')
+    if not 1 <= step <= n_steps:
+        raise ParseError(
+            f"{FIRST_ERROR_FIELD} {step} is out of range: the trace has steps 1..{n_steps}"
+        )
+    return step
+
+
+def parse_first_error(
+    text: str, *, n_steps: int, categories: Sequence[str] = (), enforced: bool = False
+) -> ParsedFirstError:
+    """Parse a first-error answer for a trace of ``n_steps`` steps, in the shapes
+    ``parse_verdict`` reads (whole object, one fence, complete prefix, and — only when not
+    enforced — one embedded object); an out-of-range step is a ``ParseError`` naming it.
+
+    Examples
+    --------
+    >>> parse_first_error('{"first_error_step": "2", "error_category": null}', n_steps=3).step
+    2
+    >>> parse_first_error('{"first_error_step": "none"}', n_steps=3).verdict
+    'none'
+    >>> parse_first_error('{"first_error_step": 7}', n_steps=3)
+    Traceback (most recent call last):
+    ...
+    judges.clients.parsing.ParseError: first_error_step 7 is out of range: the trace has steps 1..3
+    """
+    if not isinstance(text, str):
+        raise ParseError("empty answer")
+    if _THINK_OPEN_RE.match(text) and not _THINK_RE.match(text):
+        raise ParseError("the answer ended inside its reasoning block")
+    _, answer = split_reasoning(text)
+    answer = answer.strip()
+    if not answer:
+        raise ParseError("empty answer")
+
+    def from_object(obj: Any, method: ParseMethod) -> ParsedFirstError:
+        if not isinstance(obj, dict):
+            raise ParseError(f"the answer is JSON but a {type(obj).__name__}, not an object")
+        if not any(isinstance(k, str) and k.strip().lower() == FIRST_ERROR_FIELD for k in obj):
+            raise ParseError(f"the object has no {FIRST_ERROR_FIELD} field")
+        step = _first_error_value(_field(obj, FIRST_ERROR_FIELD), n_steps)
+        rationale = _field(obj, "rationale")
+        raw_category = _field(obj, "error_category") if step is not None else None
+        return _first_error(step, raw_category, rationale, method, categories)
+
+    whole = _loads(answer)
+    if whole is not None:
+        return from_object(whole, "json")
+    fence = _FENCE_RE.match(answer)
+    if fence is not None:
+        inner = _loads(fence.group(1).strip())
+        if inner is not None:
+            return from_object(inner, "fenced")
+    prefix = _FE_PREFIX_RE.match(answer)
+    if prefix is not None:
+        raw = prefix.group(2)
+        step = _first_error_value(
+            int(raw) if prefix.group(1) == "" and raw.isdigit() else raw, n_steps
+        )
+        raw_category = None
+        if step is not None:
+            match = _PREFIX_CATEGORY_RE.search(answer)
+            if match is not None and match.group(2) is not None:
+                decoded = _loads(f'["{match.group(2)}"]')
+                raw_category = decoded[0] if decoded else None
+        return _first_error(step, raw_category, "", "prefix", categories)
+    if not enforced:
+        found = [
+            obj
+            for chunk in _balanced_objects(answer)
+            if isinstance(obj := _loads(chunk), dict)
+            and any(isinstance(k, str) and k.strip().lower() == FIRST_ERROR_FIELD for k in obj)
+        ]
+        if len(found) > 1:
+            raise ParseError(f"{len(found)} objects with a {FIRST_ERROR_FIELD} field")
+        if found:
+            return from_object(found[0], "embedded")
+    raise ParseError(f"not a JSON object with a {FIRST_ERROR_FIELD} field")
+
+
+def _first_error(
+    step: int | None,
+    raw_category: Any,
+    rationale: Any,
+    method: ParseMethod,
+    categories: Sequence[str],
+) -> ParsedFirstError:
+    category_raw = (
+        str(raw_category).strip()
+        if isinstance(raw_category, str) and raw_category.strip()
+        else None
+    )
+    category = _match_category(category_raw, categories)
+    return ParsedFirstError(
+        verdict="none" if step is None else str(step),
+        step=step,
+        category=category,
+        rationale=rationale.strip() if isinstance(rationale, str) else "",
+        method=method,
+        category_raw=category_raw if category is None else None,
+    )

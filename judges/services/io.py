@@ -25,6 +25,7 @@ from judges.services.runs import (
     _run_end,
     _run_new,
     _scope_steps,
+    label_mode_check,
     run_finish_if_complete,
     run_missing_step_ids,
     run_scope_steps,
@@ -186,6 +187,8 @@ def verdicts_import(
         judge = judge or Judge.objects.create(
             name=judge_name, description="Verdicts imported from a file."
         )
+        # Imported verdicts are step verdicts: never mixed into a first-error judge's runs.
+        label_mode_check(audit=audit, judge=judge, label_mode="steps")
         run = _run_new(
             audit=audit,
             judge=judge,
@@ -228,6 +231,14 @@ def batch_run_create(
         raise ApplicationError("a reference judge makes no requests", code="reference_judge")
     if judge.prompt_id is None:
         raise ApplicationError(f"judge {judge.name} has no prompt", code="no_prompt")
+    if judge.label_mode != "steps":
+        raise ApplicationError(
+            f"judge {judge.label} is in {judge.label_mode} mode; the batch API round trip asks "
+            "about single steps only",
+            code="label_mode",
+            extra={"field": "label_mode"},
+        )
+    label_mode_check(audit=audit, judge=judge, label_mode="steps")
     run = _run_new(
         audit=audit,
         judge=judge,

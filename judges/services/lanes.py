@@ -41,8 +41,13 @@ from django.utils import timezone
 from auditapp.outages import outage_log, outage_service, ride_out
 from judges.clients import JudgeConfigError, JudgeResult, RateLimits, judge_stream_sync, limiter_for
 from judges.clients.openai_compat import JudgeRequest
-from judges.models import Judge, JudgeFailure, JudgeRun, JudgeVerdict
-from judges.rendering import RenderedStep, client_settings, requests_for_steps
+from judges.models import Judge, JudgeFailure, JudgeRun, JudgeVerdict, LabelMode
+from judges.rendering import (
+    RenderedStep,
+    client_settings,
+    requests_for_steps,
+    requests_for_traces,
+)
 from judges.services import store
 from judges.services.runs import (
     _mark_running,
@@ -51,7 +56,13 @@ from judges.services.runs import (
     run_scope_steps,
     run_status_cached,
 )
-from judges.services.store import FLUSH_AGE_S, FLUSH_ROWS, failures_store, verdict_from_result
+from judges.services.store import (
+    FLUSH_AGE_S,
+    FLUSH_ROWS,
+    failures_store,
+    first_error_verdicts,
+    verdict_from_result,
+)
 from judges.services.worksource import ListLost, StepSource, run_queue_rebuild, source_for
 
 logger = logging.getLogger(__name__)
@@ -106,6 +117,8 @@ class _VerdictWriter:
         self.sources: dict[int, tuple[RenderedStep, JudgeResult]] = {}
         self.failures: list[tuple[RenderedStep, JudgeResult]] = []
         self.first_pending_at = 0.0
+        # First-error mode: a trace's first step id → its steps after the first error.
+        self.skipped_after: dict[int, int] = {}
         self.inserted = 0
         self.slowest_flush_s = 0.0  # for the lane's log line: a slow write delays the feed
 
@@ -116,12 +129,35 @@ class _VerdictWriter:
         if not result.ok:
             self.failures.append((item, result))
             return
+        if item.unit_step_ids and result.verdict == JudgeVerdict.Verdict.INVALID:
+            # No first error could be read (unparseable, or a step out of range): a failure
+            # of every step of the trace, with the reason; resume asks the trace again.
+            reason = result.error or "no first-error step could be read"
+            self.failures.append(
+                (
+                    item,
+                    dataclasses.replace(
+                        result, ok=False, failure="invalid_answer", retryable=False, error=reason
+                    ),
+                )
+            )
+            return
         if not self.pending:
             self.first_pending_at = time.monotonic()
-        self.sources[item.step_id] = (item, result)
-        self.pending.append(verdict_from_result(run_id=self.run_id, rendered=item, result=result))
+        if item.unit_step_ids:
+            rows, skipped = first_error_verdicts(run_id=self.run_id, rendered=item, result=result)
+            self.skipped_after[item.step_id] = skipped
+        else:
+            rows = [verdict_from_result(run_id=self.run_id, rendered=item, result=result)]
+        for row in rows:
+            self.sources[row.step_id] = (item, result)
+        self.pending.extend(rows)
         if len(self.pending) >= FLUSH_ROWS:
             self.flush()
+
+    def _skips(self) -> dict:
+        # Only in first-error mode, so a wrapped verdicts_store of the step mode still fits.
+        return {"skipped_after": self.skipped_after} if self.skipped_after else {}
 
     def flush_if_old(self) -> None:
         if self.pending and time.monotonic() - self.first_pending_at >= FLUSH_AGE_S:
@@ -137,7 +173,7 @@ class _VerdictWriter:
             # database is unreachable (the insert is idempotent: ON CONFLICT DO NOTHING); a
             # batch the database refuses for its content is written row by row instead.
             self.inserted += ride_out(
-                lambda: store.verdicts_store(run_id=self.run_id, verdicts=batch),
+                lambda: store.verdicts_store(run_id=self.run_id, verdicts=batch, **self._skips()),
                 what=f"judge run {self.run_id}: verdict write",
                 give_up_after_s=OUTAGE_LIMIT_S,
             )
@@ -150,6 +186,7 @@ class _VerdictWriter:
         finally:
             for verdict in batch:
                 self.sources.pop(verdict.step_id, None)
+                self.skipped_after.pop(verdict.step_id, None)
         self.slowest_flush_s = max(self.slowest_flush_s, time.monotonic() - started)
 
     def _write_one(self, verdict: JudgeVerdict) -> None:
@@ -161,13 +198,18 @@ class _VerdictWriter:
                 if not connection.in_atomic_block:
                     close_old_connections()  # a connection the last try broke is replaced
             try:
-                self.inserted += store.verdicts_store(run_id=self.run_id, verdicts=[verdict])
+                self.inserted += store.verdicts_store(
+                    run_id=self.run_id, verdicts=[verdict], **self._skips()
+                )
                 return
             except DatabaseError as exc:
                 if outage_service(exc) is not None:
                     raise  # an outage is not this row's fault: reconcile resumes the step
                 problem = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
         item, result = self.sources[verdict.step_id]
+        if item.unit_step_ids:
+            # One row of a trace failed: the failure covers that step alone.
+            item = dataclasses.replace(item, step_id=verdict.step_id, unit_step_ids=())
         reason = f"the verdict could not be stored after {WRITE_TRIES} tries: {problem}"
         self.failures.append(
             (
@@ -339,15 +381,26 @@ def judge_lane_run(
             todo = ride(lambda: _unanswered(run, claimed), "feed")  # noqa: B023
             if not todo:
                 continue  # answered meanwhile (an older generation's lane, a duplicate task)
-            rendered = ride(
-                lambda: requests_for_steps(
-                    judge=judge,
-                    prompt=run.prompt,
-                    audit=run.audit,
-                    step_ids=todo,  # noqa: B023
-                ),
-                "render",
-            )
+            if run.label_mode == LabelMode.FIRST_ERROR:
+                rendered = ride(
+                    lambda: requests_for_traces(
+                        judge=judge,
+                        audit=run.audit,
+                        step_ids=todo,  # noqa: B023
+                        max_step_id=run.scope_max_step_id,
+                    ),
+                    "render",
+                )
+            else:
+                rendered = ride(
+                    lambda: requests_for_steps(
+                        judge=judge,
+                        prompt=run.prompt,
+                        audit=run.audit,
+                        step_ids=todo,  # noqa: B023
+                    ),
+                    "render",
+                )
             writer.rendered.update((r.request.key, r) for r in rendered)
             asked += len(rendered)
             return [r.request for r in rendered]
@@ -393,12 +446,14 @@ def judge_lane_run(
     failure_rows = [
         JudgeFailure(
             run_id=run_id,
-            step_id=item.step_id,
+            step_id=step_id,
             kind=r.failure or "error",
             error=store.storable((r.error or "")[:2000]),
             attempts=r.attempts,
         )
         for item, r in permanent
+        # A first-error request fails for every step of its trace.
+        for step_id in (item.unit_step_ids or (item.step_id,))
     ]
     n_failed = ride(lambda: failures_store(run_id=run_id, failures=failure_rows), "failures")
     outcome = LaneOutcome(

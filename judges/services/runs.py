@@ -39,7 +39,7 @@ from auditapp.exceptions import ApplicationError, ConflictError, NotFoundError
 from judges.clients import (
     RateLimits,
 )
-from judges.models import Judge, JudgeFailure, JudgePrompt, JudgeRun, JudgeVerdict
+from judges.models import Judge, JudgeFailure, JudgePrompt, JudgeRun, JudgeVerdict, LabelMode
 from judges.services import worksource
 from judges.services.specs import egress_check
 
@@ -54,8 +54,10 @@ DEFAULT_STALE_AFTER_S = 8.0
 
 
 def _scope_steps(
-    *, audit: Audit, segmentation: str = "", batch_name: str = ""
+    *, audit: Audit, segmentation: str = "", batch_name: str = "", whole_traces: bool = False
 ) -> models.QuerySet[Step]:
+    """The steps a run covers. ``whole_traces`` (first-error mode): a batch's traces with all
+    their steps under the batch's segmentations, since the judge reads a trace whole."""
     steps = Step.objects.filter(audit=audit)
     if batch_name:
         from django.apps import apps
@@ -67,7 +69,14 @@ def _scope_steps(
         batch = batch_model.objects.filter(audit=audit, name=batch_name).first()
         if batch is None:
             raise NotFoundError(f"no batch named {batch_name!r} in audit {audit.slug}")
-        steps = steps.filter(pk__in=batch.items.values("step_id"))
+        if whole_traces:
+            chosen = Step.objects.filter(pk__in=batch.items.values("step_id"))
+            steps = steps.filter(
+                trace_id__in=chosen.values("trace_id"),
+                segmentation__in=chosen.values("segmentation"),
+            )
+        else:
+            steps = steps.filter(pk__in=batch.items.values("step_id"))
     if segmentation:
         steps = steps.filter(segmentation=segmentation)
     return steps
@@ -75,7 +84,10 @@ def _scope_steps(
 
 def run_scope_steps(run: JudgeRun) -> models.QuerySet[Step]:
     return _scope_steps(
-        audit=run.audit, segmentation=run.segmentation, batch_name=run.batch_name
+        audit=run.audit,
+        segmentation=run.segmentation,
+        batch_name=run.batch_name,
+        whole_traces=run.label_mode == LabelMode.FIRST_ERROR,
     ).filter(pk__lte=run.scope_max_step_id)
 
 
@@ -88,8 +100,14 @@ def _run_new(
     batch_name: str = "",
     user=None,
     status: str = JudgeRun.Status.QUEUED,
+    label_mode: str = LabelMode.STEPS,
 ) -> JudgeRun:
-    steps = _scope_steps(audit=audit, segmentation=segmentation, batch_name=batch_name)
+    steps = _scope_steps(
+        audit=audit,
+        segmentation=segmentation,
+        batch_name=batch_name,
+        whole_traces=label_mode == LabelMode.FIRST_ERROR,
+    )
     if segmentation and not steps.exists():
         raise ApplicationError(
             f"audit {audit.slug} has no steps in segmentation {segmentation!r}",
@@ -114,6 +132,7 @@ def _run_new(
         audit=audit,
         prompt=prompt,
         mode=mode,
+        label_mode=label_mode,
         scope=scope,
         segmentation=segmentation,
         batch_name=batch_name,
@@ -133,12 +152,19 @@ def run_create(
     segmentation: str = "",
     batch_name: str = "",
     user=None,
+    label_mode: str | None = None,
 ) -> JudgeRun:
-    """A run of ``judge`` over the scope; its lanes start once this commits."""
+    """A run of ``judge`` over the scope; its lanes start once this commits.
+
+    ``label_mode`` (default: the judge's): ``steps`` asks about each step; ``first_error``
+    asks for each trace's first wrong step (docs/judges.md, "First-error mode").
+    """
     if judge.is_reference:
         raise ApplicationError(
             f"{judge.name} is a reference judge: use reference_run_create", code="reference_judge"
         )
+    label_mode = label_mode or judge.label_mode or LabelMode.STEPS
+    label_mode_check(audit=audit, judge=judge, label_mode=label_mode)
     _check_runnable(judge)
     run = _run_new(
         audit=audit,
@@ -147,6 +173,7 @@ def run_create(
         segmentation=segmentation,
         batch_name=batch_name,
         user=user,
+        label_mode=label_mode,
     )
     if run.total == 0:
         _run_end(run, JudgeRun.Status.DONE, "the scope has no steps")
@@ -155,6 +182,32 @@ def run_create(
 
     transaction.on_commit(lambda: enqueue_run_start(run.pk))
     return run
+
+
+def label_mode_check(*, audit: Audit, judge: Judge, label_mode: str) -> None:
+    """Refuse an unknown mode, and a mode other than the one this judge version already ran
+    in on the audit: reports take each step's verdict from the judge's latest run, so steps
+    and first-error verdicts of one evaluator would mix."""
+    if label_mode not in LabelMode.values:
+        raise ApplicationError(
+            f"label_mode must be one of {', '.join(LabelMode.values)}, got {label_mode!r}",
+            code="invalid",
+            extra={"field": "label_mode"},
+        )
+    other = (
+        JudgeRun.objects.filter(audit=audit, judge=judge)
+        .exclude(label_mode=label_mode)
+        .values_list("label_mode", flat=True)
+        .first()
+    )
+    if other is not None:
+        raise ConflictError(
+            f"judge {judge.label} already ran in {other} mode on audit {audit.slug}; its "
+            f"{label_mode} verdicts would mix with those in the report. Save the spec with "
+            f'"label_mode": "{label_mode}" (a new version, its own evaluator) instead',
+            code="label_mode_mixed",
+            extra={"field": "label_mode"},
+        )
 
 
 def _check_runnable(judge: Judge) -> None:
@@ -173,7 +226,13 @@ def _check_runnable(judge: Judge) -> None:
 
 
 def run_missing_step_ids(run: JudgeRun) -> list[int]:
-    """Step ids of the run's scope with neither a verdict nor a recorded failure."""
+    """Step ids of the run's scope with neither a verdict nor a recorded failure.
+
+    First-error mode: the first step of each trace (under its segmentation) none of whose
+    steps has a verdict or a failure — a trace is asked, and answered, as a whole.
+    """
+    if run.label_mode == LabelMode.FIRST_ERROR:
+        return _missing_trace_heads(run)
     return list(
         run_scope_steps(run)
         .exclude(pk__in=JudgeVerdict.objects.filter(run=run).values("step_id"))
@@ -181,6 +240,23 @@ def run_missing_step_ids(run: JudgeRun) -> list[int]:
         .order_by("pk")
         .values_list("pk", flat=True)
     )
+
+
+def _missing_trace_heads(run: JudgeRun) -> list[int]:
+    scope = run_scope_steps(run)
+    answered = set(
+        scope.filter(
+            Q(pk__in=JudgeVerdict.objects.filter(run=run).values("step_id"))
+            | Q(pk__in=JudgeFailure.objects.filter(run=run).values("step_id"))
+        ).values_list("trace_id", "segmentation")
+    )
+    heads: dict[tuple[int, str], int] = {}
+    rows = scope.order_by("trace_id", "segmentation", "index", "pk").values_list(
+        "pk", "trace_id", "segmentation"
+    )
+    for pk, trace_id, segmentation in rows.iterator():
+        heads.setdefault((trace_id, segmentation), pk)
+    return sorted(pk for unit, pk in heads.items() if unit not in answered)
 
 
 def _shuffled_by_trace(run: JudgeRun, step_ids: list[int], rng: random.Random) -> list[int]:

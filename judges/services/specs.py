@@ -11,7 +11,7 @@ from django.db import models, transaction
 
 from auditapp.exceptions import ApplicationError, ConflictError, ForbiddenError, NotFoundError
 from judges.clients.egress import EgressRefused
-from judges.models import Judge, JudgePrompt, JudgeRun
+from judges.models import Judge, JudgePrompt, JudgeRun, LabelMode
 from judges.prompts import DEFAULT_SYSTEM, DEFAULT_USER, PromptTemplate
 from judges.rendering import egress_policy
 
@@ -151,6 +151,7 @@ SPEC_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "style_blind": ((bool,), False),
     "show_final_answer": ((bool,), False),
     "context_mode": ((str,), False),
+    "label_mode": ((str,), False),
     "prompt": ((dict, str, type(None)), False),
 }
 PROMPT_FIELDS = {"name", "system", "user", "description"}
@@ -230,6 +231,10 @@ def _check_spec_values(c: dict[str, Any]) -> None:
         raise JudgeSpecError(
             "context_mode", f"must be one of {', '.join(Judge.ContextMode.values)}"
         )
+    if c.get("label_mode", "steps") not in LabelMode.values:
+        raise JudgeSpecError("label_mode", f"must be one of {', '.join(LabelMode.values)}")
+    if c.get("label_mode") == LabelMode.FIRST_ERROR and c.get("is_reference"):
+        raise JudgeSpecError("label_mode", "a reference judge copies step verdicts: steps only")
     if c.get("parallel_chunks", 1) > c.get("max_concurrency", 8):
         raise JudgeSpecError("parallel_chunks", "must not exceed max_concurrency")
     prompt = c.get("prompt")

@@ -96,18 +96,28 @@ def _insert_ignore(
     return out
 
 
-def verdicts_store(*, run_id: int, verdicts: list[JudgeVerdict]) -> int:
-    """Insert verdicts that do not exist yet and grow the counters by those; returns that count."""
+def verdicts_store(
+    *, run_id: int, verdicts: list[JudgeVerdict], skipped_after: dict[int, int] | None = None
+) -> int:
+    """Insert verdicts that do not exist yet and grow the counters by those; returns that count.
+
+    ``skipped_after`` (first-error mode): first step id of a trace → how many of its steps
+    come after its first error and get no verdict; when that first step's verdict is new, the
+    run's ``total`` shrinks by them in the same transaction, so done + failed still reaches
+    total and the run can end.
+    """
     if not verdicts:
         return 0
     with transaction.atomic():
         rows = _insert_ignore(
             JudgeVerdict,
             verdicts,
-            ["verdict", "prompt_tokens", "completion_tokens", "cached_tokens"],
+            ["verdict", "prompt_tokens", "completion_tokens", "cached_tokens", "step_id"],
         )
         if rows:
+            skipped = sum((skipped_after or {}).get(r[4], 0) for r in rows)
             JudgeRun.objects.filter(pk=run_id).update(
+                total=F("total") - skipped,
                 done=F("done") + len(rows),
                 invalid=F("invalid") + sum(1 for r in rows if r[0] == "invalid"),
                 prompt_tokens=F("prompt_tokens") + sum(r[1] for r in rows),
@@ -135,6 +145,52 @@ def failures_store(*, run_id: int, failures: list[JudgeFailure]) -> int:
         if rows:
             JudgeRun.objects.filter(pk=run_id).update(failed=F("failed") + len(rows))
     return len(rows)
+
+
+def first_error_verdicts(
+    *, run_id: int, rendered: RenderedStep, result: JudgeResult
+) -> tuple[list[JudgeVerdict], int]:
+    """A first-error answer as step verdicts, and how many steps it leaves without one.
+
+    "none" (``correct``): every step correct. Step k (``error``): steps before k correct, k
+    an error with the category, later steps no verdict. Samples split evenly (``abstain``):
+    every step abstain. The raw response, rationale, tokens and latency go on the trace's
+    first step (so the run's sums count the request once); every row's prompt record says
+    which answer made it.
+    """
+    steps = rendered.unit_step_ids
+    k = result.first_error_step
+    if result.verdict == "error" and k is not None:
+        verdicts = ["correct"] * (k - 1) + ["error"]
+    else:
+        verdicts = [result.verdict or "abstain"] * len(steps)
+    base = verdict_from_result(run_id=run_id, rendered=rendered, result=result)
+    base.prompt_record = {
+        **base.prompt_record,
+        "first_error_step": k,
+        "first_error_answer": "none" if result.verdict == "correct" else (k or result.verdict),
+    }
+    rows = []
+    for i, (step_id, verdict) in enumerate(zip(steps, verdicts, strict=False)):
+        first = i == 0
+        rows.append(
+            JudgeVerdict(
+                run_id=run_id,
+                step_id=step_id,
+                verdict=verdict,
+                category=base.category if verdict == "error" else "",
+                rationale=base.rationale if first or verdict == "error" else "",
+                raw_response=base.raw_response if first else "",
+                attempts=base.attempts if first else 0,
+                latency_ms=base.latency_ms if first else 0,
+                prompt_tokens=base.prompt_tokens if first else 0,
+                completion_tokens=base.completion_tokens if first else 0,
+                cached_tokens=base.cached_tokens if first else 0,
+                prompt_hash=base.prompt_hash,
+                prompt_record={**base.prompt_record, "trace_position": i + 1},
+            )
+        )
+    return rows, len(steps) - len(rows)
 
 
 def verdict_from_result(

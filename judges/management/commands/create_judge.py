@@ -19,6 +19,12 @@ class Command(JsonOutputMixin, BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("file", type=Path)
+        parser.add_argument(
+            "--label-mode",
+            choices=["steps", "first_error"],
+            default=None,
+            help="the judge's default label mode (overrides the spec's label_mode)",
+        )
         self.add_json_argument(parser)
 
     def handle(self, *args, file: Path, **options):
@@ -34,6 +40,10 @@ class Command(JsonOutputMixin, BaseCommand):
         except (json.JSONDecodeError, yaml.YAMLError) as exc:
             kind = "YAML" if file.suffix.lower() in (".yaml", ".yml") else "JSON"
             raise CommandError(f"{file}: not valid {kind}: {exc}") from None
+        if options.get("label_mode"):
+            if not isinstance(spec, dict):
+                raise CommandError(f"{file}: the spec must be an object")
+            spec = {**spec, "label_mode": options["label_mode"]}
         try:
             # An admin at the shell: the one place a reference judge may be made from a spec.
             judge = judge_create_or_update(spec=spec, allow_reference=True)

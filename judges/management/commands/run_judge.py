@@ -27,6 +27,13 @@ class Command(JsonOutputMixin, BaseCommand):
         parser.add_argument("--judge", required=True, help="the judge's name")
         parser.add_argument("--segmentation", default="", help="only this segmentation")
         parser.add_argument("--batch", default="", help="only the steps of this batch (name)")
+        parser.add_argument(
+            "--label-mode",
+            choices=["steps", "first_error"],
+            default=None,
+            help="steps: each step on its own; first_error: each trace's first wrong step "
+            "(default: the judge's label_mode)",
+        )
         parser.add_argument("--wait", action="store_true")
         parser.add_argument("--poll-s", type=float, default=1.0)
         parser.add_argument(
@@ -43,6 +50,8 @@ class Command(JsonOutputMixin, BaseCommand):
         try:
             judge = judge_get(name=o["judge"])
             if judge.is_reference:
+                if o["label_mode"] == "first_error":
+                    raise CommandError("a reference judge copies step verdicts: steps mode only")
                 run = reference_run_create(audit=audit, segmentation=o["segmentation"])
             else:
                 run = run_create(
@@ -50,6 +59,7 @@ class Command(JsonOutputMixin, BaseCommand):
                     judge=judge,
                     segmentation=o["segmentation"],
                     batch_name=o["batch"],
+                    label_mode=o["label_mode"],
                 )
         except ApplicationError as exc:
             raise command_error(exc) from None
