@@ -44,6 +44,7 @@ from annotations.serializers import (
     ReopenInputSerializer,
     SavedOutputSerializer,
     SkipOutputSerializer,
+    WaveReleaseOutputSerializer,
     blinded_item_output,
     saved_output,
 )
@@ -52,6 +53,7 @@ from annotations.services.batches import (
     batch_assign,
     batch_build,
     batch_preview,
+    batch_wave_release,
 )
 from annotations.services.import_jobs import (
     import_job_create,
@@ -469,6 +471,20 @@ class BatchAssignApi(APIView):
             AssignmentProgressOutputSerializer(rows, many=True).data,
             status=status.HTTP_201_CREATED,
         )
+
+
+class BatchWaveReleaseApi(APIView):
+    """POST (admins): release the batch's next wave to its annotators."""
+
+    permission_classes = [IsAdmin]
+
+    @extend_schema(
+        request=None, responses={200: WaveReleaseOutputSerializer, **error_responses(404, 409)}
+    )
+    def post(self, request, batch_id: int):
+        batch = get_object_or_404(Batch.objects.select_related("audit"), pk=batch_id)
+        release = batch_wave_release(batch=batch, by=request.user)
+        return Response(WaveReleaseOutputSerializer(release).data)
 
 
 class BatchLeakCheckApi(APIView):

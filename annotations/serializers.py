@@ -174,9 +174,10 @@ class BatchPlanInputSerializer(serializers.Serializer):
     include_batched = serializers.BooleanField(required=False, default=False)
     gold = serializers.IntegerField(min_value=0, required=False, default=0)
     design = serializers.ChoiceField(
-        choices=["stratified", "active"],
+        choices=["stratified", "active", "stratified-ppi"],
         default="stratified",
-        help_text="active: within each stratum, probabilities follow the judge's uncertainty.",
+        help_text="active: within each stratum, probabilities follow the judge's uncertainty; "
+        "stratified-ppi: strata condition × judge verdict, Neyman allocation.",
     )
     uncertainty = serializers.CharField(
         max_length=200,
@@ -193,6 +194,13 @@ class BatchCreateInputSerializer(BatchPlanInputSerializer):
     overlap = serializers.IntegerField(min_value=1, max_value=50, default=1)
     hidden_repeat_share = serializers.FloatField(
         min_value=0, max_value=0.5, required=False, allow_null=True, default=None
+    )
+    waves = serializers.IntegerField(
+        min_value=1,
+        max_value=20,
+        required=False,
+        default=1,
+        help_text="Release the sample in this many waves (wave 1 at assignment).",
     )
 
 
@@ -226,8 +234,17 @@ class BatchOutputSerializer(serializers.Serializer):
     segmentation = serializers.CharField()
     seed = serializers.CharField()
     overlap = serializers.IntegerField()
+    waves = serializers.IntegerField()
+    waves_released = serializers.IntegerField()
     design = serializers.JSONField()
     created_at = serializers.DateTimeField()
+
+
+class WaveReleaseOutputSerializer(serializers.Serializer):
+    wave = serializers.IntegerField()
+    waves = serializers.IntegerField()
+    items_added = serializers.DictField(child=serializers.IntegerField())
+    reopened = serializers.ListField(child=serializers.CharField())
 
 
 class BatchAssignInputSerializer(serializers.Serializer):

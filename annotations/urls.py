@@ -77,6 +77,11 @@ api_urlpatterns = [
     ),
     path("batches/<int:batch_id>/assign/", apis.BatchAssignApi.as_view(), name="api-batch-assign"),
     path(
+        "batches/<int:batch_id>/release-wave/",
+        apis.BatchWaveReleaseApi.as_view(),
+        name="api-batch-release-wave",
+    ),
+    path(
         "batches/<int:batch_id>/leak-check/",
         apis.BatchLeakCheckApi.as_view(),
         name="api-batch-leak-check",

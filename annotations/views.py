@@ -24,6 +24,7 @@ from annotations.services.batches import (
     batch_assign,
     batch_build,
     batch_preview,
+    batch_wave_release,
 )
 from annotations.services.import_jobs import import_job_create, import_job_get, import_job_progress
 from annotations.services.labels import assignment_reopen
@@ -202,6 +203,7 @@ def batch_list_page(request, slug: str):
         name = options.pop("name")
         overlap = options.pop("overlap")
         share = options.pop("hidden_repeat_share")
+        waves = options.pop("waves")
         try:
             if "create" in request.POST:
                 batch = batch_build(
@@ -209,6 +211,7 @@ def batch_list_page(request, slug: str):
                     name=name,
                     overlap=overlap,
                     hidden_repeat_share=share,
+                    waves=waves,
                     created_by=request.user,
                     **{**options, "seed": options["seed"] or name},
                 )
@@ -247,6 +250,15 @@ def batch_page(request, batch_id: int):
                     confirmed_by=request.user,
                 )
                 messages.success(request, "Batch assigned.")
+                return redirect("annotations:batch", batch_id=batch.pk)
+            if "release_wave" in request.POST:
+                release = batch_wave_release(batch=batch, by=request.user)
+                reopened = f", {len(release.reopened)} reopened" if release.reopened else ""
+                messages.success(
+                    request,
+                    f"Wave {release.wave} of {release.waves} released: "
+                    f"{sum(release.items_added.values())} assignment items added{reopened}.",
+                )
                 return redirect("annotations:batch", batch_id=batch.pk)
             if "reopen" in request.POST:
                 assignment = get_object_or_404(

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from annotations.models import (
     Assignment,
+    AssignmentEvent,
     AssignmentItem,
     Audit,
     Batch,
@@ -277,10 +278,22 @@ def batch_build(
     design: str = "stratified",
     uncertainty: str = "",
     floor: float = DEFAULT_FLOOR,
+    waves: int = 1,
 ) -> Batch:
-    """Draw and store a batch. The same audit, seed and options draw the same units."""
+    """Draw and store a batch. The same audit, seed and options draw the same units.
+
+    ``waves`` > 1: each stratum's sample (and the gold items) is split at random into that
+    many near-equal waves; annotators get wave 1 when the batch is assigned and each further
+    wave when it is released (:func:`batch_wave_release`)."""
     if overlap < 1:
         raise ApplicationError("Overlap must be at least 1.", code="overlap")
+    if not 1 <= waves <= MAX_WAVES:
+        raise ApplicationError(f"Waves must lie in 1..{MAX_WAVES}.", code="waves")
+    if waves > 1 and audit.kind == Audit.Kind.TRACE_RATINGS:
+        raise ApplicationError(
+            "Waves are for step-label audits (the expert sample of the stopping rule).",
+            code="waves",
+        )
     if not name.strip():
         raise ApplicationError("Give the batch a name.", code="name")
     if Batch.objects.filter(audit=audit, name=name).exists():
@@ -307,11 +320,29 @@ def batch_build(
     gap = audit.repeat_min_gap if repeat_min_gap is None else repeat_min_gap
     if gap < 1:
         raise ApplicationError("The minimum repeat gap must be at least 1.", code="gap")
+    if waves > plan.sample_size:
+        raise ApplicationError(
+            f"{waves} waves need at least {waves} sampled items; the batch has {plan.sample_size}.",
+            code="waves",
+        )
+    wave_of = _waves_split(plan, waves, audit.blinding_seed)
     design = plan.design() | {
         "overlap": overlap,
         "hidden_repeat_share": share,
         "repeat_min_gap": gap,
     }
+    if waves > 1:
+        sizes = [0] * waves
+        for s in plan.strata:
+            for pk in plan.drawn[s.key]:
+                sizes[wave_of[s.key, pk] - 1] += 1
+        design["waves"] = {
+            "count": waves,
+            "sampled_per_wave": sizes,
+            "rule": "each stratum's sample (and the gold items) split at random into near-equal "
+            "waves; the items of waves 1..w are a probability sample with inclusion "
+            "probability π × n_h(≤w) / n_h",
+        }
     batch = Batch.objects.create(
         audit=audit,
         name=name,
@@ -319,6 +350,8 @@ def batch_build(
         seed=plan.seed,
         design=design,
         overlap=overlap,
+        waves=waves,
+        waves_released=1,
         created_by=created_by,
     )
     unit = "trace_id" if audit.kind == Audit.Kind.TRACE_RATINGS else "step_id"
@@ -327,17 +360,42 @@ def batch_build(
             batch=batch,
             stratum=s.key,
             inclusion_probability=plan.probabilities.get(pk, s.inclusion_probability),
+            wave=wave_of[s.key, pk],
             **{unit: pk},
         )
         for s in plan.strata
         for pk in plan.drawn[s.key]
     ]
     items += [
-        BatchItem(batch=batch, step_id=pk, stratum="gold", is_gold=True, gold_verdict=verdict)
+        BatchItem(
+            batch=batch,
+            step_id=pk,
+            stratum="gold",
+            is_gold=True,
+            gold_verdict=verdict,
+            wave=wave_of["gold", pk],
+        )
         for pk, verdict in plan.gold_units
     ]
     BatchItem.objects.bulk_create(items, batch_size=2000)
     return batch
+
+
+MAX_WAVES = 20
+
+
+def _waves_split(plan: BatchPlan, waves: int, secret: str) -> dict[tuple[str, int], int]:
+    """(stratum key, unit pk) → wave: a seeded random order per stratum cut into ``waves``
+    near-equal parts, the first parts taking the remainder."""
+    wave_of: dict[tuple[str, int], int] = {}
+    groups = [(s.key, list(plan.drawn[s.key])) for s in plan.strata]
+    groups.append(("gold", [pk for pk, _ in plan.gold_units]))
+    for key, units in groups:
+        units = sorted(units)
+        seeded_random(secret, f"batch:{plan.seed}:waves:{key}").shuffle(units)
+        for i, pk in enumerate(units):
+            wave_of[key, pk] = 1 + (i * waves) // len(units) if waves > 1 else 1
+    return wave_of
 
 
 # --- assignment ----------------------------------------------------------------------------
@@ -514,33 +572,52 @@ def _with_hidden_repeats(
     return slots, {"repeats_closer_than_gap": short, "identical_texts_closer_than_gap": close}
 
 
-def _assignment_create(
+def _assignment_new(
     *,
     batch: Batch,
     annotator: AbstractBaseUser,
-    order: list[BatchItem],
-    share: float,
     due_date: date | None,
-    gap: int = 1,
-    keys: Mapping[int, str] | None = None,
     reassigned_from: Assignment | None = None,
-    label_items: Sequence[tuple[BatchItem, bool, int | None]] | None = None,
-) -> tuple[Assignment, list[int]]:
+) -> Assignment:
     seed = batch.audit.blinding_seed
     serial = Assignment.objects.filter(batch=batch).count()
     (public_id,) = public_ids(
         seeded_random(seed, f"assignment-id:{batch.pk}:{annotator.pk}:{serial}"), 1
     )
-    assignment = Assignment.objects.create(
+    return Assignment.objects.create(
         batch=batch,
         annotator=annotator,
         public_id=public_id,
         due_date=due_date,
         reassigned_from=reassigned_from,
     )
+
+
+def _wave_stream(name: str, wave: int) -> str:
+    """Wave 1 uses the streams a batch without waves always used (same draws as before)."""
+    return name if wave == 1 else f"{name}:wave:{wave}"
+
+
+def _assignment_items_append(
+    *,
+    assignment: Assignment,
+    order: list[BatchItem],
+    share: float,
+    gap: int = 1,
+    keys: Mapping[int, str] | None = None,
+    wave: int = 1,
+) -> dict:
+    """Add ``order`` (with its hidden repeats) after the assignment's last position."""
+    seed = assignment.batch.audit.blinding_seed
     slots, spacing = _with_hidden_repeats(
-        order, share, seeded_random(seed, f"repeats:{public_id}"), gap=gap, keys=keys or {}
+        order,
+        share,
+        seeded_random(seed, _wave_stream(f"repeats:{assignment.public_id}", wave)),
+        gap=gap,
+        keys=keys or {},
     )
+    last = assignment.items.order_by("-position").values_list("position", flat=True).first()
+    start = (last or 0) + 1
     originals = [s for s in slots if s.repeat_of is None]
     rows = {
         id(s): AssignmentItem(
@@ -549,7 +626,7 @@ def _assignment_create(
             batch_item=s.batch_item,
             is_hidden_repeat=s.repeat_of is not None,
         )
-        for i, s in enumerate(slots, start=1)
+        for i, s in enumerate(slots, start=start)
     }
     AssignmentItem.objects.bulk_create([rows[id(s)] for s in originals], batch_size=2000)
     repeats = []
@@ -559,7 +636,66 @@ def _assignment_create(
             row.repeat_of = rows[id(s.repeat_of)]
             repeats.append(row)
     AssignmentItem.objects.bulk_create(repeats, batch_size=2000)
-    return assignment, spacing
+    return spacing
+
+
+def _wave_deal(*, batch: Batch, assignments: Sequence[Assignment], wave: int) -> dict[str, dict]:
+    """Deal the items of ``wave`` to ``assignments``: each sampled item to ``batch.overlap``
+    of them (loads balanced), gold items to everyone; each annotator's share in an
+    independent shuffled order with the batch's share of hidden repeats, appended after the
+    items of earlier waves. Returns the hidden repeats' spacing per assignment."""
+    audit = batch.audit
+    seed = audit.blinding_seed
+    wave_items = batch.items.filter(wave=wave)
+    items = list(wave_items.select_related("trace").order_by("pk"))
+    gap = int(batch.design.get("repeat_min_gap", audit.repeat_min_gap))
+    keys = {
+        pk: text_key(text)
+        for pk, text in wave_items.filter(step__isnull=False).values_list(
+            "pk", "step__blinded_text"
+        )
+    }
+    sampled = [i for i in items if not i.is_gold]
+    gold = [i for i in items if i.is_gold]
+    rng = seeded_random(seed, _wave_stream(f"batch:{batch.seed}:overlap", wave))
+    rng.shuffle(sampled)
+    slots = list(range(len(assignments)))
+    rng.shuffle(slots)  # which annotator takes the first share: not the order given
+    rating = audit.kind == Audit.Kind.TRACE_RATINGS
+    if rating:
+        # Deal each trace type separately so that every participant gets each type equally.
+        sampled.sort(key=lambda i: i.trace.trace_type)
+    shares: dict[int, list[BatchItem]] = defaultdict(list)
+    k, m = batch.overlap, len(assignments)
+    for i, item in enumerate(sampled):
+        for j in range(k):
+            shares[slots[(i * k + j) % m]].append(item)
+    share = float(batch.design.get("hidden_repeat_share", 0.0))
+    types = sorted({i.trace.trace_type for i in sampled}) if rating else []
+    square = williams_square(len(types)) if types else []
+    placement: dict[str, dict] = {}
+    for p, assignment in enumerate(assignments):
+        own = shares[p] + gold
+        order_rng = seeded_random(
+            seed, _wave_stream(f"batch:{batch.seed}:order:{assignment.annotator_id}", wave)
+        )
+        if rating:
+            order = _latin_square_order(own, square[p % len(square)], types, order_rng)
+            repeat_share = 0.0
+        else:
+            order = sorted(own, key=lambda i: i.pk)
+            order_rng.shuffle(order)
+            order = order_spaced(order, keys=keys, gap=gap)
+            repeat_share = share
+        placement[assignment.public_id] = _assignment_items_append(
+            assignment=assignment,
+            order=order,
+            share=repeat_share,
+            gap=gap,
+            keys=keys,
+            wave=wave,
+        )
+    return placement
 
 
 @transaction.atomic
@@ -574,6 +710,10 @@ def batch_assign(
     """Give each sampled item to ``batch.overlap`` annotators (loads balanced), gold items to
     everyone; each annotator gets an independent shuffled order (trace-rating audits: a
     Williams Latin square over trace types) with the batch's share of hidden repeats.
+
+    A batch in waves: only the released waves are dealt now, each wave in its own shuffled
+    block; later waves are dealt when released (:func:`batch_wave_release`), so an
+    unreleased item has no assignment item and no annotator endpoint can reach it.
 
     The leak gate runs first: when the blinding classifier's interval on what the annotators
     will see lies above the audit's ``leak_threshold``, assigning needs ``confirm_leak``. The
@@ -614,63 +754,90 @@ def batch_assign(
         "confirmed_at": now if check.above else None,
     }
     batch.save(update_fields=["leak_gate"])
-    audit = batch.audit
-    seed = audit.blinding_seed
-    items = list(batch.items.select_related("trace").order_by("pk"))
-    gap = int(batch.design.get("repeat_min_gap", audit.repeat_min_gap))
-    keys = {
-        pk: text_key(text)
-        for pk, text in batch.items.filter(step__isnull=False).values_list(
-            "pk", "step__blinded_text"
-        )
+    gap = int(batch.design.get("repeat_min_gap", batch.audit.repeat_min_gap))
+    assignments = [
+        _assignment_new(batch=batch, annotator=annotator, due_date=due_date)
+        for annotator in annotators
+    ]
+    placement = _wave_deal(batch=batch, assignments=assignments, wave=1)
+    later = {
+        str(wave): _wave_deal(batch=batch, assignments=assignments, wave=wave)
+        for wave in range(2, batch.waves_released + 1)
     }
-    sampled = [i for i in items if not i.is_gold]
-    gold = [i for i in items if i.is_gold]
-    rng = seeded_random(seed, f"batch:{batch.seed}:overlap")
-    rng.shuffle(sampled)
-    slots = list(range(len(annotators)))
-    rng.shuffle(slots)  # which annotator takes the first share: not the order given
-    rating = audit.kind == Audit.Kind.TRACE_RATINGS
-    if rating:
-        # Deal each trace type separately so that every participant gets each type equally.
-        sampled.sort(key=lambda i: i.trace.trace_type)
-    shares: dict[int, list[BatchItem]] = defaultdict(list)
-    k, m = batch.overlap, len(annotators)
-    for i, item in enumerate(sampled):
-        for j in range(k):
-            shares[slots[(i * k + j) % m]].append(item)
-    share = float(batch.design.get("hidden_repeat_share", 0.0))
-    types = sorted({i.trace.trace_type for i in sampled}) if rating else []
-    square = williams_square(len(types)) if types else []
-    assignments = []
-    placement: dict[str, dict] = {}
-    for p, annotator in enumerate(annotators):
-        own = shares[p] + gold
-        order_rng = seeded_random(seed, f"batch:{batch.seed}:order:{annotator.pk}")
-        if rating:
-            order = _latin_square_order(own, square[p % len(square)], types, order_rng)
-            repeat_share = 0.0
-        else:
-            order = sorted(own, key=lambda i: i.pk)
-            order_rng.shuffle(order)
-            order = order_spaced(order, keys=keys, gap=gap)
-            repeat_share = share
-        assignment, spacing = _assignment_create(
-            batch=batch,
-            annotator=annotator,
-            order=order,
-            share=repeat_share,
-            due_date=due_date,
-            gap=gap,
-            keys=keys,
-        )
-        assignments.append(assignment)
-        placement[assignment.public_id] = spacing
     # Where the assignment was too short (or too repetitive) for the gap, say so: the report
     # and an admin can see which repeats came closer than the design asked.
     batch.design = batch.design | {"repeat_min_gap": gap, "spacing": placement}
+    if later:
+        batch.design["spacing_by_wave"] = later
     batch.save(update_fields=["design"])
     return assignments
+
+
+@dataclass(frozen=True)
+class WaveRelease:
+    wave: int
+    waves: int
+    items_added: dict[str, int]  # assignment public id → assignment items added
+    reopened: list[str]  # submitted assignments reopened for the new wave
+
+
+def batch_active_assignments(*, batch: Batch) -> list[Assignment]:
+    """The batch's assignments that still hold work: not those reassigned to someone else."""
+    moved = Assignment.objects.filter(batch=batch, reassigned_from__isnull=False).values(
+        "reassigned_from"
+    )
+    return list(batch.assignments.exclude(pk__in=moved).select_related("annotator").order_by("pk"))
+
+
+@transaction.atomic
+def batch_wave_release(*, batch: Batch, by: AbstractBaseUser | None) -> WaveRelease:
+    """Release the batch's next wave: its items are dealt to the assignments now (as the
+    first wave was), and assignments already submitted are reopened (logged) so their
+    annotators can label the new items. Before assignment it only moves the counter."""
+    batch = Batch.objects.select_for_update().select_related("audit").get(pk=batch.pk)
+    if batch.waves_released >= batch.waves:
+        raise ConflictError(
+            f"All {batch.waves} waves of the batch are released.", code="all_released"
+        )
+    wave = batch.waves_released + 1
+    assignments = batch_active_assignments(batch=batch)
+    if assignments and len(assignments) < batch.overlap:
+        raise ConflictError(
+            f"An overlap of {batch.overlap} needs {batch.overlap} assignments holding work; "
+            f"the batch has {len(assignments)}.",
+            code="overlap",
+        )
+    reopened = [a for a in assignments if a.submitted_at is not None]
+    if reopened and by is None:
+        raise ApplicationError(
+            "Say who releases the wave: submitted assignments are reopened in their name.",
+            code="released_by",
+        )
+    for assignment in reopened:
+        AssignmentEvent.objects.create(
+            assignment=assignment,
+            kind=AssignmentEvent.Kind.REOPENED,
+            by=by,
+            submitted_at=assignment.submitted_at,
+            note=f"wave {wave} of {batch.waves} released",
+        )
+    Assignment.objects.filter(pk__in=[a.pk for a in reopened]).update(submitted_at=None)
+    before = {a.public_id: a.items.count() for a in assignments}
+    spacing = _wave_deal(batch=batch, assignments=assignments, wave=wave) if assignments else {}
+    batch.waves_released = wave
+    fields = ["waves_released"]
+    if spacing:
+        batch.design = batch.design | {
+            "spacing_by_wave": {**batch.design.get("spacing_by_wave", {}), str(wave): spacing}
+        }
+        fields.append("design")
+    batch.save(update_fields=fields)
+    return WaveRelease(
+        wave=wave,
+        waves=batch.waves,
+        items_added={a.public_id: a.items.count() - before[a.public_id] for a in assignments},
+        reopened=[a.public_id for a in reopened],
+    )
 
 
 @transaction.atomic
