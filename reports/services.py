@@ -38,6 +38,7 @@ from auditapp.agreement.formats import (
 )
 from auditapp.agreement.rates import ABSTAIN_RULES
 from auditapp.agreement.report import REPORT_KEYS, report_compute
+from auditapp.agreement.sequential import ht_increments, wave_stopping
 from auditapp.exceptions import ApplicationError, ConflictError, ForbiddenError
 from reports.collect import (
     AuditTables,
@@ -46,6 +47,7 @@ from reports.collect import (
     condition_labels,
     ids_pseudonymised,
     tables_fingerprint,
+    wave_labels_collect,
 )
 from reports.models import AnalysisPlan, UnblindingEvent
 
@@ -61,7 +63,8 @@ __all__ = [
 ]
 
 # Bump when the report's shape changes, so cached reports of the old shape are not served.
-REPORT_VERSION = 3  # 2: blinding check (classifier, index); 3: findings, controls, PPI++
+# 2: blinding check (classifier, index); 3: findings, controls, PPI++; 4: waves' stopping rule
+REPORT_VERSION = 4
 CACHE_SECONDS = 24 * 3600
 EXCLUSION_KEYS = ("evaluators", "evaluator_kinds", "trace_ids", "step_ids")
 
@@ -105,7 +108,16 @@ def analysis_plan_normalise(plan: dict[str, Any]) -> dict[str, Any]:
     """
     if not isinstance(plan, dict):
         raise ApplicationError("the analysis plan must be a JSON object", code="invalid_plan")
-    allowed = {"metrics", "abstain_rule", "exclusions", "bootstrap", "ece_bins", "seed", "notes"}
+    allowed = {
+        "metrics",
+        "abstain_rule",
+        "exclusions",
+        "bootstrap",
+        "ece_bins",
+        "seed",
+        "notes",
+        "stopping",
+    }
     unknown = sorted(set(plan) - allowed)
     if unknown:
         raise ApplicationError(
@@ -152,6 +164,7 @@ def analysis_plan_normalise(plan: dict[str, Any]) -> dict[str, Any]:
     notes = plan.get("notes", "")
     if not isinstance(notes, str):
         raise ApplicationError("notes must be text", code="invalid_plan")
+    stopping = stopping_rule_normalise(plan.get("stopping"))
     return {
         "metrics": list(metrics),
         "abstain_rule": params.abstain_rule,
@@ -164,7 +177,33 @@ def analysis_plan_normalise(plan: dict[str, Any]) -> dict[str, Any]:
         "ece_bins": params.ece_bins,
         "seed": params.seed,
         "notes": notes,
+        "stopping": stopping,
     }
+
+
+STOPPING_DEFAULTS = {"alpha": 0.05, "labels_per_arm": None}
+
+
+def stopping_rule_normalise(value: Any) -> dict[str, Any]:
+    """The waves' stopping rule as the plan fixes it: ``{"alpha": α, "labels_per_arm": t*}``
+    (t* the labels per arm the sequences are tuned for; None: the batch's sample per arm)."""
+    value = {} if value is None else value
+    if not isinstance(value, dict) or set(value) - set(STOPPING_DEFAULTS):
+        raise ApplicationError(
+            "stopping must be an object with alpha and labels_per_arm", code="invalid_plan"
+        )
+    alpha = value.get("alpha", STOPPING_DEFAULTS["alpha"])
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha <= 0.5:
+        raise ApplicationError("stopping.alpha must lie in (0, 0.5]", code="invalid_plan")
+    t_opt = value.get("labels_per_arm")
+    if t_opt is not None and (
+        isinstance(t_opt, bool) or not isinstance(t_opt, int) or not 1 <= t_opt <= 1_000_000
+    ):
+        raise ApplicationError(
+            "stopping.labels_per_arm must be an integer in 1..1000000 or null",
+            code="invalid_plan",
+        )
+    return {"alpha": float(alpha), "labels_per_arm": t_opt}
 
 
 def plan_canonical_json(plan: dict[str, Any]) -> str:
@@ -358,6 +397,100 @@ def _batch_gates(audit: Audit) -> list[dict[str, Any]]:
     return rows
 
 
+def sequential_section(audit: Audit, plan: AnalysisPlan | None, *, seed: int = 0) -> dict:
+    """The stopping rule after each wave, for every batch released in waves.
+
+    Per arm, each labelled unit contributes its Horvitz–Thompson increment (y · n/(N π),
+    y the share of its non-abstaining experts who call it an error); waves in order, a
+    random order (from the report's seed) within a wave. The rule's α and t* come from the
+    locked plan; without one (or with a plan locked before the rule existed) the defaults,
+    and the section says the rule was not fixed in advance."""
+    rule = (plan.plan.get("stopping") if plan else None) or None
+    fixed = rule is not None
+    rule = stopping_rule_normalise(rule)
+    rng = np.random.default_rng(seed)
+    batches = []
+    for batch_info, frame in wave_labels_collect(audit):
+        strata = batch_info["strata"]
+        population = pd.Series({s["key"]: s["population"] for s in strata})
+        sample = pd.Series({s["key"]: s["sample"] for s in strata})
+        arm_of_stratum = {s["key"]: s["condition"] for s in strata}
+        shown = batch_info["condition_labels"]
+        increments, waves, per_arm = {}, {}, {}
+        for code in sorted(set(arm_of_stratum.values())):
+            keys = [k for k, c in arm_of_stratum.items() if c == code]
+            n_arm, big_n = float(sample[keys].sum()), float(population[keys].sum())
+            rows = frame[frame["stratum"].isin(keys)]
+            order = np.lexsort((rng.random(len(rows)), rows["wave"].to_numpy()))
+            rows = rows.iloc[order]
+            arm = shown.get(code, code)
+            per_arm[arm] = int(n_arm)
+            if n_arm == 0:
+                continue
+            increments[arm] = ht_increments(
+                rows["y"].to_numpy(),
+                rows["inclusion_probability"].to_numpy(),
+                n_arm=n_arm,
+                big_n_arm=big_n,
+            )
+            waves[arm] = rows["wave"].to_numpy()
+        entry: dict[str, Any] = {
+            "batch": batch_info["name"],
+            "waves": batch_info["waves"],
+            "waves_released": batch_info["waves_released"],
+            "planned_per_arm": per_arm,
+        }
+        if len(increments) < 2:
+            entry.update(looks=[], fired_at_wave=None, advice="needs two arms", rule="")
+            batches.append(entry)
+            continue
+        t_opt = rule["labels_per_arm"] or max(1.0, float(np.mean(list(per_arm.values()))))
+        result = wave_stopping(
+            increments,
+            waves,
+            waves_released=batch_info["waves_released"],
+            alpha=rule["alpha"],
+            t_opt=t_opt,
+        )
+        entry.update(
+            alpha=result.alpha,
+            t_opt=result.t_opt,
+            fired_at_wave=result.fired_at_wave,
+            advice=result.advice,
+            rule=result.rule,
+            looks=[
+                {
+                    "wave": look.wave,
+                    "n_labels": look.n_labels,
+                    "settled": look.decision.settled,
+                    "ordering": list(look.decision.ordering),
+                    "labels_more": look.decision.labels_more,
+                    "arms": [
+                        {"arm": arm, "estimate": est, "low": low, "high": high}
+                        for arm, (est, low, high) in look.decision.intervals.items()
+                    ],
+                    "gaps": [
+                        {"lower": lo, "higher": hi, "gap": g, "low": gl, "high": gh}
+                        for lo, hi, g, gl, gh in look.gaps
+                    ],
+                }
+                for look in result.looks
+            ],
+        )
+        batches.append(entry)
+    return {
+        "batches": batches,
+        "stopping_rule": rule,
+        "rule_locked": fixed,
+        "note": (
+            "The stopping rule's α and t* are those of the locked analysis plan."
+            if fixed
+            else "No locked plan fixes the stopping rule: the defaults are used, and stopping "
+            "on them is not pre-registered."
+        ),
+    }
+
+
 def _annotators_section(
     audit: Audit, labels: pd.DataFrame, confidence_level: float
 ) -> dict[str, Any]:
@@ -460,6 +593,7 @@ def report_build(
     blinding = {**_blinding_section(audit), **_probe_public(body.pop("blinding"), audit=audit)}
     body["methods"]["normaliser"] = _normaliser_method(audit)
     body["annotators"] = _annotators_section(audit, tables.labels, params.confidence_level)
+    body["sequential"] = sequential_section(audit, plan, seed=params.seed)
     return {
         # Findings first: what the report concludes, then what it is about.
         "findings": body.pop("findings"),
