@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
+import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef
@@ -31,8 +32,16 @@ from annotations.models import (
 from annotations.services.active_design import draw_active, uncertainty_source_get
 from annotations.services.leak_gate import batch_leak_check
 from annotations.services.randomness import public_ids, seeded_generator, seeded_random
-from annotations.services.sampling import Allocation, Stratum, StratumFunction, allocate, draw
+from annotations.services.sampling import (
+    Allocation,
+    Stratum,
+    StratumFunction,
+    allocate,
+    draw,
+    largest_remainder,
+)
 from auditapp.agreement.active import DEFAULT_FLOOR
+from auditapp.agreement.stratified import neyman_allocation
 from auditapp.exceptions import ApplicationError, ConflictError
 
 STRATIFIERS = ("answer_correct", "trace_type", "context_depth")
@@ -93,6 +102,49 @@ class BatchPlan:
         }
 
 
+DESIGNS = ("stratified", "active", "stratified-ppi")
+
+
+def _judge_verdict(p: float | None) -> str:
+    if p is None or p == 0.5:
+        return "unsure"
+    return "error" if p > 0.5 else "correct"
+
+
+def _neyman_strata(
+    populations: Mapping[str, int],
+    conditions: Mapping[str, str],
+    units_by_stratum: Mapping[str, Sequence[int]],
+    judge_p: Mapping[int, float],
+    size: int,
+) -> tuple[list[Stratum], dict[str, float]]:
+    """Equal shares per condition, Neyman within it (``auditapp.agreement.stratified``):
+    S_h = sqrt(p̄(1 − p̄)) of the judge's mean error probability in the stratum."""
+    sds = {}
+    for key, units in units_by_stratum.items():
+        p = float(np.mean([judge_p.get(pk, 0.5) for pk in units])) if units else 0.5
+        sds[key] = float(np.sqrt(p * (1 - p)))
+    by_condition: dict[str, int] = defaultdict(int)
+    for key, n in populations.items():
+        by_condition[conditions[key]] += n
+    per_condition = largest_remainder(dict.fromkeys(by_condition, 1.0), size, by_condition)
+    sizes: dict[str, int] = {}
+    for condition, n_condition in per_condition.items():
+        keys = {k: populations[k] for k in populations if conditions[k] == condition}
+        sizes.update(neyman_allocation(keys, sds, size=n_condition))
+    strata = [
+        Stratum(
+            key=key,
+            condition=conditions[key],
+            population=populations[key],
+            sample=sizes[key],
+            inclusion_probability=sizes[key] / populations[key] if populations[key] else 0.0,
+        )
+        for key in sorted(populations)
+    ]
+    return strata, {k: round(v, 4) for k, v in sorted(sds.items())}
+
+
 def _stratum_key(blind_code: str, extras: Sequence[tuple[str, str]]) -> str:
     return " | ".join([blind_code, *(f"{name}={value}" for name, value in extras)])
 
@@ -123,13 +175,13 @@ def batch_preview(
     the judge's uncertainty from the ``uncertainty`` source (e.g. ``"judge-runs:12"``), at
     least ``floor`` times the stratum's uniform probability (``annotations.services.
     active_design``); each unit's probability is recorded."""
-    if design not in ("stratified", "active"):
+    if design not in DESIGNS:
         raise ApplicationError(
-            f"Unknown design {design!r}; use stratified or active.", code="design"
+            f"Unknown design {design!r}; use {', '.join(DESIGNS)}.", code="design"
         )
-    if design == "active" and not uncertainty:
+    if design != "stratified" and not uncertainty:
         raise ApplicationError(
-            "The active design needs an uncertainty source, e.g. judge-runs:<run id>.",
+            f"The {design} design needs an uncertainty source, e.g. judge-runs:<run id>.",
             code="uncertainty",
         )
     if not 0 <= floor <= 1:
@@ -169,6 +221,14 @@ def batch_preview(
         units = units.exclude(Exists(batched))
     rows = list(units.values_list(*fields))
     excluded = total - len(rows)
+    judge_p: Mapping[int, float] = {}
+    if design == "stratified-ppi":
+        if rating:
+            raise ApplicationError(
+                "Stratified PPI strata are judge verdicts on steps.", code="design"
+            )
+        judge_probabilities, described = uncertainty_source_get(uncertainty)
+        judge_p = judge_probabilities([r[0] for r in rows])
     extra_labels = {
         name: fn([r[0] for r in rows])
         for name, fn in stratum_functions.items()
@@ -189,14 +249,31 @@ def batch_preview(
                 extras.append((name, context_depth(audit, row[5])))
             else:
                 extras.append((name, str(extra_labels[name].get(row[0], "none"))))
+        if design == "stratified-ppi":
+            extras.append(("judge", _judge_verdict(judge_p.get(row[0]))))
         key = _stratum_key(row[1], extras)
         populations[key] += 1
         conditions[key] = row[1]
         units_by_stratum[key].append(row[0])
     seed = seed or "0"
-    strata = allocate(populations, conditions, size=size, allocation=allocation)
     probabilities: dict[int, float] = {}
     sampling: dict[str, object] = {"design": "stratified"}
+    if design == "stratified-ppi":
+        strata, sds = _neyman_strata(populations, conditions, units_by_stratum, judge_p, size)
+        sampling = {
+            "design": "stratified-ppi",
+            "uncertainty": uncertainty,
+            "source": described,
+            "allocation": "neyman",
+            "stratum_sd": sds,
+            "units_with_a_verdict": sum(1 for r in rows if r[0] in judge_p),
+            "rule": "strata condition × the judge's verdict (error: p > 0.5, correct: p < 0.5, "
+            "unsure: p = 0.5 or no verdict); each condition an equal share, split within it "
+            "∝ N_h·sqrt(p̄_h(1 − p̄_h)) (Neyman), at least 2 per stratum; a simple random "
+            "sample per stratum, π = n_h / N_h",
+        }
+    else:
+        strata = allocate(populations, conditions, size=size, allocation=allocation)
     if design == "active":
         error_probabilities, described = uncertainty_source_get(uncertainty)
         known = error_probabilities([r[0] for r in rows])

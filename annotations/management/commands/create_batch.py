@@ -213,3 +213,8 @@ class Command(JsonOutputMixin, BaseCommand):
                 f"scored; floor {sampling['floor']:g} (π per item is recorded; the column above "
                 "is the stratum's average)"
             )
+        if sampling.get("design") == "stratified-ppi":
+            self.say(
+                f"stratified PPI design: {sampling['source']}; strata condition x the judge's "
+                f"verdict, Neyman allocation within each condition (sd per stratum recorded)"
+            )
