@@ -364,6 +364,16 @@ REPORT_TABLES: dict[str, tuple[Callable[[dict], pd.DataFrame], str]] = {
         _blinding_batches,
         "the leak gate per batch: classifier AUC on what its annotators were shown",
     ),
+    "stratified_ppi": (
+        lambda r: _rows(
+            [
+                {"batch": b["batch"], **row}
+                for b in (r.get("stratified_ppi") or {}).get("batches") or []
+                for row in b["rows"]
+            ]
+        ),
+        "batches of the stratified PPI design: each arm's error rate, stratified estimator",
+    ),
     "sequential": (
         lambda r: _rows(sequential_rows(r)),
         "waves: anytime-valid confidence sequences per arm and gap after each wave",

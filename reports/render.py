@@ -811,6 +811,27 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
         ],
         numeric_from=4,
     )
+    out["stratified_ppi"] = _table(
+        "stratified_ppi",
+        "Stratified PPI (batches drawn by condition × judge verdict)",
+        ["batch", "condition", "labelled", "strata", "stratified PPI", "CI", "Hájek", "Hájek CI"],
+        [
+            [
+                b["batch"],
+                r["condition"],
+                _num(r.get("n_labelled")),
+                _num(r.get("strata")),
+                _pct(r.get("estimate")) if "estimate" in r else r.get("note", "–"),
+                _interval(r.get("ci_low"), r.get("ci_high")),
+                _pct(r.get("hajek_expert_only")),
+                _interval(r.get("hajek_ci_low"), r.get("hajek_ci_high")),
+            ]
+            for b in (report.get("stratified_ppi") or {}).get("batches") or []
+            for r in b["rows"]
+        ],
+        note=(report.get("stratified_ppi") or {}).get("rule", ""),
+        numeric_from=2,
+    )
     out["sequential"] = _table(
         "sequential",
         "Waves: anytime-valid confidence sequences after each wave",

@@ -9,6 +9,7 @@ followed it.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from dataclasses import asdict, dataclass, replace
@@ -20,6 +21,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count, Exists, OuterRef
 from django.utils import timezone
+from scipy import stats
 
 from annotations.models import Assignment, Audit, Batch, Condition, Step
 from annotations.roles import Role, user_has_role, user_is_researcher_or_admin
@@ -36,18 +38,20 @@ from auditapp.agreement.formats import (
     labels_read,
     ratings_read,
 )
+from auditapp.agreement.ppi import ppi_mean
 from auditapp.agreement.rates import ABSTAIN_RULES
 from auditapp.agreement.report import REPORT_KEYS, report_compute
 from auditapp.agreement.sequential import ht_increments, wave_stopping
+from auditapp.agreement.stratified import stratified_ppi_mean
 from auditapp.exceptions import ApplicationError, ConflictError, ForbiddenError
 from reports.collect import (
     AuditTables,
     annotator_items_collect,
     audit_tables_collect,
+    batch_units_collect,
     condition_labels,
     ids_pseudonymised,
     tables_fingerprint,
-    wave_labels_collect,
 )
 from reports.models import AnalysisPlan, UnblindingEvent
 
@@ -410,7 +414,7 @@ def sequential_section(audit: Audit, plan: AnalysisPlan | None, *, seed: int = 0
     rule = stopping_rule_normalise(rule)
     rng = np.random.default_rng(seed)
     batches = []
-    for batch_info, frame in wave_labels_collect(audit):
+    for batch_info, frame in batch_units_collect(audit, waves_only=True):
         strata = batch_info["strata"]
         population = pd.Series({s["key"]: s["population"] for s in strata})
         sample = pd.Series({s["key"]: s["sample"] for s in strata})
@@ -488,6 +492,103 @@ def sequential_section(audit: Audit, plan: AnalysisPlan | None, *, seed: int = 0
             else "No locked plan fixes the stopping rule: the defaults are used, and stopping "
             "on them is not pre-registered."
         ),
+    }
+
+
+VERDICT_VALUE = {"judge=error": 1.0, "judge=correct": 0.0, "judge=unsure": 0.5}
+
+
+def _verdict_value(key: str) -> float:
+    """The judge's verdict a stratified-PPI stratum key ends with, as a prediction."""
+    return VERDICT_VALUE.get(key.rsplit(" | ", 1)[-1], 0.5)
+
+
+def stratified_ppi_section(audit: Audit, confidence_level: float = 0.95) -> dict[str, Any]:
+    """Per batch drawn with the stratified PPI design: each arm's error rate by the
+    stratified PPI estimator (``auditapp.agreement.stratified``) with the design's strata
+    and their population sizes, beside the Hájek expert-only estimate from the same labels.
+
+    The judge's verdict defines the strata and is constant within each, so within a stratum
+    PPI's correction is the stratum's expert mean and the estimate is Σ W_h ȳ_h; what the
+    judge buys is the allocation (more labels where its verdicts are less reliable) and the
+    weights. Cluster-robust over traces."""
+    z = float(stats.norm.ppf(0.5 + confidence_level / 2))
+    batches = []
+    for info, units in batch_units_collect(audit, design="stratified-ppi"):
+        strata = {s["key"]: s for s in info["strata"]}
+        rows, estimates = [], {}
+        for code in sorted({s["condition"] for s in strata.values()}):
+            keys = [k for k, s in strata.items() if s["condition"] == code and s["population"]]
+            mine = units[units["stratum"].isin(keys)]
+            arm = info["condition_labels"].get(code, code)
+            row: dict[str, Any] = {"condition": arm, "n_labelled": len(mine)}
+            missing = [k for k in keys if k not in set(mine["stratum"])]
+            if mine.empty or missing:
+                row["note"] = (
+                    "no labels yet" if mine.empty else f"{len(missing)} strata without labels"
+                )
+                rows.append(row)
+                continue
+            f_all = np.concatenate(
+                [np.full(strata[k]["population"], _verdict_value(k)) for k in keys]
+            )
+            h_all = np.concatenate(
+                [np.full(strata[k]["population"], k, dtype=object) for k in keys]
+            )
+            traces = mine["trace"].astype(str).to_numpy()
+            # The population's steps need no trace ids: with f constant within a stratum
+            # their terms are 0, so each may be its own cluster.
+            est = stratified_ppi_mean(
+                mine["y"].to_numpy(),
+                mine["stratum"].map(_verdict_value).to_numpy(),
+                mine["stratum"].to_numpy(),
+                f_all,
+                h_all,
+                clusters=traces,
+                clusters_all=np.arange(f_all.size).astype(str),
+                confidence_level=confidence_level,
+            )
+            expert = ppi_mean(
+                mine["y"].to_numpy(),
+                np.zeros(len(mine)),
+                np.zeros(1),
+                weights=1.0 / mine["inclusion_probability"].to_numpy(),
+                clusters=traces,
+                clusters_all=np.array(["population"]),
+                lam=0.0,
+                confidence_level=confidence_level,
+            )
+            estimates[arm] = est
+            row.update(
+                estimate=est.estimate,
+                ci_low=est.ci_low,
+                ci_high=est.ci_high,
+                se=est.se,
+                strata=len(keys),
+                hajek_expert_only=expert.estimate,
+                hajek_ci_low=expert.ci_low,
+                hajek_ci_high=expert.ci_high,
+            )
+            rows.append(row)
+        gaps = []
+        for a, b in itertools.combinations(sorted(estimates), 2):
+            gap = estimates[a].estimate - estimates[b].estimate
+            half = z * float(np.hypot(estimates[a].se, estimates[b].se))
+            gaps.append(
+                {
+                    "condition_a": a,
+                    "condition_b": b,
+                    "gap": gap,
+                    "ci_low": gap - half,
+                    "ci_high": gap + half,
+                }
+            )
+        batches.append({"batch": info["name"], "rows": rows, "differences": gaps})
+    return {
+        "batches": batches,
+        "rule": "Stratified PPI (Fisch et al. 2024) with the batch's strata (condition × the "
+        "judge's verdict) and their population sizes: Σ_h W_h ȳ_h, W_h = N_h / N, "
+        "cluster-robust over traces; beside it the Hájek expert-only estimate (weights 1/π).",
     }
 
 
@@ -594,6 +695,7 @@ def report_build(
     body["methods"]["normaliser"] = _normaliser_method(audit)
     body["annotators"] = _annotators_section(audit, tables.labels, params.confidence_level)
     body["sequential"] = sequential_section(audit, plan, seed=params.seed)
+    body["stratified_ppi"] = stratified_ppi_section(audit, params.confidence_level)
     return {
         # Findings first: what the report concludes, then what it is about.
         "findings": body.pop("findings"),

@@ -138,3 +138,52 @@ def test_no_section_rows_without_waves(demo_audit, admin_user, clinician):
     batch = batch_build(audit=demo_audit, name="one", size=12, segmentation="given")
     batch_assign(batch=batch, annotators=[clinician])
     assert report_build(audit=demo_audit, resamples=20)["sequential"]["batches"] == []
+
+
+def test_stratified_ppi_batch_is_estimated_with_its_strata(demo_audit, admin_user, clinician):
+    # given a stratified-PPI batch whose judge says "error" on every third step
+    from annotations.services import active_design
+
+    steps = {}
+
+    def source(argument):
+        def probabilities(pks):
+            steps.update({pk: 0.8 if pk % 3 == 0 else 0.1 for pk in pks})
+            return {pk: steps[pk] for pk in pks}
+
+        return probabilities, "a test judge"
+
+    active_design.register_uncertainty_source("test-judge", source)
+    batch = batch_build(
+        audit=demo_audit,
+        name="sppi",
+        size=30,
+        segmentation="given",
+        design="stratified-ppi",
+        uncertainty="test-judge:1",
+        created_by=admin_user,
+    )
+    (mine,) = batch_assign(batch=batch, annotators=[clinician])
+    _label_released(mine, clinician)
+    # when
+    report = report_build(audit=demo_audit, resamples=20)
+    (entry,) = report["stratified_ppi"]["batches"]
+    # then each arm's estimate is Σ W_h ȳ_h over its strata, computed here by hand
+    strata = {s["key"]: s for s in batch.design["strata"]}
+    for row in entry["rows"]:
+        code = Condition.objects.get(audit=demo_audit, blind_code=row["condition"]).blind_code
+        keys = [k for k, s in strata.items() if s["condition"] == code and s["population"]]
+        big_n = sum(strata[k]["population"] for k in keys)
+        expected = 0.0
+        for k in keys:
+            verdicts = list(
+                BatchItem.objects.filter(batch=batch, stratum=k).values_list(
+                    "assignment_items__label__verdict", flat=True
+                )
+            )
+            expected += strata[k]["population"] / big_n * np.mean([v == "error" for v in verdicts])
+        assert row["estimate"] == pytest.approx(expected)
+        assert row["ci_low"] <= row["estimate"] <= row["ci_high"]
+    assert len(entry["differences"]) == 3
+    assert "Stratified PPI" in report_html(report)
+    assert len(report_tables(report)["stratified_ppi"]) == 3
