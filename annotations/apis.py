@@ -39,6 +39,8 @@ from annotations.serializers import (
     LabelInputSerializer,
     LeakCheckOutputSerializer,
     OverviewEntryOutputSerializer,
+    PlannerInputSerializer,
+    PlannerOutputSerializer,
     RatingInputSerializer,
     ReassignInputSerializer,
     ReopenInputSerializer,
@@ -70,6 +72,7 @@ from annotations.services.labels import (
     rating_save,
 )
 from annotations.services.leak_gate import batch_leak_check
+from annotations.services.planner import batch_planner
 from annotations.services.probe import end_probe_get, end_probe_save
 from auditapp.exceptions import ApplicationError, NotFoundError
 from auditapp.openapi import error_responses
@@ -471,6 +474,24 @@ class BatchAssignApi(APIView):
             AssignmentProgressOutputSerializer(rows, many=True).data,
             status=status.HTTP_201_CREATED,
         )
+
+
+class BatchPlannerApi(APIView):
+    """GET (admins): expert labels per arm each design needs for a target half-width on the
+    gap between the two arms the judge puts closest, from the labels so far."""
+
+    permission_classes = [IsAdmin]
+
+    @extend_schema(
+        parameters=[PlannerInputSerializer],
+        responses={200: PlannerOutputSerializer, **error_responses(400, 404)},
+    )
+    def get(self, request, batch_id: int):
+        batch = get_object_or_404(Batch.objects.select_related("audit"), pk=batch_id)
+        serializer = PlannerInputSerializer(data=request.query_params)
+        serializer.is_valid(raise_exception=True)
+        planner = batch_planner(batch=batch, **serializer.validated_data)
+        return Response(PlannerOutputSerializer(planner).data)
 
 
 class BatchWaveReleaseApi(APIView):

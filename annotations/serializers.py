@@ -240,6 +240,38 @@ class BatchOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class PlannerInputSerializer(serializers.Serializer):
+    judge = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="e.g. judge-runs:12; default: the batch design's judge",
+    )
+    half_width = serializers.FloatField(min_value=0.001, max_value=0.999, default=0.05)
+    alpha = serializers.FloatField(min_value=0.0001, max_value=0.4999, default=0.05)
+
+
+class PlannerOutputSerializer(serializers.Serializer):
+    judge = serializers.CharField()
+    source = serializers.CharField()
+    half_width = serializers.FloatField()
+    alpha = serializers.FloatField()
+    pair = serializers.ListField(child=serializers.CharField())
+    judge_rates = serializers.DictField(child=serializers.FloatField())
+    pilot_labels = serializers.DictField(child=serializers.IntegerField())
+    steps_per_trace = serializers.FloatField()
+    design_effect = serializers.FloatField()
+    icc = serializers.FloatField()
+    n_per_arm = serializers.DictField(child=serializers.IntegerField())
+    more_per_arm = serializers.DictField(child=serializers.IntegerField())
+    relative_to_expert = serializers.DictField(child=serializers.FloatField())
+    suggestion = serializers.CharField()
+    suggestion_options = serializers.CharField()
+    rule = serializers.CharField()
+    notes = serializers.ListField(child=serializers.CharField())
+
+
 class WaveReleaseOutputSerializer(serializers.Serializer):
     wave = serializers.IntegerField()
     waves = serializers.IntegerField()
