@@ -80,6 +80,7 @@ def stratified_ppi_mean(
     clusters_all: np.ndarray | None = None,
     confidence_level: float = 0.95,
     bounds: tuple[float, float] | None = None,
+    small_sample: bool = True,
 ) -> StratifiedEstimate:
     """Stratified PPI estimate of a mean (module docstring).
 
@@ -87,7 +88,12 @@ def stratified_ppi_mean(
     ``yhat_all``, ``strata_all``: every unit of the population (labelled ones included).
     ``lam``: one λ for every stratum (1: stratified PPI, 0: stratified expert-only); None
     tunes λ_h per stratum. ``clusters`` / ``clusters_all``: trace ids for a cluster-robust
-    variance (give both or neither). ``bounds`` clips the estimate and interval."""
+    variance (give both or neither). ``bounds`` clips the estimate and interval.
+    ``small_sample`` (default): each stratum's labelled terms are scaled by n_h / (n_h − k),
+    k the parameters fitted in it (its mean, and λ_h when tuned), as an unbiased stratum
+    variance is; without it, the plain ``ddof = 0`` sums of ``ppi_py``. Measured in
+    bench/efficiency_bench.py at ~12 labels in the smaller stratum: coverage 92-93 % without,
+    94-95 % with."""
     y = np.asarray(y, dtype=float)
     yhat = np.asarray(yhat, dtype=float)
     strata = np.asarray(strata).astype(str)
@@ -127,7 +133,9 @@ def stratified_ppi_mean(
             lam_h = float(lam)
         d = y_h - lam_h * f_h
         estimate += w_h * (lam_h * f_all_h.mean() + d.mean())
-        infl[in_h] = w_h * (d - d.mean()) / n_h
+        fitted = 1 + (lam is None)
+        scale = math.sqrt(n_h / (n_h - fitted)) if small_sample and n_h > fitted else 1.0
+        infl[in_h] = scale * w_h * (d - d.mean()) / n_h
         infl_all[in_h_all] = w_h * lam_h * (f_all_h - f_all_h.mean()) / big_n_h
         lams[h], weights[h], counts[h] = lam_h, w_h, n_h
     if clusters is None:

@@ -19,7 +19,14 @@ def test_one_stratum_is_ppi_py(lam):
     unlabelled = (rng.random(500) < 0.32).astype(float)
     # when
     ours = stratified_ppi_mean(
-        y, yhat, np.zeros(60), unlabelled, np.zeros(500), lam=lam, confidence_level=0.9
+        y,
+        yhat,
+        np.zeros(60),
+        unlabelled,
+        np.zeros(500),
+        lam=lam,
+        confidence_level=0.9,
+        small_sample=False,
     )
     low, high = ppi_py.ppi_mean_ci(y, yhat, unlabelled, alpha=0.1, lam=lam)
     point = ppi_py.ppi_mean_pointestimate(y, yhat, unlabelled, lam=lam)
@@ -34,12 +41,16 @@ def test_tuned_lambda_is_close_to_ppi_py_and_never_wider_than_either_end():
     y = (rng.random(80) < 0.4).astype(float)
     yhat = np.where(rng.random(80) < 0.85, y, 1 - y)
     unlabelled = (rng.random(2000) < 0.4).astype(float)
-    tuned = stratified_ppi_mean(y, yhat, np.zeros(80), unlabelled, np.zeros(2000))
+    tuned = stratified_ppi_mean(
+        y, yhat, np.zeros(80), unlabelled, np.zeros(2000), small_sample=False
+    )
     low, high = ppi_py.ppi_mean_ci(y, yhat, unlabelled, alpha=0.05, lam=None)
     theirs = (float(np.ravel(high)[0]) - float(np.ravel(low)[0])) / 2
     assert tuned.ci_high - tuned.estimate == pytest.approx(theirs, rel=0.02)
     for lam in (0.0, 1.0):
-        fixed = stratified_ppi_mean(y, yhat, np.zeros(80), unlabelled, np.zeros(2000), lam=lam)
+        fixed = stratified_ppi_mean(
+            y, yhat, np.zeros(80), unlabelled, np.zeros(2000), lam=lam, small_sample=False
+        )
         assert tuned.se <= fixed.se + 1e-12
 
 
@@ -68,7 +79,7 @@ def test_fixed_lambda_is_exactly_unbiased_over_every_sample():
 
 def test_variance_and_lambda_match_a_brute_force_computation():
     for s in _samples():
-        est = stratified_ppi_mean(POP_Y[s], POP_F[s], POP_H[s], POP_F, POP_H)
+        est = stratified_ppi_mean(POP_Y[s], POP_F[s], POP_H[s], POP_F, POP_H, small_sample=False)
         total_var, total = 0.0, 0.0
         for h in ("a", "b"):
             lab = [i for i in s if POP_H[i] == h]
@@ -105,6 +116,16 @@ def test_clusters_add_the_covariance_of_steps_of_one_trace():
     clustered = stratified_ppi_mean(y, f, h, f, h, lam=0.0, clusters=traces, clusters_all=traces)
     # then positively correlated strata widen the cluster-robust interval
     assert clustered.se > plain.se
+
+
+def test_small_sample_scaling_is_n_over_n_minus_fitted_parameters():
+    s = next(_samples())
+    plain = stratified_ppi_mean(POP_Y[s], POP_F[s], POP_H[s], POP_F, POP_H, lam=0.0)
+    raw = stratified_ppi_mean(
+        POP_Y[s], POP_F[s], POP_H[s], POP_F, POP_H, lam=0.0, small_sample=False
+    )
+    # λ = 0: the population terms vanish, each stratum's labelled variance is scaled by 2/1
+    assert plain.se**2 == pytest.approx(2 * raw.se**2)
 
 
 def test_a_stratum_without_labels_is_refused():
