@@ -149,6 +149,22 @@ def efficiency(rng, reps, n_total):
     return width, covered, gap_width, gap_covered
 
 
+def information_bound(rng, audits=20):
+    """Per arm, the half-width relative to expert-only that the best design seeing only the
+    judge's votes could reach (large samples): with the ideal working model E[Y | f] and
+    π ∝ sd(Y | f), the variance per label is (E sd(Y | f))² against var(Y) for experts only."""
+    bounds = []
+    for rate, (sens, spec) in zip(RATES, SENS_SPEC, strict=True):
+        arms = [simulate_arm(rng, rate, sens, spec) for _ in range(audits)]
+        y = np.concatenate([a[0] for a in arms])
+        f = np.concatenate([a[1] for a in arms])
+        sd = np.zeros_like(y)
+        for level in np.unique(f):
+            sd[f == level] = y[f == level].std()
+        bounds.append(float(sd.mean() / y.std()))
+    return bounds
+
+
 def stopping(rng, reps, wave=50, budget=2000, alpha=0.05, t_opt=800):
     used, wrong, stopped = [], 0, 0
     for _ in range(reps):
@@ -193,6 +209,11 @@ def main() -> None:
             cov = list(covered[design].mean(axis=0)) + list(gap_covered[design].mean(axis=0))
             cells = "".join(f"        {w:5.2f}x  {c:5.1%}" for w, c in zip(rel, cov, strict=True))
             print(f"{design:<19}{cells}")
+    bound = information_bound(rng)
+    print(
+        "\nbound for any design that sees only the judge's votes (oracle E[Y|f], π ∝ sd(Y|f)): "
+        + " / ".join(f"{b:.2f}x" for b in bound)
+    )
     mean_used, wrong, stopped = stopping(rng, min(args.reps, 300))
     print(
         f"\nstopping rule on expert labels (waves of 50 per arm, budget 2,000, α 0.05): "
