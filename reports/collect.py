@@ -37,7 +37,7 @@ from django.db import connection
 from django.db.models import Case, Count, IntegerField, Max, Model, QuerySet, Value, When
 from django.db.models.functions import Cast
 
-from annotations.models import AnswerSample, Audit, Condition, Step, Trace
+from annotations.models import AnswerSample, Audit, Batch, Condition, Step, Trace
 from annotations.selectors.pseudonyms import IdKind, id_pseudonyms, pseudonym_map_list
 from auditapp.agreement.blinding import CLASSIFIER_MAX_TEXTS, DONT_KNOW
 from auditapp.agreement.controls import POSITION_LEVELS
@@ -775,6 +775,12 @@ def tables_fingerprint(audit: Audit) -> dict[str, Any]:
             n=Count("pk"), m=Max("pk")
         ),
         "traces": Trace.objects.filter(audit=audit).aggregate(n=Count("pk"), m=Max("pk")),
+        # The waves section shows how many waves are out: a release changes the report.
+        "batches": list(
+            Batch.objects.filter(audit=audit)
+            .order_by("pk")
+            .values_list("pk", "waves", "waves_released")
+        ),
         # Samples are only ever added, by imports: their count is enough.
         "answer_samples": AnswerSample.objects.filter(audit=audit).aggregate(
             n=Count("sample_index")
@@ -847,8 +853,6 @@ def batch_units_collect(
 ) -> list[tuple[dict[str, Any], pd.DataFrame]]:
     """Per batch (in waves, or of one sampling design): its design facts and its labelled
     units (:func:`_batch_units`). Arms are named as a report may show them."""
-    from annotations.models import Batch
-
     # The strata name arms by blind code; a report shows the code until unblinding.
     column = "blind_code" if audit.unblinded_at is None else "name"
     shown = dict(Condition.objects.filter(audit=audit).values_list("blind_code", column))

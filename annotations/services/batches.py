@@ -397,7 +397,7 @@ def batch_build(
     gap = audit.repeat_min_gap if repeat_min_gap is None else repeat_min_gap
     if gap < 1:
         raise ApplicationError("The minimum repeat gap must be at least 1.", code="gap")
-    if waves > plan.sample_size:
+    if waves > 1 and waves > plan.sample_size:
         raise ApplicationError(
             f"{waves} waves need at least {waves} sampled items; the batch has {plan.sample_size}.",
             code="waves",

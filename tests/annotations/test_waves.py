@@ -183,3 +183,19 @@ def test_a_release_before_assignment_is_dealt_at_assignment(demo_audit, clinicia
     assert batch_wave_release(batch=batch, by=None).wave == 3
     with pytest.raises(ConflictError):
         batch_wave_release(batch=batch, by=None)
+
+
+def test_a_new_wave_goes_to_whoever_holds_the_reassigned_work(waved, other_clinician):
+    # given the first wave moved to another clinician
+    from annotations.services.batches import assignment_reassign
+
+    batch, mine = waved
+    theirs = assignment_reassign(assignment=mine, to_annotator=other_clinician)
+    # when wave 2 is released
+    release = batch_wave_release(batch=batch, by=None)
+    # then it is dealt to the new assignment only
+    assert set(release.items_added) == {theirs.public_id}
+    assert not AssignmentItem.objects.filter(assignment=mine, batch_item__wave=2).exists()
+    assert AssignmentItem.objects.filter(assignment=theirs, batch_item__wave=2).count() == (
+        BatchItem.objects.filter(batch=batch, wave=2).count()
+    )
