@@ -199,3 +199,15 @@ def test_a_new_wave_goes_to_whoever_holds_the_reassigned_work(waved, other_clini
     assert AssignmentItem.objects.filter(assignment=theirs, batch_item__wave=2).count() == (
         BatchItem.objects.filter(batch=batch, wave=2).count()
     )
+
+
+def test_create_batch_takes_waves(demo_audit, clinician):
+    from annotations.models import Batch
+
+    call_command(
+        "create_batch", audit=demo_audit.slug, size=12, waves=3, annotators=clinician.username
+    )
+    batch = Batch.objects.get(audit=demo_audit)
+    assert (batch.waves, batch.waves_released) == (3, 1)
+    (assignment,) = batch.assignments.all()
+    assert set(assignment.items.values_list("batch_item__wave", flat=True)) == {1}

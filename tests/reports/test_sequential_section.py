@@ -187,3 +187,23 @@ def test_stratified_ppi_batch_is_estimated_with_its_strata(demo_audit, admin_use
     assert len(entry["differences"]) == 3
     assert "Stratified PPI" in report_html(report)
     assert len(report_tables(report)["stratified_ppi"]) == 3
+
+
+def test_the_plan_form_locks_the_stopping_rule(demo_audit, researcher):
+    from reports.forms import PlanLockForm
+
+    form = PlanLockForm(
+        {
+            "metrics": ["error_rates"],
+            "abstain_rule": "exclude",
+            "resamples": 100,
+            "confidence_level": 0.95,
+            "ece_bins": 10,
+            "seed": 0,
+            "stopping_alpha": 0.1,
+            "stopping_labels_per_arm": 60,
+        }
+    )
+    assert form.is_valid(), form.errors
+    plan = analysis_plan_lock(audit=demo_audit, user=researcher, plan=form.plan())
+    assert plan.plan["stopping"] == {"alpha": 0.1, "labels_per_arm": 60}
