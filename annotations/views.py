@@ -306,7 +306,10 @@ def batch_page(request, batch_id: int):
             "strata": batch.design.get("strata", []),
             "planner": planner,
             "planner_error": planner_error,
-            "planner_judge": planner.judge if planner else request.GET.get("judge", "")[:200],
+            "planner_judge": planner.judge
+            if planner
+            else request.GET.get("judge", "")[:200]
+            or (batch.design.get("sampling") or {}).get("uncertainty", ""),
             "planner_half_width": request.GET.get("half_width", "0.05"),
         },
     )

@@ -143,3 +143,32 @@ def test_only_admins_plan(api_client, pilot, clinician):
     batch, _, _ = pilot
     api_client.force_authenticate(clinician)
     assert api_client.get(f"/api/batches/{batch.pk}/plan/").status_code == 403
+
+
+def test_a_batch_of_a_judge_design_plans_with_its_own_judge(
+    client, demo_audit, make_judge, admin_user
+):
+    # given a stratified-PPI batch and no expert label yet
+    judge = make_judge("http://127.0.0.1:9")
+    steps = list(Step.objects.filter(audit=demo_audit, segmentation="given"))
+    run = JudgeRun.objects.create(
+        judge=judge, audit=demo_audit, segmentation="given", total=len(steps), status="done"
+    )
+    JudgeVerdict.objects.bulk_create(
+        JudgeVerdict(run=run, step=s, verdict="error" if s.pk % 4 == 0 else "correct")
+        for s in steps
+    )
+    batch = batch_build(
+        audit=demo_audit,
+        name="sppi",
+        size=24,
+        segmentation="given",
+        design="stratified-ppi",
+        uncertainty=f"judge-runs:{run.pk}",
+    )
+    client.force_login(admin_user)
+    # when / then the page reads the design's judge and says what the pilot lacks
+    page = client.get(f"/batches/{batch.pk}/")
+    assert page.status_code == 200
+    assert "at least 5 expert labels" in page.content.decode()
+    assert f"judge-runs:{run.pk}" in page.content.decode()
