@@ -39,11 +39,14 @@ from annotations.serializers import (
     LabelInputSerializer,
     LeakCheckOutputSerializer,
     OverviewEntryOutputSerializer,
+    PlannerInputSerializer,
+    PlannerOutputSerializer,
     RatingInputSerializer,
     ReassignInputSerializer,
     ReopenInputSerializer,
     SavedOutputSerializer,
     SkipOutputSerializer,
+    WaveReleaseOutputSerializer,
     blinded_item_output,
     saved_output,
 )
@@ -52,6 +55,7 @@ from annotations.services.batches import (
     batch_assign,
     batch_build,
     batch_preview,
+    batch_wave_release,
 )
 from annotations.services.import_jobs import (
     import_job_create,
@@ -68,6 +72,7 @@ from annotations.services.labels import (
     rating_save,
 )
 from annotations.services.leak_gate import batch_leak_check
+from annotations.services.planner import batch_planner
 from annotations.services.probe import end_probe_get, end_probe_save
 from auditapp.exceptions import ApplicationError, NotFoundError
 from auditapp.openapi import error_responses
@@ -469,6 +474,38 @@ class BatchAssignApi(APIView):
             AssignmentProgressOutputSerializer(rows, many=True).data,
             status=status.HTTP_201_CREATED,
         )
+
+
+class BatchPlannerApi(APIView):
+    """GET (admins): expert labels per arm each design needs for a target half-width on the
+    gap between the two arms the judge puts closest, from the labels so far."""
+
+    permission_classes = [IsAdmin]
+
+    @extend_schema(
+        parameters=[PlannerInputSerializer],
+        responses={200: PlannerOutputSerializer, **error_responses(400, 404)},
+    )
+    def get(self, request, batch_id: int):
+        batch = get_object_or_404(Batch.objects.select_related("audit"), pk=batch_id)
+        serializer = PlannerInputSerializer(data=request.query_params)
+        serializer.is_valid(raise_exception=True)
+        planner = batch_planner(batch=batch, **serializer.validated_data)
+        return Response(PlannerOutputSerializer(planner).data)
+
+
+class BatchWaveReleaseApi(APIView):
+    """POST (admins): release the batch's next wave to its annotators."""
+
+    permission_classes = [IsAdmin]
+
+    @extend_schema(
+        request=None, responses={200: WaveReleaseOutputSerializer, **error_responses(404, 409)}
+    )
+    def post(self, request, batch_id: int):
+        batch = get_object_or_404(Batch.objects.select_related("audit"), pk=batch_id)
+        release = batch_wave_release(batch=batch, by=request.user)
+        return Response(WaveReleaseOutputSerializer(release).data)
 
 
 class BatchLeakCheckApi(APIView):

@@ -2,6 +2,7 @@ from django import forms
 
 from annotations.services.import_formats import FILE_FORMATS
 from annotations.services.segmenters import SEGMENTER_NAMES
+from auditapp.agreement.active import DEFAULT_FLOOR
 
 FORMAT_LABELS = {
     "auto": "Detect from the file",
@@ -70,10 +71,47 @@ class BatchForm(forms.Form):
     include_batched = forms.BooleanField(
         required=False, help_text="Allow steps already in another batch."
     )
+    design = forms.ChoiceField(
+        choices=[
+            ("stratified", "stratified: a simple random sample per stratum"),
+            ("active", "active: probabilities follow the judge's uncertainty"),
+            ("stratified-ppi", "stratified PPI: condition × judge verdict, Neyman allocation"),
+        ],
+        initial="stratified",
+        required=False,
+        help_text="docs/sampling.md; the planner on a batch's page suggests one.",
+    )
+    uncertainty = forms.CharField(
+        max_length=200,
+        required=False,
+        help_text="active / stratified PPI: the judge, e.g. judge-runs:12 (or 12,13).",
+    )
+    floor = forms.FloatField(
+        min_value=0,
+        max_value=1,
+        initial=0.2,
+        required=False,
+        help_text="active: the least share of uniform π.",
+    )
+    waves = forms.IntegerField(
+        min_value=1,
+        max_value=20,
+        initial=1,
+        required=False,
+        help_text="Release the sample in this many waves (the report's stopping rule).",
+    )
 
     def __init__(self, *args, segmentations: list[str], **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["segmentation"].choices = [(s, s) for s in segmentations]
+
+    def clean(self):
+        data = super().clean()
+        # Left empty (or posted by an older page): the services' defaults.
+        data["design"] = data.get("design") or "stratified"
+        data["floor"] = DEFAULT_FLOOR if data.get("floor") is None else data["floor"]
+        data["waves"] = data.get("waves") or 1
+        return data
 
 
 class AssignForm(forms.Form):

@@ -174,9 +174,10 @@ class BatchPlanInputSerializer(serializers.Serializer):
     include_batched = serializers.BooleanField(required=False, default=False)
     gold = serializers.IntegerField(min_value=0, required=False, default=0)
     design = serializers.ChoiceField(
-        choices=["stratified", "active"],
+        choices=["stratified", "active", "stratified-ppi"],
         default="stratified",
-        help_text="active: within each stratum, probabilities follow the judge's uncertainty.",
+        help_text="active: within each stratum, probabilities follow the judge's uncertainty; "
+        "stratified-ppi: strata condition × judge verdict, Neyman allocation.",
     )
     uncertainty = serializers.CharField(
         max_length=200,
@@ -193,6 +194,13 @@ class BatchCreateInputSerializer(BatchPlanInputSerializer):
     overlap = serializers.IntegerField(min_value=1, max_value=50, default=1)
     hidden_repeat_share = serializers.FloatField(
         min_value=0, max_value=0.5, required=False, allow_null=True, default=None
+    )
+    waves = serializers.IntegerField(
+        min_value=1,
+        max_value=20,
+        required=False,
+        default=1,
+        help_text="Release the sample in this many waves (wave 1 at assignment).",
     )
 
 
@@ -226,8 +234,49 @@ class BatchOutputSerializer(serializers.Serializer):
     segmentation = serializers.CharField()
     seed = serializers.CharField()
     overlap = serializers.IntegerField()
+    waves = serializers.IntegerField()
+    waves_released = serializers.IntegerField()
     design = serializers.JSONField()
     created_at = serializers.DateTimeField()
+
+
+class PlannerInputSerializer(serializers.Serializer):
+    judge = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="e.g. judge-runs:12; default: the batch design's judge",
+    )
+    half_width = serializers.FloatField(min_value=0.001, max_value=0.999, default=0.05)
+    alpha = serializers.FloatField(min_value=0.0001, max_value=0.4999, default=0.05)
+
+
+class PlannerOutputSerializer(serializers.Serializer):
+    judge = serializers.CharField()
+    source = serializers.CharField()
+    half_width = serializers.FloatField()
+    alpha = serializers.FloatField()
+    pair = serializers.ListField(child=serializers.CharField())
+    judge_rates = serializers.DictField(child=serializers.FloatField())
+    pilot_labels = serializers.DictField(child=serializers.IntegerField())
+    steps_per_trace = serializers.FloatField()
+    design_effect = serializers.FloatField()
+    icc = serializers.FloatField()
+    n_per_arm = serializers.DictField(child=serializers.IntegerField())
+    more_per_arm = serializers.DictField(child=serializers.IntegerField())
+    relative_to_expert = serializers.DictField(child=serializers.FloatField())
+    suggestion = serializers.CharField()
+    suggestion_options = serializers.CharField()
+    rule = serializers.CharField()
+    notes = serializers.ListField(child=serializers.CharField())
+
+
+class WaveReleaseOutputSerializer(serializers.Serializer):
+    wave = serializers.IntegerField()
+    waves = serializers.IntegerField()
+    items_added = serializers.DictField(child=serializers.IntegerField())
+    reopened = serializers.ListField(child=serializers.CharField())
 
 
 class BatchAssignInputSerializer(serializers.Serializer):

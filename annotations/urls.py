@@ -76,6 +76,12 @@ api_urlpatterns = [
         "audits/<slug:slug>/progress/", apis.AuditProgressApi.as_view(), name="api-audit-progress"
     ),
     path("batches/<int:batch_id>/assign/", apis.BatchAssignApi.as_view(), name="api-batch-assign"),
+    path("batches/<int:batch_id>/plan/", apis.BatchPlannerApi.as_view(), name="api-batch-plan"),
+    path(
+        "batches/<int:batch_id>/release-wave/",
+        apis.BatchWaveReleaseApi.as_view(),
+        name="api-batch-release-wave",
+    ),
     path(
         "batches/<int:batch_id>/leak-check/",
         apis.BatchLeakCheckApi.as_view(),

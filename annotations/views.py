@@ -24,10 +24,12 @@ from annotations.services.batches import (
     batch_assign,
     batch_build,
     batch_preview,
+    batch_wave_release,
 )
 from annotations.services.import_jobs import import_job_create, import_job_get, import_job_progress
 from annotations.services.labels import assignment_reopen
 from annotations.services.leak_gate import batch_leak_check
+from annotations.services.planner import batch_planner
 from annotations.services.probe import end_probe_get, end_probe_save
 from auditapp.exceptions import ApplicationError, ImportRejected, NotFoundError
 
@@ -202,6 +204,7 @@ def batch_list_page(request, slug: str):
         name = options.pop("name")
         overlap = options.pop("overlap")
         share = options.pop("hidden_repeat_share")
+        waves = options.pop("waves")
         try:
             if "create" in request.POST:
                 batch = batch_build(
@@ -209,6 +212,7 @@ def batch_list_page(request, slug: str):
                     name=name,
                     overlap=overlap,
                     hidden_repeat_share=share,
+                    waves=waves,
                     created_by=request.user,
                     **{**options, "seed": options["seed"] or name},
                 )
@@ -248,6 +252,15 @@ def batch_page(request, batch_id: int):
                 )
                 messages.success(request, "Batch assigned.")
                 return redirect("annotations:batch", batch_id=batch.pk)
+            if "release_wave" in request.POST:
+                release = batch_wave_release(batch=batch, by=request.user)
+                reopened = f", {len(release.reopened)} reopened" if release.reopened else ""
+                messages.success(
+                    request,
+                    f"Wave {release.wave} of {release.waves} released: "
+                    f"{sum(release.items_added.values())} assignment items added{reopened}.",
+                )
+                return redirect("annotations:batch", batch_id=batch.pk)
             if "reopen" in request.POST:
                 assignment = get_object_or_404(
                     Assignment, batch=batch, public_id=request.POST.get("assignment", "")
@@ -276,6 +289,7 @@ def batch_page(request, batch_id: int):
         except ApplicationError as exc:
             messages.error(request, exc.message)
             return redirect("annotations:batch", batch_id=batch.pk)
+    planner, planner_error = _planner_for_page(request, batch)
     rows = assignment_progress_list(batch=batch)
     # The gate's figures before assignment (about 1 s on 2,000 items), so the admin sees what
     # leaks where the decision is made; after it, what was confirmed is on the batch.
@@ -290,5 +304,27 @@ def batch_page(request, batch_id: int):
             "assign_form": assign_form,
             "reassign_form": ReassignForm(clinicians=clinicians),
             "strata": batch.design.get("strata", []),
+            "planner": planner,
+            "planner_error": planner_error,
+            "planner_judge": planner.judge
+            if planner
+            else request.GET.get("judge", "")[:200]
+            or (batch.design.get("sampling") or {}).get("uncertainty", ""),
+            "planner_half_width": request.GET.get("half_width", "0.05"),
         },
     )
+
+
+def _planner_for_page(request, batch: Batch):
+    """The planner when the page asks for it (a judge given) or the design names a judge."""
+    judge = request.GET.get("judge", "").strip()[:200]
+    if not judge and not (batch.design.get("sampling") or {}).get("uncertainty"):
+        return None, ""
+    try:
+        half_width = float(request.GET.get("half_width", "0.05"))
+    except ValueError:
+        return None, "The half-width must be a number."
+    try:
+        return batch_planner(batch=batch, judge=judge, half_width=half_width), ""
+    except ApplicationError as exc:
+        return None, exc.message

@@ -37,7 +37,7 @@ from django.db import connection
 from django.db.models import Case, Count, IntegerField, Max, Model, QuerySet, Value, When
 from django.db.models.functions import Cast
 
-from annotations.models import AnswerSample, Audit, Condition, Step, Trace
+from annotations.models import AnswerSample, Audit, Batch, Condition, Step, Trace
 from annotations.selectors.pseudonyms import IdKind, id_pseudonyms, pseudonym_map_list
 from auditapp.agreement.blinding import CLASSIFIER_MAX_TEXTS, DONT_KNOW
 from auditapp.agreement.controls import POSITION_LEVELS
@@ -775,6 +775,12 @@ def tables_fingerprint(audit: Audit) -> dict[str, Any]:
             n=Count("pk"), m=Max("pk")
         ),
         "traces": Trace.objects.filter(audit=audit).aggregate(n=Count("pk"), m=Max("pk")),
+        # The waves section shows how many waves are out: a release changes the report.
+        "batches": list(
+            Batch.objects.filter(audit=audit)
+            .order_by("pk")
+            .values_list("pk", "waves", "waves_released")
+        ),
         # Samples are only ever added, by imports: their count is enough.
         "answer_samples": AnswerSample.objects.filter(audit=audit).aggregate(
             n=Count("sample_index")
@@ -800,6 +806,73 @@ def tables_fingerprint(audit: Audit) -> dict[str, Any]:
             logger.warning("no fingerprint for %s", name, exc_info=True)
             parts[name] = None
     return parts
+
+
+# --- waves ---------------------------------------------------------------------------------
+def _batch_units(batch) -> pd.DataFrame:
+    """One row per labelled sampled unit of ``batch``: ``item, wave, stratum,
+    inclusion_probability, trace, y`` with y the share of its non-abstaining expert labels
+    that say "error" (units every expert abstained on are left out, as missing at random).
+    Gold items and hidden repeats are not a sample of steps and are left out."""
+    from annotations.models import Label
+
+    rows = list(
+        Label.objects.filter(
+            assignment_item__batch_item__batch=batch,
+            assignment_item__is_hidden_repeat=False,
+            assignment_item__batch_item__is_gold=False,
+        )
+        .exclude(verdict="abstain")
+        .order_by()
+        .values_list(
+            "assignment_item__batch_item_id",
+            "assignment_item__batch_item__wave",
+            "assignment_item__batch_item__stratum",
+            "assignment_item__batch_item__inclusion_probability",
+            "step__trace_id",
+            "verdict",
+        )
+    )
+    frame = pd.DataFrame(rows, columns=["item", "wave", "stratum", "pi", "trace", "verdict"])
+    frame["error"] = (frame["verdict"] == "error").astype(float)
+    return (
+        frame.groupby("item", sort=True)
+        .agg(
+            wave=("wave", "first"),
+            stratum=("stratum", "first"),
+            inclusion_probability=("pi", "first"),
+            trace=("trace", "first"),
+            y=("error", "mean"),
+        )
+        .reset_index()
+    )
+
+
+def batch_units_collect(
+    audit: Audit, *, waves_only: bool = False, design: str | None = None
+) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """Per batch (in waves, or of one sampling design): its design facts and its labelled
+    units (:func:`_batch_units`). Arms are named as a report may show them."""
+    # The strata name arms by blind code; a report shows the code until unblinding.
+    column = "blind_code" if audit.unblinded_at is None else "name"
+    shown = dict(Condition.objects.filter(audit=audit).values_list("blind_code", column))
+    batches = Batch.objects.filter(audit=audit).order_by("created_at", "pk")
+    if waves_only:
+        batches = batches.filter(waves__gt=1)
+    out = []
+    for batch in batches:
+        if design and (batch.design.get("sampling") or {}).get("design") != design:
+            continue
+        info = {
+            "name": batch.name,
+            "waves": batch.waves,
+            "waves_released": batch.waves_released,
+            "strata": batch.design.get("strata", []),
+            "sampling": batch.design.get("sampling") or {},
+            "condition_labels": shown,
+        }
+        out.append((info, _batch_units(batch)))
+    return out
 
 
 # --- annotator quality -------------------------------------------------------------------

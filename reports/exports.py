@@ -261,6 +261,43 @@ def _blinding_batches(report: dict) -> pd.DataFrame:
     return _rows(rows)
 
 
+def sequential_rows(report: dict) -> list[dict[str, Any]]:
+    """One row per batch × wave × quantity (an arm's error rate or a neighbours' gap)."""
+    rows = []
+    for batch in (report.get("sequential") or {}).get("batches") or []:
+        for look in batch.get("looks") or []:
+            common = {
+                "batch": batch["batch"],
+                "wave": look["wave"],
+                "settled": look["settled"],
+                "fired_here": batch.get("fired_at_wave") == look["wave"],
+                "labels_more_per_arm": look.get("labels_more"),
+            }
+            for arm in look["arms"]:
+                rows.append(
+                    {
+                        **common,
+                        "quantity": f"error rate {arm['arm']}",
+                        "labels": look["n_labels"].get(arm["arm"]),
+                        "estimate": arm["estimate"],
+                        "cs_low": arm["low"],
+                        "cs_high": arm["high"],
+                    }
+                )
+            for gap in look["gaps"]:
+                rows.append(
+                    {
+                        **common,
+                        "quantity": f"gap {gap['higher']} − {gap['lower']}",
+                        "labels": None,
+                        "estimate": gap["gap"],
+                        "cs_low": gap["low"],
+                        "cs_high": gap["high"],
+                    }
+                )
+    return rows
+
+
 # name → (builder, one-line description for docs and the page)
 REPORT_TABLES: dict[str, tuple[Callable[[dict], pd.DataFrame], str]] = {
     "findings": (_findings, "the findings, from the rules in methods"),
@@ -334,6 +371,20 @@ REPORT_TABLES: dict[str, tuple[Callable[[dict], pd.DataFrame], str]] = {
     "blinding_batches": (
         _blinding_batches,
         "the leak gate per batch: classifier AUC on what its annotators were shown",
+    ),
+    "stratified_ppi": (
+        lambda r: _rows(
+            [
+                {"batch": b["batch"], **row}
+                for b in (r.get("stratified_ppi") or {}).get("batches") or []
+                for row in b["rows"]
+            ]
+        ),
+        "batches of the stratified PPI design: each arm's error rate, stratified estimator",
+    ),
+    "sequential": (
+        lambda r: _rows(sequential_rows(r)),
+        "waves: anytime-valid confidence sequences per arm and gap after each wave",
     ),
 }
 

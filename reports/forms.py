@@ -57,6 +57,21 @@ class PlanLockForm(forms.Form):
     exclude_evaluators = forms.CharField(required=False, help_text="comma-separated")
     exclude_trace_ids = forms.CharField(required=False, help_text="comma-separated")
     notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    stopping_alpha = forms.FloatField(
+        min_value=0.0001,
+        max_value=0.5,
+        initial=0.05,
+        required=False,
+        label="stopping rule α",
+        help_text="waves: the chance of ever stating a wrong ordering",
+    )
+    stopping_labels_per_arm = forms.IntegerField(
+        min_value=1,
+        max_value=1_000_000,
+        required=False,
+        label="stopping rule tuned for (labels per arm)",
+        help_text="empty: the batch's sample per arm",
+    )
 
     def plan(self) -> dict:
         d = self.cleaned_data
@@ -71,6 +86,10 @@ class PlanLockForm(forms.Form):
                 "trace_ids": _list(d["exclude_trace_ids"]),
             },
             "notes": d["notes"],
+            "stopping": {
+                "alpha": 0.05 if d.get("stopping_alpha") is None else d["stopping_alpha"],
+                "labels_per_arm": d.get("stopping_labels_per_arm"),
+            },
         }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.template.loader import render_to_string
 
-from reports.exports import hedging_by_condition, report_tables, step_series
+from reports.exports import hedging_by_condition, report_tables, sequential_rows, step_series
 from reports.figures import (
     answer_vs_step_svg,
     error_rate_svg,
@@ -810,6 +810,50 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
             for g in gaps
         ],
         numeric_from=4,
+    )
+    out["stratified_ppi"] = _table(
+        "stratified_ppi",
+        "Stratified PPI (batches drawn by condition × judge verdict)",
+        ["batch", "condition", "labelled", "strata", "stratified PPI", "CI", "Hájek", "Hájek CI"],
+        [
+            [
+                b["batch"],
+                r["condition"],
+                _num(r.get("n_labelled")),
+                _num(r.get("strata")),
+                _pct(r.get("estimate")) if "estimate" in r else r.get("note", "–"),
+                _interval(r.get("ci_low"), r.get("ci_high")),
+                _pct(r.get("hajek_expert_only")),
+                _interval(r.get("hajek_ci_low"), r.get("hajek_ci_high")),
+            ]
+            for b in (report.get("stratified_ppi") or {}).get("batches") or []
+            for r in b["rows"]
+        ],
+        note=(report.get("stratified_ppi") or {}).get("rule", ""),
+        numeric_from=2,
+    )
+    out["sequential"] = _table(
+        "sequential",
+        "Waves: anytime-valid confidence sequences after each wave",
+        ["batch", "wave", "quantity", "labels", "estimate", "confidence sequence", "settled"],
+        [
+            [
+                r["batch"],
+                str(r["wave"]),
+                r["quantity"],
+                _num(r.get("labels")),
+                _pct(r.get("estimate")),
+                _interval(r.get("cs_low"), r.get("cs_high")),
+                ("yes — the rule fired here" if r["fired_here"] else "yes")
+                if r["settled"]
+                else "no",
+            ]
+            for r in sequential_rows(report)
+        ],
+        note="Each arm's sequence holds at every wave at once (level α/K); a gap's sequence "
+        "is the difference of its arms' sequences. Settled: neighbouring arms' sequences are "
+        "disjoint.",
+        numeric_from=3,
     )
     annotators = report.get("annotators") or {}
     out["annotator_quality"] = _table(

@@ -9,6 +9,7 @@ followed it.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from dataclasses import asdict, dataclass, replace
@@ -20,6 +21,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count, Exists, OuterRef
 from django.utils import timezone
+from scipy import stats
 
 from annotations.models import Assignment, Audit, Batch, Condition, Step
 from annotations.roles import Role, user_has_role, user_is_researcher_or_admin
@@ -43,13 +45,17 @@ from auditapp.agreement.formats import (
     labels_read,
     ratings_read,
 )
+from auditapp.agreement.ppi import ppi_mean
 from auditapp.agreement.rates import ABSTAIN_RULES
 from auditapp.agreement.report import REPORT_KEYS, report_compute
+from auditapp.agreement.sequential import ht_increments, wave_stopping
+from auditapp.agreement.stratified import stratified_ppi_mean
 from auditapp.exceptions import ApplicationError, ConflictError, ForbiddenError
 from reports.collect import (
     AuditTables,
     annotator_items_collect,
     audit_tables_collect,
+    batch_units_collect,
     condition_labels,
     ids_pseudonymised,
     judge_modes_collect,
@@ -71,8 +77,9 @@ __all__ = [
 ]
 
 # Bump when the report's shape changes, so cached reports of the old shape are not served.
-# 2: blinding check (classifier, index); 3: findings, controls, PPI++; 4: first-error section
-REPORT_VERSION = 4
+# 2: blinding check (classifier, index); 3: findings, controls, PPI++; 4: first-error section;
+# 5: waves' stopping rule, stratified PPI
+REPORT_VERSION = 5
 CACHE_SECONDS = 24 * 3600
 EXCLUSION_KEYS = ("evaluators", "evaluator_kinds", "trace_ids", "step_ids")
 
@@ -116,7 +123,16 @@ def analysis_plan_normalise(plan: dict[str, Any]) -> dict[str, Any]:
     """
     if not isinstance(plan, dict):
         raise ApplicationError("the analysis plan must be a JSON object", code="invalid_plan")
-    allowed = {"metrics", "abstain_rule", "exclusions", "bootstrap", "ece_bins", "seed", "notes"}
+    allowed = {
+        "metrics",
+        "abstain_rule",
+        "exclusions",
+        "bootstrap",
+        "ece_bins",
+        "seed",
+        "notes",
+        "stopping",
+    }
     unknown = sorted(set(plan) - allowed)
     if unknown:
         raise ApplicationError(
@@ -163,6 +179,7 @@ def analysis_plan_normalise(plan: dict[str, Any]) -> dict[str, Any]:
     notes = plan.get("notes", "")
     if not isinstance(notes, str):
         raise ApplicationError("notes must be text", code="invalid_plan")
+    stopping = stopping_rule_normalise(plan.get("stopping"))
     return {
         "metrics": list(metrics),
         "abstain_rule": params.abstain_rule,
@@ -175,7 +192,33 @@ def analysis_plan_normalise(plan: dict[str, Any]) -> dict[str, Any]:
         "ece_bins": params.ece_bins,
         "seed": params.seed,
         "notes": notes,
+        "stopping": stopping,
     }
+
+
+STOPPING_DEFAULTS = {"alpha": 0.05, "labels_per_arm": None}
+
+
+def stopping_rule_normalise(value: Any) -> dict[str, Any]:
+    """The waves' stopping rule as the plan fixes it: ``{"alpha": α, "labels_per_arm": t*}``
+    (t* the labels per arm the sequences are tuned for; None: the batch's sample per arm)."""
+    value = {} if value is None else value
+    if not isinstance(value, dict) or set(value) - set(STOPPING_DEFAULTS):
+        raise ApplicationError(
+            "stopping must be an object with alpha and labels_per_arm", code="invalid_plan"
+        )
+    alpha = value.get("alpha", STOPPING_DEFAULTS["alpha"])
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha <= 0.5:
+        raise ApplicationError("stopping.alpha must lie in (0, 0.5]", code="invalid_plan")
+    t_opt = value.get("labels_per_arm")
+    if t_opt is not None and (
+        isinstance(t_opt, bool) or not isinstance(t_opt, int) or not 1 <= t_opt <= 1_000_000
+    ):
+        raise ApplicationError(
+            "stopping.labels_per_arm must be an integer in 1..1000000 or null",
+            code="invalid_plan",
+        )
+    return {"alpha": float(alpha), "labels_per_arm": t_opt}
 
 
 def plan_canonical_json(plan: dict[str, Any]) -> str:
@@ -384,6 +427,197 @@ def _batch_gates(audit: Audit) -> list[dict[str, Any]]:
     return rows
 
 
+def sequential_section(audit: Audit, plan: AnalysisPlan | None, *, seed: int = 0) -> dict:
+    """The stopping rule after each wave, for every batch released in waves.
+
+    Per arm, each labelled unit contributes its Horvitz–Thompson increment (y · n/(N π),
+    y the share of its non-abstaining experts who call it an error); waves in order, a
+    random order (from the report's seed) within a wave. The rule's α and t* come from the
+    locked plan; without one (or with a plan locked before the rule existed) the defaults,
+    and the section says the rule was not fixed in advance."""
+    rule = (plan.plan.get("stopping") if plan else None) or None
+    fixed = rule is not None
+    rule = stopping_rule_normalise(rule)
+    rng = np.random.default_rng(seed)
+    batches = []
+    for batch_info, frame in batch_units_collect(audit, waves_only=True):
+        strata = batch_info["strata"]
+        population = pd.Series({s["key"]: s["population"] for s in strata})
+        sample = pd.Series({s["key"]: s["sample"] for s in strata})
+        arm_of_stratum = {s["key"]: s["condition"] for s in strata}
+        shown = batch_info["condition_labels"]
+        increments, waves, per_arm = {}, {}, {}
+        for code in sorted(set(arm_of_stratum.values())):
+            keys = [k for k, c in arm_of_stratum.items() if c == code]
+            n_arm, big_n = float(sample[keys].sum()), float(population[keys].sum())
+            rows = frame[frame["stratum"].isin(keys)]
+            order = np.lexsort((rng.random(len(rows)), rows["wave"].to_numpy()))
+            rows = rows.iloc[order]
+            arm = shown.get(code, code)
+            per_arm[arm] = int(n_arm)
+            if n_arm == 0:
+                continue
+            increments[arm] = ht_increments(
+                rows["y"].to_numpy(),
+                rows["inclusion_probability"].to_numpy(),
+                n_arm=n_arm,
+                big_n_arm=big_n,
+            )
+            waves[arm] = rows["wave"].to_numpy()
+        entry: dict[str, Any] = {
+            "batch": batch_info["name"],
+            "waves": batch_info["waves"],
+            "waves_released": batch_info["waves_released"],
+            "planned_per_arm": per_arm,
+        }
+        if len(increments) < 2:
+            entry.update(looks=[], fired_at_wave=None, advice="needs two arms", rule="")
+            batches.append(entry)
+            continue
+        t_opt = rule["labels_per_arm"] or max(1.0, float(np.mean(list(per_arm.values()))))
+        result = wave_stopping(
+            increments,
+            waves,
+            waves_released=batch_info["waves_released"],
+            alpha=rule["alpha"],
+            t_opt=t_opt,
+        )
+        entry.update(
+            alpha=result.alpha,
+            t_opt=result.t_opt,
+            fired_at_wave=result.fired_at_wave,
+            advice=result.advice,
+            rule=result.rule,
+            looks=[
+                {
+                    "wave": look.wave,
+                    "n_labels": look.n_labels,
+                    "settled": look.decision.settled,
+                    "ordering": list(look.decision.ordering),
+                    "labels_more": look.decision.labels_more,
+                    "arms": [
+                        {"arm": arm, "estimate": est, "low": low, "high": high}
+                        for arm, (est, low, high) in look.decision.intervals.items()
+                    ],
+                    "gaps": [
+                        {"lower": lo, "higher": hi, "gap": g, "low": gl, "high": gh}
+                        for lo, hi, g, gl, gh in look.gaps
+                    ],
+                }
+                for look in result.looks
+            ],
+        )
+        batches.append(entry)
+    return {
+        "batches": batches,
+        "stopping_rule": rule,
+        "rule_locked": fixed,
+        "note": (
+            "The stopping rule's α and t* are those of the locked analysis plan."
+            if fixed
+            else "No locked plan fixes the stopping rule: the defaults are used, and stopping "
+            "on them is not pre-registered."
+        ),
+    }
+
+
+VERDICT_VALUE = {"judge=error": 1.0, "judge=correct": 0.0, "judge=unsure": 0.5}
+
+
+def _verdict_value(key: str) -> float:
+    """The judge's verdict a stratified-PPI stratum key ends with, as a prediction."""
+    return VERDICT_VALUE.get(key.rsplit(" | ", 1)[-1], 0.5)
+
+
+def stratified_ppi_section(audit: Audit, confidence_level: float = 0.95) -> dict[str, Any]:
+    """Per batch drawn with the stratified PPI design: each arm's error rate by the
+    stratified PPI estimator (``auditapp.agreement.stratified``) with the design's strata
+    and their population sizes, beside the Hájek expert-only estimate from the same labels.
+
+    The judge's verdict defines the strata and is constant within each, so within a stratum
+    PPI's correction is the stratum's expert mean and the estimate is Σ W_h ȳ_h; what the
+    judge buys is the allocation (more labels where its verdicts are less reliable) and the
+    weights. Cluster-robust over traces."""
+    z = float(stats.norm.ppf(0.5 + confidence_level / 2))
+    batches = []
+    for info, units in batch_units_collect(audit, design="stratified-ppi"):
+        strata = {s["key"]: s for s in info["strata"]}
+        rows, estimates = [], {}
+        for code in sorted({s["condition"] for s in strata.values()}):
+            keys = [k for k, s in strata.items() if s["condition"] == code and s["population"]]
+            mine = units[units["stratum"].isin(keys)]
+            arm = info["condition_labels"].get(code, code)
+            row: dict[str, Any] = {"condition": arm, "n_labelled": len(mine)}
+            missing = [k for k in keys if k not in set(mine["stratum"])]
+            if mine.empty or missing:
+                row["note"] = (
+                    "no labels yet" if mine.empty else f"{len(missing)} strata without labels"
+                )
+                rows.append(row)
+                continue
+            f_all = np.concatenate(
+                [np.full(strata[k]["population"], _verdict_value(k)) for k in keys]
+            )
+            h_all = np.concatenate(
+                [np.full(strata[k]["population"], k, dtype=object) for k in keys]
+            )
+            traces = mine["trace"].astype(str).to_numpy()
+            # The population's steps need no trace ids: with f constant within a stratum
+            # their terms are 0, so each may be its own cluster.
+            est = stratified_ppi_mean(
+                mine["y"].to_numpy(),
+                mine["stratum"].map(_verdict_value).to_numpy(),
+                mine["stratum"].to_numpy(),
+                f_all,
+                h_all,
+                clusters=traces,
+                clusters_all=np.arange(f_all.size).astype(str),
+                confidence_level=confidence_level,
+            )
+            expert = ppi_mean(
+                mine["y"].to_numpy(),
+                np.zeros(len(mine)),
+                np.zeros(1),
+                weights=1.0 / mine["inclusion_probability"].to_numpy(),
+                clusters=traces,
+                clusters_all=np.array(["population"]),
+                lam=0.0,
+                confidence_level=confidence_level,
+            )
+            estimates[arm] = est
+            row.update(
+                estimate=est.estimate,
+                ci_low=est.ci_low,
+                ci_high=est.ci_high,
+                se=est.se,
+                strata=len(keys),
+                hajek_expert_only=expert.estimate,
+                hajek_ci_low=expert.ci_low,
+                hajek_ci_high=expert.ci_high,
+            )
+            rows.append(row)
+        gaps = []
+        for a, b in itertools.combinations(sorted(estimates), 2):
+            gap = estimates[a].estimate - estimates[b].estimate
+            half = z * float(np.hypot(estimates[a].se, estimates[b].se))
+            gaps.append(
+                {
+                    "condition_a": a,
+                    "condition_b": b,
+                    "gap": gap,
+                    "ci_low": gap - half,
+                    "ci_high": gap + half,
+                }
+            )
+        batches.append({"batch": info["name"], "rows": rows, "differences": gaps})
+    return {
+        "batches": batches,
+        "rule": "Stratified PPI (Fisch et al. 2024) with the batch's strata (condition × the "
+        "judge's verdict) and their population sizes: Σ_h W_h ȳ_h, W_h = N_h / N, "
+        "cluster-robust over traces; beside it the Hájek expert-only estimate (weights 1/π).",
+    }
+
+
 def _annotators_section(
     audit: Audit, labels: pd.DataFrame, confidence_level: float
 ) -> dict[str, Any]:
@@ -580,6 +814,8 @@ def report_build(
     body["annotators"] = _annotators_section(audit, tables.labels, params.confidence_level)
     body["first_error"] = _first_error_section(audit, labels, params)
     body["methods"]["first_error"] = f"{FIRST_ERROR_RULE} {INTERVAL_RULE}"
+    body["sequential"] = sequential_section(audit, plan, seed=params.seed)
+    body["stratified_ppi"] = stratified_ppi_section(audit, params.confidence_level)
     return {
         # Findings first: what the report concludes, then what it is about.
         "findings": body.pop("findings"),

@@ -20,6 +20,10 @@ class Batch(models.Model):
     seed = models.CharField(max_length=64)
     design = models.JSONField(default=dict)
     overlap = models.PositiveSmallIntegerField(default=1)
+    # Released in waves (issue 15): annotators hold assignment items of released waves only;
+    # a wave's items are dealt to the assignments when it is released (services/batches.py).
+    waves = models.PositiveSmallIntegerField(default=1)
+    waves_released = models.PositiveSmallIntegerField(default=1)
     # Set when the batch was assigned although the leak gate was above the audit's threshold:
     # the figures, who confirmed and when (annotations/services/leak_gate.py).
     leak_gate = models.JSONField(default=dict, blank=True, editable=False)
@@ -52,6 +56,9 @@ class BatchItem(models.Model):
     # NULL for gold items: they are mixed in on purpose, not drawn from the population.
     inclusion_probability = models.FloatField(null=True, blank=True)
     is_gold = models.BooleanField(default=False)
+    # 1..batch.waves: each stratum's sample is split at random into near-equal waves, so the
+    # items of waves 1..w are themselves a probability sample (π × n_h,≤w / n_h).
+    wave = models.PositiveSmallIntegerField(default=1)
     gold_verdict = models.CharField(  # noqa: DJ001 (NULL: not a gold item)
         max_length=8, choices=Verdict.choices, null=True, blank=True
     )

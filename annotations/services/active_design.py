@@ -54,3 +54,24 @@ def draw_active(
     pi = inclusion_probabilities(p, n=sample, floor=floor)
     chosen = systematic_sample(pi, rng)
     return [units[i] for i in chosen], {units[i]: float(pi[i]) for i in chosen}
+
+
+# --- the planner's predictor ------------------------------------------------------------
+# unit pks → ({pk: the judge's prediction in [0, 1]}, samples per step); a prediction is the
+# share of the judge's samples that say "error" (its verdict, 0 or 1, with one sample).
+Predictions = Callable[[Sequence[int]], tuple[Mapping[int, float], int]]
+_PREDICTIONS: dict[str, Callable[[str], tuple[Predictions, str]]] = {}
+
+
+def register_prediction_source(name: str, source: Callable[[str], tuple[Predictions, str]]):
+    """Like :func:`register_uncertainty_source`, for the planner: ``source(argument)``
+    returns the predictions function and a one-line description."""
+    _PREDICTIONS[name] = source
+
+
+def prediction_source_get(spec: str) -> tuple[Predictions, str]:
+    name, _, argument = spec.partition(":")
+    if name not in _PREDICTIONS:
+        known = ", ".join(sorted(_PREDICTIONS)) or "none registered"
+        raise ApplicationError(f"Unknown judge source {name!r} (known: {known}).", code="judge")
+    return _PREDICTIONS[name](argument)

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
+import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef
@@ -18,6 +19,7 @@ from django.utils import timezone
 
 from annotations.models import (
     Assignment,
+    AssignmentEvent,
     AssignmentItem,
     Audit,
     Batch,
@@ -30,8 +32,16 @@ from annotations.models import (
 from annotations.services.active_design import draw_active, uncertainty_source_get
 from annotations.services.leak_gate import batch_leak_check
 from annotations.services.randomness import public_ids, seeded_generator, seeded_random
-from annotations.services.sampling import Allocation, Stratum, StratumFunction, allocate, draw
+from annotations.services.sampling import (
+    Allocation,
+    Stratum,
+    StratumFunction,
+    allocate,
+    draw,
+    largest_remainder,
+)
 from auditapp.agreement.active import DEFAULT_FLOOR
+from auditapp.agreement.stratified import neyman_allocation
 from auditapp.exceptions import ApplicationError, ConflictError
 
 STRATIFIERS = ("answer_correct", "trace_type", "context_depth")
@@ -92,6 +102,49 @@ class BatchPlan:
         }
 
 
+DESIGNS = ("stratified", "active", "stratified-ppi")
+
+
+def _judge_verdict(p: float | None) -> str:
+    if p is None or p == 0.5:
+        return "unsure"
+    return "error" if p > 0.5 else "correct"
+
+
+def _neyman_strata(
+    populations: Mapping[str, int],
+    conditions: Mapping[str, str],
+    units_by_stratum: Mapping[str, Sequence[int]],
+    judge_p: Mapping[int, float],
+    size: int,
+) -> tuple[list[Stratum], dict[str, float]]:
+    """Equal shares per condition, Neyman within it (``auditapp.agreement.stratified``):
+    S_h = sqrt(p̄(1 − p̄)) of the judge's mean error probability in the stratum."""
+    sds = {}
+    for key, units in units_by_stratum.items():
+        p = float(np.mean([judge_p.get(pk, 0.5) for pk in units])) if units else 0.5
+        sds[key] = float(np.sqrt(p * (1 - p)))
+    by_condition: dict[str, int] = defaultdict(int)
+    for key, n in populations.items():
+        by_condition[conditions[key]] += n
+    per_condition = largest_remainder(dict.fromkeys(by_condition, 1.0), size, by_condition)
+    sizes: dict[str, int] = {}
+    for condition, n_condition in per_condition.items():
+        keys = {k: populations[k] for k in populations if conditions[k] == condition}
+        sizes.update(neyman_allocation(keys, sds, size=n_condition))
+    strata = [
+        Stratum(
+            key=key,
+            condition=conditions[key],
+            population=populations[key],
+            sample=sizes[key],
+            inclusion_probability=sizes[key] / populations[key] if populations[key] else 0.0,
+        )
+        for key in sorted(populations)
+    ]
+    return strata, {k: round(v, 4) for k, v in sorted(sds.items())}
+
+
 def _stratum_key(blind_code: str, extras: Sequence[tuple[str, str]]) -> str:
     return " | ".join([blind_code, *(f"{name}={value}" for name, value in extras)])
 
@@ -122,13 +175,13 @@ def batch_preview(
     the judge's uncertainty from the ``uncertainty`` source (e.g. ``"judge-runs:12"``), at
     least ``floor`` times the stratum's uniform probability (``annotations.services.
     active_design``); each unit's probability is recorded."""
-    if design not in ("stratified", "active"):
+    if design not in DESIGNS:
         raise ApplicationError(
-            f"Unknown design {design!r}; use stratified or active.", code="design"
+            f"Unknown design {design!r}; use {', '.join(DESIGNS)}.", code="design"
         )
-    if design == "active" and not uncertainty:
+    if design != "stratified" and not uncertainty:
         raise ApplicationError(
-            "The active design needs an uncertainty source, e.g. judge-runs:<run id>.",
+            f"The {design} design needs an uncertainty source, e.g. judge-runs:<run id>.",
             code="uncertainty",
         )
     if not 0 <= floor <= 1:
@@ -168,6 +221,14 @@ def batch_preview(
         units = units.exclude(Exists(batched))
     rows = list(units.values_list(*fields))
     excluded = total - len(rows)
+    judge_p: Mapping[int, float] = {}
+    if design == "stratified-ppi":
+        if rating:
+            raise ApplicationError(
+                "Stratified PPI strata are judge verdicts on steps.", code="design"
+            )
+        judge_probabilities, described = uncertainty_source_get(uncertainty)
+        judge_p = judge_probabilities([r[0] for r in rows])
     extra_labels = {
         name: fn([r[0] for r in rows])
         for name, fn in stratum_functions.items()
@@ -188,14 +249,31 @@ def batch_preview(
                 extras.append((name, context_depth(audit, row[5])))
             else:
                 extras.append((name, str(extra_labels[name].get(row[0], "none"))))
+        if design == "stratified-ppi":
+            extras.append(("judge", _judge_verdict(judge_p.get(row[0]))))
         key = _stratum_key(row[1], extras)
         populations[key] += 1
         conditions[key] = row[1]
         units_by_stratum[key].append(row[0])
     seed = seed or "0"
-    strata = allocate(populations, conditions, size=size, allocation=allocation)
     probabilities: dict[int, float] = {}
     sampling: dict[str, object] = {"design": "stratified"}
+    if design == "stratified-ppi":
+        strata, sds = _neyman_strata(populations, conditions, units_by_stratum, judge_p, size)
+        sampling = {
+            "design": "stratified-ppi",
+            "uncertainty": uncertainty,
+            "source": described,
+            "allocation": "neyman",
+            "stratum_sd": sds,
+            "units_with_a_verdict": sum(1 for r in rows if r[0] in judge_p),
+            "rule": "strata condition × the judge's verdict (error: p > 0.5, correct: p < 0.5, "
+            "unsure: p = 0.5 or no verdict); each condition an equal share, split within it "
+            "∝ N_h·sqrt(p̄_h(1 − p̄_h)) (Neyman), at least 2 per stratum; a simple random "
+            "sample per stratum, π = n_h / N_h",
+        }
+    else:
+        strata = allocate(populations, conditions, size=size, allocation=allocation)
     if design == "active":
         error_probabilities, described = uncertainty_source_get(uncertainty)
         known = error_probabilities([r[0] for r in rows])
@@ -277,10 +355,22 @@ def batch_build(
     design: str = "stratified",
     uncertainty: str = "",
     floor: float = DEFAULT_FLOOR,
+    waves: int = 1,
 ) -> Batch:
-    """Draw and store a batch. The same audit, seed and options draw the same units."""
+    """Draw and store a batch. The same audit, seed and options draw the same units.
+
+    ``waves`` > 1: each stratum's sample (and the gold items) is split at random into that
+    many near-equal waves; annotators get wave 1 when the batch is assigned and each further
+    wave when it is released (:func:`batch_wave_release`)."""
     if overlap < 1:
         raise ApplicationError("Overlap must be at least 1.", code="overlap")
+    if not 1 <= waves <= MAX_WAVES:
+        raise ApplicationError(f"Waves must lie in 1..{MAX_WAVES}.", code="waves")
+    if waves > 1 and audit.kind == Audit.Kind.TRACE_RATINGS:
+        raise ApplicationError(
+            "Waves are for step-label audits (the expert sample of the stopping rule).",
+            code="waves",
+        )
     if not name.strip():
         raise ApplicationError("Give the batch a name.", code="name")
     if Batch.objects.filter(audit=audit, name=name).exists():
@@ -307,11 +397,29 @@ def batch_build(
     gap = audit.repeat_min_gap if repeat_min_gap is None else repeat_min_gap
     if gap < 1:
         raise ApplicationError("The minimum repeat gap must be at least 1.", code="gap")
+    if waves > 1 and waves > plan.sample_size:
+        raise ApplicationError(
+            f"{waves} waves need at least {waves} sampled items; the batch has {plan.sample_size}.",
+            code="waves",
+        )
+    wave_of = _waves_split(plan, waves, audit.blinding_seed)
     design = plan.design() | {
         "overlap": overlap,
         "hidden_repeat_share": share,
         "repeat_min_gap": gap,
     }
+    if waves > 1:
+        sizes = [0] * waves
+        for s in plan.strata:
+            for pk in plan.drawn[s.key]:
+                sizes[wave_of[s.key, pk] - 1] += 1
+        design["waves"] = {
+            "count": waves,
+            "sampled_per_wave": sizes,
+            "rule": "each stratum's sample (and the gold items) split at random into near-equal "
+            "waves; the items of waves 1..w are a probability sample with inclusion "
+            "probability π × n_h(≤w) / n_h",
+        }
     batch = Batch.objects.create(
         audit=audit,
         name=name,
@@ -319,6 +427,8 @@ def batch_build(
         seed=plan.seed,
         design=design,
         overlap=overlap,
+        waves=waves,
+        waves_released=1,
         created_by=created_by,
     )
     unit = "trace_id" if audit.kind == Audit.Kind.TRACE_RATINGS else "step_id"
@@ -327,17 +437,42 @@ def batch_build(
             batch=batch,
             stratum=s.key,
             inclusion_probability=plan.probabilities.get(pk, s.inclusion_probability),
+            wave=wave_of[s.key, pk],
             **{unit: pk},
         )
         for s in plan.strata
         for pk in plan.drawn[s.key]
     ]
     items += [
-        BatchItem(batch=batch, step_id=pk, stratum="gold", is_gold=True, gold_verdict=verdict)
+        BatchItem(
+            batch=batch,
+            step_id=pk,
+            stratum="gold",
+            is_gold=True,
+            gold_verdict=verdict,
+            wave=wave_of["gold", pk],
+        )
         for pk, verdict in plan.gold_units
     ]
     BatchItem.objects.bulk_create(items, batch_size=2000)
     return batch
+
+
+MAX_WAVES = 20
+
+
+def _waves_split(plan: BatchPlan, waves: int, secret: str) -> dict[tuple[str, int], int]:
+    """(stratum key, unit pk) → wave: a seeded random order per stratum cut into ``waves``
+    near-equal parts, the first parts taking the remainder."""
+    wave_of: dict[tuple[str, int], int] = {}
+    groups = [(s.key, list(plan.drawn[s.key])) for s in plan.strata]
+    groups.append(("gold", [pk for pk, _ in plan.gold_units]))
+    for key, units in groups:
+        units = sorted(units)
+        seeded_random(secret, f"batch:{plan.seed}:waves:{key}").shuffle(units)
+        for i, pk in enumerate(units):
+            wave_of[key, pk] = 1 + (i * waves) // len(units) if waves > 1 else 1
+    return wave_of
 
 
 # --- assignment ----------------------------------------------------------------------------
@@ -514,33 +649,52 @@ def _with_hidden_repeats(
     return slots, {"repeats_closer_than_gap": short, "identical_texts_closer_than_gap": close}
 
 
-def _assignment_create(
+def _assignment_new(
     *,
     batch: Batch,
     annotator: AbstractBaseUser,
-    order: list[BatchItem],
-    share: float,
     due_date: date | None,
-    gap: int = 1,
-    keys: Mapping[int, str] | None = None,
     reassigned_from: Assignment | None = None,
-    label_items: Sequence[tuple[BatchItem, bool, int | None]] | None = None,
-) -> tuple[Assignment, list[int]]:
+) -> Assignment:
     seed = batch.audit.blinding_seed
     serial = Assignment.objects.filter(batch=batch).count()
     (public_id,) = public_ids(
         seeded_random(seed, f"assignment-id:{batch.pk}:{annotator.pk}:{serial}"), 1
     )
-    assignment = Assignment.objects.create(
+    return Assignment.objects.create(
         batch=batch,
         annotator=annotator,
         public_id=public_id,
         due_date=due_date,
         reassigned_from=reassigned_from,
     )
+
+
+def _wave_stream(name: str, wave: int) -> str:
+    """Wave 1 uses the streams a batch without waves always used (same draws as before)."""
+    return name if wave == 1 else f"{name}:wave:{wave}"
+
+
+def _assignment_items_append(
+    *,
+    assignment: Assignment,
+    order: list[BatchItem],
+    share: float,
+    gap: int = 1,
+    keys: Mapping[int, str] | None = None,
+    wave: int = 1,
+) -> dict:
+    """Add ``order`` (with its hidden repeats) after the assignment's last position."""
+    seed = assignment.batch.audit.blinding_seed
     slots, spacing = _with_hidden_repeats(
-        order, share, seeded_random(seed, f"repeats:{public_id}"), gap=gap, keys=keys or {}
+        order,
+        share,
+        seeded_random(seed, _wave_stream(f"repeats:{assignment.public_id}", wave)),
+        gap=gap,
+        keys=keys or {},
     )
+    last = assignment.items.order_by("-position").values_list("position", flat=True).first()
+    start = (last or 0) + 1
     originals = [s for s in slots if s.repeat_of is None]
     rows = {
         id(s): AssignmentItem(
@@ -549,7 +703,7 @@ def _assignment_create(
             batch_item=s.batch_item,
             is_hidden_repeat=s.repeat_of is not None,
         )
-        for i, s in enumerate(slots, start=1)
+        for i, s in enumerate(slots, start=start)
     }
     AssignmentItem.objects.bulk_create([rows[id(s)] for s in originals], batch_size=2000)
     repeats = []
@@ -559,7 +713,66 @@ def _assignment_create(
             row.repeat_of = rows[id(s.repeat_of)]
             repeats.append(row)
     AssignmentItem.objects.bulk_create(repeats, batch_size=2000)
-    return assignment, spacing
+    return spacing
+
+
+def _wave_deal(*, batch: Batch, assignments: Sequence[Assignment], wave: int) -> dict[str, dict]:
+    """Deal the items of ``wave`` to ``assignments``: each sampled item to ``batch.overlap``
+    of them (loads balanced), gold items to everyone; each annotator's share in an
+    independent shuffled order with the batch's share of hidden repeats, appended after the
+    items of earlier waves. Returns the hidden repeats' spacing per assignment."""
+    audit = batch.audit
+    seed = audit.blinding_seed
+    wave_items = batch.items.filter(wave=wave)
+    items = list(wave_items.select_related("trace").order_by("pk"))
+    gap = int(batch.design.get("repeat_min_gap", audit.repeat_min_gap))
+    keys = {
+        pk: text_key(text)
+        for pk, text in wave_items.filter(step__isnull=False).values_list(
+            "pk", "step__blinded_text"
+        )
+    }
+    sampled = [i for i in items if not i.is_gold]
+    gold = [i for i in items if i.is_gold]
+    rng = seeded_random(seed, _wave_stream(f"batch:{batch.seed}:overlap", wave))
+    rng.shuffle(sampled)
+    slots = list(range(len(assignments)))
+    rng.shuffle(slots)  # which annotator takes the first share: not the order given
+    rating = audit.kind == Audit.Kind.TRACE_RATINGS
+    if rating:
+        # Deal each trace type separately so that every participant gets each type equally.
+        sampled.sort(key=lambda i: i.trace.trace_type)
+    shares: dict[int, list[BatchItem]] = defaultdict(list)
+    k, m = batch.overlap, len(assignments)
+    for i, item in enumerate(sampled):
+        for j in range(k):
+            shares[slots[(i * k + j) % m]].append(item)
+    share = float(batch.design.get("hidden_repeat_share", 0.0))
+    types = sorted({i.trace.trace_type for i in sampled}) if rating else []
+    square = williams_square(len(types)) if types else []
+    placement: dict[str, dict] = {}
+    for p, assignment in enumerate(assignments):
+        own = shares[p] + gold
+        order_rng = seeded_random(
+            seed, _wave_stream(f"batch:{batch.seed}:order:{assignment.annotator_id}", wave)
+        )
+        if rating:
+            order = _latin_square_order(own, square[p % len(square)], types, order_rng)
+            repeat_share = 0.0
+        else:
+            order = sorted(own, key=lambda i: i.pk)
+            order_rng.shuffle(order)
+            order = order_spaced(order, keys=keys, gap=gap)
+            repeat_share = share
+        placement[assignment.public_id] = _assignment_items_append(
+            assignment=assignment,
+            order=order,
+            share=repeat_share,
+            gap=gap,
+            keys=keys,
+            wave=wave,
+        )
+    return placement
 
 
 @transaction.atomic
@@ -574,6 +787,10 @@ def batch_assign(
     """Give each sampled item to ``batch.overlap`` annotators (loads balanced), gold items to
     everyone; each annotator gets an independent shuffled order (trace-rating audits: a
     Williams Latin square over trace types) with the batch's share of hidden repeats.
+
+    A batch in waves: only the released waves are dealt now, each wave in its own shuffled
+    block; later waves are dealt when released (:func:`batch_wave_release`), so an
+    unreleased item has no assignment item and no annotator endpoint can reach it.
 
     The leak gate runs first: when the blinding classifier's interval on what the annotators
     will see lies above the audit's ``leak_threshold``, assigning needs ``confirm_leak``. The
@@ -614,63 +831,90 @@ def batch_assign(
         "confirmed_at": now if check.above else None,
     }
     batch.save(update_fields=["leak_gate"])
-    audit = batch.audit
-    seed = audit.blinding_seed
-    items = list(batch.items.select_related("trace").order_by("pk"))
-    gap = int(batch.design.get("repeat_min_gap", audit.repeat_min_gap))
-    keys = {
-        pk: text_key(text)
-        for pk, text in batch.items.filter(step__isnull=False).values_list(
-            "pk", "step__blinded_text"
-        )
+    gap = int(batch.design.get("repeat_min_gap", batch.audit.repeat_min_gap))
+    assignments = [
+        _assignment_new(batch=batch, annotator=annotator, due_date=due_date)
+        for annotator in annotators
+    ]
+    placement = _wave_deal(batch=batch, assignments=assignments, wave=1)
+    later = {
+        str(wave): _wave_deal(batch=batch, assignments=assignments, wave=wave)
+        for wave in range(2, batch.waves_released + 1)
     }
-    sampled = [i for i in items if not i.is_gold]
-    gold = [i for i in items if i.is_gold]
-    rng = seeded_random(seed, f"batch:{batch.seed}:overlap")
-    rng.shuffle(sampled)
-    slots = list(range(len(annotators)))
-    rng.shuffle(slots)  # which annotator takes the first share: not the order given
-    rating = audit.kind == Audit.Kind.TRACE_RATINGS
-    if rating:
-        # Deal each trace type separately so that every participant gets each type equally.
-        sampled.sort(key=lambda i: i.trace.trace_type)
-    shares: dict[int, list[BatchItem]] = defaultdict(list)
-    k, m = batch.overlap, len(annotators)
-    for i, item in enumerate(sampled):
-        for j in range(k):
-            shares[slots[(i * k + j) % m]].append(item)
-    share = float(batch.design.get("hidden_repeat_share", 0.0))
-    types = sorted({i.trace.trace_type for i in sampled}) if rating else []
-    square = williams_square(len(types)) if types else []
-    assignments = []
-    placement: dict[str, dict] = {}
-    for p, annotator in enumerate(annotators):
-        own = shares[p] + gold
-        order_rng = seeded_random(seed, f"batch:{batch.seed}:order:{annotator.pk}")
-        if rating:
-            order = _latin_square_order(own, square[p % len(square)], types, order_rng)
-            repeat_share = 0.0
-        else:
-            order = sorted(own, key=lambda i: i.pk)
-            order_rng.shuffle(order)
-            order = order_spaced(order, keys=keys, gap=gap)
-            repeat_share = share
-        assignment, spacing = _assignment_create(
-            batch=batch,
-            annotator=annotator,
-            order=order,
-            share=repeat_share,
-            due_date=due_date,
-            gap=gap,
-            keys=keys,
-        )
-        assignments.append(assignment)
-        placement[assignment.public_id] = spacing
     # Where the assignment was too short (or too repetitive) for the gap, say so: the report
     # and an admin can see which repeats came closer than the design asked.
     batch.design = batch.design | {"repeat_min_gap": gap, "spacing": placement}
+    if later:
+        batch.design["spacing_by_wave"] = later
     batch.save(update_fields=["design"])
     return assignments
+
+
+@dataclass(frozen=True)
+class WaveRelease:
+    wave: int
+    waves: int
+    items_added: dict[str, int]  # assignment public id → assignment items added
+    reopened: list[str]  # submitted assignments reopened for the new wave
+
+
+def batch_active_assignments(*, batch: Batch) -> list[Assignment]:
+    """The batch's assignments that still hold work: not those reassigned to someone else."""
+    moved = Assignment.objects.filter(batch=batch, reassigned_from__isnull=False).values(
+        "reassigned_from"
+    )
+    return list(batch.assignments.exclude(pk__in=moved).select_related("annotator").order_by("pk"))
+
+
+@transaction.atomic
+def batch_wave_release(*, batch: Batch, by: AbstractBaseUser | None) -> WaveRelease:
+    """Release the batch's next wave: its items are dealt to the assignments now (as the
+    first wave was), and assignments already submitted are reopened (logged) so their
+    annotators can label the new items. Before assignment it only moves the counter."""
+    batch = Batch.objects.select_for_update().select_related("audit").get(pk=batch.pk)
+    if batch.waves_released >= batch.waves:
+        raise ConflictError(
+            f"All {batch.waves} waves of the batch are released.", code="all_released"
+        )
+    wave = batch.waves_released + 1
+    assignments = batch_active_assignments(batch=batch)
+    if assignments and len(assignments) < batch.overlap:
+        raise ConflictError(
+            f"An overlap of {batch.overlap} needs {batch.overlap} assignments holding work; "
+            f"the batch has {len(assignments)}.",
+            code="overlap",
+        )
+    reopened = [a for a in assignments if a.submitted_at is not None]
+    if reopened and by is None:
+        raise ApplicationError(
+            "Say who releases the wave: submitted assignments are reopened in their name.",
+            code="released_by",
+        )
+    for assignment in reopened:
+        AssignmentEvent.objects.create(
+            assignment=assignment,
+            kind=AssignmentEvent.Kind.REOPENED,
+            by=by,
+            submitted_at=assignment.submitted_at,
+            note=f"wave {wave} of {batch.waves} released",
+        )
+    Assignment.objects.filter(pk__in=[a.pk for a in reopened]).update(submitted_at=None)
+    before = {a.public_id: a.items.count() for a in assignments}
+    spacing = _wave_deal(batch=batch, assignments=assignments, wave=wave) if assignments else {}
+    batch.waves_released = wave
+    fields = ["waves_released"]
+    if spacing:
+        batch.design = batch.design | {
+            "spacing_by_wave": {**batch.design.get("spacing_by_wave", {}), str(wave): spacing}
+        }
+        fields.append("design")
+    batch.save(update_fields=fields)
+    return WaveRelease(
+        wave=wave,
+        waves=batch.waves,
+        items_added={a.public_id: a.items.count() - before[a.public_id] for a in assignments},
+        reopened=[a.public_id for a in reopened],
+    )
 
 
 @transaction.atomic

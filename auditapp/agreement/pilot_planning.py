@@ -11,7 +11,11 @@ half-width on the gap between two arms, or for a target power to detect it (as
 * PPI++ (c + λ·f tuned): var(Y − c − λ f) = var(Y)·(1 − corr(Y, f)²);
 * active + PPI++: E[(Y − c − λ f)² / π̃], π̃ the active design's probability relative to
   uniform (its mean over the population is 1), computed from the judge's uncertainty on every
-  step with the design's floor (``auditapp.agreement.active``) and read on the pilot's steps.
+  step with the design's floor (``auditapp.agreement.active``) and read on the pilot's steps;
+* stratified PPI (strata: the judge's verdict, f > 1/2 or not; Neyman allocation):
+  (Σ_h W_h S_h)², W_h the stratum's share of the arm's steps and S_h the standard deviation
+  of the pilot's expert labels in it (``auditapp.agreement.stratified``); a stratum with
+  fewer than two pilot labels takes sqrt(f̄_h (1 − f̄_h)), the calibrated judge's guess.
 
 The judge-only part of PPI's variance (var(f)/N over all judged steps) is left out: with
 thousands of judged steps per arm it is below 1 % of the total. Steps of a trace are
@@ -41,7 +45,7 @@ from auditapp.agreement.planning import design_effect
 
 __all__ = ["ArmPilot", "PilotPlan", "pilot_plan", "unit_variances"]
 
-DESIGNS = ("expert-only", "PPI", "PPI++", "active + PPI++")
+DESIGNS = ("expert-only", "PPI", "PPI++", "stratified PPI", "active + PPI++")
 
 
 @dataclass(frozen=True)
@@ -104,8 +108,25 @@ def unit_variances(
         "expert-only": float(np.var(y)) * one,
         "PPI": float(np.var(y - f)) * one,
         "PPI++": float(np.var(residual)) * two,
+        "stratified PPI": _neyman_variance(y, f, np.asarray(arm.f_all, float)),
         "active + PPI++": float(np.mean(residual**2 / rel)) * two,
     }
+
+
+def _neyman_variance(y: np.ndarray, f: np.ndarray, f_all: np.ndarray) -> float:
+    """(Σ_h W_h S_h)²: the variance per label of Σ W_h ȳ_h under Neyman allocation."""
+    total = 0.0
+    for in_pilot, in_all in ((f > 0.5, f_all > 0.5), (f <= 0.5, f_all <= 0.5)):
+        w = float(in_all.mean())
+        if w == 0:
+            continue
+        if in_pilot.sum() >= 2:
+            s = float(np.std(y[in_pilot], ddof=1))
+        else:
+            p = float(f_all[in_all].mean())
+            s = math.sqrt(p * (1 - p))
+        total += w * s
+    return total**2
 
 
 def _icc(residual: np.ndarray, clusters: np.ndarray) -> float:
@@ -180,6 +201,7 @@ def pilot_plan(
             "labels per arm = z² × design effect × (V_a + V_b) / w², with V the pilot's "
             "variance per label under each design (PPI++ and active: residual of the "
             "least-squares line y ≈ c + λ·f; active: divided by the design's probability "
-            f"relative to uniform, floor {floor:g}); the judge-only variance is left out"
+            f"relative to uniform, floor {floor:g}; stratified PPI: (Σ W_h S_h)² over the "
+            "judge's verdict strata); the judge-only variance is left out"
         ),
     )

@@ -46,10 +46,14 @@ import numpy as np
 __all__ = [
     "ConfidenceSequence",
     "OrderingDecision",
+    "WaveLook",
+    "WaveStopping",
     "confidence_sequence",
     "cs_half_width",
+    "ht_increments",
     "ordering_decision",
     "rho_for",
+    "wave_stopping",
 ]
 
 # The variance the sequences start from (the largest a proportion has), worth 10 labels.
@@ -203,3 +207,115 @@ def _labels_to_separate(ordering, intervals, sds, increments_by_arm, rho, alpha,
             t_lo, t_hi = (t_lo, mid) if width < gap else (mid, t_hi)
         worst = max(worst, math.ceil(t_hi) - now)
     return worst
+
+
+# --- looks after each wave ----------------------------------------------------------------
+@dataclass(frozen=True)
+class WaveLook:
+    """The stopping rule applied to the labels of waves 1..``wave``."""
+
+    wave: int
+    n_labels: dict[str, int]  # arm → labelled units so far
+    decision: OrderingDecision
+    # Neighbours in the order of the estimates: (lower arm, higher arm, gap, low, high); the
+    # gap's sequence is the difference of the arms' sequences, valid whenever both are.
+    gaps: tuple[tuple[str, str, float, float, float], ...]
+
+
+@dataclass(frozen=True)
+class WaveStopping:
+    looks: tuple[WaveLook, ...]
+    fired_at_wave: int | None  # the first look at which the ordering was settled
+    alpha: float
+    t_opt: float
+    advice: str
+    rule: str
+
+
+def ht_increments(y: np.ndarray, pi: np.ndarray, *, n_arm: float, big_n_arm: float) -> np.ndarray:
+    """The increments whose running mean estimates an arm's error rate from a sample drawn
+    with inclusion probabilities ``pi`` (n_arm units of big_n_arm): y · n / (N π), the
+    Horvitz–Thompson term of a draw with per-draw probability π/n. Uniform π = n/N gives y."""
+    y, pi = np.asarray(y, dtype=float), np.asarray(pi, dtype=float)
+    if np.any(pi <= 0) or n_arm <= 0 or big_n_arm <= 0:
+        raise ValueError("inclusion probabilities and sizes must be positive")
+    return y * n_arm / (big_n_arm * pi)
+
+
+def wave_stopping(
+    increments: dict[str, np.ndarray],
+    waves: dict[str, np.ndarray],
+    *,
+    waves_released: int,
+    alpha: float = 0.05,
+    t_opt: float = 150,
+) -> WaveStopping:
+    """The stopping rule after each released wave (module docstring).
+
+    ``increments[arm]`` in stream order (waves in order, a random order within a wave) and
+    ``waves[arm]`` the wave of each. A look at wave w uses every label of waves 1..w; the
+    rule fires at the first look whose ordering is settled, and the advice is read off the
+    last look (once fired it stays "stop": the decision was taken when the rule said so)."""
+    if len(increments) < 2:
+        raise ValueError("an ordering needs at least two arms")
+    looks: list[WaveLook] = []
+    fired = None
+    for wave in range(1, waves_released + 1):
+        sofar = {
+            arm: np.asarray(x, float)[np.asarray(waves[arm]) <= wave]
+            for arm, x in increments.items()
+        }
+        if any(v.size == 0 for v in sofar.values()):
+            continue
+        decision = ordering_decision(sofar, alpha=alpha, t_opt=t_opt)
+        gaps = tuple(
+            (
+                lo,
+                hi,
+                decision.intervals[hi][0] - decision.intervals[lo][0],
+                decision.intervals[hi][1] - decision.intervals[lo][2],
+                decision.intervals[hi][2] - decision.intervals[lo][1],
+            )
+            for lo, hi in itertools.pairwise(decision.ordering)
+        )
+        looks.append(
+            WaveLook(
+                wave=wave,
+                n_labels={arm: int(v.size) for arm, v in sofar.items()},
+                decision=decision,
+                gaps=gaps,
+            )
+        )
+        if fired is None and decision.settled:
+            fired = wave
+    if fired is not None:
+        order = " < ".join(next(lk for lk in looks if lk.wave == fired).decision.ordering)
+        advice = (
+            f"stop: the ordering is settled at the plan's level (α = {alpha:g}) — {order} — "
+            f"the rule fired after wave {fired}"
+        )
+    elif not looks:
+        advice = "go on: every arm needs expert labels before the rule can look"
+    else:
+        more = looks[-1].decision.labels_more
+        if more is None:
+            advice = (
+                "go on: at the current estimates the closest arms would not separate within "
+                "the planned budget (they may be tied)"
+            )
+        else:
+            k = len(increments)
+            advice = f"go on: about {more} more labels per arm expected ({more * k} in all)"
+    rule = (
+        looks[-1].decision.rule
+        if looks
+        else ordering_decision({a: [0.0] for a in increments}, alpha=alpha, t_opt=t_opt).rule
+    )
+    return WaveStopping(
+        looks=tuple(looks),
+        fired_at_wave=fired,
+        alpha=alpha,
+        t_opt=t_opt,
+        advice=advice,
+        rule=rule + " The rule looks after each released wave.",
+    )

@@ -72,3 +72,28 @@ def judge_runs_source(argument: str):
 
     kind = "samples of one judge run" if len(ids) == 1 else f"{len(ids)} judge runs"
     return probabilities, f"share of 'error' among the {kind} ({', '.join(map(str, ids))})"
+
+
+def judge_runs_predictions(argument: str):
+    """The planner's predictor (``annotations.services.active_design``): per step the share
+    of the run's samples that say "error" (its verdict with one sample), unsmoothed, and the
+    samples per step; several runs: the share of runs."""
+    ids = _run_ids(argument)
+
+    def predictions(step_ids: Sequence[int]) -> tuple[Mapping[int, float], int]:
+        wanted = set(step_ids)
+        rows = JudgeVerdict.objects.filter(run_id__in=ids, step_id__in=wanted).values_list(
+            "run_id", "step_id", "verdict", "prompt_record"
+        )
+        calls: dict[int, list[str]] = defaultdict(list)
+        for _, step_id, verdict, record in rows.iterator(chunk_size=5000):
+            samples = (
+                [verdict] if len(ids) > 1 else (record or {}).get("sample_verdicts", [verdict])
+            )
+            calls[step_id] += [v for v in samples if v in VOTING]
+        shares = {pk: sum(v == "error" for v in vs) / len(vs) for pk, vs in calls.items() if vs}
+        votes = max((len(vs) for vs in calls.values()), default=0)
+        return shares, votes
+
+    kind = "samples of one judge run" if len(ids) == 1 else f"{len(ids)} judge runs"
+    return predictions, f"share of 'error' among the {kind} ({', '.join(map(str, ids))})"

@@ -114,3 +114,45 @@ def test_go_on_says_roughly_how_many_more_labels():
         hits += ordering_decision(extra, alpha=0.05, t_opt=150).settled
     assert hits >= 25
     assert "α/K" in decision.rule
+
+
+def test_wave_stopping_fires_at_the_first_settled_wave_and_stays_stopped():
+    from auditapp.agreement.sequential import wave_stopping
+
+    # given two arms far apart, 40 labels per wave, and a third wave that looks tied again
+    rng = np.random.default_rng(3)
+    low = np.r_[rng.random(80) < 0.1, rng.random(40) < 0.9].astype(float)
+    high = np.r_[rng.random(80) < 0.9, rng.random(40) < 0.1].astype(float)
+    waves = np.repeat([1, 2, 3], 40)
+    # when
+    result = wave_stopping(
+        {"A": low, "B": high}, {"A": waves, "B": waves}, waves_released=3, t_opt=120
+    )
+    # then the first look that separates the arms is the one that counts
+    settled = [look.decision.settled for look in result.looks]
+    assert result.fired_at_wave == settled.index(True) + 1
+    assert result.advice.startswith("stop:") and f"wave {result.fired_at_wave}" in result.advice
+    assert "A < B" in result.advice
+
+
+def test_wave_stopping_says_how_many_more_labels():
+    from auditapp.agreement.sequential import wave_stopping
+
+    x = {"A": np.r_[np.zeros(7), np.ones(3)], "B": np.r_[np.zeros(5), np.ones(5)]}
+    w = {"A": np.ones(10), "B": np.ones(10)}
+    result = wave_stopping(x, w, waves_released=1, t_opt=100)
+    more = result.looks[-1].decision.labels_more
+    assert result.fired_at_wave is None
+    assert result.advice == f"go on: about {more} more labels per arm expected ({2 * more} in all)"
+
+
+def test_ht_increments_are_labels_under_uniform_probabilities_and_unbiased_otherwise():
+    from auditapp.agreement.sequential import ht_increments
+
+    y = np.array([1.0, 0.0, 1.0, 1.0])
+    assert np.allclose(ht_increments(y, np.full(4, 0.1), n_arm=4, big_n_arm=40), y)
+    # brute force: one draw with probability q_i = π_i / n; E[x] is the population mean
+    pop_y = np.array([1.0, 0.0, 0.0, 1.0, 1.0])
+    pi = np.array([0.9, 0.3, 0.2, 0.4, 0.2])  # sums to n = 2
+    x = ht_increments(pop_y, pi, n_arm=2, big_n_arm=5)
+    assert float(np.sum(pi / 2 * x)) == pytest.approx(pop_y.mean())

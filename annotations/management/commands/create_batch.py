@@ -42,10 +42,11 @@ class Command(JsonOutputMixin, BaseCommand):
         parser.add_argument("--allocation", choices=Allocation.choices, default=Allocation.EQUAL)
         parser.add_argument(
             "--design",
-            choices=["stratified", "active"],
+            choices=["stratified", "active", "stratified-ppi"],
             default="stratified",
             help="active: within each stratum, draw with probabilities that follow the judge's "
-            "uncertainty (needs --uncertainty)",
+            "uncertainty; stratified-ppi: strata condition x the judge's verdict with Neyman "
+            "allocation (both need --uncertainty)",
         )
         parser.add_argument(
             "--uncertainty",
@@ -59,6 +60,13 @@ class Command(JsonOutputMixin, BaseCommand):
             default=DEFAULT_FLOOR,
             help="active design: every unit keeps at least this share of the uniform "
             "probability (default %(default)s: weights at most 1/floor times the uniform ones)",
+        )
+        parser.add_argument(
+            "--waves",
+            type=int,
+            default=1,
+            help="release the sample in this many waves: wave 1 when assigned, the next ones "
+            "with release_wave (the report's stopping rule looks after each)",
         )
         parser.add_argument("--gold", type=int, default=0, help="gold items (reference verdict)")
         parser.add_argument(
@@ -132,6 +140,7 @@ class Command(JsonOutputMixin, BaseCommand):
                     name=name,
                     overlap=opts["overlap"],
                     hidden_repeat_share=opts["hidden_repeats"],
+                    waves=opts["waves"],
                     **options,
                 )
                 self._print_strata(batch.design)
@@ -203,4 +212,9 @@ class Command(JsonOutputMixin, BaseCommand):
                 f"active design: {sampling['source']}; {sampling['units_with_a_score']} units "
                 f"scored; floor {sampling['floor']:g} (π per item is recorded; the column above "
                 "is the stratum's average)"
+            )
+        if sampling.get("design") == "stratified-ppi":
+            self.say(
+                f"stratified PPI design: {sampling['source']}; strata condition x the judge's "
+                f"verdict, Neyman allocation within each condition (sd per stratum recorded)"
             )
