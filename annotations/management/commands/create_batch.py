@@ -60,6 +60,13 @@ class Command(JsonOutputMixin, BaseCommand):
             help="active design: every unit keeps at least this share of the uniform "
             "probability (default %(default)s: weights at most 1/floor times the uniform ones)",
         )
+        parser.add_argument(
+            "--mode",
+            choices=["steps", "trace", "first_error"],
+            default="",
+            help="labelling mode of this batch (default: the audit's labelling_mode); trace "
+            "modes draw whole traces and --size counts traces",
+        )
         parser.add_argument("--gold", type=int, default=0, help="gold items (reference verdict)")
         parser.add_argument(
             "--hidden-repeats", type=float, default=None, help="share repeated unannounced"
@@ -108,6 +115,7 @@ class Command(JsonOutputMixin, BaseCommand):
             design=opts["design"],
             uncertainty=opts["uncertainty"],
             floor=opts["floor"],
+            mode=opts["mode"],
         )
         try:
             annotators = annotators_get_by_usernames(
