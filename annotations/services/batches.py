@@ -29,6 +29,7 @@ from annotations.models import (
     Trace,
     TraceRating,
 )
+from annotations.selectors.access import item_marked
 from annotations.services.active_design import draw_active, uncertainty_source_get
 from annotations.services.leak_gate import batch_leak_check
 from annotations.services.randomness import public_ids, seeded_generator, seeded_random
@@ -814,12 +815,20 @@ def assignment_reassign(
             f"{to_annotator.get_username()} already has an assignment in this batch.",
             code="already_assigned",
         )
-    done = Exists(Label.objects.filter(assignment_item=OuterRef("pk"))) | Exists(
-        TraceRating.objects.filter(assignment_item=OuterRef("pk"))
+    done = (
+        Exists(Label.objects.filter(assignment_item=OuterRef("pk")))
+        | Exists(TraceRating.objects.filter(assignment_item=OuterRef("pk")))
+        | item_marked()
     )
     items = list(
         assignment.items.annotate(done=done).select_related("batch_item").order_by("position")
     )
+    if batch.mode in TRACE_MODES:
+        # Whole traces move, never part of one: a trace any of whose steps is done stays.
+        traces = dict(assignment.items.values_list("pk", "batch_item__step__trace_id"))
+        started = {traces[i.pk] for i in items if i.done}
+        for item in items:
+            item.done = item.done or traces[item.pk] in started
     moving = [
         i
         for i in items

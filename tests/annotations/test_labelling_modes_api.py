@@ -224,3 +224,16 @@ def test_the_long_table_carries_the_mode_and_reads_as_first_errors(
     assert sorted(marked["step_index"]) == sorted(marked["step_index"].min() + i for i in (0, 1))
     none = experts[(experts["mode"] == "first_error") & (experts["evaluator"] != "clinician1")]
     assert set(none["verdict"]) == {"correct"}
+
+
+def test_the_trace_page_is_the_clinicians_own(client, first_error_pair, other_clinician, clinician):
+    mine, _ = first_error_pair
+    # another clinician: 404 for the page and for any step address of it
+    client.force_login(other_clinician)
+    assert client.get(f"/my/{mine.public_id}/trace/1/").status_code == 404
+    assert client.get(f"/my/{mine.public_id}/1/").status_code == 404
+    # the owner: the page, and a step's address sends them to its trace
+    client.force_login(clinician)
+    assert client.get(f"/my/{mine.public_id}/trace/1/").status_code == 200
+    response = client.get(f"/my/{mine.public_id}/1/")
+    assert response.status_code == 302 and response["Location"].endswith("/trace/1/")

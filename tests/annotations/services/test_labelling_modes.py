@@ -320,3 +320,33 @@ def test_the_leak_gate_reads_whole_traces_in_trace_modes(demo_audit, admin_user)
             candidates.setdefault(step.trace_id, []).append(step.blinded_text)
         finals = {s.trace_id: s.trace.blinded_final_answer for s in trace.select_related("trace")}
         assert text in {"\n".join([*parts, finals[t]]) for t, parts in candidates.items()}
+
+
+def test_reassigning_a_trace_assignment_moves_whole_untouched_traces(
+    demo_audit, admin_user, clinician, other_clinician
+):
+    from annotations.services.batches import assignment_reassign
+
+    # given a first-error assignment of three traces, the first of them marked
+    batch = _trace_batch(demo_audit, admin_user, mode="first_error", size=3)
+    (mine,) = batch_assign(batch=batch, annotators=[clinician])
+    first_error_mark(
+        annotator=clinician, assignment_public_id=mine.public_id, trace_number=1, first_error=1
+    )
+    marked = trace_get_blinded(clinician=clinician, assignment_public_id=mine.public_id, number=1)
+    # when the unfinished work moves to another clinician
+    new = assignment_reassign(assignment=mine, to_annotator=other_clinician)
+    # then the marked trace stays whole with its annotator (its later steps too), the two
+    # untouched traces move whole, in order
+    assert mine.items.count() == len(marked.steps)
+    moved = list(
+        new.items.order_by("position").values_list(
+            "batch_item__step__trace_id", "batch_item__step__index"
+        )
+    )
+    traces = list(dict.fromkeys(t for t, _ in moved))
+    assert len(traces) == 2
+    for trace_id in traces:
+        indexes = [i for t, i in moved if t == trace_id]
+        assert indexes == sorted(indexes)
+        assert len(indexes) == Step.objects.filter(trace_id=trace_id, segmentation="given").count()
