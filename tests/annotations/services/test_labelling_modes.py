@@ -350,3 +350,23 @@ def test_reassigning_a_trace_assignment_moves_whole_untouched_traces(
         indexes = [i for t, i in moved if t == trace_id]
         assert indexes == sorted(indexes)
         assert len(indexes) == Step.objects.filter(trace_id=trace_id, segmentation="given").count()
+
+
+def test_admin_progress_counts_a_marked_trace_as_done(first_error_assignment, clinician):
+    from annotations.selectors.progress import assignment_progress_list
+
+    mine, _ = first_error_assignment
+    trace = trace_get_blinded(clinician=clinician, assignment_public_id=mine.public_id, number=1)
+    first_error_mark(
+        annotator=clinician,
+        assignment_public_id=mine.public_id,
+        trace_number=1,
+        first_error=1,
+        elapsed_ms=4000,
+    )
+    (row,) = [
+        r for r in assignment_progress_list(batch=mine.batch) if r.public_id == mine.public_id
+    ]
+    # one label was written (the error), the trace's other steps are done all the same
+    assert row.done == len(trace.steps)
+    assert row.elapsed_ms == 4000
