@@ -377,6 +377,9 @@ class TraceStepRow:
     step_id: int
     step_index: int
     text: str
+    # The annotator's own label: (verdict, error_category, comment, probe_guess, elapsed_ms,
+    # revision, flagged, flag_note), or None.
+    label: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -388,20 +391,29 @@ class TraceAccess:
     n_traces: int
     trace_id: int
     steps: tuple[TraceStepRow, ...]
+    traces_labelled: int  # traces of the assignment whose every step has a label
 
 
 def assignment_trace_numbers(*, assignment: Assignment) -> list[tuple[int, list[int]]]:
     """(trace id, positions of its items) in the annotator's order: one query. In the trace
     modes a trace's items are consecutive positions (``batch_assign``)."""
+    return [(t, ps) for t, ps, _ in _trace_items(assignment)]
+
+
+def _trace_items(assignment: Assignment) -> list[tuple[int, list[int], bool]]:
+    """(trace id, positions, every step labelled) per trace, in order: one query."""
     rows = (
         AssignmentItem.objects.filter(assignment=assignment)
+        .annotate(labelled=Exists(Label.objects.filter(assignment_item=OuterRef("pk"))))
         .order_by("position")
-        .values_list("position", "batch_item__step__trace_id")
+        .values_list("position", "batch_item__step__trace_id", "labelled")
     )
-    traces: dict[int, list[int]] = {}
-    for position, trace_id in rows:
-        traces.setdefault(trace_id, []).append(position)
-    return list(traces.items())
+    traces: dict[int, list] = {}
+    for position, trace_id, labelled in rows:
+        entry = traces.setdefault(trace_id, [[], True])
+        entry[0].append(position)
+        entry[1] = entry[1] and bool(labelled)
+    return [(t, ps, done) for t, (ps, done) in traces.items()]
 
 
 def assignment_trace_get_for_annotator(
@@ -413,16 +425,17 @@ def assignment_trace_get_for_annotator(
     for_update: bool = False,
 ) -> TraceAccess:
     """Trace ``number`` (or the trace holding item ``position``) of the annotator's own
-    assignment, or 404: the same two conditions first as every read here."""
+    assignment, or 404: the same two conditions first as every read here. Three queries:
+    the assignment, its items by trace, the trace's steps with the annotator's labels."""
     assignment = assignment_get_for_annotator(
         annotator=annotator, assignment_public_id=assignment_public_id, for_update=for_update
     )
-    traces = assignment_trace_numbers(assignment=assignment)
+    traces = _trace_items(assignment)
     if position is not None:
-        number = next((n for n, (_, ps) in enumerate(traces, 1) if position in ps), None)
+        number = next((n for n, (_, ps, _) in enumerate(traces, 1) if position in ps), None)
     if number is None or not 1 <= number <= len(traces):
         raise NotFoundError(NO_ITEM)
-    trace_id, positions = traces[number - 1]
+    trace_id, positions, _ = traces[number - 1]
     rows = (
         AssignmentItem.objects.filter(assignment=assignment, position__in=positions)
         .order_by("position")
@@ -432,6 +445,14 @@ def assignment_trace_get_for_annotator(
             "batch_item__step_id",
             "batch_item__step__index",
             "batch_item__step__blinded_text",
+            "label__verdict",
+            "label__error_category",
+            "label__comment",
+            "label__probe_guess",
+            "label__elapsed_ms",
+            "label__revision",
+            "label__flagged",
+            "label__flag_note",
         )
     )
     return TraceAccess(
@@ -439,7 +460,11 @@ def assignment_trace_get_for_annotator(
         number=number,
         n_traces=len(traces),
         trace_id=trace_id,
-        steps=tuple(TraceStepRow(*row) for row in rows),
+        steps=tuple(
+            TraceStepRow(*row[:5], label=tuple(row[5:]) if row[5] is not None else None)
+            for row in rows
+        ),
+        traces_labelled=sum(1 for _, _, done in traces if done),
     )
 
 

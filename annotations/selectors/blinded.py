@@ -427,51 +427,35 @@ def trace_get_blinded(
         .values_list("question__stem", "question__options", "blinded_final_answer")
         .get()
     )
-    labels = {
-        row[0]: BlindedLabel(*row[1:])
-        for row in Label.objects.filter(
-            assignment_item_id__in=[s.item_id for s in access.steps]
-        ).values_list(
-            "assignment_item_id",
-            "verdict",
-            "error_category",
-            "comment",
-            "probe_guess",
-            "elapsed_ms",
-            "revision",
-            "flagged",
-            "flag_note",
-        )
-    }
     steps = tuple(
         BlindedTraceStep(
             position=s.position,
             text=s.text or "",
             step_number=s.step_index + 1 if audit.show_step_numbers else None,
-            label=labels.get(s.item_id),
+            label=BlindedLabel(*s.label) if s.label is not None else None,
         )
         for s in access.steps
     )
     mark = None
     if assignment.batch.mode == LabellingMode.FIRST_ERROR:
-        marks = dict(
-            FirstErrorMark.objects.filter(assignment=assignment).values_list("trace_id", "pk")
-        )
-        traces_done = len(marks)
-        row = (
-            FirstErrorMark.objects.filter(pk=marks[access.trace_id])
-            .values_list(
-                "first_error_item_id", "error_category", "comment", "elapsed_ms", "revision"
+        marks = {
+            row[0]: row[1:]
+            for row in FirstErrorMark.objects.filter(assignment=assignment).values_list(
+                "trace_id",
+                "first_error_item_id",
+                "error_category",
+                "comment",
+                "elapsed_ms",
+                "revision",
             )
-            .first()
-            if access.trace_id in marks
-            else None
-        )
+        }
+        traces_done = len(marks)
+        row = marks.get(access.trace_id)
         if row is not None:
             at = next((n for n, s in enumerate(access.steps, 1) if s.item_id == row[0]), None)
             mark = BlindedMark(at, *row[1:])
     else:
-        traces_done = _traces_fully_labelled(assignment)
+        traces_done = access.traces_labelled
     return BlindedTrace(
         assignment_public_id=assignment.public_id,
         mode=assignment.batch.mode,
@@ -487,14 +471,3 @@ def trace_get_blinded(
         locked=assignment.is_locked,
         mark=mark,
     )
-
-
-def _traces_fully_labelled(assignment: Assignment) -> int:
-    """Trace mode: traces of the assignment whose every step has a label (one query)."""
-    rows = (
-        AssignmentItem.objects.filter(assignment=assignment)
-        .values("batch_item__step__trace_id")
-        .annotate(n=Count("pk"), n_done=Count("label"))
-        .order_by()
-    )
-    return sum(1 for r in rows if r["n"] == r["n_done"])

@@ -81,7 +81,7 @@ def test_the_clinician_reads_a_blinded_trace(
 ):
     mine, _ = first_error_pair
     client = _as(api_client, clinician)
-    with django_assert_max_num_queries(12):
+    with django_assert_max_num_queries(6):
         response = client.get(_trace_url(mine, 1))
     assert response.status_code == 200
     data = response.json()
