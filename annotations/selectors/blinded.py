@@ -349,18 +349,22 @@ def assignment_overview_for_clinician(
     )
     rows = (
         AssignmentItem.objects.filter(assignment=assignment)
+        # First-error mode: the steps after a trace's mark are done, unlabelled.
+        .annotate(marked=item_marked())
         .order_by("position")
-        .values_list("position", "label__verdict", "rating__id", "skipped_at", "label__flagged")
+        .values_list(
+            "position", "label__verdict", "rating__id", "skipped_at", "label__flagged", "marked"
+        )
     )
     return [
         OverviewEntry(
             position=position,
-            done=verdict is not None or rating_id is not None,
+            done=verdict is not None or rating_id is not None or bool(marked),
             verdict=verdict or ("rated" if rating_id is not None else ""),
             skipped=skipped_at is not None and verdict is None and rating_id is None,
             flagged=bool(flagged),
         )
-        for position, verdict, rating_id, skipped_at, flagged in rows
+        for position, verdict, rating_id, skipped_at, flagged, marked in rows
     ]
 
 

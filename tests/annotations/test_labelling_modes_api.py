@@ -119,6 +119,9 @@ def test_first_error_put_writes_the_step_labels(api_client, first_error_pair, cl
     )
     assert again.json()["revision"] == 1
     assert LabelRevision.objects.filter(label__assignment=mine).count() == 2
+    # the overview counts the marked trace's steps as done, the unlabelled later ones too
+    overview = client.get(f"/api/my/assignments/{mine.public_id}/").json()
+    assert overview["labelled"] == n
     # "no error" marks every step correct
     none = client.put(_trace_url(mine, 2, "first-error/"), {"first_error": None}, format="json")
     assert [s["label"]["verdict"] for s in none.json()["steps"]] == ["correct"] * n
