@@ -7,6 +7,8 @@ from annotations.models import (
     Audit,
     Batch,
     Condition,
+    FirstErrorMark,
+    FirstErrorMarkRevision,
     ImportJob,
     Label,
     LabelRevision,
@@ -154,10 +156,18 @@ class AssignmentInline(admin.TabularInline):
 
 @admin.register(Batch)
 class BatchAdmin(admin.ModelAdmin):
-    list_display = ("name", "audit", "segmentation", "overlap", "seed", "created_at")
-    list_filter = ("audit",)
+    list_display = ("name", "audit", "mode", "segmentation", "overlap", "seed", "created_at")
+    list_filter = ("audit", "mode")
     search_fields = ("name",)
-    readonly_fields = ("audit", "segmentation", "seed", "design", "overlap", "created_by")
+    readonly_fields = (
+        "audit",
+        "mode",
+        "segmentation",
+        "seed",
+        "design",
+        "overlap",
+        "created_by",
+    )
     inlines = [AssignmentInline]
 
     def has_add_permission(self, request) -> bool:
@@ -237,6 +247,40 @@ class TraceRatingAdmin(admin.ModelAdmin):
     list_display = ("assignment", "trace", "answers", "revision", "updated_at")
     list_select_related = ("assignment", "trace")
     readonly_fields = [f.name for f in TraceRating._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class FirstErrorMarkRevisionInline(admin.TabularInline):
+    model = FirstErrorMarkRevision
+    extra = 0
+    fields = (
+        "revision",
+        "first_error_index",
+        "error_category",
+        "comment",
+        "changed_by",
+        "changed_at",
+    )
+    readonly_fields = fields
+    can_delete = False
+
+
+@admin.register(FirstErrorMark)
+class FirstErrorMarkAdmin(admin.ModelAdmin):
+    """First-error marks (docs/labelling.md, "Modes"): read-only, written by the mark service
+    together with the step labels they imply."""
+
+    list_display = ("assignment", "trace", "first_error_index", "n_steps", "revision", "updated_at")
+    list_filter = ("assignment__batch__audit",)
+    list_select_related = ("assignment", "trace")
+    raw_id_fields = ("assignment", "trace", "first_error_item")
+    readonly_fields = [f.name for f in FirstErrorMark._meta.fields]
+    inlines = [FirstErrorMarkRevisionInline]
 
     def has_add_permission(self, request) -> bool:
         return False

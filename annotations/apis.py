@@ -16,6 +16,7 @@ from annotations.selectors.blinded import (
     item_get_after_save_blinded,
     item_get_blinded,
     item_get_next_blinded,
+    trace_get_blinded,
 )
 from annotations.selectors.progress import assignment_progress_list, audit_progress
 from annotations.selectors.users import annotators_get_by_usernames
@@ -34,6 +35,7 @@ from annotations.serializers import (
     BlindedItemOutputSerializer,
     EndProbeInputSerializer,
     EndProbeOutputSerializer,
+    FirstErrorInputSerializer,
     ImportCreateInputSerializer,
     ImportJobOutputSerializer,
     LabelInputSerializer,
@@ -48,6 +50,7 @@ from annotations.serializers import (
     SkipOutputSerializer,
     WaveReleaseOutputSerializer,
     blinded_item_output,
+    blinded_trace_output,
     saved_output,
 )
 from annotations.services.batches import (
@@ -57,6 +60,7 @@ from annotations.services.batches import (
     batch_preview,
     batch_wave_release,
 )
+from annotations.services.first_error import first_error_mark
 from annotations.services.import_jobs import (
     import_job_create,
     import_job_get,
@@ -306,6 +310,47 @@ class LabelSaveApi(APIView):
         return Response(data)
 
 
+class MyTraceApi(APIView):
+    """GET trace N of a trace-mode assignment (1-based, in the clinician's own order): the
+    whole trace, blinded, with the clinician's own labels (and first-error mark)."""
+
+    permission_classes = [IsClinician]
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, **error_responses(404)})
+    def get(self, request, public_id: str, number: int):
+        trace = trace_get_blinded(
+            clinician=request.user, assignment_public_id=public_id, number=number
+        )
+        return Response(blinded_trace_output(trace))
+
+
+class FirstErrorSaveApi(APIView):
+    """PUT the first wrong step of trace N (or null: no error): idempotent; the step labels
+    it implies are written with it (docs/labelling.md, "First-error mode")."""
+
+    permission_classes = [IsClinician]
+
+    @extend_schema(
+        request=FirstErrorInputSerializer,
+        responses={200: OpenApiTypes.OBJECT, **error_responses(400, 404, 409)},
+    )
+    def put(self, request, public_id: str, number: int):
+        serializer = FirstErrorInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        mark = first_error_mark(
+            annotator=request.user,
+            assignment_public_id=public_id,
+            trace_number=number,
+            **serializer.validated_data,
+        )
+        trace = trace_get_blinded(
+            clinician=request.user, assignment_public_id=public_id, number=number
+        )
+        data = blinded_trace_output(trace)
+        data["revision"] = mark.revision
+        return Response(data)
+
+
 class ItemSkipApi(APIView):
     """POST: skip the item (it stays unlabelled and comes back at the end). Idempotent."""
 
@@ -402,6 +447,7 @@ def _plan_data(plan) -> dict:
     return BatchPlanOutputSerializer(
         {
             "unit": plan.unit,
+            "mode": plan.mode,
             "segmentation": plan.segmentation,
             "seed": plan.seed,
             "allocation": plan.allocation,

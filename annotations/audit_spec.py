@@ -38,6 +38,7 @@ AUDIT_SPEC_FIELDS = (
     "guidelines",
     "error_categories",
     "likert_items",
+    "labelling_mode",
     "context_mode",
     "context_window",
     "show_step_numbers",

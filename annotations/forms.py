@@ -1,5 +1,6 @@
 from django import forms
 
+from annotations.models import LabellingMode
 from annotations.services.import_formats import FILE_FORMATS
 from annotations.services.segmenters import SEGMENTER_NAMES
 from auditapp.agreement.active import DEFAULT_FLOOR
@@ -64,6 +65,13 @@ class BatchForm(forms.Form):
             ("balanced", "balanced: each condition the same in every stratum"),
         ]
     )
+    mode = forms.ChoiceField(
+        label="Labelling mode",
+        choices=(),
+        required=False,
+        help_text="Trace modes draw whole traces (size counts traces) and show each trace on "
+        "one page: its length and style are visible; no gold items or hidden repeats.",
+    )
     gold = forms.IntegerField(min_value=0, initial=0, help_text="Steps with a reference verdict.")
     hidden_repeat_share = forms.FloatField(
         min_value=0, max_value=0.5, initial=0.0, help_text="Share repeated later, unannounced."
@@ -101,9 +109,13 @@ class BatchForm(forms.Form):
         help_text="Release the sample in this many waves (the report's stopping rule).",
     )
 
-    def __init__(self, *args, segmentations: list[str], **kwargs):
+    def __init__(self, *args, segmentations: list[str], audit_mode: str = "steps", **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["segmentation"].choices = [(s, s) for s in segmentations]
+        self.fields["mode"].choices = [
+            ("", f"the audit's ({LabellingMode(audit_mode).label.lower()})"),
+            *LabellingMode.choices,
+        ]
 
     def clean(self):
         data = super().clean()

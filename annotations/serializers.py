@@ -35,6 +35,7 @@ class AuditOutputSerializer(serializers.ModelSerializer):
             "slug",
             "name",
             "kind",
+            "labelling_mode",
             "context_mode",
             "style_normalisation",
             "error_categories",
@@ -110,6 +111,7 @@ class AssignmentSummaryOutputSerializer(serializers.Serializer):
     id = serializers.CharField(source="public_id")
     title = serializers.CharField()
     kind = serializers.CharField()
+    mode = serializers.CharField(help_text="steps, trace or first_error")
     total = serializers.IntegerField()
     done = serializers.IntegerField()
     due_date = serializers.DateField(allow_null=True)
@@ -152,6 +154,71 @@ class RatingInputSerializer(serializers.Serializer):
     )
 
 
+class FirstErrorInputSerializer(serializers.Serializer):
+    first_error = serializers.IntegerField(
+        min_value=1,
+        allow_null=True,
+        help_text="The first wrong step, 1-based in the trace's order on the page; null: no error.",
+    )
+    error_category = serializers.CharField(
+        max_length=120, required=False, allow_blank=True, default=""
+    )
+    comment = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
+    elapsed_ms = serializers.IntegerField(
+        min_value=0, max_value=86_400_000, required=False, default=0
+    )
+
+
+def blinded_label_output(label) -> dict | None:
+    if label is None:
+        return None
+    return {
+        "verdict": label.verdict,
+        "error_category": label.error_category,
+        "comment": label.comment,
+        "elapsed_ms": label.elapsed_ms,
+        "revision": label.revision,
+        "flagged": label.flagged,
+        "flag_note": label.flag_note,
+    }
+
+
+def blinded_trace_output(trace) -> dict:
+    """The JSON of a ``BlindedTrace``: every key listed here, nothing taken wholesale."""
+    mark = trace.mark
+    return {
+        "assignment": trace.assignment_public_id,
+        "mode": trace.mode,
+        "number": trace.number,
+        "n_traces": trace.n_traces,
+        "traces_done": trace.traces_done,
+        "question": trace.question,
+        "options": [{"key": key, "text": text} for key, text in trace.options],
+        "steps": [
+            {
+                "position": step.position,
+                "text": step.text,
+                "step_number": step.step_number,
+                "label": blinded_label_output(step.label),
+            }
+            for step in trace.steps
+        ],
+        "final_answer": trace.final_answer,
+        "error_categories": list(trace.error_categories),
+        "guidelines": trace.guidelines,
+        "locked": trace.locked,
+        "mark": None
+        if mark is None
+        else {
+            "first_error": mark.first_error,
+            "error_category": mark.error_category,
+            "comment": mark.comment,
+            "elapsed_ms": mark.elapsed_ms,
+            "revision": mark.revision,
+        },
+    }
+
+
 def saved_output(*, position: int, revision: int, elapsed_ms: int, done: int | None = None) -> dict:
     """What a save answers: the item's new state (no ids). Hot path: a plain dict."""
     data = {"position": position, "revision": revision, "elapsed_ms": elapsed_ms}
@@ -187,6 +254,14 @@ class BatchPlanInputSerializer(serializers.Serializer):
         help_text="The active design's source, e.g. judge-runs:12 or judge-runs:12,13.",
     )
     floor = serializers.FloatField(min_value=0, max_value=1, required=False, default=0.2)
+    mode = serializers.ChoiceField(
+        choices=["", "steps", "trace", "first_error"],
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="The labelling mode of this batch; empty: the audit's labelling_mode. Trace "
+        "modes draw whole traces (every step of each becomes an item).",
+    )
 
 
 class BatchCreateInputSerializer(BatchPlanInputSerializer):
@@ -214,6 +289,7 @@ class StratumOutputSerializer(serializers.Serializer):
 
 class BatchPlanOutputSerializer(serializers.Serializer):
     unit = serializers.CharField()
+    mode = serializers.CharField()
     segmentation = serializers.CharField()
     seed = serializers.CharField()
     allocation = serializers.CharField()
@@ -232,6 +308,7 @@ class BatchOutputSerializer(serializers.Serializer):
     audit = serializers.CharField(source="audit.slug")
     name = serializers.CharField()
     segmentation = serializers.CharField()
+    mode = serializers.CharField()
     seed = serializers.CharField()
     overlap = serializers.IntegerField()
     waves = serializers.IntegerField()

@@ -9,6 +9,7 @@ urlpatterns = [
     path("my/<slug:public_id>/", views.assignment_resume, name="assignment"),
     path("my/<slug:public_id>/<int:position>/", views.label_page, name="label"),
     path("my/<slug:public_id>/question/", views.end_probe_page, name="end-probe"),
+    path("my/<slug:public_id>/trace/<int:number>/", views.trace_page, name="trace"),
     path("audits/new/", audit_views.audit_new_page, name="audit-new"),
     path("audits/<slug:slug>/edit/", audit_views.audit_edit_page, name="audit-edit"),
     path("audits/<slug:slug>/batches/", views.batch_list_page, name="batches"),
@@ -44,6 +45,16 @@ api_urlpatterns = [
         "my/assignments/<slug:public_id>/items/<int:position>/label/",
         apis.LabelSaveApi.as_view(),
         name="api-label-save",
+    ),
+    path(
+        "my/assignments/<slug:public_id>/traces/<int:number>/",
+        apis.MyTraceApi.as_view(),
+        name="api-my-trace",
+    ),
+    path(
+        "my/assignments/<slug:public_id>/traces/<int:number>/first-error/",
+        apis.FirstErrorSaveApi.as_view(),
+        name="api-first-error-save",
     ),
     path(
         "my/assignments/<slug:public_id>/items/<int:position>/skip/",

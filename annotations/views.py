@@ -9,16 +9,17 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
 from annotations.forms import AssignForm, BatchForm, ImportForm, ReassignForm
-from annotations.models import Assignment, Audit, Batch
+from annotations.models import TRACE_MODES, Assignment, Audit, Batch
 from annotations.roles import ANNOTATOR_ROLES, user_is_annotator, user_is_researcher_or_admin
 from annotations.selectors.blinded import (
     assignment_get_for_clinician,
     assignment_list_for_clinician,
     item_get_blinded,
+    trace_get_blinded,
 )
 from annotations.selectors.progress import assignment_progress_list, audit_progress
 from annotations.selectors.users import annotators_get_by_usernames
-from annotations.serializers import blinded_item_output
+from annotations.serializers import blinded_item_output, blinded_trace_output
 from annotations.services.batches import (
     assignment_reassign,
     batch_assign,
@@ -128,6 +129,12 @@ def label_page(request, public_id: str, position: int):
         item = item_get_blinded(
             clinician=request.user, assignment_public_id=public_id, position=position
         )
+        if item.mode in TRACE_MODES:
+            # Trace modes: the item's whole trace on one page.
+            trace = trace_get_blinded(
+                clinician=request.user, assignment_public_id=public_id, position=position
+            )
+            return redirect("annotations:trace", public_id=public_id, number=trace.number)
     except NotFoundError:
         raise Http404 from None
     data = blinded_item_output(item)
@@ -142,6 +149,30 @@ def label_page(request, public_id: str, position: int):
         "annotations/rating_page.html" if item.kind == "trace" else ("annotations/label_page.html")
     )
     return render(request, template, {"item": item, "data": data})
+
+
+@login_required
+def trace_page(request, public_id: str, number: int):
+    """Trace modes: one whole trace, every step on one screen (trace_page.js)."""
+    _clinician_only(request)
+    try:
+        trace = trace_get_blinded(
+            clinician=request.user, assignment_public_id=public_id, number=number
+        )
+    except NotFoundError:
+        raise Http404 from None
+    data = blinded_trace_output(trace)
+    data["urls"] = {
+        "trace_api": reverse("annotations-api:api-my-trace", args=[public_id, number]),
+        "first_error_api": reverse(
+            "annotations-api:api-first-error-save", args=[public_id, number]
+        ),
+        "item_api": reverse("annotations-api:api-my-item", args=[public_id, 0]).removesuffix("0/"),
+        "submit_api": reverse("annotations-api:api-assignment-submit", args=[public_id]),
+        "page": reverse("annotations:trace", args=[public_id, 0]).removesuffix("0/"),
+        "list": reverse("annotations:my-assignments"),
+    }
+    return render(request, "annotations/trace_page.html", {"trace": trace, "data": data})
 
 
 @login_required
@@ -198,7 +229,9 @@ def batch_list_page(request, slug: str):
     audit = get_object_or_404(Audit, slug=slug)
     segmentations = sorted(audit.steps.order_by().values_list("segmentation", flat=True).distinct())
     plan = None
-    form = BatchForm(request.POST or None, segmentations=segmentations)
+    form = BatchForm(
+        request.POST or None, segmentations=segmentations, audit_mode=audit.labelling_mode
+    )
     if request.method == "POST" and form.is_valid():
         options = dict(form.cleaned_data)
         name = options.pop("name")

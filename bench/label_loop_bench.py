@@ -1,6 +1,7 @@
 """The label loop under load: 32 clinicians on one PostgreSQL holding 1,000,000 steps.
 
     .venv/bin/python bench/label_loop_bench.py [--clinicians 32] [--seconds 20]
+        [--mode steps|trace|both]
 
 What it does, bounded in count and time and only on 127.0.0.1:
 
@@ -19,6 +20,14 @@ What it does, bounded in count and time and only on 127.0.0.1:
    clinicians are not in lockstep) → p50/p95/p99 per call.
    Every item handed out is checked against the clinician's own labelled set (a double
    hand-out) and every non-2xx answer or exception is an error.
+5. ``--mode trace`` (or ``both``, the default): the trace-mode run. 2,000 traces get a
+   second segmentation, ``trace12``, of 12 steps each (written once, like the rest); a
+   trace-mode batch of them (the real services: whole traces by condition) is assigned to the
+   same clinicians, and each does what the trace page does: GET the trace page (its first
+   load: the HTML with the whole trace), then one PUT …/label/ per step, in order, then the
+   next trace. Phase "capacity" without pauses, phase "brisk" with 1 s between steps:
+   p50/p95/p99 of the step save and of the page's first load. Targets: step save p95 < 30 ms,
+   trace page first load p95 < 100 ms.
 """
 
 import argparse
@@ -42,6 +51,10 @@ DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/stepaudit_labelbench"
 N_QUESTIONS = 10_000
 N_TRACES = 100_000
 STEPS_PER_TRACE = 10  # 1,000,000 steps
+# The trace-mode run: this many traces also segmented as TRACE_SEGMENTATION, 12 steps each.
+TRACE_SEGMENTATION = "trace12"
+N_TRACE_MODE_TRACES = 2_000
+TRACE_MODE_STEPS = 12
 CONDITIONS = ("teacher", "student-before", "student-after", "student-rl")
 BENCH_SLUG = "label-bench"
 
@@ -102,7 +115,10 @@ def generate_rows() -> "object":
 
     audit = Audit.objects.filter(slug=BENCH_SLUG).first()
     expected = N_TRACES * STEPS_PER_TRACE
-    if audit is not None and Step.objects.filter(audit=audit).count() == expected:
+    if (
+        audit is not None
+        and Step.objects.filter(audit=audit, segmentation="given").count() == expected
+    ):
         return audit
     if audit is not None:
         audit.delete()
@@ -159,39 +175,49 @@ def generate_rows() -> "object":
     return audit
 
 
-def prepare_assignments(audit, *, clinicians: int, items_each: int) -> list[dict]:
-    """A fresh batch (the real services) and one server-side session per clinician."""
+def generate_trace_segmentation(audit) -> None:
+    """The trace-mode run's traces: the first N_TRACE_MODE_TRACES traces segmented again
+    into TRACE_MODE_STEPS steps (reused when already there)."""
+    from django.db import connection, transaction
+
+    from annotations.models import Step
+
+    expected = N_TRACE_MODE_TRACES * TRACE_MODE_STEPS
+    steps = Step.objects.filter(audit=audit, segmentation=TRACE_SEGMENTATION)
+    if steps.count() == expected:
+        return
+    started = time.perf_counter()
+    with transaction.atomic():
+        steps.delete()
+        with connection.cursor() as cur:
+            cur.execute(
+                """
+                INSERT INTO annotations_step (audit_id, trace_id, segmentation, index, text,
+                    blinded_text, blinding_version, public_id, kind)
+                SELECT t.audit_id, t.id, %s, s, 'Step ' || s || ' of trace ' || t.id,
+                    'The history and the examination agree on point ' || (s + 1)
+                        || ', which favours the second option (' || md5(t.id || '/' || s)
+                        || ').',
+                    'v1', substr(md5(t.id || '-' || s || '-trace12'), 1, 16), ''
+                FROM (SELECT * FROM annotations_trace WHERE audit_id = %s ORDER BY id LIMIT %s) t
+                CROSS JOIN generate_series(0, %s) AS s
+                """,
+                [TRACE_SEGMENTATION, audit.pk, N_TRACE_MODE_TRACES, TRACE_MODE_STEPS - 1],
+            )
+        connection.cursor().execute("ANALYZE annotations_step")
+    print(
+        f"generated {expected:,} {TRACE_SEGMENTATION} steps "
+        f"in {time.perf_counter() - started:.0f} s"
+    )
+
+
+def _sessions(users, assignments) -> list[dict]:
+    """One server-side session per clinician (no password hashing in the loop)."""
     from importlib import import_module
 
     from django.conf import settings
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 
-    from annotations.roles import Role
-    from annotations.services.batches import batch_assign, batch_build
-    from annotations.services.users import user_create_or_update
-
-    users = [
-        user_create_or_update(
-            username=f"bench-clinician-{i:02d}", role=Role.CLINICIAN, password=secrets.token_hex(8)
-        )
-        for i in range(clinicians)
-    ]
-    started = time.perf_counter()
-    name = f"bench-{int(time.time())}"
-    batch = batch_build(
-        audit=audit,
-        name=name,
-        size=clinicians * items_each // 2,
-        segmentation="given",
-        overlap=2,
-        stratify_by=["answer_correct"],
-    )
-    assignments = batch_assign(batch=batch, annotators=users)
-    print(
-        f"batch {name!r}: {batch.items.count():,} steps drawn from "
-        f"{batch.design['population']:,}, assigned to {len(users)} clinicians "
-        f"in {time.perf_counter() - started:.1f} s"
-    )
     # The server's own session engine (cached_db: the cache is Redis when REDIS_URL is set).
     SessionStore = import_module(settings.SESSION_ENGINE).SessionStore
     out = []
@@ -210,6 +236,65 @@ def prepare_assignments(audit, *, clinicians: int, items_each: int) -> list[dict
             }
         )
     return out
+
+
+def _bench_users(clinicians: int) -> list:
+    from annotations.roles import Role
+    from annotations.services.users import user_create_or_update
+
+    return [
+        user_create_or_update(
+            username=f"bench-clinician-{i:02d}", role=Role.CLINICIAN, password=secrets.token_hex(8)
+        )
+        for i in range(clinicians)
+    ]
+
+
+def prepare_trace_assignments(audit, *, clinicians: int, traces_each: int) -> list[dict]:
+    """A fresh trace-mode batch of 12-step traces (the real services), one per clinician."""
+    from annotations.services.batches import batch_assign, batch_build
+
+    users = _bench_users(clinicians)
+    started = time.perf_counter()
+    name = f"bench-trace-{int(time.time())}"
+    batch = batch_build(
+        audit=audit,
+        name=name,
+        size=clinicians * traces_each,
+        segmentation=TRACE_SEGMENTATION,
+        mode="trace",
+        include_batched=True,  # earlier runs' batches took traces; the draw may reuse them
+    )
+    assignments = batch_assign(batch=batch, annotators=users)
+    print(
+        f"trace batch {name!r}: {clinicians * traces_each} traces ({batch.items.count():,} "
+        f"steps) assigned to {len(users)} clinicians in {time.perf_counter() - started:.1f} s"
+    )
+    return _sessions(users, assignments)
+
+
+def prepare_assignments(audit, *, clinicians: int, items_each: int) -> list[dict]:
+    """A fresh batch (the real services) and one server-side session per clinician."""
+    from annotations.services.batches import batch_assign, batch_build
+
+    users = _bench_users(clinicians)
+    started = time.perf_counter()
+    name = f"bench-{int(time.time())}"
+    batch = batch_build(
+        audit=audit,
+        name=name,
+        size=clinicians * items_each // 2,
+        segmentation="given",
+        overlap=2,
+        stratify_by=["answer_correct"],
+    )
+    assignments = batch_assign(batch=batch, annotators=users)
+    print(
+        f"batch {name!r}: {batch.items.count():,} steps drawn from "
+        f"{batch.design['population']:,}, assigned to {len(users)} clinicians "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
+    return _sessions(users, assignments)
 
 
 def start_gunicorn(url: str, port: int, *, workers: int, threads: int) -> subprocess.Popen:
@@ -314,6 +399,89 @@ async def clinician_loop(
             await asyncio.sleep(pause)
 
 
+async def trace_clinician_loop(
+    session,
+    base: str,
+    who: dict,
+    stats: Stats,
+    *,
+    until: float,
+    pause: float,
+    max_labels: int,
+    labelled: set[int],
+    rng,
+) -> None:
+    """What the trace page does: load trace N (the HTML page, its first load), then one
+    label PUT per step in order, then trace N + 1. ``labelled`` holds positions saved."""
+    import re
+
+    headers = {
+        "Cookie": f"sessionid={who['session']}; csrftoken={who['csrf']}",
+        "X-CSRFToken": who["csrf"],
+        "Content-Type": "application/json",
+        "Referer": base + "/",
+    }
+    api = f"{base}/api/my/assignments/{who['assignment']}"
+    page = f"{base}/my/{who['assignment']}/trace"
+    if pause:
+        await asyncio.sleep(rng.uniform(0, pause))
+    count = 0
+    number = who.setdefault("trace", 1)
+    data_tag = re.compile(rb'<script id="trace-data" type="application/json">(.*?)</script>', re.S)
+    while time.perf_counter() < until and count < max_labels:
+        t0 = time.perf_counter()
+        try:
+            async with session.get(f"{page}/{number}/", headers=headers) as response:
+                body = await response.read()
+                status = response.status
+        except Exception as exc:
+            stats.errors.append(f"trace page: {exc!r}")
+            continue
+        if status == 404:
+            break  # past the last trace
+        stats.latency["next"].append(time.perf_counter() - t0)
+        match = data_tag.search(body)
+        if status != 200 or match is None:
+            stats.errors.append(f"trace page: HTTP {status} {body[:200]!r}")
+            break
+        trace = json.loads(match.group(1))
+        steps = [s for s in trace["steps"] if s["position"] not in labelled]
+        for step in steps:
+            if time.perf_counter() >= until or count >= max_labels:
+                return
+            verdict = rng.choice(("correct", "correct", "error", "abstain"))
+            payload = {
+                "verdict": verdict,
+                "error_category": trace["error_categories"][0] if verdict == "error" else "",
+                "elapsed_ms": rng.randint(2000, 30000),
+            }
+            t0 = time.perf_counter()
+            try:
+                async with session.put(
+                    f"{api}/items/{step['position']}/label/",
+                    headers=headers,
+                    data=json.dumps(payload),
+                ) as response:
+                    body = await response.read()
+                    status = response.status
+            except Exception as exc:
+                stats.errors.append(f"step save: {exc!r}")
+                continue
+            stats.latency["label"].append(time.perf_counter() - t0)
+            if status != 200:
+                stats.errors.append(f"step save: HTTP {status} {body[:200]!r}")
+                continue
+            if step["position"] in labelled:
+                stats.double_handouts += 1
+            labelled.add(step["position"])
+            stats.labels += 1
+            count += 1
+            if pause:
+                await asyncio.sleep(pause)
+        number += 1
+        who["trace"] = number
+
+
 async def run_phase(
     base: str,
     people: list[dict],
@@ -322,6 +490,7 @@ async def run_phase(
     pause: float,
     max_labels: int,
     labelled: list[set[int]],
+    loop=clinician_loop,
 ) -> tuple[Stats, float]:
     import random
 
@@ -338,7 +507,7 @@ async def run_phase(
         until = started + seconds
         await asyncio.gather(
             *(
-                clinician_loop(
+                loop(
                     session,
                     base,
                     who,
@@ -363,6 +532,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--items-each", type=int, default=600)
+    parser.add_argument(
+        "--mode",
+        choices=["steps", "trace", "both"],
+        default="both",
+        help="the shuffled-steps run, the trace-mode run, or both (one after the other)",
+    )
+    parser.add_argument("--traces-each", type=int, default=8, help="trace run: traces each")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("BENCH_PORT", "0")),
+        help="gunicorn's port (default: BENCH_PORT, else any free one)",
+    )
     args = parser.parse_args()
 
     url = _database_url()
@@ -372,6 +554,138 @@ def main() -> None:
     from annotations.models import Step
 
     n_steps = Step.objects.filter(audit=audit).count()
+    if args.mode in ("trace", "both"):
+        generate_trace_segmentation(audit)
+    if args.mode in ("steps", "both"):
+        steps_run(url, args, audit, n_steps)
+    if args.mode in ("trace", "both"):
+        trace_run(url, args, audit)
+
+
+def _measured(url: str, port: int, run) -> tuple:
+    """CPU seconds of gunicorn, PostgreSQL and this process around ``run()``."""
+    db_name = urlparse(url).path.lstrip("/")
+    before = (
+        cpu_seconds(f"127.0.0.1:{port}"),
+        cpu_seconds(f" {db_name} "),
+        time.process_time(),
+    )
+    result = run()
+    after = (
+        cpu_seconds(f"127.0.0.1:{port}"),
+        cpu_seconds(f" {db_name} "),
+        time.process_time(),
+    )
+    return result, tuple(b - a for a, b in zip(before, after, strict=True))
+
+
+def trace_run(url: str, args, audit) -> bool:
+    """The trace-mode run (module doc, 5)."""
+    from django.core.management import call_command
+
+    # The trace page is HTML: production settings need the static files' manifest.
+    call_command("collectstatic", interactive=False, verbosity=0)
+    people = prepare_trace_assignments(
+        audit, clinicians=args.clinicians, traces_each=args.traces_each
+    )
+    from django.db import connections
+
+    connections.close_all()
+    from tests.support.processes import free_port, wait_for_http
+
+    port = args.port or free_port()
+    server = start_gunicorn(url, port, workers=args.workers, threads=args.threads)
+    base = f"http://127.0.0.1:{port}"
+    total = args.traces_each * TRACE_MODE_STEPS
+    try:
+        wait_for_http(base + "/accounts/login/", timeout=60)
+        labelled = [set() for _ in people]
+        phase = dict(labelled=labelled, loop=trace_clinician_loop)
+        asyncio.run(run_phase(base, people, seconds=2, pause=0, max_labels=2, **phase))
+        started = time.perf_counter()
+        (capacity, elapsed), (server_cpu, db_cpu, own_cpu) = _measured(
+            url,
+            port,
+            lambda: asyncio.run(
+                run_phase(
+                    base, people, seconds=args.seconds, pause=0, max_labels=total // 2, **phase
+                )
+            ),
+        )
+        load = os.getloadavg()[0]
+        wall = time.perf_counter() - started
+        (brisk, _), (b_server, b_db, b_own) = _measured(
+            url,
+            port,
+            lambda: asyncio.run(
+                run_phase(
+                    base,
+                    people,
+                    seconds=args.seconds,
+                    pause=1.0,
+                    max_labels=int(args.seconds) + 5,
+                    **phase,
+                )
+            ),
+        )
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    rate = capacity.labels / elapsed
+    print()
+    print(
+        f"trace mode: {TRACE_MODE_STEPS}-step traces, {len(people)} clinicians, gunicorn "
+        f"{args.workers} workers × {args.threads} threads; {os.cpu_count()} CPUs; "
+        f"load average {load:.1f}"
+    )
+    per_label = 1000 / max(capacity.labels, 1)
+    print(
+        f"capacity (no pause, wall {wall:.1f} s): {capacity.labels:,} step saves → {rate:.0f}/s;"
+        f" CPU per step save: gunicorn {server_cpu * per_label:.1f} ms, PostgreSQL "
+        f"{db_cpu * per_label:.1f} ms, load generator {own_cpu * per_label:.1f} ms"
+    )
+    per_brisk = 1000 / max(brisk.labels, 1)
+    print(
+        f"brisk CPU per step save (page loads included): gunicorn {b_server * per_brisk:.1f} ms,"
+        f" PostgreSQL {b_db * per_brisk:.1f} ms, load generator {b_own * per_brisk:.1f} ms"
+    )
+    names = {"next": "GET trace page (first load)", "label": "PUT label/ (one step)"}
+    for stats, phase_name in ((capacity, "capacity"), (brisk, "brisk (1 s pause)")):
+        for call in ("next", "label"):
+            values = stats.latency[call]
+            print(
+                f"{phase_name} {names[call]}: n={len(values):,}  p50 {pct(values, 0.5):.1f} ms"
+                f"  p95 {pct(values, 0.95):.1f} ms  p99 {pct(values, 0.99):.1f} ms"
+            )
+    errors = capacity.errors + brisk.errors
+    doubles = capacity.double_handouts + brisk.double_handouts
+    print(f"errors: {len(errors)}   steps saved twice: {doubles}")
+    for line in errors[:5]:
+        print("  ", line)
+    save_p95 = pct(brisk.latency["label"], 0.95)
+    # Both targets at the brisk pace, as the shuffled-steps run's p95 (capacity: throughput).
+    page_p95 = pct(brisk.latency["next"], 0.95)
+    met = save_p95 < 30 and page_p95 < 100 and not errors and not doubles
+    print(
+        "trace targets at the brisk pace (step save p95 < 30 ms, trace page first load "
+        "p95 < 100 ms, no error):",
+        "met" if met else "NOT met",
+    )
+    print(
+        json.dumps(
+            {
+                "trace_step_save_p95_ms": round(save_p95, 1),
+                "trace_page_load_p95_ms": round(page_p95, 1),
+                "trace_step_saves_per_s": round(rate, 1),
+                "errors": len(errors),
+            }
+        )
+    )
+    return met
+
+
+def steps_run(url: str, args, audit, n_steps: int) -> bool:
+    """The shuffled-steps run (module doc, 1-4)."""
     people = prepare_assignments(audit, clinicians=args.clinicians, items_each=args.items_each)
     from django.db import connections
 
@@ -379,7 +693,7 @@ def main() -> None:
 
     from tests.support.processes import free_port, wait_for_http
 
-    port = free_port()
+    port = args.port or free_port()
     server = start_gunicorn(url, port, workers=args.workers, threads=args.threads)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -472,6 +786,7 @@ def main() -> None:
             }
         )
     )
+    return verdict
 
 
 if __name__ == "__main__":

@@ -77,6 +77,11 @@ LABEL_EXTRA_COLUMNS = (
     "trace_type",
     "step_position",
     "style_blind",
+    # The labelling mode of the expert label's batch: "steps", "trace" or "first_error" (empty
+    # for judges and the reference), and the step's 0-based index in its trace. A first-error
+    # trace reads back as: first error = lowest step_index labelled error; none: all correct.
+    "mode",
+    "step_index",
 )
 ANSWER_EXTRA_COLUMNS = ("trace_type", "dataset", "audited")
 
@@ -310,6 +315,7 @@ def _attach(rows: pd.DataFrame, steps: pd.DataFrame, traces: pd.DataFrame) -> pd
         "condition": take(traces, "condition", trace_at),
         "segmentation": take(steps, "segmentation", at),
         "step_position": take(steps, "step_position", at),
+        "step_index": pd.to_numeric(take(steps, "index", at)),
         "dataset": take(traces, "dataset", trace_at),
         "trace_type": take(traces, "trace_type", trace_at),
         "answer_correct": take(traces, "answer_correct", trace_at),
@@ -324,6 +330,7 @@ def _attach(rows: pd.DataFrame, steps: pd.DataFrame, traces: pd.DataFrame) -> pd
         "flag_note",
         "skipped",
         "style_blind",
+        "mode",
     ):
         out[column] = rows[column] if column in rows else pd.Series(None, index=rows.index)
     return pd.DataFrame(out)
@@ -369,12 +376,13 @@ def _expert_labels(audit: Audit) -> pd.DataFrame | None:
             "flagged_int",
             "flag_note",
             "skipped_int",
+            "assignment__batch__mode",
         )
     )
     frame = _frame(
         queryset,
-        [*_SOURCE_COLUMNS, "flagged", "flag_note", "skipped"],
-        text=["evaluator", "verdict", "error_category", "flag_note"],
+        [*_SOURCE_COLUMNS, "flagged", "flag_note", "skipped", "mode"],
+        text=["evaluator", "verdict", "error_category", "flag_note", "mode"],
     )
     for column in ("flagged", "skipped"):
         frame[column] = pd.to_numeric(frame[column]).eq(1)
@@ -905,7 +913,7 @@ EXPERT_LABEL_COLUMNS = [
     "step_id", "trace_id", "question_id", "condition", "segmentation", "evaluator", "verdict",
     "error_category", "comment", "probe_guess", "flagged", "flag_note", "skipped",
     "seconds_on_task", "first_saved", "last_saved", "revisions", "batch", "assignment",
-    "position", "is_gold", "gold_verdict", "is_hidden_repeat", "shown",
+    "position", "is_gold", "gold_verdict", "is_hidden_repeat", "shown", "mode",
 ]  # fmt: skip
 
 
@@ -949,13 +957,14 @@ def expert_labels_collect(audit: Audit) -> pd.DataFrame:
             "assignment_item__batch_item__gold_verdict",
             "assignment_item__is_hidden_repeat",
             "shown",
+            "assignment__batch__mode",
         )
     )
     names = [
         "step_pk", "evaluator", "verdict", "error_category", "comment", "probe_guess",
         "flagged", "flag_note", "skipped", "elapsed_ms", "first_saved", "last_saved",
         "revisions", "batch", "assignment",
-        "position", "is_gold", "gold_verdict", "is_hidden_repeat", "shown",
+        "position", "is_gold", "gold_verdict", "is_hidden_repeat", "shown", "mode",
     ]  # fmt: skip
     frame = pd.DataFrame(rows, columns=names)
     if frame.empty:

@@ -1,12 +1,21 @@
 """Domain models of the annotations app, split by concern."""
 
-from .audits import Audit, Condition, ProbeMode, Verdict
+from .audits import TRACE_MODES, Audit, Condition, LabellingMode, ProbeMode, Verdict
 from .batches import Assignment, AssignmentEvent, AssignmentItem, Batch, BatchItem
 from .imports import ImportJob
-from .labels import Label, LabelRevision, ProbeAnswer, TraceRating, TraceRatingRevision
+from .labels import (
+    FirstErrorMark,
+    FirstErrorMarkRevision,
+    Label,
+    LabelRevision,
+    ProbeAnswer,
+    TraceRating,
+    TraceRatingRevision,
+)
 from .traces import AnswerSample, Question, Step, Trace
 
 __all__ = [
+    "TRACE_MODES",
     "AnswerSample",
     "Assignment",
     "AssignmentEvent",
@@ -15,9 +24,12 @@ __all__ = [
     "Batch",
     "BatchItem",
     "Condition",
+    "FirstErrorMark",
+    "FirstErrorMarkRevision",
     "ImportJob",
     "Label",
     "LabelRevision",
+    "LabellingMode",
     "ProbeAnswer",
     "ProbeMode",
     "Question",

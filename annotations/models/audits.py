@@ -71,6 +71,20 @@ class ProbeMode(models.TextChoices):
     OFF = "off", "Off"
 
 
+class LabellingMode(models.TextChoices):
+    """How an assignment's items are shown (docs/labelling.md, "Modes")."""
+
+    # One step at a time, in the annotator's own shuffled order: the blinded default.
+    STEPS = "steps", "Shuffled steps"
+    # One trace at a time, every step labelled in order on one screen.
+    TRACE = "trace", "Whole trace, every step"
+    # One trace at a time: the expert marks the first wrong step, or "no error".
+    FIRST_ERROR = "first_error", "Whole trace, first wrong step"
+
+
+TRACE_MODES = (LabellingMode.TRACE, LabellingMode.FIRST_ERROR)
+
+
 class Verdict(models.TextChoices):
     CORRECT = "correct", "Correct"
     ERROR = "error", "Error"
@@ -97,6 +111,15 @@ class Audit(models.Model):
         max_length=16, choices=ContextMode.choices, default=ContextMode.PRECEDING
     )
     style_normalisation = models.BooleanField(default=True)
+    # Batches take it when built unless they override it; a built batch keeps its own.
+    labelling_mode = models.CharField(
+        max_length=16,
+        choices=LabellingMode.choices,
+        default=LabellingMode.STEPS,
+        help_text="steps: shuffled single steps (most blind); trace: a whole trace, every "
+        "step in order; first_error: a whole trace, the first wrong step. A whole trace "
+        "shows its length and style.",
+    )
     # Which normaliser blinds this audit's steps (and, from norm-v2 on, final answers). An audit
     # keeps the version it was imported with: existing audits were migrated as norm-v1.
     normaliser_version = models.CharField(

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from .audits import Audit, Verdict
+from .audits import Audit, LabellingMode, Verdict
 from .traces import Step, Trace
 
 
@@ -24,6 +24,11 @@ class Batch(models.Model):
     # a wave's items are dealt to the assignments when it is released (services/batches.py).
     waves = models.PositiveSmallIntegerField(default=1)
     waves_released = models.PositiveSmallIntegerField(default=1)
+    # The labelling mode the batch was drawn for (the audit's, or the override given when it
+    # was built): trace modes sample whole traces, so a built batch never changes mode.
+    mode = models.CharField(
+        max_length=16, choices=LabellingMode.choices, default=LabellingMode.STEPS
+    )
     # Set when the batch was assigned although the leak gate was above the audit's threshold:
     # the figures, who confirmed and when (annotations/services/leak_gate.py).
     leak_gate = models.JSONField(default=dict, blank=True, editable=False)

@@ -62,6 +62,71 @@ class LabelRevision(models.Model):
         return f"{self.label_id} r{self.revision}"
 
 
+class FirstErrorMark(models.Model):
+    """First-error mode: where the expert put the first wrong step of one trace (or none).
+
+    The step labels it implies are ordinary ``Label`` rows (steps before the mark correct, the
+    marked one an error, later ones unlabelled; "no error": every step correct), written in the
+    same transaction; this row says they came from a mark and where it was, so a re-mark
+    revises them together. Every mark is kept in ``FirstErrorMarkRevision``.
+    """
+
+    assignment = models.ForeignKey(
+        Assignment, on_delete=models.CASCADE, related_name="first_error_marks"
+    )
+    trace = models.ForeignKey("annotations.Trace", on_delete=models.CASCADE, related_name="+")
+    # The marked step: its 0-based index in the trace (Step.index) and its assignment item.
+    # Both NULL: "no error" (every step correct).
+    first_error_index = models.PositiveIntegerField(null=True, blank=True)
+    first_error_item = models.ForeignKey(
+        AssignmentItem, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    n_steps = models.PositiveIntegerField()  # steps of the trace shown when it was marked
+    error_category = models.CharField(max_length=120, blank=True)
+    comment = models.TextField(blank=True)
+    elapsed_ms = models.PositiveBigIntegerField(default=0)
+    revision = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["assignment", "trace"], name="firsterrormark_unique_trace"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        where = "none" if self.first_error_index is None else self.first_error_index
+        return f"{self.assignment_id}/{self.trace_id}: first error {where}"
+
+    @property
+    def no_error(self) -> bool:
+        return self.first_error_index is None
+
+
+class FirstErrorMarkRevision(models.Model):
+    mark = models.ForeignKey(FirstErrorMark, on_delete=models.CASCADE, related_name="revisions")
+    revision = models.PositiveIntegerField()
+    first_error_index = models.PositiveIntegerField(null=True, blank=True)
+    error_category = models.CharField(max_length=120, blank=True)
+    comment = models.TextField(blank=True)
+    elapsed_ms = models.PositiveBigIntegerField(default=0)
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    changed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["mark", "revision"]
+        constraints = [
+            models.UniqueConstraint(fields=["mark", "revision"], name="firsterrormark_rev_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mark_id} r{self.revision}"
+
+
 class TraceRating(models.Model):
     """Likert answers for one trace-rating item: ``answers`` maps item key → integer."""
 

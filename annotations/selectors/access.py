@@ -16,6 +16,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
+from django.db.models import Exists, OuterRef
 
 from annotations.models import (
     Assignment,
@@ -23,6 +24,7 @@ from annotations.models import (
     Audit,
     Batch,
     BatchItem,
+    FirstErrorMark,
     Label,
     Question,
     Step,
@@ -104,6 +106,7 @@ class ItemAccess:
     blinding_version: str | None
     context_window: int | None  # at most this many preceding steps; None: all
     show_step_numbers: bool
+    mode: str  # the batch's labelling mode (annotations.models.LabellingMode)
 
     @property
     def locked(self) -> bool:
@@ -150,7 +153,7 @@ _ACCESS_COLUMNS = """
     au.kind, au.context_mode, au.show_final_answer, au.style_normalisation,
     au.error_categories, au.probe_arms, au.likert_items,
     s."index", s.blinding_version, au.context_window, au.show_step_numbers,
-    au.probe_mode, au.probe_every
+    au.probe_mode, au.probe_every, b.mode
 """
 _ACCESS_JOINS = """
     FROM {item} ai
@@ -186,6 +189,7 @@ def _access(row: tuple) -> dict:
         "show_step_numbers": bool(row[17]),
         "probe_mode": row[18],
         "probe_every": row[19],
+        "mode": row[20],
     }
 
 
@@ -306,7 +310,7 @@ def _display(t: dict[str, str], where_position: str, params: list) -> ItemView |
     row = _fetchone(sql, params)
     if row is None:
         return None
-    rest = row[20:]
+    rest = row[21:]
     return ItemView(
         **_access(row),
         guidelines=rest[0],
@@ -364,3 +368,112 @@ def context_texts(
         cursor.execute(sql, params)
         texts = [r[0] for r in cursor.fetchall()]
     return texts[::-1] if last is not None else texts
+
+
+@dataclass(frozen=True)
+class TraceStepRow:
+    item_id: int
+    position: int
+    step_id: int
+    step_index: int
+    text: str
+    # The annotator's own label: (verdict, error_category, comment, probe_guess, elapsed_ms,
+    # revision, flagged, flag_note), or None.
+    label: tuple | None = None
+
+
+@dataclass(frozen=True)
+class TraceAccess:
+    """One trace of a trace-mode assignment: its items in order, and what its page needs."""
+
+    assignment: Assignment
+    number: int  # 1-based, in the annotator's order of traces
+    n_traces: int
+    trace_id: int
+    steps: tuple[TraceStepRow, ...]
+    traces_labelled: int  # traces of the assignment whose every step has a label
+
+
+def assignment_trace_numbers(*, assignment: Assignment) -> list[tuple[int, list[int]]]:
+    """(trace id, positions of its items) in the annotator's order: one query. In the trace
+    modes a trace's items are consecutive positions (``batch_assign``)."""
+    return [(t, ps) for t, ps, _ in _trace_items(assignment)]
+
+
+def _trace_items(assignment: Assignment) -> list[tuple[int, list[int], bool]]:
+    """(trace id, positions, every step labelled) per trace, in order: one query."""
+    rows = (
+        AssignmentItem.objects.filter(assignment=assignment)
+        .annotate(labelled=Exists(Label.objects.filter(assignment_item=OuterRef("pk"))))
+        .order_by("position")
+        .values_list("position", "batch_item__step__trace_id", "labelled")
+    )
+    traces: dict[int, list] = {}
+    for position, trace_id, labelled in rows:
+        entry = traces.setdefault(trace_id, [[], True])
+        entry[0].append(position)
+        entry[1] = entry[1] and bool(labelled)
+    return [(t, ps, done) for t, (ps, done) in traces.items()]
+
+
+def assignment_trace_get_for_annotator(
+    *,
+    annotator: AbstractBaseUser,
+    assignment_public_id: str,
+    number: int | None = None,
+    position: int | None = None,
+    for_update: bool = False,
+) -> TraceAccess:
+    """Trace ``number`` (or the trace holding item ``position``) of the annotator's own
+    assignment, or 404: the same two conditions first as every read here. Three queries:
+    the assignment, its items by trace, the trace's steps with the annotator's labels."""
+    assignment = assignment_get_for_annotator(
+        annotator=annotator, assignment_public_id=assignment_public_id, for_update=for_update
+    )
+    traces = _trace_items(assignment)
+    if position is not None:
+        number = next((n for n, (_, ps, _) in enumerate(traces, 1) if position in ps), None)
+    if number is None or not 1 <= number <= len(traces):
+        raise NotFoundError(NO_ITEM)
+    trace_id, positions, _ = traces[number - 1]
+    rows = (
+        AssignmentItem.objects.filter(assignment=assignment, position__in=positions)
+        .order_by("position")
+        .values_list(
+            "pk",
+            "position",
+            "batch_item__step_id",
+            "batch_item__step__index",
+            "batch_item__step__blinded_text",
+            "label__verdict",
+            "label__error_category",
+            "label__comment",
+            "label__probe_guess",
+            "label__elapsed_ms",
+            "label__revision",
+            "label__flagged",
+            "label__flag_note",
+        )
+    )
+    return TraceAccess(
+        assignment=assignment,
+        number=number,
+        n_traces=len(traces),
+        trace_id=trace_id,
+        steps=tuple(
+            TraceStepRow(*row[:5], label=tuple(row[5:]) if row[5] is not None else None)
+            for row in rows
+        ),
+        traces_labelled=sum(1 for _, _, done in traces if done),
+    )
+
+
+def item_marked() -> Exists:
+    """An assignment item whose trace has a first-error mark in its assignment: done, though
+    the steps after the mark stay unlabelled (for ``AssignmentItem`` querysets)."""
+    return Exists(
+        FirstErrorMark.objects.filter(
+            assignment_id=OuterRef("assignment_id"),
+            trace_id=OuterRef("batch_item__step__trace_id"),
+        )
+    )

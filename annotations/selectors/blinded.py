@@ -14,12 +14,16 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Exists, Min, OuterRef, Q
 
 from annotations.models import (
+    TRACE_MODES,
     Assignment,
     AssignmentItem,
     Audit,
+    FirstErrorMark,
     Label,
+    LabellingMode,
     ProbeAnswer,
     ProbeMode,
+    Trace,
     TraceRating,
 )
 from annotations.selectors.access import (
@@ -27,7 +31,9 @@ from annotations.selectors.access import (
     ItemView,
     assignment_get_for_annotator,
     assignment_item_get_for_display,
+    assignment_trace_get_for_annotator,
     context_texts,
+    item_marked,
 )
 from annotations.services.probe import probe_labels, probe_on_item
 from auditapp.exceptions import NotFoundError
@@ -87,6 +93,7 @@ class BlindedItem:
     rating: BlindedRating | None
     skipped: bool = False  # skipped and not labelled
     n_skipped: int = 0  # items of the assignment skipped and not labelled
+    mode: str = "steps"  # the batch's labelling mode: trace modes have their own page
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,7 @@ class AssignmentSummary:
     submitted: bool
     first_open_position: int | None
     probe_pending: bool = False  # done, and the end-of-assignment question is not answered yet
+    mode: str = "steps"  # the batch's labelling mode (steps, trace, first_error)
 
 
 @dataclass(frozen=True)
@@ -237,12 +245,15 @@ def _blind(item: ItemView) -> BlindedItem:
         rating=rating,
         skipped=item.skipped,
         n_skipped=item.n_skipped,
+        mode=item.mode,
     )
 
 
 def assignment_list_for_clinician(*, clinician: AbstractBaseUser) -> list[AssignmentSummary]:
     """The clinician's own assignments with progress, in two queries whatever their number."""
     label_done = Exists(Label.objects.filter(assignment_item=OuterRef("pk")))
+    # First-error mode: the steps after a trace's mark stay unlabelled, and are done.
+    label_done = label_done | item_marked()
     rating_done = Exists(TraceRating.objects.filter(assignment_item=OuterRef("pk")))
     assignments = list(
         Assignment.objects.filter(annotator=clinician)
@@ -256,6 +267,7 @@ def assignment_list_for_clinician(*, clinician: AbstractBaseUser) -> list[Assign
             "batch__audit__kind",
             "batch__audit__probe_arms",
             "batch__audit__probe_mode",
+            "batch__mode",
         )
         .order_by("created_at", "pk")
     )
@@ -312,6 +324,7 @@ def assignment_list_for_clinician(*, clinician: AbstractBaseUser) -> list[Assign
                 submitted=a.is_locked,
                 first_open_position=first_open.get(a.pk),
                 probe_pending=asks_at_end and total > 0 and done == total and a.pk not in probed,
+                mode=a.batch.mode,
             )
         )
     return summaries
@@ -336,16 +349,129 @@ def assignment_overview_for_clinician(
     )
     rows = (
         AssignmentItem.objects.filter(assignment=assignment)
+        # First-error mode: the steps after a trace's mark are done, unlabelled.
+        .annotate(marked=item_marked())
         .order_by("position")
-        .values_list("position", "label__verdict", "rating__id", "skipped_at", "label__flagged")
+        .values_list(
+            "position", "label__verdict", "rating__id", "skipped_at", "label__flagged", "marked"
+        )
     )
     return [
         OverviewEntry(
             position=position,
-            done=verdict is not None or rating_id is not None,
+            done=verdict is not None or rating_id is not None or bool(marked),
             verdict=verdict or ("rated" if rating_id is not None else ""),
             skipped=skipped_at is not None and verdict is None and rating_id is None,
             flagged=bool(flagged),
         )
-        for position, verdict, rating_id, skipped_at, flagged in rows
+        for position, verdict, rating_id, skipped_at, flagged, marked in rows
     ]
+
+
+# --- the trace modes: one trace at a time ----------------------------------------------------
+@dataclass(frozen=True)
+class BlindedTraceStep:
+    position: int  # the item's position in the annotator's own order (its label's address)
+    text: str  # blinded
+    step_number: int | None  # 1-based place in its trace, only when the audit shows it
+    label: BlindedLabel | None
+
+
+@dataclass(frozen=True)
+class BlindedMark:
+    first_error: int | None  # 1-based step of the trace as shown; None: "no error"
+    error_category: str
+    comment: str
+    elapsed_ms: int
+    revision: int
+
+
+@dataclass(frozen=True)
+class BlindedTrace:
+    """A whole trace as its page shows it: no condition, no ids, no step numbers unless the
+    audit shows them. (The number of its steps and their style are on screen: that is what
+    the trace modes reveal, and what the leak gate measures for them.)"""
+
+    assignment_public_id: str
+    mode: str  # "trace" or "first_error"
+    number: int  # 1-based, in the annotator's own order of traces
+    n_traces: int
+    traces_done: int
+    question: str
+    options: tuple[tuple[str, str], ...]
+    steps: tuple[BlindedTraceStep, ...]
+    final_answer: str
+    error_categories: tuple[str, ...]
+    guidelines: str
+    locked: bool
+    mark: BlindedMark | None
+
+
+def trace_get_blinded(
+    *,
+    clinician: AbstractBaseUser,
+    assignment_public_id: str,
+    number: int | None = None,
+    position: int | None = None,
+) -> BlindedTrace:
+    """Trace ``number`` (or the one holding item ``position``) of a trace-mode assignment of
+    this clinician, or 404. Five queries whatever the trace's length."""
+    access = assignment_trace_get_for_annotator(
+        annotator=clinician,
+        assignment_public_id=assignment_public_id,
+        number=number,
+        position=position,
+    )
+    assignment = access.assignment
+    audit = assignment.batch.audit
+    if assignment.batch.mode not in TRACE_MODES:
+        raise NotFoundError("This assignment shows single steps.")
+    stem, options, final = (
+        Trace.objects.filter(pk=access.trace_id)
+        .values_list("question__stem", "question__options", "blinded_final_answer")
+        .get()
+    )
+    steps = tuple(
+        BlindedTraceStep(
+            position=s.position,
+            text=s.text or "",
+            step_number=s.step_index + 1 if audit.show_step_numbers else None,
+            label=BlindedLabel(*s.label) if s.label is not None else None,
+        )
+        for s in access.steps
+    )
+    mark = None
+    if assignment.batch.mode == LabellingMode.FIRST_ERROR:
+        marks = {
+            row[0]: row[1:]
+            for row in FirstErrorMark.objects.filter(assignment=assignment).values_list(
+                "trace_id",
+                "first_error_item_id",
+                "error_category",
+                "comment",
+                "elapsed_ms",
+                "revision",
+            )
+        }
+        traces_done = len(marks)
+        row = marks.get(access.trace_id)
+        if row is not None:
+            at = next((n for n, s in enumerate(access.steps, 1) if s.item_id == row[0]), None)
+            mark = BlindedMark(at, *row[1:])
+    else:
+        traces_done = access.traces_labelled
+    return BlindedTrace(
+        assignment_public_id=assignment.public_id,
+        mode=assignment.batch.mode,
+        number=access.number,
+        n_traces=access.n_traces,
+        traces_done=traces_done,
+        question=stem,
+        options=tuple((str(k), str(v)) for k, v in (options or {}).items()),
+        steps=steps,
+        final_answer=(final or "") if audit.show_final_answer else "",
+        error_categories=tuple(audit.error_categories or ()),
+        guidelines=audit.guidelines,
+        locked=assignment.is_locked,
+        mark=mark,
+    )

@@ -3,10 +3,19 @@
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum, Value
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
-from annotations.models import Assignment, AssignmentItem, Audit, Batch, Label, TraceRating
+from annotations.models import (
+    Assignment,
+    AssignmentItem,
+    Audit,
+    Batch,
+    FirstErrorMark,
+    Label,
+    TraceRating,
+)
+from annotations.selectors.access import item_marked
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,12 @@ def assignment_progress_list(
     labels = Label.objects.filter(assignment=OuterRef("pk")).order_by().values("assignment")
     ratings = TraceRating.objects.filter(assignment=OuterRef("pk")).order_by().values("assignment")
     items = AssignmentItem.objects.filter(assignment=OuterRef("pk")).order_by().values("assignment")
+    # First-error mode: the unlabelled steps after a trace's mark are done too, and the time
+    # on task is on the marks.
+    marked_rest = items.filter(
+        ~Exists(Label.objects.filter(assignment_item=OuterRef("pk"))), item_marked()
+    )
+    marks = FirstErrorMark.objects.filter(assignment=OuterRef("pk")).order_by().values("assignment")
 
     def sub(queryset, expression):
         return Coalesce(
@@ -73,6 +88,8 @@ def assignment_progress_list(
         ms_labels=sub(labels, Sum("elapsed_ms")),
         n_ratings=sub(ratings, Count("pk")),
         ms_ratings=sub(ratings, Sum("elapsed_ms")),
+        n_marked_rest=sub(marked_rest, Count("pk")),
+        ms_marks=sub(marks, Sum("elapsed_ms")),
     )
     return [
         AssignmentProgress(
@@ -80,9 +97,9 @@ def assignment_progress_list(
             batch=a.batch.name,
             annotator=a.annotator.get_username(),
             total=a.n_total,
-            done=a.n_labels + a.n_ratings,
+            done=a.n_labels + a.n_ratings + a.n_marked_rest,
             abstained=a.n_abstain,
-            elapsed_ms=a.ms_labels + a.ms_ratings,
+            elapsed_ms=a.ms_labels + a.ms_ratings + a.ms_marks,
             due_date=a.due_date,
             submitted_at=a.submitted_at,
         )

@@ -18,6 +18,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from annotations.models import (
+    TRACE_MODES,
     Assignment,
     AssignmentEvent,
     AssignmentItem,
@@ -25,10 +26,12 @@ from annotations.models import (
     Batch,
     BatchItem,
     Label,
+    LabellingMode,
     Step,
     Trace,
     TraceRating,
 )
+from annotations.selectors.access import item_marked
 from annotations.services.active_design import draw_active, uncertainty_source_get
 from annotations.services.leak_gate import batch_leak_check
 from annotations.services.randomness import public_ids, seeded_generator, seeded_random
@@ -45,6 +48,24 @@ from auditapp.agreement.stratified import neyman_allocation
 from auditapp.exceptions import ApplicationError, ConflictError
 
 STRATIFIERS = ("answer_correct", "trace_type", "context_depth")
+
+
+def batch_mode_resolve(*, audit: Audit, mode: str = "") -> str:
+    """The labelling mode a new batch is drawn for: ``mode`` when given, else the audit's.
+    Trace-rating audits rate whole traces whatever the mode: theirs is always "steps"."""
+    if mode and mode not in LabellingMode.values:
+        raise ApplicationError(
+            f"Unknown labelling mode {mode!r}; use {', '.join(LabellingMode.values)}.",
+            code="mode",
+        )
+    if audit.kind == Audit.Kind.TRACE_RATINGS:
+        if mode and mode != LabellingMode.STEPS:
+            raise ApplicationError(
+                "Trace-rating audits have no labelling mode: they rate whole traces.",
+                code="mode",
+            )
+        return LabellingMode.STEPS
+    return mode or audit.labelling_mode
 
 
 def context_depth(audit: Audit, index: int) -> str:
@@ -66,6 +87,7 @@ class BatchPlan:
 
     unit: str  # "step" or "trace"
     segmentation: str
+    mode: str
     size: int
     seed: str
     allocation: str
@@ -88,6 +110,7 @@ class BatchPlan:
     def design(self) -> dict:
         return {
             "unit": self.unit,
+            "mode": self.mode,
             "segmentation": self.segmentation,
             "size": self.sample_size,
             "requested_size": self.size,
@@ -167,9 +190,15 @@ def batch_preview(
     design: str = "stratified",
     uncertainty: str = "",
     floor: float = DEFAULT_FLOOR,
+    mode: str = "",
 ) -> BatchPlan:
     """Plan a stratified sample: always by condition, optionally by the trace's answer
     correctness, its trace type, or any ``stratum_functions`` (e.g. a judge run's verdict).
+
+    ``mode`` (default: the audit's ``labelling_mode``): in the trace modes ("trace",
+    "first_error") the units drawn are whole traces with steps under ``segmentation``; the
+    batch then holds every step of each drawn trace, each carrying its trace's inclusion
+    probability. Gold items, the active design and depth strata are step-mode only.
 
     ``design="active"``: within each stratum, units are drawn with probabilities that follow
     the judge's uncertainty from the ``uncertainty`` source (e.g. ``"judge-runs:12"``), at
@@ -195,13 +224,35 @@ def batch_preview(
     if allocation not in Allocation.choices:
         raise ApplicationError(f"Unknown allocation {allocation!r}.", code="allocation")
     rating = audit.kind == Audit.Kind.TRACE_RATINGS
+    mode = batch_mode_resolve(audit=audit, mode=mode)
+    whole_traces = mode in TRACE_MODES
     if rating and "context_depth" in stratify_by:
         raise ApplicationError("Trace ratings show whole traces: no depth.", code="stratifier")
+    if whole_traces and "context_depth" in stratify_by:
+        raise ApplicationError(
+            "A whole trace shows every step: no depth strata in trace modes.", code="stratifier"
+        )
+    if whole_traces and design != "stratified":
+        raise ApplicationError(
+            "The active design draws single steps: use the stratified design in trace modes.",
+            code="design",
+        )
+    if whole_traces and gold:
+        raise ApplicationError("Trace modes have no gold items.", code="gold")
     if not segmentation:
         raise ApplicationError("Choose a segmentation.", code="segmentation")
     if rating:
         units = Trace.objects.filter(audit=audit)
         batched = BatchItem.objects.filter(batch__audit=audit, trace=OuterRef("pk"))
+        fields = ("pk", "condition__blind_code", "answer_correct", "trace_type")
+    elif whole_traces:
+        # Traces with steps under this segmentation; one already batched (any of its steps,
+        # in any mode) is left out like a batched step.
+        units = Trace.objects.filter(
+            Exists(Step.objects.filter(trace=OuterRef("pk"), segmentation=segmentation)),
+            audit=audit,
+        )
+        batched = BatchItem.objects.filter(batch__audit=audit, step__trace=OuterRef("pk"))
         fields = ("pk", "condition__blind_code", "answer_correct", "trace_type")
     else:
         units = Step.objects.filter(audit=audit, segmentation=segmentation)
@@ -301,7 +352,7 @@ def batch_preview(
         )
     gold_units: list[tuple[int, str]] = []
     gold_available = 0
-    if not rating:
+    if not rating and not whole_traces:
         in_sample = {pk for pks in drawn.values() for pk in pks}
         candidates = sorted((r[0], r[4]) for r in rows if r[4] and r[0] not in in_sample)
         gold_available = len(candidates)
@@ -317,8 +368,9 @@ def batch_preview(
     elif gold:
         raise ApplicationError("Trace-rating batches have no gold items.", code="gold")
     return BatchPlan(
-        unit="trace" if rating else "step",
+        unit="trace" if rating or whole_traces else "step",
         segmentation=segmentation,
+        mode=mode,
         size=size,
         seed=seed,
         allocation=allocation,
@@ -356,12 +408,14 @@ def batch_build(
     uncertainty: str = "",
     floor: float = DEFAULT_FLOOR,
     waves: int = 1,
+    mode: str = "",
 ) -> Batch:
     """Draw and store a batch. The same audit, seed and options draw the same units.
 
     ``waves`` > 1: each stratum's sample (and the gold items) is split at random into that
     many near-equal waves; annotators get wave 1 when the batch is assigned and each further
-    wave when it is released (:func:`batch_wave_release`)."""
+    wave when it is released (:func:`batch_wave_release`). ``mode`` overrides the audit's
+    labelling mode for this batch (see ``batch_preview``)."""
     if overlap < 1:
         raise ApplicationError("Overlap must be at least 1.", code="overlap")
     if not 1 <= waves <= MAX_WAVES:
@@ -390,10 +444,22 @@ def batch_build(
         design=design,
         uncertainty=uncertainty,
         floor=floor,
+        mode=mode,
     )
+    whole_traces = plan.mode in TRACE_MODES
     share = audit.hidden_repeat_share if hidden_repeat_share is None else hidden_repeat_share
     if not 0 <= share <= 0.5:
         raise ApplicationError("The hidden repeat share must be between 0 and 0.5.", code="share")
+    if whole_traces:
+        # A repeated step inside a whole trace on screen is no hidden repeat.
+        if hidden_repeat_share:
+            raise ApplicationError("Trace modes have no hidden repeats.", code="share")
+        share = 0.0
+        if waves > 1:
+            raise ApplicationError(
+                "Trace modes are released whole: waves are for the shuffled-steps mode.",
+                code="waves",
+            )
     gap = audit.repeat_min_gap if repeat_min_gap is None else repeat_min_gap
     if gap < 1:
         raise ApplicationError("The minimum repeat gap must be at least 1.", code="gap")
@@ -429,8 +495,12 @@ def batch_build(
         overlap=overlap,
         waves=waves,
         waves_released=1,
+        mode=plan.mode,
         created_by=created_by,
     )
+    if whole_traces:
+        BatchItem.objects.bulk_create(_trace_step_items(batch, plan), batch_size=2000)
+        return batch
     unit = "trace_id" if audit.kind == Audit.Kind.TRACE_RATINGS else "step_id"
     items = [
         BatchItem(
@@ -473,6 +543,27 @@ def _waves_split(plan: BatchPlan, waves: int, secret: str) -> dict[tuple[str, in
         for i, pk in enumerate(units):
             wave_of[key, pk] = 1 + (i * waves) // len(units) if waves > 1 else 1
     return wave_of
+
+
+def _trace_step_items(batch: Batch, plan: BatchPlan) -> list[BatchItem]:
+    """Trace modes: every step (under the batch's segmentation) of every drawn trace, each
+    with its trace's stratum and inclusion probability, so the step-level estimators weight
+    them as the cluster sample they are."""
+    drawn = {pk: s for s in plan.strata for pk in plan.drawn[s.key]}
+    steps = (
+        Step.objects.filter(trace_id__in=list(drawn), segmentation=plan.segmentation)
+        .order_by("trace_id", "index")
+        .values_list("pk", "trace_id")
+    )
+    return [
+        BatchItem(
+            batch=batch,
+            step_id=pk,
+            stratum=drawn[trace_id].key,
+            inclusion_probability=drawn[trace_id].inclusion_probability,
+        )
+        for pk, trace_id in steps
+    ]
 
 
 # --- assignment ----------------------------------------------------------------------------
@@ -831,6 +922,8 @@ def batch_assign(
         "confirmed_at": now if check.above else None,
     }
     batch.save(update_fields=["leak_gate"])
+    if batch.mode in TRACE_MODES:
+        return _traces_assign(batch=batch, annotators=annotators, due_date=due_date)
     gap = int(batch.design.get("repeat_min_gap", batch.audit.repeat_min_gap))
     assignments = [
         _assignment_new(batch=batch, annotator=annotator, due_date=due_date)
@@ -917,6 +1010,37 @@ def batch_wave_release(*, batch: Batch, by: AbstractBaseUser | None) -> WaveRele
     )
 
 
+def _traces_assign(
+    *, batch: Batch, annotators: Sequence[AbstractBaseUser], due_date: date | None
+) -> list[Assignment]:
+    """Trace modes: each drawn trace goes to ``batch.overlap`` annotators (loads balanced by
+    trace); each annotator gets the traces in an independent shuffled order, and each trace's
+    steps as consecutive positions in their order in the trace (its page shows them so)."""
+    seed = batch.audit.blinding_seed
+    steps: dict[int, list[BatchItem]] = defaultdict(list)
+    for item in batch.items.select_related("step").order_by("step__trace_id", "step__index"):
+        steps[item.step.trace_id].append(item)
+    traces = sorted(steps)
+    rng = seeded_random(seed, f"batch:{batch.seed}:overlap")
+    rng.shuffle(traces)
+    slots = list(range(len(annotators)))
+    rng.shuffle(slots)
+    shares: dict[int, list[int]] = defaultdict(list)
+    k, m = batch.overlap, len(annotators)
+    for i, trace_id in enumerate(traces):
+        for j in range(k):
+            shares[slots[(i * k + j) % m]].append(trace_id)
+    assignments = []
+    for p, annotator in enumerate(annotators):
+        own = sorted(shares[p])
+        seeded_random(seed, f"batch:{batch.seed}:order:{annotator.pk}").shuffle(own)
+        order = [item for trace_id in own for item in steps[trace_id]]
+        assignment = _assignment_new(batch=batch, annotator=annotator, due_date=due_date)
+        _assignment_items_append(assignment=assignment, order=order, share=0.0)
+        assignments.append(assignment)
+    return assignments
+
+
 @transaction.atomic
 def assignment_reassign(
     *, assignment: Assignment, to_annotator: AbstractBaseUser, due_date: date | None = None
@@ -939,12 +1063,20 @@ def assignment_reassign(
             f"{to_annotator.get_username()} already has an assignment in this batch.",
             code="already_assigned",
         )
-    done = Exists(Label.objects.filter(assignment_item=OuterRef("pk"))) | Exists(
-        TraceRating.objects.filter(assignment_item=OuterRef("pk"))
+    done = (
+        Exists(Label.objects.filter(assignment_item=OuterRef("pk")))
+        | Exists(TraceRating.objects.filter(assignment_item=OuterRef("pk")))
+        | item_marked()
     )
     items = list(
         assignment.items.annotate(done=done).select_related("batch_item").order_by("position")
     )
+    if batch.mode in TRACE_MODES:
+        # Whole traces move, never part of one: a trace any of whose steps is done stays.
+        traces = dict(assignment.items.values_list("pk", "batch_item__step__trace_id"))
+        started = {traces[i.pk] for i in items if i.done}
+        for item in items:
+            item.done = item.done or traces[item.pk] in started
     moving = [
         i
         for i in items

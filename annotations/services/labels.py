@@ -8,11 +8,13 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from annotations.models import (
+    TRACE_MODES,
     Assignment,
     AssignmentEvent,
     AssignmentItem,
     Audit,
     Label,
+    LabellingMode,
     LabelRevision,
     TraceRating,
     TraceRatingRevision,
@@ -23,6 +25,7 @@ from annotations.selectors.access import (
     _fetchone,
     assignment_get_for_annotator,
     assignment_item_get_for_annotator,
+    item_marked,
 )
 from auditapp.exceptions import ApplicationError, ConflictError
 
@@ -48,6 +51,12 @@ def _open_item_locked(annotator, assignment_public_id: str, position: int, *, ki
     _check_open(item)
     if kind == "label" and item.step_id is None:
         raise ApplicationError("This item asks for a rating, not a label.", code="wrong_kind")
+    if kind == "label" and item.mode == LabellingMode.FIRST_ERROR:
+        # Its labels come from the trace's first-error mark, written together.
+        raise ConflictError(
+            "This assignment marks the first wrong step of each trace: save the mark instead.",
+            code="wrong_mode",
+        )
     if kind == "rating" and item.trace_id is None:
         raise ApplicationError("This item asks for a label, not a rating.", code="wrong_kind")
     return item
@@ -55,11 +64,24 @@ def _open_item_locked(annotator, assignment_public_id: str, position: int, *, ki
 
 def shown_for(item: ItemAccess) -> dict:
     """What the clinician saw for this item — stored with the label for the report."""
+    if item.mode in TRACE_MODES:
+        # The trace page: every step of the trace on one screen, in order.
+        return {
+            "scheme": BLINDING_SCHEME,
+            "mode": item.mode,
+            "context_mode": "whole_trace",
+            "step_numbers_visible": item.show_step_numbers,
+            "final_answer_visible": item.show_final_answer,
+            "gold_answer_visible": False,
+            "style_normalisation": item.style_normalisation,
+            "blinding_version": item.blinding_version or "",
+        }
     preceding = item.context_mode == Audit.ContextMode.PRECEDING
     before = item.step_index or 0
     window = item.context_window
     return {
         "scheme": BLINDING_SCHEME,
+        "mode": item.mode,
         "context_mode": item.context_mode,
         "context_steps": (before if window is None else min(before, window)) if preceding else 0,
         "context_window": window,
@@ -389,7 +411,7 @@ def assignment_submit(*, annotator: AbstractBaseUser, assignment_public_id: str)
             TraceRating.objects.filter(assignment_item=OuterRef("pk"), **_complete_rating(audit))
         )
     else:
-        done = Exists(Label.objects.filter(assignment_item=OuterRef("pk")))
+        done = Exists(Label.objects.filter(assignment_item=OuterRef("pk"))) | item_marked()
     # A skipped item may stay unlabelled: the annotator saw it and chose not to label it (the
     # confirmation on the page names how many).
     missing = list(
@@ -420,6 +442,11 @@ def item_skip(*, annotator: AbstractBaseUser, assignment_public_id: str, positio
         for_update=True,
     )
     _check_open(item)
+    if item.mode == LabellingMode.FIRST_ERROR:
+        raise ConflictError(
+            "This assignment marks the first wrong step of each trace: nothing to skip.",
+            code="wrong_mode",
+        )
     if (
         Label.objects.filter(assignment_item_id=item.item_id).exists()
         or TraceRating.objects.filter(assignment_item_id=item.item_id).exists()

@@ -4,8 +4,11 @@ Before a batch is assigned, the report's blinding classifier
 (:func:`auditapp.agreement.blinding.blinding_check`) is run on each step item exactly as the
 clinician page shows it — the preceding steps the audit's context window lets through, the
 blinded step and, when the audit shows it, the blinded final answer — with the arms being the
-items' conditions (named by blind code). Assigning a batch whose AUC interval lies wholly above
-the audit's ``leak_threshold`` needs an explicit, logged confirmation (``batch_assign``).
+items' conditions (named by blind code). In the trace modes ("trace", "first_error") the
+annotator sees whole traces, so the classifier reads one text per trace: all its blinded steps
+in order (and the final answer when shown), its length and style included. Assigning a batch
+whose AUC interval lies wholly above the audit's ``leak_threshold`` needs an explicit, logged
+confirmation (``batch_assign``).
 """
 
 import hashlib
@@ -16,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.feature_extraction.text import CountVectorizer
 
-from annotations.models import Audit, Batch, Step
+from annotations.models import TRACE_MODES, Audit, Batch, Step
 from auditapp.agreement.blinding import blinding_check
 
 # Fewer items than this in the smallest arm: the check reports no AUC and never blocks. On so
@@ -69,6 +72,8 @@ def shown_texts(*, batch: Batch) -> list[tuple[str, str, int]]:
     Two queries whatever the batch's size.
     """
     audit = batch.audit
+    if batch.mode in TRACE_MODES:
+        return _shown_traces(batch)
     rows = list(
         batch.items.filter(step__isnull=False)
         .order_by("pk")
@@ -100,6 +105,33 @@ def shown_texts(*, batch: Batch) -> list[tuple[str, str, int]]:
         parts.append(step or "")
         if audit.show_final_answer:
             parts.append(final or "")
+        out.append(("\n".join(parts), code, question))
+    return out
+
+
+def _shown_traces(batch: Batch) -> list[tuple[str, str, int]]:
+    """Trace modes: (whole trace as shown, blind code, question id) per trace of the batch —
+    the page's ``trace_get_blinded``: every blinded step in order, then the blinded final
+    answer when the audit shows it. One query."""
+    rows = (
+        batch.items.filter(step__isnull=False)
+        .order_by("step__trace_id", "step__index")
+        .values_list(
+            "step__trace_id",
+            "step__blinded_text",
+            "step__trace__blinded_final_answer",
+            "step__trace__condition__blind_code",
+            "step__trace__question_id",
+        )
+    )
+    traces: dict[int, list] = {}
+    for trace_id, text, final, code, question in rows:
+        entry = traces.setdefault(trace_id, [[], final, code, question])
+        entry[0].append(text or "")
+    out = []
+    for parts, final, code, question in traces.values():
+        if batch.audit.show_final_answer:
+            parts = [*parts, final or ""]
         out.append(("\n".join(parts), code, question))
     return out
 

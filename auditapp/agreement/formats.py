@@ -70,7 +70,13 @@ LABEL_OPTIONAL_COLUMNS: tuple[str, ...] = (
     "trace_type",
     "step_position",
     "style_blind",
+    # The labelling mode an expert label was given in ("steps", "trace", "first_error"; empty
+    # for judges and the reference) and the step's 0-based place in its trace: together they
+    # read a trace's step labels as a first-error index (docs/labelling.md, "Modes").
+    "mode",
+    "step_index",
 )
+LABELLING_MODES: tuple[str, ...] = ("steps", "trace", "first_error")
 _CONTROL_TEXT_COLUMNS = ("dataset", "trace_type", "step_position")
 _BOOLEAN_COLUMNS = ("answer_correct", "style_blind")
 _TRUE = {"true", "1", "yes", "t", "1.0"}
@@ -270,6 +276,13 @@ def labels_validate(labels: pd.DataFrame) -> pd.DataFrame:
     for column in _BOOLEAN_COLUMNS:
         if column in out.columns:
             out[column] = _as_boolean(out[column], table=table, column=column)
+    if "mode" in out.columns:
+        present = out["mode"].notna()
+        text = _as_text(out["mode"])
+        out["mode"] = text.where(present & (text != ""), None)
+        _require_in(out["mode"].dropna(), LABELLING_MODES, table=table, column="mode")
+    if "step_index" in out.columns:
+        out["step_index"] = _as_number(out, "step_index", table=table)
 
     _require_consistent(out, key="evaluator", attribute="evaluator_kind", table=table)
     _require_consistent(out, key="trace_id", attribute="condition", table=table)

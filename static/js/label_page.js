@@ -8,6 +8,8 @@
 // request at a time (two saves of one item never race), retried with back-off on a network
 // failure or a 5xx; keys pressed while the page waits for the next item are kept and replayed
 // on it. What the page shows as done or "Saved ✓" is what the server answered.
+import { createOutbox, csrfToken } from "./outbox.js";
+
 let data = JSON.parse(document.getElementById("item-data").textContent);
 const app = document.getElementById("label-app");
 const kind = app.dataset.kind;
@@ -104,118 +106,27 @@ function render() {
   renderProgress();
 }
 
-// --- the outbox ------------------------------------------------------------------------------
-function csrfToken() {
-  const cookie = document.cookie.split("; ").find((c) => c.startsWith("csrftoken="));
-  if (cookie) return decodeURIComponent(cookie.split("=")[1]);
-  return document.querySelector("[name=csrfmiddlewaretoken]")?.value ?? "";
-}
-
-// Entries: {key, kind: "label" | "rating" | "skip", position, api, body, snapshot, next,
-// waiters, sending}. A new write of an item not yet on its way replaces the waiting one
-// (the latest state wins; both callers get the answer); one on its way is never touched.
-const outbox = [];
-let pumping = false;
-let failure = ""; // why the head of the outbox is waiting, said plainly on the page
-let retryAt = 0;
-let wakeUp = null;
-
+// --- the outbox (static/js/outbox.js) --------------------------------------------------------
+// Entries: {key, kind: "label" | "rating" | "skip", position, api, body, snapshot, next}.
 const entryUrl = (entry) =>
   entry.api + (entry.kind === "skip" ? "skip/" : `${entry.kind}/`) + (entry.next ? `?next=${entry.next}` : "");
-const retryable = (status) => status === 408 || status === 425 || status === 429 || status >= 500;
+const outbox = createOutbox({
+  urlOf: entryUrl,
+  methodOf: (entry) => (entry.kind === "skip" ? "POST" : "PUT"),
+  onSettled: settled,
+  onChange: () => renderSync(),
+});
 
 function enqueue({ kind: entryKind, body = null, next = null }) {
-  const key = `${entryKind}:${data.position}`;
-  return new Promise((resolve) => {
-    const waiting = outbox.find((e) => e.key === key && !e.sending);
-    if (waiting) {
-      waiting.body = body;
-      waiting.snapshot = JSON.stringify(state);
-      waiting.next = next ?? waiting.next;
-      waiting.waiters.push(resolve);
-    } else {
-      outbox.push({
-        key,
-        kind: entryKind,
-        position: data.position,
-        api: data.urls.api,
-        body,
-        snapshot: JSON.stringify(state),
-        next,
-        waiters: [resolve],
-        sending: false,
-      });
-    }
-    renderSync();
-    pump();
+  return outbox.enqueue({
+    key: `${entryKind}:${data.position}`,
+    kind: entryKind,
+    position: data.position,
+    api: data.urls.api,
+    body,
+    snapshot: JSON.stringify(state),
+    next,
   });
-}
-
-function sleep(ms) {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    wakeUp = () => {
-      clearTimeout(timer);
-      resolve();
-    };
-  });
-}
-window.addEventListener("online", () => wakeUp?.());
-
-async function send(entry) {
-  const response = await fetch(entryUrl(entry), {
-    method: entry.kind === "skip" ? "POST" : "PUT",
-    credentials: "same-origin",
-    headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
-    body: entry.body === null ? null : JSON.stringify(entry.body),
-  });
-  if (response.ok) return { ok: true, data: await response.json() };
-  const answer = await response.json().catch(() => ({}));
-  if (retryable(response.status)) {
-    const seconds = Number(response.headers.get("Retry-After"));
-    const why = response.status === 503 ? "the server is unavailable for a moment" : `the server answered ${response.status}`;
-    const error = new Error(answer.message || why);
-    error.why = why;
-    error.retryAfter = Number.isFinite(seconds) && seconds > 0 ? Math.min(seconds, 30) * 1000 : 0;
-    throw error;
-  }
-  return { ok: false, status: response.status, message: answer.message || response.statusText };
-}
-
-async function pump() {
-  if (pumping) return;
-  pumping = true;
-  let attempt = 0;
-  try {
-    while (outbox.length) {
-      const entry = outbox[0];
-      entry.sending = true;
-      let result;
-      try {
-        result = await send(entry);
-      } catch (error) {
-        // No answer (offline, the server restarting) or a 5xx: the same write again, later.
-        entry.sending = false;
-        attempt += 1;
-        const backoff = Math.min(8000, 500 * 2 ** (attempt - 1)) * (0.8 + Math.random() * 0.4);
-        const wait = Math.max(error.retryAfter || 0, backoff);
-        failure = error.why || (navigator.onLine ? "no answer from the server" : "no connection");
-        retryAt = Date.now() + wait;
-        renderSync();
-        await sleep(wait);
-        continue;
-      }
-      attempt = 0;
-      failure = "";
-      outbox.shift();
-      settled(entry, result);
-      for (const resolve of entry.waiters) resolve(result);
-      renderSync();
-    }
-  } finally {
-    pumping = false;
-    wakeUp = null;
-  }
 }
 
 // The server's answer to one write: the shown counts and "Saved ✓" follow it, never a guess.
@@ -234,32 +145,14 @@ function settled(entry, result) {
   }
   confirmed = entry.snapshot;
   hadLabel = true;
-  const waiting = outbox.some((e) => e !== entry && e.key === entry.key);
+  // Only this entry has left: is a newer save of the item still waiting behind it?
+  const waiting = outbox.has((e) => e !== entry && e.key === entry.key);
   if (!waiting && JSON.stringify(state) === confirmed) setStatus("Saved ✓");
   renderProgress();
 }
 
-let syncTimer = null;
 function renderSync() {
-  clearTimeout(syncTimer);
-  const waiting = outbox.length;
-  syncEl.classList.toggle("error", Boolean(failure));
-  if (!waiting) {
-    syncEl.textContent = "";
-    syncEl.hidden = true;
-    return;
-  }
-  syncEl.hidden = false;
-  const what = waiting === 1 ? "1 change" : `${waiting} changes`;
-  if (!failure) {
-    syncEl.textContent = `Saving… ${what} waiting for the server.`;
-    return;
-  }
-  const seconds = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
-  syncEl.textContent =
-    `Not saved yet: ${failure}. ${what} kept on this page and sent automatically ` +
-    `(next try in ${seconds} s). Please keep this page open.`;
-  syncTimer = setTimeout(renderSync, 1000);
+  outbox.describe(syncEl);
 }
 
 // Leaving with anything not confirmed: the browser asks first.
@@ -272,16 +165,7 @@ window.addEventListener("beforeunload", (event) => {
 // The page goes away anyway: one last try of what is waiting (idempotent, so harmless twice).
 window.addEventListener("pagehide", () => {
   flush();
-  for (const entry of outbox) {
-    if (entry.sending) continue;
-    fetch(entryUrl(entry), {
-      method: entry.kind === "skip" ? "POST" : "PUT",
-      credentials: "same-origin",
-      keepalive: true,
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
-      body: entry.body === null ? null : JSON.stringify(entry.body),
-    }).catch(() => {});
-  }
+  outbox.sendOnHide();
 });
 
 // --- saving ---------------------------------------------------------------------------------
@@ -451,11 +335,7 @@ function go(position) {
 }
 
 // Resolves once everything waiting has been confirmed.
-async function drained() {
-  while (outbox.length) {
-    await new Promise((resolve) => outbox[outbox.length - 1].waiters.push(resolve));
-  }
-}
+const drained = () => outbox.drained();
 
 // Show the item a save answered with, in place: what a page load of it would show.
 function show(item) {

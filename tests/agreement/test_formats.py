@@ -64,3 +64,32 @@ def test_duplicate_and_inconsistency_messages_do_not_depend_on_dtype(kind):
         ValueError, match=r"row 1, column 'condition': trace_id 't1' has 'B' here but 'A'"
     ):
         labels_validate(moved)
+
+
+def _with_mode(modes, indexes):
+    n = len(modes)
+    return pd.DataFrame(
+        {
+            "step_id": [f"s{i}" for i in range(n)],
+            "trace_id": ["t1"] * n,
+            "question_id": ["q1"] * n,
+            "condition": ["A"] * n,
+            "evaluator": ["e"] * n,
+            "evaluator_kind": ["expert"] * n,
+            "verdict": ["correct"] * n,
+            "mode": modes,
+            "step_index": indexes,
+        }
+    )
+
+
+def test_the_labelling_mode_and_step_index_are_kept():
+    out = labels_validate(_with_mode(["first_error", "trace", None], ["0", 1, None]))
+    assert list(out["mode"][:2]) == ["first_error", "trace"]
+    assert pd.isna(out["mode"][2])  # judges and the reference: missing, as control columns
+    assert out["step_index"].tolist()[:2] == [0.0, 1.0]
+
+
+def test_an_unknown_labelling_mode_is_refused():
+    with pytest.raises(ValueError, match="column 'mode'"):
+        labels_validate(_with_mode(["steps", "sideways"], [0, 1]))

@@ -105,6 +105,18 @@ ALLOWED_KEYS = {
     "skipped",
     "n_skipped",
     "labelled",
+    # issue 13, reviewed: the labelling mode (the same for every arm) and the trace page's
+    # own fields: the trace's number in the clinician's order, its steps, their own mark
+    "mode",
+    "number",
+    "n_traces",
+    "traces_done",
+    "steps",
+    "mark",
+    "first_error",
+    "trace_api",
+    "first_error_api",
+    "item_api",
 }
 FORBIDDEN_WORDS = (
     "stratum",
@@ -142,7 +154,9 @@ def _bump_sequences() -> None:
 
 
 @pytest.fixture
-def leak_setup(db, clinician, other_clinician, admin_user):
+def leak_setup(db, clinician, other_clinician, admin_user, request):
+    """The leak audit, one batch in the labelling mode of ``request.param`` (default:
+    shuffled steps), the other clinician's work all done, ours partly."""
     from annotations.services.audits import audit_create
     from annotations.services.imports import import_file
 
@@ -159,6 +173,12 @@ def leak_setup(db, clinician, other_clinician, admin_user):
     audit.probe_mode, audit.probe_every = "every", 2
     audit.save(update_fields=["probe_arms", "probe_mode", "probe_every"])
     _import_answer_only_samples(audit)
+    mode = getattr(request, "param", "steps")
+    if mode != "steps":
+        _leak_setup_traces(audit, mode, clinician, other_clinician, admin_user)
+        batch = audit.batches.get()
+        mine, theirs = batch.assignments.order_by("annotator__username")
+        return audit, batch, mine, theirs
     batch = batch_build(
         audit=audit,
         name="teacher-vs-student",
@@ -190,6 +210,59 @@ def leak_setup(db, clinician, other_clinician, admin_user):
             comment="mine",
         )
     return audit, batch, mine, theirs
+
+
+def _leak_setup_traces(audit, mode, clinician, other_clinician, admin_user) -> None:
+    """The trace modes: whole traces, the other clinician's labels (trace) or marks
+    (first-error) all given with the recognisable comment, a few of ours."""
+    from annotations.selectors.access import assignment_trace_numbers
+    from annotations.services.first_error import first_error_mark
+
+    batch = batch_build(
+        audit=audit,
+        name="teacher-vs-student",
+        size=6,
+        segmentation="given",
+        overlap=2,
+        stratify_by=["answer_correct"],
+        created_by=admin_user,
+        mode=mode,
+    )
+    mine, theirs = batch_assign(batch=batch, annotators=[clinician, other_clinician])
+    if mode == "first_error":
+        for number in range(1, len(assignment_trace_numbers(assignment=theirs)) + 1):
+            first_error_mark(
+                annotator=other_clinician,
+                assignment_public_id=theirs.public_id,
+                trace_number=number,
+                first_error=1,
+                comment=OTHER_COMMENT,
+            )
+        first_error_mark(
+            annotator=clinician,
+            assignment_public_id=mine.public_id,
+            trace_number=1,
+            first_error=None,
+            comment="mine",
+        )
+        return
+    for item in theirs.items.all():
+        label_save(
+            annotator=other_clinician,
+            assignment_public_id=theirs.public_id,
+            position=item.position,
+            verdict="error",
+            error_category="other",
+            comment=OTHER_COMMENT,
+        )
+    for position in (1, 2, 3):
+        label_save(
+            annotator=clinician,
+            assignment_public_id=mine.public_id,
+            position=position,
+            verdict="correct",
+            comment="mine",
+        )
 
 
 # Issue 17: answer-only samples of the same questions and arms, whose text must never reach a
@@ -309,6 +382,12 @@ def _crawl(client, mine) -> dict[str, tuple[int, str, dict]]:
     for position in range(1, total + 1):
         queue.append(f"/my/{mine.public_id}/{position}/")
         queue.append(f"/api/my/assignments/{mine.public_id}/items/{position}/")
+    if mine.batch.mode != "steps":
+        from annotations.selectors.access import assignment_trace_numbers
+
+        for number in range(1, len(assignment_trace_numbers(assignment=mine)) + 1):
+            queue.append(f"/my/{mine.public_id}/trace/{number}/")
+            queue.append(f"/api/my/assignments/{mine.public_id}/traces/{number}/")
     while queue:
         url = queue.pop(0)
         if url in seen or not url.startswith("/") or url.startswith("/static/"):
@@ -330,6 +409,19 @@ def _crawl_saves(client, mine) -> dict[str, tuple[int, str, dict]]:
     handed out as a ``next`` at least once (revising: the following position)."""
     seen: dict[str, tuple[int, str, dict]] = {}
     total = mine.items.count()
+    if mine.batch.mode == "first_error":
+        from annotations.selectors.access import assignment_trace_numbers
+
+        for number in range(1, len(assignment_trace_numbers(assignment=mine)) + 1):
+            url = f"/api/my/assignments/{mine.public_id}/traces/{number}/first-error/"
+            for mark in (2, None):
+                response = client.put(url, {"first_error": mark}, content_type="application/json")
+                seen[f"{url}#{mark}"] = (
+                    response.status_code,
+                    response.content.decode(),
+                    dict(response.headers),
+                )
+        return seen
     for mode in ("unlabelled", "following"):
         for position in range(1, total + 1):
             url = f"/api/my/assignments/{mine.public_id}/items/{position}/label/?next={mode}"
@@ -338,8 +430,11 @@ def _crawl_saves(client, mine) -> dict[str, tuple[int, str, dict]]:
     return seen
 
 
+@pytest.mark.parametrize(
+    "leak_setup", ["steps", "trace", "first_error"], indirect=True, ids=lambda m: f"mode={m}"
+)
 def test_nothing_a_clinician_can_fetch_reveals_the_source(client, leak_setup, clinician):
-    # given
+    # given (in every labelling mode)
     audit, _, mine, _ = leak_setup
     client.force_login(clinician)
     secrets = _secrets(audit)
@@ -349,12 +444,18 @@ def test_nothing_a_clinician_can_fetch_reveals_the_source(client, leak_setup, cl
     saves = _crawl_saves(client, mine)
     pages.update(saves)
     # then
-    assert len(pages) >= 4 * mine.items.count()
-    nexts = [json.loads(body)["next"] for _, body, _ in saves.values()]
-    # every item but the first is handed out as a "next" (the first is crawled above)
-    assert {n["position"] for n in nexts if n} == set(range(2, mine.items.count() + 1))
-    item_keys = set(json.loads(pages[f"/api/my/assignments/{mine.public_id}/items/1/"][1]))
-    assert all(set(n) == item_keys for n in nexts if n)
+    if mine.batch.mode == "steps":
+        assert len(pages) >= 4 * mine.items.count()
+        nexts = [json.loads(body)["next"] for _, body, _ in saves.values()]
+        # every item but the first is handed out as a "next" (the first is crawled above)
+        assert {n["position"] for n in nexts if n} == set(range(2, mine.items.count() + 1))
+        item_keys = set(json.loads(pages[f"/api/my/assignments/{mine.public_id}/items/1/"][1]))
+        assert all(set(n) == item_keys for n in nexts if n)
+    else:
+        # every trace page and trace answer was read, and every save answered
+        traces = [u for u in pages if re.search(r"/traces?/\d+/$", u)]
+        assert len(traces) >= 2 * 3
+        assert all(status == 200 for status, _, _ in saves.values())
     problems = []
     for url, (status, body, headers) in pages.items():
         assert status in (200, 204, 302), (url, status)
@@ -372,8 +473,14 @@ def test_nothing_a_clinician_can_fetch_reveals_the_source(client, leak_setup, cl
         payloads = []
         if url.startswith("/api/") and body:
             payloads.append(json.loads(body))
+            if mine.batch.mode != "steps" and "/traces/" in url:
+                # the trace answer: the whole trace, no step numbers (the audit hides them)
+                trace = json.loads(body)
+                problems += [
+                    f"step number in {url}" for s in trace["steps"] if s["step_number"] is not None
+                ]
         match = re.search(
-            r'<script id="item-data" type="application/json">(.*?)</script>', body, re.S
+            r'<script id="(?:item|trace)-data" type="application/json">(.*?)</script>', body, re.S
         )
         if match:
             payloads.append(json.loads(match.group(1)))
@@ -391,6 +498,11 @@ def test_nothing_a_clinician_can_fetch_reveals_the_source(client, leak_setup, cl
                     "data-done",
                     "data-total",
                     "data-field",
+                    # the trace page: its mode, each step's place on the page (own order)
+                    "data-mode",
+                    "data-position",
+                    "data-index",
+                    "data-mark",
                 }:
                     problems.append(f"attribute {name} in {url}")
     assert problems == []

@@ -65,3 +65,36 @@ def test_demo_seed_assigns_a_batch_idempotently(db, tmp_path):
         "clinician1",
         "clinician2",
     ]
+
+
+def test_create_batch_mode_draws_whole_traces(demo_audit, clinician):
+    # when a first-error batch of 3 traces is made from the command line
+    out = StringIO()
+    call_command(
+        "create_batch",
+        "--audit",
+        "demo-test",
+        "--size",
+        "3",
+        "--mode",
+        "first_error",
+        "--annotators",
+        "clinician1",
+        "--name",
+        "fe",
+        stdout=out,
+    )
+    # then it is a trace batch in that mode, every step of 3 traces, assigned
+    batch = Batch.objects.get(name="fe")
+    assert batch.mode == "first_error" and batch.design["unit"] == "trace"
+    assert batch.items.values("step__trace_id").distinct().count() == 3
+    assert Assignment.objects.get(batch=batch).items.count() == batch.items.count()
+
+
+def test_create_batch_mode_refusals_are_one_line(demo_audit):
+    with pytest.raises(CommandError, match="no gold items"):
+        call_command(
+            "create_batch", "--audit", "demo-test", "--size", "3", "--mode", "trace", "--gold", "1"
+        )
+    with pytest.raises(CommandError):
+        call_command("create_batch", "--audit", "demo-test", "--size", "3", "--mode", "sideways")

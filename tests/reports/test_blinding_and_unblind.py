@@ -254,6 +254,26 @@ def leaky_audit(db, tmp_path, clinician, other_clinician):
         trace_id=item.batch_item.step.trace_id,
         answers={"clarity": 4},
     )
+    # Issue 13: whole traces too, in both trace modes (the long table's ``mode`` column).
+    from annotations.services.first_error import first_error_mark
+
+    for mode in ("trace", "first_error"):
+        whole = batch_build(audit=audit, name=mode, size=3, segmentation="given", mode=mode)
+        (assignment,) = batch_assign(batch=whole, annotators=[clinician])
+        if mode == "first_error":
+            first_error_mark(
+                annotator=clinician,
+                assignment_public_id=assignment.public_id,
+                trace_number=1,
+                first_error=2,
+            )
+        else:
+            label_save(
+                annotator=clinician,
+                assignment_public_id=assignment.public_id,
+                position=1,
+                verdict="correct",
+            )
     reference_run_create(audit=audit, segmentation="given")
     steps = Step.objects.filter(audit=audit, segmentation="given").values_list(
         "public_id", flat=True
@@ -395,6 +415,7 @@ def test_no_imported_id_reaches_a_researcher_while_blinded(
             assert secret not in body, f"{secret!r} leaked into {key}"
     # and the long tables name traces and questions by pseudonym
     labels = _table(client, leaky_audit, "labels")
+    assert set(labels["mode"].dropna()) == {"steps", "trace", "first_error"}
     assert labels["trace_id"].str.fullmatch(r"T-[A-Z2-7]{16}").all()
     assert labels["question_id"].str.fullmatch(r"Q-[A-Z2-7]{16}").all()
 

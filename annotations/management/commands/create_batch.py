@@ -68,6 +68,13 @@ class Command(JsonOutputMixin, BaseCommand):
             help="release the sample in this many waves: wave 1 when assigned, the next ones "
             "with release_wave (the report's stopping rule looks after each)",
         )
+        parser.add_argument(
+            "--mode",
+            choices=["steps", "trace", "first_error"],
+            default="",
+            help="labelling mode of this batch (default: the audit's labelling_mode); trace "
+            "modes draw whole traces and --size counts traces",
+        )
         parser.add_argument("--gold", type=int, default=0, help="gold items (reference verdict)")
         parser.add_argument(
             "--hidden-repeats", type=float, default=None, help="share repeated unannounced"
@@ -116,6 +123,7 @@ class Command(JsonOutputMixin, BaseCommand):
             design=opts["design"],
             uncertainty=opts["uncertainty"],
             floor=opts["floor"],
+            mode=opts["mode"],
         )
         try:
             annotators = annotators_get_by_usernames(
