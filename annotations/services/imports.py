@@ -1410,6 +1410,7 @@ def _step_rows(
     # Reference verdicts and kinds belong to the given steps (blank ones are dropped).
     extras = [(s.reference_verdict, s.kind) for s in record.steps or [] if s.text.strip()]
     version = blinder.version
+    blind = blinder.apply  # one call a step fewer than blinder(text)
     rows: list[tuple] = []
     for name in names:
         segments = segmenters.segment_trace(name, text=record.trace, given_steps=given)
@@ -1437,7 +1438,7 @@ def _step_rows(
                     name,
                     index,
                     segment.text,
-                    blinder(segment.text),
+                    blind(segment.text),
                     version,
                     segment.start,
                     segment.end,
