@@ -168,6 +168,18 @@ def test_the_columns_take_the_plain_lines_and_leave_the_rest(tmp_path):
     assert set(fast.line.tolist()) | fast.other_lines == set(range(1, len(lines) + 1))
 
 
+def test_small_large_and_other_files_are_left_to_the_reader(tmp_path, monkeypatch):
+    from annotations.services import import_answers_fast
+
+    lines = sc_lines()
+    assert answers_fast(write(tmp_path / "few.jsonl", lines[:900])) is None  # < 1,000 samples
+    path = write(tmp_path / "sc.jsonl", lines)
+    monkeypatch.setattr(import_answers_fast, "MAX_FILE_BYTES", path.stat().st_size - 1)
+    assert answers_fast(path) is None  # too large to hold whole
+    monkeypatch.undo()
+    assert answers_fast(path) is not None
+
+
 def test_a_good_file_gives_the_same_plan_both_ways(audit, tmp_path):
     path = write(tmp_path / "sc.jsonl", sc_lines())
     fast = validated(audit, path, by_columns=True)
