@@ -17,27 +17,10 @@ import time
 from pathlib import Path
 
 import orjson
-from _setup import ROOT, django_setup, peak_rss_mib
+from _setup import ROOT, backend_cpu_seconds, django_setup, peak_rss_mib
 
 ARMS = ("teacher", "student-before", "student-after")
 TARGET = 200_000
-
-
-def backend_cpu_seconds() -> float | None:
-    """CPU seconds used so far by this connection's PostgreSQL backend (a local server), from
-    /proc: with our own CPU time it says what the import costs whatever else runs."""
-    import os
-
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (pid,) = cursor.fetchone()
-    try:
-        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115
-    except OSError:
-        return None  # a remote server
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def write_file(path: Path, *, questions: int, samples: int, audited: bool, seed: int = 17) -> int:

@@ -247,8 +247,14 @@ def detect_format(path: Path, head: bytes) -> str:
     )
 
 
-def _decoded_lines(stream: BinaryIO, problems: list[ImportProblem]) -> Iterator[tuple[int, str]]:
+def _decoded_lines(
+    stream: BinaryIO, problems: list[ImportProblem], only_lines: set[int] | None = None
+) -> Iterator[tuple[int, str]]:
+    """Each line decoded, with its number; with ``only_lines``, only those (the others are
+    not decoded at all: a second pass reads a few lines of a large file)."""
     for number, raw in enumerate(stream, start=1):
+        if only_lines is not None and number not in only_lines:
+            continue
         if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]
         try:
@@ -750,9 +756,7 @@ def _read_jsonl(
     problems: list[ImportProblem],
     only_lines: set[int] | None = None,
 ) -> Iterator[TraceRecord | AnswerRecord]:
-    for number, text in _decoded_lines(stream, problems):
-        if only_lines is not None and number not in only_lines:
-            continue
+    for number, text in _decoded_lines(stream, problems, only_lines):
         if not text.strip():
             continue
         try:
