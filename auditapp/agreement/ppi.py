@@ -390,8 +390,13 @@ def ppi_error_rates(
     """
     z = _z(confidence_level)
     frame = labels_validate(labels) if validate else labels
-    experts = frame[(frame["evaluator_kind"] == "expert") & (frame["verdict"] != "abstain")]
-    judges = frame[(frame["evaluator_kind"] == "judge") & (frame["verdict"] != "abstain")]
+    # Only the columns read here: masking every column of a million-row frame is the cost.
+    wanted = ["step_id", "trace_id", "condition", "evaluator", "evaluator_kind", "verdict"]
+    wanted += [c for c in ("inclusion_probability", "weight") if c in frame.columns]
+    frame = frame[wanted]
+    counted = frame["verdict"] != "abstain"
+    experts = frame[(frame["evaluator_kind"] == "expert") & counted]
+    judges = frame[(frame["evaluator_kind"] == "judge") & counted]
     if experts.empty or judges.empty:
         return [], []
     y_step = (experts["verdict"] == "error").astype(float).groupby(experts["step_id"]).mean()

@@ -186,7 +186,9 @@ def _style_blind_flags(labels: pd.DataFrame) -> dict[str, bool]:
     """Judge → its style-blind flag, for judges whose labels carry one."""
     if "style_blind" not in labels.columns:
         return {}
-    judges = labels[(labels["evaluator_kind"] == "judge") & labels["style_blind"].notna()]
+    # Three columns only: masking every column of a million-row frame costs ~0.3 s.
+    narrow = labels[["evaluator", "evaluator_kind", "style_blind"]]
+    judges = narrow[(narrow["evaluator_kind"] == "judge") & narrow["style_blind"].notna()]
     first = judges.groupby("evaluator", sort=True)["style_blind"].first()
     return {str(k): bool(v) for k, v in first.items()}
 
