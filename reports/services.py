@@ -21,6 +21,7 @@ from django.db import transaction
 from django.db.models import Count, Exists, OuterRef
 from django.utils import timezone
 
+from annotations.audit_spec import AUDIT_SPEC_FIELDS
 from annotations.models import Assignment, Audit, Batch, Condition, Step
 from annotations.roles import Role, user_has_role, user_is_researcher_or_admin
 from annotations.services.normalise import normaliser_description
@@ -57,6 +58,7 @@ __all__ = [
     "plan_hash",
     "report_build",
     "report_cached",
+    "report_cached_keyed",
     "report_from_files",
 ]
 
@@ -660,6 +662,13 @@ def agreement_stats_from_csv(
     return {**summary, "unit": unit, "rater": rater, "value": value}
 
 
+def audit_settings_fingerprint(audit: Audit) -> str:
+    """A hash of every audit setting (``AUDIT_SPEC_FIELDS``): a changed setting is a new key."""
+    values = {name: getattr(audit, name, None) for name in AUDIT_SPEC_FIELDS}
+    text = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def report_cache_key(*, audit: Audit, params: ReportParams) -> str:
     plan = analysis_plan_get(audit=audit)
     state = {
@@ -670,6 +679,8 @@ def report_cache_key(*, audit: Audit, params: ReportParams) -> str:
         "conditions": condition_labels(audit),
         "seed": hashlib.sha256(audit.blinding_seed.encode()).hexdigest(),
         "tables": tables_fingerprint(audit),
+        # The audit's own settings (hedging terms, probe options, normaliser, ...).
+        "settings": audit_settings_fingerprint(audit),
         "plan": plan.sha256 if plan else None,
         "params": asdict(params),
     }
@@ -688,10 +699,32 @@ def report_cached(
 ) -> dict[str, Any]:
     """:func:`report_build`, cached under the audit's state and the settings.
 
-    The key holds the blinding state, the plan hash, the settings and count/max-id/last-change
-    aggregates of every table the report reads, so any new or revised label, verdict or
-    rating (and unblinding) makes a new key; stale entries simply expire.
+    The key holds the blinding state, the plan hash, the settings, the audit's settings and
+    count/max-id/last-change aggregates of every table the report reads, so any new or
+    revised label, verdict, rating, batch or setting (and unblinding) makes a new key; stale
+    entries simply expire.
     """
+    return report_cached_keyed(
+        audit=audit,
+        seed=seed,
+        resamples=resamples,
+        ece_bins=ece_bins,
+        abstain_rule=abstain_rule,
+        confidence_level=confidence_level,
+    )[1]
+
+
+def report_cached_keyed(
+    *,
+    audit: Audit,
+    seed: int | None = None,
+    resamples: int | None = None,
+    ece_bins: int | None = None,
+    abstain_rule: str | None = None,
+    confidence_level: float | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """:func:`report_cached` and its cache key (the audit's data version with the settings),
+    for what is derived from the report and cached beside it (the page's rendered body)."""
     audit.refresh_from_db(fields=["unblinded_at", "unblinded_by"])
     params = resolve_params(
         audit=audit,
@@ -706,4 +739,4 @@ def report_cached(
     if report is None:
         report = report_build(audit=audit, **asdict(params))
         cache.set(key, report, CACHE_SECONDS)
-    return report
+    return key, report
