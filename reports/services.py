@@ -457,7 +457,13 @@ def report_build(
         _exclude(tables.labels, plan.plan["exclusions"], audit=audit) if plan else tables.labels
     )
     body = _compute(
-        labels, tables.answers, tables.ratings, params, texts=tables.texts, guesses=tables.guesses
+        labels,
+        tables.answers,
+        tables.ratings,
+        params,
+        texts=tables.texts,
+        guesses=tables.guesses,
+        hedging_terms=tuple(audit.hedging_terms or ()),
     )
     blinding = {**_blinding_section(audit), **_probe_public(body.pop("blinding"), audit=audit)}
     body["methods"]["normaliser"] = _normaliser_method(audit)
@@ -533,6 +539,7 @@ def _compute(
     *,
     texts: pd.DataFrame | None = None,
     guesses: pd.DataFrame | None = None,
+    hedging_terms: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     try:
         return report_compute(
@@ -546,6 +553,7 @@ def _compute(
             confidence_level=params.confidence_level,
             texts=texts,
             guesses=guesses,
+            hedging_terms=hedging_terms,
         )
     except ValueError as exc:
         raise ApplicationError(str(exc), code="invalid_table") from exc

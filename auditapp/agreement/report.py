@@ -710,6 +710,12 @@ def report_compute(
             segmentations=segmentations,
         ),
     }
+    if hedging is not None and hedging["lexicon"]["extra_terms"]:
+        report["methods"]["hedging_language"] += (
+            " The audit's own additions, counted as the lexicon's terms are: "
+            + ", ".join(repr(t) for t in hedging["lexicon"]["extra_terms"])
+            + "."
+        )
     report = _jsonable(report)
     report["findings"] = {
         "rules_version": FINDING_RULES_VERSION,
