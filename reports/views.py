@@ -76,12 +76,14 @@ def audit_report_page(request, slug: str):
     audit = _audit(request, slug)
     settings_form = ReportSettingsForm(request.GET or None)
     settings = settings_form.settings() if request.GET else {}
+    # Settings out of range: the page shows why by the field (400) with the default report.
+    status = 400 if request.GET and not settings_form.is_valid() else 200
     try:
         key, report = report_cached_keyed(audit=audit, **settings)
     except ApplicationError as exc:
         messages.error(request, exc.message)
         key, report = report_cached_keyed(audit=audit)
-        settings = {}
+        settings, status = {}, 400
     query = {k: v for k, v in settings.items() if v is not None}
     query_string = ("?" + urlencode(query)) if query else ""
     download_base = reverse("reports-api:table-base", args=[audit.slug])
@@ -113,7 +115,7 @@ def audit_report_page(request, slug: str):
             "is_admin": user_has_role(request.user, Role.ADMIN),
         }
     )
-    return render(request, "reports/audit_report.html", context)
+    return render(request, "reports/audit_report.html", context, status=status)
 
 
 @login_required
@@ -121,6 +123,11 @@ def audit_report_download(request, slug: str):
     """The stand-alone HTML report as a file (same settings as the page's query string)."""
     audit = _audit(request, slug)
     settings_form = ReportSettingsForm(request.GET or None)
+    if request.GET and not settings_form.is_valid():
+        reasons = "; ".join(
+            f"{name}: {' '.join(errors)}" for name, errors in settings_form.errors.items()
+        )
+        return HttpResponse(reasons, status=400, content_type="text/plain; charset=utf-8")
     try:
         report = report_cached(audit=audit, **(settings_form.settings() if request.GET else {}))
     except ApplicationError as exc:
