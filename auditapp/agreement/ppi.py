@@ -406,8 +406,12 @@ def ppi_error_rates(
     differences: list[PPIDifference] = []
     # Look every judged step up once (NaN = not labelled); groups then slice numpy arrays.
     step_ids = judges["step_id"]
-    y_of = y_step.reindex(step_ids).to_numpy()
-    w_of = w_step.reindex(step_ids).to_numpy()
+    # One hash of the million judged ids; the lookups then run over the few labelled ones.
+    labelled = step_ids.isin(y_step.index).to_numpy()
+    y_of = np.full(len(step_ids), np.nan)
+    w_of = np.full(len(step_ids), np.nan)
+    y_of[labelled] = y_step.reindex(step_ids[labelled]).to_numpy(dtype=float)
+    w_of[labelled] = w_step.reindex(step_ids[labelled]).to_numpy(dtype=float)
     yhat_of = (judges["verdict"] == "error").to_numpy(dtype=float)
     trace_of = pd.factorize(judges["trace_id"])[0]
     groups = judges.groupby(["evaluator", "condition"], sort=True).indices
