@@ -27,6 +27,7 @@ from rest_framework import serializers
 from annotations.models import Audit
 from annotations.services.audits import audit_create, audit_update
 from annotations.services.normalise import MAX_RULES, RuleError, rules_compile
+from auditapp.agreement.hedging import MAX_EXTRA_TERMS, hedging_terms_check
 
 # The audit settings a file, the API and the page carry, in the order docs and pages show them.
 # A model field named here is in the schema; JSON fields also need a nested serializer below.
@@ -53,6 +54,7 @@ AUDIT_SPEC_FIELDS = (
     "hidden_repeat_share",
     "repeat_min_gap",
     "leak_threshold",
+    "hedging_terms",
     "seed",
 )
 
@@ -292,6 +294,13 @@ class AuditSpecSerializer(_StrictKeys, serializers.ModelSerializer):
         help_text="The blinding probe's answers: neutral labels, each mapped to a condition "
         "('no idea' is added); empty: no probe.",
     )
+    hedging_terms = serializers.ListField(
+        child=StrictCharField(max_length=120),
+        max_length=MAX_EXTRA_TERMS,
+        required=False,
+        help_text="Words or phrases the report's hedging rate counts besides its lexicon "
+        "(hedging-v1), e.g. 'not convinced'. Letters, spaces, apostrophes, hyphens.",
+    )
     seed = StrictCharField(
         max_length=200,
         allow_blank=True,
@@ -333,6 +342,13 @@ class AuditSpecSerializer(_StrictKeys, serializers.ModelSerializer):
         if any(not v.strip() for v in value):
             raise serializers.ValidationError("A category can't be empty.")
         return _no_duplicates(value, "Category")
+
+    def validate_hedging_terms(self, value: list[str]) -> list[str]:
+        # Literal words and phrases only (no patterns), checked by the statistics' own rule.
+        try:
+            return hedging_terms_check(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
     def validate_probe_arms(self, value: list) -> list[dict]:
         arms = [{"label": a["label"], "condition": a["condition"]} for a in value]

@@ -29,12 +29,14 @@ ROW_LISTS: dict[str, tuple[str, ...]] = {
     "likert_items": ("key", "label", "min", "max", "min_label", "max_label"),
     "normaliser_rules": ("pattern", "replacement", "example", "note"),
     "probe_arms": ("label", "condition"),
+    "hedging_terms": ("",),
 }
 LIST_TITLES = {
     "error_categories": ("Error categories", "Category"),
     "likert_items": ("Likert items", "Item"),
     "normaliser_rules": ("Normaliser rules", "Rule"),
     "probe_arms": ("Blinding probe: neutral labels and the condition each stands for", "Arm"),
+    "hedging_terms": ("Hedging terms the report counts besides its lexicon", "Term"),
 }
 COLUMN_LABELS = {
     "key": "Key",

@@ -31,6 +31,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _setup import cpu_seconds  # noqa: E402
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "auditapp.settings.base")
 
 SLUG = "bench-report"
@@ -71,6 +75,7 @@ def fill(*, n_steps: int, n_labels: int, fresh: bool) -> None:
         if Label.objects.filter(step__audit=audit).count() == n_labels:
             print(f"reusing {n_steps:,} steps and {n_labels:,} labels in {SLUG}")
             fill_texts(audit=audit)
+            fill_covariates(audit=audit)
             return
     if audit is not None:
         with connection.cursor() as cursor:
@@ -140,14 +145,14 @@ def fill(*, n_steps: int, n_labels: int, fresh: bool) -> None:
             c.execute(
                 """INSERT INTO judges_judgeverdict
                    (run_id, step_id, verdict, category, rationale, raw_response, attempts,
-                    latency_ms, prompt_tokens, completion_tokens, prompt_hash, prompt_record,
-                    created_at)
+                    latency_ms, prompt_tokens, completion_tokens, cached_tokens, prompt_hash,
+                    prompt_record, created_at)
                    SELECT %s, s.id,
                           CASE WHEN r < 0.03 THEN 'abstain'
                                WHEN r < 0.03 + 0.97 * (CASE t.condition_id WHEN %s THEN %s
                                     WHEN %s THEN %s ELSE %s END) THEN 'error'
                                ELSE 'correct' END,
-                          '', '', '', 1, 0, 0, 0, '', '{}'::jsonb, now()
+                          '', '', '', 1, 0, 0, 0, 0, '', '{}'::jsonb, now()
                    FROM (SELECT id, trace_id, random() AS r FROM annotations_step
                          WHERE audit_id = %s) s
                    JOIN annotations_trace t ON t.id = s.trace_id""",
@@ -155,6 +160,7 @@ def fill(*, n_steps: int, n_labels: int, fresh: bool) -> None:
             )
         fill_labels(audit=audit, n_labels=n_labels, n_steps=n_steps, user_model=get_user_model())
     fill_texts(audit=audit)
+    fill_covariates(audit=audit)
     with connection.cursor() as c:
         c.execute("ANALYZE")
     print(
@@ -234,6 +240,28 @@ def fill_texts(*, audit) -> None:
         )
         c.execute("VACUUM ANALYZE annotations_step")
     print(f"filled blinded texts in {time.perf_counter() - started:.1f} s")
+
+
+def fill_covariates(*, audit) -> None:
+    """Two datasets and stored answer correctness (earlier benchmark databases had one
+    dataset and none), so the report runs three controls: answer correctness, dataset and
+    step position (2 + 2 + 3 levels)."""
+    from django.db import connection
+
+    if not audit.traces.filter(answer_correct__isnull=True).exists():
+        return
+    with connection.cursor() as c:
+        c.execute(
+            """UPDATE annotations_question SET dataset = CASE WHEN id %% 2 = 0 THEN 'bench-a'
+               ELSE 'bench-b' END WHERE audit_id = %s""",
+            [audit.pk],
+        )
+        c.execute(
+            "UPDATE annotations_trace SET answer_correct = (final_answer = 'A') "
+            "WHERE audit_id = %s",
+            [audit.pk],
+        )
+    print("filled datasets and answer correctness")
 
 
 def fill_labels(*, audit, n_labels: int, n_steps: int, user_model) -> None:
@@ -375,14 +403,15 @@ def main() -> None:
     from reports.collect import audit_tables_collect
     from reports.services import report_build
 
+    collect_server_cpu = 0.0
     if args.synthetic:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         tables = synthetic_tables(args.steps, args.labels)
-        collect_s = time.perf_counter() - t0
+        collect_s, collect_cpu = time.perf_counter() - t0, time.process_time() - c0
         print("synthetic tables (no database): collect = building the frame in memory")
         from reports.services import ReportParams, _compute
 
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         report = _compute(
             tables.labels,
             tables.answers,
@@ -395,13 +424,17 @@ def main() -> None:
         fill(n_steps=args.steps, n_labels=args.labels, fresh=args.fresh)
         audit = Audit.objects.get(slug=SLUG)
         rss_before = peak_rss_bytes()
-        t0 = time.perf_counter()
+        database = os.environ["DATABASE_URL"].rsplit("/", 1)[1]
+        # PostgreSQL backends show "postgres <database> <address>" in their process title.
+        server_cpu = cpu_seconds(f"postgres {database} ")
+        t0, c0 = time.perf_counter(), time.process_time()
         tables = audit_tables_collect(audit)
-        collect_s = time.perf_counter() - t0
+        collect_s, collect_cpu = time.perf_counter() - t0, time.process_time() - c0
+        collect_server_cpu = cpu_seconds(f"postgres {database} ") - server_cpu
         print(f"collected {tables.sources} (peak RSS before collect {rss_before / 2**20:.0f} MiB)")
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         report = report_build(audit=audit, tables=tables, resamples=args.resamples)
-    compute_s = time.perf_counter() - t1
+    compute_s, compute_cpu = time.perf_counter() - t1, time.process_time() - c1
     total = collect_s + compute_s
     rss = peak_rss_bytes()
     rows = [r for r in report["error_rates"] if not r.get("pooled")]
@@ -418,8 +451,14 @@ def main() -> None:
             f"of {classifier.get('n_population', classifier['n']):,} steps"
         )
     print(f"labels rows {len(tables.labels):,}; resamples {args.resamples}")
-    print(f"collect  {collect_s:6.2f} s")
-    print(f"compute  {compute_s:6.2f} s")
+    controls = (report.get("controls") or {}).get("controls") or []
+    print("controls " + ", ".join(f"{c['control']} ({len(c['levels'])})" for c in controls))
+    print(
+        f"collect  {collect_s:6.2f} s wall, {collect_cpu:5.2f} s CPU "
+        f"(+ {collect_server_cpu:.2f} s PostgreSQL)"
+    )
+    print(f"compute  {compute_s:6.2f} s wall, {compute_cpu:5.2f} s CPU")
+    print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     print(
         f"total    {total:6.2f} s   (target < {TARGET_SECONDS:.0f} s: "
         f"{'OK' if total < TARGET_SECONDS else 'MISSED'})"

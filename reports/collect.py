@@ -22,6 +22,7 @@ report then runs on whatever the audit has, e.g. the reference verdicts of impor
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -37,7 +38,16 @@ from django.db import connection
 from django.db.models import Case, Count, IntegerField, Max, Model, QuerySet, Value, When
 from django.db.models.functions import Cast
 
-from annotations.models import AnswerSample, Audit, Batch, Condition, Step, Trace
+from annotations.models import (
+    AnswerSample,
+    AssignmentItem,
+    Audit,
+    Batch,
+    BatchItem,
+    Condition,
+    Step,
+    Trace,
+)
 from annotations.selectors.pseudonyms import IdKind, id_pseudonyms, pseudonym_map_list
 from auditapp.agreement.blinding import CLASSIFIER_MAX_TEXTS, DONT_KNOW
 from auditapp.agreement.controls import POSITION_LEVELS
@@ -794,6 +804,24 @@ def tables_fingerprint(audit: Audit) -> dict[str, Any]:
             n=Count("sample_index")
         ),
     }
+    # Batches: the leak gate's record is shown; items carry inclusion probabilities, gold
+    # and hidden-repeat flags (annotator quality). Items are only added, never changed.
+    gates = Batch.objects.filter(audit=audit).order_by("pk").values_list("pk", "leak_gate")
+    parts["batches"] = hashlib.sha256(
+        json.dumps(list(gates), sort_keys=True, default=str).encode()
+    ).hexdigest()
+    parts["batch_items"] = BatchItem.objects.filter(batch__audit=audit).aggregate(
+        n=Count("pk"), m=Max("pk")
+    )
+    parts["assignment_items"] = AssignmentItem.objects.filter(
+        assignment__batch__audit=audit
+    ).aggregate(n=Count("pk"), m=Max("pk"), t=Max("skipped_at"))
+    run_model = _model("judges", "JudgeRun")
+    if run_model is not None:
+        # A judge renamed or re-flagged (style-blind) changes the report's evaluators.
+        parts["judge_runs"] = run_model.objects.filter(audit=audit).aggregate(
+            n=Count("pk"), m=Max("pk"), judge=Max("judge__updated_at"), done=Max("finished_at")
+        )
     for app_label, name, audit_path in (
         ("annotations", "Label", "step__audit"),
         ("annotations", "LabelRevision", "label__step__audit"),

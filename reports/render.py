@@ -7,12 +7,15 @@ as data URIs (so it is one file for a paper's supplement).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from django.core.cache import cache
 from django.template.loader import render_to_string
+from django.utils.safestring import mark_safe
 
 from reports.exports import hedging_by_condition, report_tables, sequential_rows, step_series
 from reports.figures import (
@@ -22,7 +25,10 @@ from reports.figures import (
     svg_data_uri,
 )
 
-__all__ = ["DisplayTable", "report_context", "report_html"]
+__all__ = ["DisplayTable", "report_context", "report_html", "report_page_parts"]
+
+# Bump when the body template or the figures change, so cached bodies of the old look go.
+PAGE_BODY_VERSION = 1
 
 CSS_PATH = Path(__file__).parent / "static" / "reports" / "report.css"
 METHOD_NAMES = {
@@ -1096,3 +1102,29 @@ def report_html(report: dict[str, Any]) -> str:
     context = report_context(report, standalone=True)
     context["css"] = CSS_PATH.read_text(encoding="utf-8")
     return render_to_string("reports/report_standalone.html", context)
+
+
+def report_page_parts(
+    report: dict[str, Any], *, key: str, download_base: str, query: str, seconds: int
+) -> dict[str, Any]:
+    """The page's report body (figures, tables, findings) rendered once per report.
+
+    Drawing the figures and formatting every table costs about a second even for the tiny
+    demo; the body depends only on the report (cached under ``key``, the audit's data
+    version and the settings) and the download links, so it is cached beside the report
+    under the same key and a view that finds it only renders the page around it. Returns
+    ``body`` (safe HTML), ``table_names`` and ``summary`` (the page's JSON data).
+    """
+    links = hashlib.sha256(f"{download_base}\0{query}".encode()).hexdigest()[:16]
+    page_key = f"{key}:page:v{PAGE_BODY_VERSION}:{links}"
+    parts = cache.get(page_key)
+    if parts is None:
+        context = report_context(report, standalone=False)
+        context.update({"download_base": download_base, "query": query})
+        parts = {
+            "body": render_to_string("reports/_report_body.html", context),
+            "table_names": context["table_names"],
+            "summary": context["summary"],
+        }
+        cache.set(page_key, parts, seconds)
+    return {**parts, "body": mark_safe(parts["body"])}  # rendered by our own template

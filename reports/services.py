@@ -23,6 +23,7 @@ from django.db.models import Count, Exists, OuterRef
 from django.utils import timezone
 from scipy import stats
 
+from annotations.audit_spec import AUDIT_SPEC_FIELDS
 from annotations.models import Assignment, Audit, Batch, Condition, Step
 from annotations.roles import Role, user_has_role, user_is_researcher_or_admin
 from annotations.services.normalise import normaliser_description
@@ -73,13 +74,14 @@ __all__ = [
     "plan_hash",
     "report_build",
     "report_cached",
+    "report_cached_keyed",
     "report_from_files",
 ]
 
 # Bump when the report's shape changes, so cached reports of the old shape are not served.
 # 2: blinding check (classifier, index); 3: findings, controls, PPI++; 4: first-error section;
-# 5: waves' stopping rule, stratified PPI
-REPORT_VERSION = 5
+# 5: waves' stopping rule, stratified PPI; 6: hedging terms, the rendered body cached beside it
+REPORT_VERSION = 6
 CACHE_SECONDS = 24 * 3600
 EXCLUSION_KEYS = ("evaluators", "evaluator_kinds", "trace_ids", "step_ids")
 
@@ -807,7 +809,13 @@ def report_build(
     participants = study_exclusions(audit=audit)
     labels, ratings = _without_excluded_participants(labels, tables.ratings, participants)
     body = _compute(
-        labels, tables.answers, ratings, params, texts=tables.texts, guesses=tables.guesses
+        labels,
+        tables.answers,
+        ratings,
+        params,
+        texts=tables.texts,
+        guesses=tables.guesses,
+        hedging_terms=tuple(audit.hedging_terms or ()),
     )
     blinding = {**_blinding_section(audit), **_probe_public(body.pop("blinding"), audit=audit)}
     body["methods"]["normaliser"] = _normaliser_method(audit)
@@ -894,6 +902,7 @@ def _compute(
     *,
     texts: pd.DataFrame | None = None,
     guesses: pd.DataFrame | None = None,
+    hedging_terms: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     try:
         return report_compute(
@@ -907,6 +916,7 @@ def _compute(
             confidence_level=params.confidence_level,
             texts=texts,
             guesses=guesses,
+            hedging_terms=hedging_terms,
         )
     except ValueError as exc:
         raise ApplicationError(str(exc), code="invalid_table") from exc
@@ -1026,6 +1036,13 @@ def agreement_stats_from_csv(
     return {**summary, "unit": unit, "rater": rater, "value": value}
 
 
+def audit_settings_fingerprint(audit: Audit) -> str:
+    """A hash of every audit setting (``AUDIT_SPEC_FIELDS``): a changed setting is a new key."""
+    values = {name: getattr(audit, name, None) for name in AUDIT_SPEC_FIELDS}
+    text = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def report_cache_key(*, audit: Audit, params: ReportParams) -> str:
     plan = analysis_plan_get(audit=audit)
     state = {
@@ -1038,6 +1055,8 @@ def report_cache_key(*, audit: Audit, params: ReportParams) -> str:
         "tables": tables_fingerprint(audit),
         # A participant flagged by an attention check leaves the statistics: a new key.
         "excluded": [p["assignment"] for p in study_exclusions(audit=audit)],
+        # The audit's own settings (hedging terms, probe options, normaliser, ...).
+        "settings": audit_settings_fingerprint(audit),
         "plan": plan.sha256 if plan else None,
         "params": asdict(params),
     }
@@ -1056,10 +1075,32 @@ def report_cached(
 ) -> dict[str, Any]:
     """:func:`report_build`, cached under the audit's state and the settings.
 
-    The key holds the blinding state, the plan hash, the settings and count/max-id/last-change
-    aggregates of every table the report reads, so any new or revised label, verdict or
-    rating (and unblinding) makes a new key; stale entries simply expire.
+    The key holds the blinding state, the plan hash, the settings, the audit's settings and
+    count/max-id/last-change aggregates of every table the report reads, so any new or
+    revised label, verdict, rating, batch or setting (and unblinding) makes a new key; stale
+    entries simply expire.
     """
+    return report_cached_keyed(
+        audit=audit,
+        seed=seed,
+        resamples=resamples,
+        ece_bins=ece_bins,
+        abstain_rule=abstain_rule,
+        confidence_level=confidence_level,
+    )[1]
+
+
+def report_cached_keyed(
+    *,
+    audit: Audit,
+    seed: int | None = None,
+    resamples: int | None = None,
+    ece_bins: int | None = None,
+    abstain_rule: str | None = None,
+    confidence_level: float | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """:func:`report_cached` and its cache key (the audit's data version with the settings),
+    for what is derived from the report and cached beside it (the page's rendered body)."""
     audit.refresh_from_db(fields=["unblinded_at", "unblinded_by"])
     params = resolve_params(
         audit=audit,
@@ -1074,4 +1115,4 @@ def report_cached(
     if report is None:
         report = report_build(audit=audit, **asdict(params))
         cache.set(key, report, CACHE_SECONDS)
-    return report
+    return key, report

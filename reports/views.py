@@ -21,9 +21,15 @@ from annotations.roles import Role, user_has_role
 from auditapp.agreement.planning import sample_size
 from auditapp.exceptions import ApplicationError, ForbiddenError, NotFoundError
 from reports.forms import PlanLockForm, PlannerForm, ReportSettingsForm, UnblindForm
-from reports.render import report_context, report_html
+from reports.render import report_html, report_page_parts
 from reports.selectors import audit_get_for_report, audit_list_for_report
-from reports.services import analysis_plan_lock, audit_unblind, report_cached
+from reports.services import (
+    CACHE_SECONDS,
+    analysis_plan_lock,
+    audit_unblind,
+    report_cached,
+    report_cached_keyed,
+)
 
 
 def _audit(request, slug: str):
@@ -70,22 +76,34 @@ def audit_report_page(request, slug: str):
     audit = _audit(request, slug)
     settings_form = ReportSettingsForm(request.GET or None)
     settings = settings_form.settings() if request.GET else {}
+    # Settings out of range: the page shows why by the field (400) with the default report.
+    status = 400 if request.GET and not settings_form.is_valid() else 200
     try:
-        report = report_cached(audit=audit, **settings)
+        key, report = report_cached_keyed(audit=audit, **settings)
     except ApplicationError as exc:
         messages.error(request, exc.message)
-        report = report_cached(audit=audit)
-        settings = {}
+        key, report = report_cached_keyed(audit=audit)
+        settings, status = {}, 400
     query = {k: v for k, v in settings.items() if v is not None}
     query_string = ("?" + urlencode(query)) if query else ""
+    download_base = reverse("reports-api:table-base", args=[audit.slug])
     planner_form, planner_result, planner_error = _planner(request)
-    context = report_context(report, standalone=False)
+    # The body (figures, tables) is rendered once per report version, then found in the cache.
+    parts = report_page_parts(
+        report, key=key, download_base=download_base, query=query_string, seconds=CACHE_SECONDS
+    )
+    context = {
+        "report": report,
+        "report_body": parts["body"],
+        "table_names": parts["table_names"],
+        "summary": parts["summary"],
+    }
     context.update(
         {
             "audit": audit,
             "settings_form": settings_form,
             "query": query_string,
-            "download_base": reverse("reports-api:table-base", args=[audit.slug]),
+            "download_base": download_base,
             # The id mapping exists for researchers only once the audit is unblinded.
             "long_tables": ["labels", "answers", "ratings"]
             + ([] if audit.unblinded_at is None else ["pseudonyms"]),
@@ -97,7 +115,7 @@ def audit_report_page(request, slug: str):
             "is_admin": user_has_role(request.user, Role.ADMIN),
         }
     )
-    return render(request, "reports/audit_report.html", context)
+    return render(request, "reports/audit_report.html", context, status=status)
 
 
 @login_required
@@ -105,6 +123,11 @@ def audit_report_download(request, slug: str):
     """The stand-alone HTML report as a file (same settings as the page's query string)."""
     audit = _audit(request, slug)
     settings_form = ReportSettingsForm(request.GET or None)
+    if request.GET and not settings_form.is_valid():
+        reasons = "; ".join(
+            f"{name}: {' '.join(errors)}" for name, errors in settings_form.errors.items()
+        )
+        return HttpResponse(reasons, status=400, content_type="text/plain; charset=utf-8")
     try:
         report = report_cached(audit=audit, **(settings_form.settings() if request.GET else {}))
     except ApplicationError as exc:

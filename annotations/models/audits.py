@@ -6,6 +6,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from annotations.services.normalise import NORMALISER_V1, NORMALISER_V2, RuleError, rules_compile
+from auditapp.agreement.hedging import hedging_terms_check
 
 # Safe defaults for the side channels. K = 2 preceding steps: the number shown is
 # min(index, 2) plus whether earlier ones were cut, which tells a first and a second step from
@@ -35,6 +36,14 @@ def validate_normaliser_rules(value: object) -> None:
         rules_compile(value)  # type: ignore[arg-type]
     except RuleError as exc:
         raise ValidationError(str(exc), code="invalid_rules") from None
+
+
+def validate_hedging_terms(value: object) -> None:
+    """Model-field validator: words and phrases, never patterns (auditapp.agreement.hedging)."""
+    try:
+        hedging_terms_check(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc), code="hedging_terms") from None
 
 
 def validate_probe_arms(value: object) -> None:
@@ -170,6 +179,14 @@ class Audit(models.Model):
         "this needs an explicit, logged confirmation.",
     )
     likert_items = models.JSONField(default=list, blank=True)
+    # The report's hedging rate counts these besides the versioned lexicon (docs/report.md).
+    hedging_terms = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_hedging_terms],
+        help_text="Words or phrases the report's hedging rate counts besides its lexicon "
+        "(hedging-v1), e.g. 'not convinced'. Letters, spaces, apostrophes, hyphens.",
+    )
     # The blinding probe (annotations/services/probe.py): arms described by neutral labels the
     # admin writes, each mapped explicitly to a condition; the report reads guesses through
     # this mapping, never by matching a label against condition names.

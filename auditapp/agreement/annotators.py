@@ -153,6 +153,10 @@ def annotator_agreement(
     experts themselves: an expert is never compared with itself), gold items and repeats
     already left out. Pairs sharing fewer than ``min_shared`` steps get no κ."""
     rows = []
+    # Only steps some expert labelled can be shared: dropping the rest first keeps a
+    # million judge verdicts out of the per-evaluator indexes (the rows are unchanged).
+    columns = [c for c in ("evaluator", "evaluator_kind", "unit", "verdict") if c in others]
+    others = others.loc[others["unit"].isin(experts["unit"].unique()), columns]
     for expert, own in experts.groupby("evaluator", sort=True):
         mine = own.drop_duplicates("unit").set_index("unit")["verdict"]
         for other, theirs in others.groupby("evaluator", sort=True):

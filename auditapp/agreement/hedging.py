@@ -41,6 +41,7 @@ __all__ = [
     "HEDGING_TERMS",
     "hedging_flags",
     "hedging_language_rates",
+    "hedging_terms_check",
 ]
 
 HEDGING_LEXICON_VERSION = "hedging-v1"
@@ -85,8 +86,76 @@ HEDGING_TERMS: tuple[str, ...] = (
 )
 
 
+# An audit's own terms (``Audit.hedging_terms``): words and phrases, never patterns.
+MAX_EXTRA_TERMS = 50
+MAX_TERM_LENGTH = 60
+MAX_TERM_WORDS = 6
+_TERM = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*(?:\s+[^\W\d_]+(?:['’-][^\W\d_]+)*)*")
+
+
+def _term_key(term: str) -> str:
+    return " ".join(term.replace("’", "'").casefold().split())
+
+
+def hedging_terms_check(terms: Any) -> list[str]:
+    """An audit's additions to the lexicon, checked: returns them trimmed, in order.
+
+    Each term is a word or a phrase of at most 6 words, 2–60 characters, of letters with
+    single spaces, apostrophes or hyphens inside words (``not convinced``, ``can't say``,
+    ``so-called``) — no digits, punctuation or regex syntax (terms are matched literally in
+    any case). At most 50, none twice (ignoring case), none already in the lexicon.
+
+    Raises
+    ------
+    ValueError
+        Naming the first term that breaks a rule.
+
+    Examples
+    --------
+    >>> hedging_terms_check(["  Not convinced ", "can't say"])
+    ['Not convinced', "can't say"]
+    >>> hedging_terms_check(["(a|b)*"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: hedging term '(a|b)*': only letters, with spaces, ...
+    """
+    if not isinstance(terms, list | tuple):
+        raise ValueError("hedging terms must be a list of words or phrases")
+    if len(terms) > MAX_EXTRA_TERMS:
+        raise ValueError(f"at most {MAX_EXTRA_TERMS} hedging terms, got {len(terms)}")
+    lexicon = {_term_key(t) for t in HEDGING_TERMS}
+    seen: set[str] = set()
+    out = []
+    for raw in terms:
+        if not isinstance(raw, str):
+            raise ValueError(f"hedging term {raw!r}: must be text")
+        term = " ".join(raw.split())
+        if not 2 <= len(term) <= MAX_TERM_LENGTH:
+            raise ValueError(
+                f"hedging term {raw!r}: 2 to {MAX_TERM_LENGTH} characters, got {len(term)}"
+            )
+        if not _TERM.fullmatch(term):
+            raise ValueError(
+                f"hedging term {raw!r}: only letters, with spaces, apostrophes or hyphens "
+                "between them"
+            )
+        if len(term.split()) > MAX_TERM_WORDS:
+            raise ValueError(f"hedging term {raw!r}: at most {MAX_TERM_WORDS} words")
+        key = _term_key(term)
+        if key in lexicon:
+            raise ValueError(
+                f"hedging term {raw!r} is already in the lexicon {HEDGING_LEXICON_VERSION}"
+            )
+        if key in seen:
+            raise ValueError(f"hedging term {raw!r} is listed twice")
+        seen.add(key)
+        out.append(term)
+    return out
+
+
 def _pattern(terms: Iterable[str]) -> re.Pattern[str]:
-    words = sorted({t.strip().casefold() for t in terms if t.strip()}, key=len, reverse=True)
+    # Terms are matched literally (re.escape), apostrophes straight as in the texts read.
+    words = sorted({_term_key(t) for t in terms if t.strip()}, key=len, reverse=True)
     parts = [r"\s+".join(re.escape(w) for w in term.split()) for term in words]
     return re.compile(r"(?<![\w'])(?:" + "|".join(parts) + r")(?![\w'])", re.IGNORECASE)
 

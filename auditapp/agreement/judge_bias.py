@@ -141,6 +141,8 @@ def judge_by_condition(
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
     frame = labels_validate(labels) if validate else labels
+    # The columns read here only: masking every column of a million rows is the cost.
+    frame = frame[["step_id", "condition", "evaluator", "evaluator_kind", "verdict"]]
     experts = frame[frame["evaluator_kind"] == "expert"]
     judges = frame[(frame["evaluator_kind"] == "judge") & (frame["verdict"] != "abstain")]
     if experts.empty or judges.empty:

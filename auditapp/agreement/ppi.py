@@ -430,8 +430,13 @@ def ppi_error_rates(
     """
     z = _z(confidence_level)
     frame = labels_validate(labels) if validate else labels
-    experts = frame[(frame["evaluator_kind"] == "expert") & (frame["verdict"] != "abstain")]
-    judges = frame[(frame["evaluator_kind"] == "judge") & (frame["verdict"] != "abstain")]
+    # Only the columns read here: masking every column of a million-row frame is the cost.
+    wanted = ["step_id", "trace_id", "condition", "evaluator", "evaluator_kind", "verdict"]
+    wanted += [c for c in ("inclusion_probability", "weight") if c in frame.columns]
+    frame = frame[wanted]
+    counted = frame["verdict"] != "abstain"
+    experts = frame[(frame["evaluator_kind"] == "expert") & counted]
+    judges = frame[(frame["evaluator_kind"] == "judge") & counted]
     if experts.empty or judges.empty:
         return [], []
     y_step = (experts["verdict"] == "error").astype(float).groupby(experts["step_id"]).mean()
@@ -441,8 +446,12 @@ def ppi_error_rates(
     differences: list[PPIDifference] = []
     # Look every judged step up once (NaN = not labelled); groups then slice numpy arrays.
     step_ids = judges["step_id"]
-    y_of = y_step.reindex(step_ids).to_numpy()
-    w_of = w_step.reindex(step_ids).to_numpy()
+    # One hash of the million judged ids; the lookups then run over the few labelled ones.
+    labelled = step_ids.isin(y_step.index).to_numpy()
+    y_of = np.full(len(step_ids), np.nan)
+    w_of = np.full(len(step_ids), np.nan)
+    y_of[labelled] = y_step.reindex(step_ids[labelled]).to_numpy(dtype=float)
+    w_of[labelled] = w_step.reindex(step_ids[labelled]).to_numpy(dtype=float)
     yhat_of = (judges["verdict"] == "error").to_numpy(dtype=float)
     trace_of = pd.factorize(judges["trace_id"])[0]
     groups = judges.groupby(["evaluator", "condition"], sort=True).indices

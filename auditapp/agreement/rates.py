@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -47,6 +47,7 @@ __all__ = [
     "AbstainRule",
     "ErrorRate",
     "ErrorRates",
+    "TraceDraws",
     "bootstrap_totals",
     "cluster_bootstrap_counts",
     "effective_wilson_interval",
@@ -345,6 +346,63 @@ def bootstrap_totals(
     return totals
 
 
+@dataclass(frozen=True)
+class TraceDraws:
+    """Cluster-bootstrap draw counts drawn once per condition and shared by many analyses.
+
+    ``counts[condition]`` is a ``(resamples, traces)`` matrix: row ``b`` says how often each
+    of the condition's traces (``traces[condition]``, the columns) was drawn in resample
+    ``b``. Every subset of the labels — each level of each control — takes its bootstrap
+    totals from the same draws as one matrix product, so a control costs a product, not a
+    new bootstrap. A subset's traces are resampled as part of their whole condition (a
+    level's number of traces varies between resamples, as it would between samples of the
+    condition).
+    """
+
+    resamples: int
+    traces: dict[str, pd.Index]
+    # float32 holds the small draw counts exactly; products stay exact below 2**24.
+    counts: dict[str, np.ndarray] = field(repr=False)
+    max_count: dict[str, float] = field(repr=False)
+
+    @classmethod
+    def draw(cls, labels: pd.DataFrame, *, resamples: int, rng: np.random.Generator) -> TraceDraws:
+        """Draw the counts for every condition of ``labels`` (conditions and traces in name
+        order, so the draws depend on the data, not on row order)."""
+        pairs = labels[["condition", "trace_id"]].drop_duplicates()
+        traces: dict[str, pd.Index] = {}
+        counts: dict[str, np.ndarray] = {}
+        max_count: dict[str, float] = {}
+        for condition, part in pairs.groupby("condition", sort=True, observed=True):
+            ids = pd.Index(sorted(part["trace_id"].astype(str).unique()), dtype=object)
+            blocks = cluster_bootstrap_counts(len(ids), resamples=resamples, rng=rng)
+            matrix = np.vstack([b.astype(np.float32) for b in blocks])
+            traces[str(condition)] = ids
+            counts[str(condition)] = matrix
+            max_count[str(condition)] = float(matrix.max())
+        return cls(resamples, traces, counts, max_count)
+
+    def totals(self, condition: str, trace_ids: Any, per_cluster: np.ndarray) -> np.ndarray:
+        """Bootstrap column totals of ``per_cluster`` (rows = ``trace_ids`` of ``condition``)."""
+        columns = self.traces[condition].get_indexer(pd.Index(trace_ids, dtype=object))
+        if (columns < 0).any():
+            raise ValueError(f"traces of condition {condition!r} that were not drawn")
+        counts = self.counts[condition]
+        # Scattered into all of the condition's traces (zeros elsewhere) rather than taking
+        # the columns of the counts: no copy of the draws per subset.
+        full = np.zeros((counts.shape[1], per_cluster.shape[1]), dtype=np.float64)
+        full[columns] = per_cluster
+        if self.max_count[condition] * float(np.abs(full).sum(axis=0).max(initial=0)) < 2**24:
+            # Integer sums below 2**24 are exact in float32.
+            return (counts @ full.astype(np.float32)).astype(np.float64)
+        totals = np.empty((self.resamples, full.shape[1]))
+        block = max(1, _BLOCK_CELLS // max(1, counts.shape[1]))
+        for start in range(0, self.resamples, block):
+            rows = counts[start : start + block].astype(np.float64)
+            totals[start : start + rows.shape[0]] = rows @ full
+        return totals
+
+
 def _percentile(replicates: np.ndarray, confidence_level: float) -> tuple[float, float] | None:
     finite = replicates[np.isfinite(replicates)]
     if finite.size == 0:
@@ -366,6 +424,7 @@ def error_rates(
     confidence_level: float = 0.95,
     abstain: AbstainRule = "exclude",
     validate: bool = True,
+    draws: TraceDraws | None = None,
 ) -> ErrorRates:
     """Error rate per evaluator × condition with cluster-bootstrap and Wilson intervals.
 
@@ -383,6 +442,9 @@ def error_rates(
         How ``rate`` treats abstentions (default ``"exclude"``: errors / non-abstained).
     validate : bool, keyword-only
         Skip :func:`~auditapp.agreement.formats.labels_validate` when the caller already did.
+    draws : TraceDraws, optional, keyword-only
+        Take the bootstrap from these shared draws (``resamples`` is then theirs) instead
+        of drawing from ``rng``; the labels' traces must be among the drawn ones.
 
     Returns
     -------
@@ -407,20 +469,22 @@ def error_rates(
         raise ValueError(f"resamples must be at least 1, got {resamples}")
     if not 0.0 < confidence_level < 1.0:
         raise ValueError(f"confidence_level must lie in (0, 1), got {confidence_level!r}")
+    if draws is not None:
+        resamples = draws.resamples
     frame = labels_validate(labels) if validate else labels
     if frame.empty:
         return ErrorRates((), {}, abstain, resamples, confidence_level)
 
-    verdict = frame["verdict"].to_numpy()
-    is_error = (verdict == "error").astype(np.float64)
-    is_abstain = (verdict == "abstain").astype(np.float64)
+    verdict = frame["verdict"]
+    is_error = (verdict == "error").to_numpy(dtype=np.float64)
+    is_abstain = (verdict == "abstain").to_numpy(dtype=np.float64)
     num = is_error + is_abstain if abstain == "error" else is_error
     den = np.ones_like(num) if abstain != "exclude" else 1.0 - is_abstain
 
-    trace_code, _traces = pd.factorize(frame["trace_id"], sort=False)
+    trace_code, trace_ids = pd.factorize(frame["trace_id"], sort=False)
     cond_code, conditions = pd.factorize(frame["condition"], sort=True)
     eval_code, evaluators = pd.factorize(frame["evaluator"], sort=True)
-    kind_of_eval = frame.groupby("evaluator", sort=True)["evaluator_kind"].first()
+    kind_of_eval = frame.groupby("evaluator", sort=True, observed=True)["evaluator_kind"].first()
     kind_of_eval = kind_of_eval.reindex(evaluators).to_numpy()
     n_traces = int(trace_code.max()) + 1
     cond_of_trace = np.empty(n_traces, dtype=np.int64)
@@ -460,7 +524,11 @@ def error_rates(
         num_c = np.column_stack([per["num"][m][:, traces_c].sum(axis=0) for *_, m in series])
         den_c = np.column_stack([per["den"][m][:, traces_c].sum(axis=0) for *_, m in series])
         present = den_c.sum(axis=0) > 0
-        totals = bootstrap_totals(np.hstack([num_c, den_c]), resamples=resamples, rng=rng)
+        per_trace = np.hstack([num_c, den_c])
+        if draws is None:
+            totals = bootstrap_totals(per_trace, resamples=resamples, rng=rng)
+        else:
+            totals = draws.totals(str(condition), trace_ids[traces_c].astype(str), per_trace)
         boot_num, boot_den = totals[:, : len(series)], totals[:, len(series) :]
         with np.errstate(invalid="ignore", divide="ignore"):
             boot = np.where(boot_den > 0, boot_num / boot_den, np.nan)

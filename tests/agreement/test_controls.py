@@ -141,3 +141,61 @@ def test_no_covariates_no_controls():
     )
     # when / then
     assert report_compute(labels, rng=np.random.default_rng(0), resamples=50)["controls"] is None
+
+
+def test_shared_trace_draws_give_each_subset_its_own_bootstrap_totals():
+    # given draws for two conditions and a subset of one condition's traces
+    from auditapp.agreement.rates import TraceDraws
+
+    labels = pd.DataFrame(
+        {"condition": ["A"] * 5 + ["B"] * 3, "trace_id": [f"t{i}" for i in range(8)]}
+    )
+    draws = TraceDraws.draw(labels, resamples=50, rng=np.random.default_rng(2))
+    per_trace = np.array([[1.0, 3.0], [0.0, 2.0]])  # (errors, steps) of t3 and t1
+    # when
+    totals = draws.totals("A", ["t3", "t1"], per_trace)
+    # then row b is the counts of t3 and t1 in resample b times their sums
+    counts = draws.counts["A"]
+    columns = [list(draws.traces["A"]).index(t) for t in ("t3", "t1")]
+    expected = counts[:, columns].astype(float) @ per_trace
+    assert np.array_equal(totals, expected)
+    assert np.all(counts.sum(axis=1) == 5)  # each resample draws 5 traces of A
+    # and the same seed draws the same counts
+    again = TraceDraws.draw(labels, resamples=50, rng=np.random.default_rng(2))
+    assert np.array_equal(again.counts["B"], draws.counts["B"])
+
+
+def test_control_intervals_match_an_independent_bootstrap_of_the_level():
+    # given the audit's 'medqa' level of the expert in condition B
+    # (60 traces in the level: the bootstrap interval, not the small-sample rule)
+    labels = _audit(np.random.default_rng(3), traces=120)
+    report = report_compute(labels, rng=np.random.default_rng(0), resamples=1000)
+    row = next(
+        r
+        for r in report["controls"]["error_rates"]
+        if (r["control"], r["level"], r["evaluator"], r["condition"])
+        == ("dataset", "medqa", "dr", "B")
+    )
+    part = labels[
+        (labels["dataset"] == "medqa")
+        & (labels["evaluator"] == "dr")
+        & (labels["condition"] == "B")
+    ]
+    per_trace = part.groupby("trace_id")["verdict"].agg(
+        errors=lambda v: (v == "error").sum(), steps="size"
+    )
+    # when the level's traces alone are resampled (the classical scheme), 4,000 times
+    rng = np.random.default_rng(11)
+    k = len(per_trace)
+    picks = rng.integers(0, k, size=(4000, k))
+    rates = per_trace["errors"].to_numpy()[picks].sum(1) / per_trace["steps"].to_numpy()[picks].sum(
+        1
+    )
+    low, high = np.quantile(rates, [0.025, 0.975])
+    # then the shared-draw interval (the level's traces resampled within their condition)
+    # has the same width and place up to Monte Carlo and subset-size noise
+    assert row["interval_method"].startswith("cluster bootstrap")
+    assert row["error_rate"] == pytest.approx(per_trace["errors"].sum() / per_trace["steps"].sum())
+    assert row["ci_high"] - row["ci_low"] == pytest.approx(high - low, rel=0.15)
+    assert row["ci_low"] == pytest.approx(low, abs=0.03)
+    assert row["ci_high"] == pytest.approx(high, abs=0.03)

@@ -117,13 +117,16 @@ class Command(BaseCommand):
             self._write_bytes(Path(out), tables_zip(report, long_tables))
         elif out and (out.endswith(("/", "\\")) or Path(out).is_dir()):
             folder = Path(out)
-            folder.mkdir(parents=True, exist_ok=True)
             tables = {**report_tables(report), **long_tables}
-            for name, frame in tables.items():
-                (folder / f"{name}.csv").write_bytes(frame_to_csv(frame).encode("utf-8"))
-            (folder / "report.json").write_text(
-                json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8"
-            )
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                for name, frame in tables.items():
+                    (folder / f"{name}.csv").write_bytes(frame_to_csv(frame).encode("utf-8"))
+                (folder / "report.json").write_text(
+                    json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8"
+                )
+            except OSError as exc:
+                raise CommandError(f"cannot write {folder}: {exc}") from None
             self.stderr.write(f"wrote {len(tables) + 1} files to {folder}")
         else:
             self._emit(frame_to_csv(report_tables(report)["error_rates"]), out)
