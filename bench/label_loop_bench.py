@@ -363,6 +363,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--items-each", type=int, default=600)
+    parser.add_argument("--port", type=int, default=0, help="0: any free port")
     args = parser.parse_args()
 
     url = _database_url()
@@ -379,7 +380,7 @@ def main() -> None:
 
     from tests.support.processes import free_port, wait_for_http
 
-    port = free_port()
+    port = args.port or free_port()
     server = start_gunicorn(url, port, workers=args.workers, threads=args.threads)
     base = f"http://127.0.0.1:{port}"
     try:
