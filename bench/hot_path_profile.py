@@ -69,8 +69,9 @@ def _client(**defaults):
 
 
 class Recorder:
-    def __init__(self) -> None:
+    def __init__(self, profiler=None, only: str = "") -> None:
         self.rows: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
+        self.profiler, self.only = profiler, only
 
     def call(self, kind: str, fn, *args, **kwargs):
         from django.db import connection
@@ -78,7 +79,12 @@ class Recorder:
 
         w0, c0 = time.perf_counter(), time.process_time()
         with CaptureQueriesContext(connection) as queries:
-            response = fn(*args, **kwargs)
+            if self.only and kind == self.only:
+                self.profiler.enable()
+                response = fn(*args, **kwargs)
+                self.profiler.disable()
+            else:
+                response = fn(*args, **kwargs)
         self.rows[kind].append(
             (time.perf_counter() - w0, time.process_time() - c0, len(queries.captured_queries))
         )
@@ -213,6 +219,7 @@ def main() -> None:
     parser.add_argument("what", choices=("label", "study"))
     parser.add_argument("--n", type=int, default=0)
     parser.add_argument("--profile", type=int, default=25, help="cProfile rows (0: none)")
+    parser.add_argument("--only", default="", help="profile only this kind of request")
     args = parser.parse_args()
     default_db = "stepaudit_labelbench" if args.what == "label" else "h_enrol_bench"
     url = os.environ.get("BENCH_DATABASE_URL") or f"postgres://postgres@127.0.0.1:5432/{default_db}"
@@ -225,15 +232,17 @@ def main() -> None:
     run(n, recorder)  # timed without the profiler's overhead
     recorder.report()
     if args.profile:
-        # CPU time, not wall: on a shared machine waiting for a core is not our cost.
+        # CPU time, not wall: on a shared machine waiting for a core is not our cost. With
+        # --only, just the requests of that kind are profiled.
         profiler = cProfile.Profile(time.process_time)
-        profiler.enable()
-        run(max(1, n // 2), Recorder())
+        profiled = Recorder(profiler=profiler, only=args.only)
+        if not args.only:
+            profiler.enable()
+        run(max(1, n // 2), profiled)
         profiler.disable()
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats(
-            os.environ.get("PROFILE_SORT", "cumulative")
-        ).print_stats(args.profile)
+        order = os.environ.get("PROFILE_SORT", "cumulative")
+        pstats.Stats(profiler, stream=out).sort_stats(order).print_stats(args.profile)
         print(out.getvalue())
 
 

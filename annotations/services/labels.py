@@ -488,11 +488,15 @@ def item_skip(*, annotator: AbstractBaseUser, assignment_public_id: str, positio
 
 
 def assignment_done_count(*, assignment_id: int) -> int:
-    """Items labelled or rated: what the page shows as done after a save."""
-    return (
-        Label.objects.filter(assignment_id=assignment_id).count()
-        + TraceRating.objects.filter(assignment_id=assignment_id).count()
+    """Items labelled or rated: what the page shows as done after a save (one statement)."""
+    label = connection.ops.quote_name(Label._meta.db_table)
+    rating = connection.ops.quote_name(TraceRating._meta.db_table)
+    row = _fetchone(
+        f"SELECT (SELECT COUNT(*) FROM {label} WHERE assignment_id = %s)"
+        f" + (SELECT COUNT(*) FROM {rating} WHERE assignment_id = %s)",
+        [assignment_id, assignment_id],
     )
+    return int(row[0])
 
 
 @transaction.atomic
