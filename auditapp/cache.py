@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
-from django.core.cache.backends.redis import RedisCache
+from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 
 from auditapp.outages import outage_log
 
@@ -32,9 +32,29 @@ _MAX_PENDING_DELETES = 10_000
 _MISSING = object()
 
 
+class ReusingRedisCacheClient(RedisCacheClient):
+    """Django's client builds a new ``redis.Redis`` for every cache call (its constructor
+    fills a table of ~200 response callbacks: about 50 µs, twice per labelling request for the
+    session and the role check). One per connection pool is enough: a ``redis.Redis`` is
+    thread-safe, and Django's cache backends are per thread anyway."""
+
+    def __init__(self, servers, **options):
+        super().__init__(servers, **options)
+        self._clients: dict[int, Any] = {}
+
+    def get_client(self, key=None, *, write=False):
+        index = self._get_connection_pool_index(write)
+        client = self._clients.get(index)
+        if client is None:
+            pool = self._get_connection_pool(write)
+            client = self._clients[index] = self._client(connection_pool=pool)
+        return client
+
+
 class FailSoftRedisCache(RedisCache):
     def __init__(self, server, params):
         super().__init__(server, params)
+        self._class = ReusingRedisCacheClient
         self._down_until = 0.0
         self._pending_deletes: set[str] = set()
         self._lock = threading.Lock()

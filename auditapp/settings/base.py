@@ -271,8 +271,9 @@ else:
     }
 
 # Sessions read through the cache: one database read saved on every request of the
-# labelling loop, still durable in the database.
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+# labelling loop, still durable in the database (Django's cached_db, without its look-up of
+# each new key: accounts/sessions.py).
+SESSION_ENGINE = "accounts.sessions"
 
 # --- Authentication: throttling, API tokens, sessions (docs/deploy.md) -------------------
 # django-axes counts failed sign-ins (login form, admin login, HTTP Basic, API tokens) per
