@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from annotations.models import Audit, ImportJob
+from annotations.models import Audit, ImportJob, LabellingMode
 from annotations.services.import_formats import FILE_FORMATS
 from annotations.services.segmenters import SEGMENTER_NAMES
 
@@ -255,7 +255,7 @@ class BatchPlanInputSerializer(serializers.Serializer):
     )
     floor = serializers.FloatField(min_value=0, max_value=1, required=False, default=0.2)
     mode = serializers.ChoiceField(
-        choices=["", "steps", "trace", "first_error"],
+        choices=LabellingMode.choices,
         required=False,
         allow_blank=True,
         default="",

@@ -197,6 +197,8 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "judges.models.JudgeRun.Status",
         "AuditKindEnum": "annotations.models.audits.Audit.Kind",
         "ContextModeEnum": "annotations.models.audits.Audit.ContextMode",
+        "LabellingModeEnum": "annotations.models.audits.LabellingMode",
+        "JudgeRunModeEnum": "judges.models.JudgeRun.Mode",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -384,11 +384,16 @@ def test_clinician_pages_have_no_serious_axe_violations(page, demo_audit, clinic
     page.locator("#help-dialog[open]").wait_for()
     found["key help"] = assert_no_serious_axe_violations(page)
     page.keyboard.press("Escape")
+    # The rest are labelled behind the page, then the last item shows the submit box. (Run
+    # after the overview test, the Enter after the help dialog's Escape did not move on here,
+    # run alone it does; not yet understood. The keyboard loop has its own tests above.)
+    from annotations.services.labels import label_save
+
     for position in (2, 3):
-        page.keyboard.press("1")
-        page.keyboard.press("Enter")
-        if position < 3:
-            _at(page, pid, position + 1)
+        label_save(
+            annotator=clinician, assignment_public_id=pid, position=position, verdict="correct"
+        )
+    page.goto(f"/my/{pid}/3/")
     page.locator("#submit-box:not([hidden])").wait_for()
     page.locator("#submit-button").click()
     page.locator("#submit-dialog[open]").wait_for()
