@@ -276,8 +276,8 @@ def fill_labels(*, audit, n_labels: int, n_steps: int, user_model) -> None:
         # A simple random sample of steps: inclusion probability = sample / population.
         c.execute(
             """INSERT INTO annotations_batchitem
-               (batch_id, step_id, trace_id, stratum, inclusion_probability, is_gold)
-               SELECT %s, id, NULL, 'all', %s, false FROM annotations_step
+               (batch_id, step_id, trace_id, stratum, inclusion_probability, is_gold, wave)
+               SELECT %s, id, NULL, 'all', %s, false, 1 FROM annotations_step
                WHERE audit_id = %s ORDER BY md5(id::text) LIMIT %s""",
             [batch.pk, per_expert / n_steps, audit.pk, per_expert],
         )
