@@ -11,8 +11,10 @@ from annotations.models.batches import Assignment, AssignmentItem, Batch, BatchI
 from annotations.models.labels import Label
 
 # Bounds measured on the demo audit (SQLite and PostgreSQL), with a little slack so a new
-# field does not break the test, and far below one query per row.
-MAX_REPORT_QUERIES = 40
+# field does not break the test, and far below one query per row. The report: 47 on SQLite
+# once it gained the first-error, waves, stratified-PPI and study-exclusion sections (each
+# reads its own few rows once); the test above checks that the count does not grow with rows.
+MAX_REPORT_QUERIES = 55
 MAX_INDEX_QUERIES = 3
 MAX_TABLE_QUERIES = 12
 
