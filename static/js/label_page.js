@@ -649,10 +649,16 @@ function replayKeys() {
   while (keptKeys.length && !busy && !document.querySelector("dialog[open]")) {
     const key = keptKeys.shift();
     // A kept key acts on the item, never on a button or link focused since (a kept Enter
-    // must not press "Sign out" or "Submit").
+    // must not press "Sign out" or "Submit"). Moved to one on purpose while waiting, the
+    // user has gone on: the kept keys are dropped, so replaying them cannot take the focus
+    // away from that button just before its own Enter.
     const focused = document.activeElement;
     const onControl = focused instanceof HTMLButtonElement || focused instanceof HTMLAnchorElement;
-    const target = !focused || onControl ? document.body : focused;
+    if (onControl) {
+      keptKeys.length = 0;
+      return;
+    }
+    const target = focused || document.body;
     if (isTyping(target) && key.key.length === 1 && !key.ctrlKey) {
       target.setRangeText(key.key, target.selectionStart, target.selectionEnd, "end");
       target.dispatchEvent(new Event("input", { bubbles: true }));
