@@ -174,7 +174,8 @@ def verdicts_long_table(audit: Audit) -> Iterator[dict[str, Any]]:
     while the audit is blinded, the external ids afterwards: ``trace_ids_shown``),
     ``condition`` (blind code unless unblinded),
     ``evaluator`` (judge name), ``evaluator_kind`` ('judge' or 'reference'), ``verdict``,
-    ``error_category`` ('' when none), plus ``segmentation`` and ``run_id``. See the module
+    ``error_category`` ('' when none), ``judge_probability`` (``JudgeVerdict.error_probability``,
+    None when the judge stated none), plus ``segmentation`` and ``run_id``. See the module
     docstring for which run wins when a judge has several. Streams; a few queries in all.
     """
     unblinded = audit.unblinded_at is not None
@@ -200,6 +201,7 @@ def verdicts_long_table(audit: Audit) -> Iterator[dict[str, Any]]:
             "step__trace__condition_id",
             "verdict",
             "category",
+            "error_probability",
         )
     )
     for (
@@ -216,6 +218,7 @@ def verdicts_long_table(audit: Audit) -> Iterator[dict[str, Any]]:
         condition_id,
         verdict,
         category,
+        probability,
     ) in rows.iterator(chunk_size=2000):
         key = (judge_id, step_pk)
         if key in seen:
@@ -232,6 +235,7 @@ def verdicts_long_table(audit: Audit) -> Iterator[dict[str, Any]]:
             "error_category": category or "",
             "segmentation": segmentation,
             "run_id": run_id,
+            "judge_probability": probability,
         }
 
 

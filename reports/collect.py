@@ -92,6 +92,9 @@ LABEL_EXTRA_COLUMNS = (
     # trace reads back as: first error = lowest step_index labelled error; none: all correct.
     "mode",
     "step_index",
+    # Judges only: the judge's probability that the step is an error where it stated one
+    # (JudgeVerdict.error_probability); the prediction of the prediction-powered estimates.
+    "judge_probability",
 )
 ANSWER_EXTRA_COLUMNS = ("trace_type", "dataset", "audited")
 
@@ -341,6 +344,7 @@ def _attach(rows: pd.DataFrame, steps: pd.DataFrame, traces: pd.DataFrame) -> pd
         "skipped",
         "style_blind",
         "mode",
+        "judge_probability",
     ):
         out[column] = rows[column] if column in rows else pd.Series(None, index=rows.index)
     return pd.DataFrame(out)
@@ -430,13 +434,15 @@ def _judge_labels_fast(audit: Audit) -> pd.DataFrame | None:
     queryset = (
         verdict_model.objects.filter(run__audit=audit)
         .order_by()
-        .values_list("run_id", "step_id", "verdict", "category")
+        .values_list("run_id", "step_id", "verdict", "category", "error_probability")
     )
     frame = _frame(
         queryset,
-        ["run_id", "step_pk", "verdict", "error_category"],
+        ["run_id", "step_pk", "verdict", "error_category", "judge_probability"],
         text=["verdict", "error_category"],
     )
+    # An all-missing column arrives as objects; the statistics want floats with NaN.
+    frame["judge_probability"] = pd.to_numeric(frame["judge_probability"], errors="coerce")
     run_at = pd.Index([r[0] for r in runs]).get_indexer(pd.to_numeric(frame["run_id"]))
     frame["judge_id"] = np.asarray([r[1] for r in runs])[run_at]
     # Each judge version is its own evaluator: ``name``, ``name@v2`` (judges.models.judge_label).

@@ -76,6 +76,15 @@ def _pct(value: Any) -> str:
     return f"{100 * value:.1f}%"
 
 
+def _prediction(share: Any) -> str:
+    """What a PPI row used as the judge's prediction (its stated probability or verdict)."""
+    if not share:
+        return "verdict"
+    if share >= 1:
+        return "probability"
+    return f"probability ({100 * share:.0f}% of steps)"
+
+
 def _interval(low: Any, high: Any, *, pct: bool = True) -> str:
     if low is None or high is None:
         return "–"
@@ -657,6 +666,7 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
             "PPI++ CI",
             "λ",
             "effective n",
+            "prediction",
             "expert only",
             "expert-only CI",
             "judge only",
@@ -673,6 +683,7 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
                 _interval(r.get("ppi_plus_plus_ci_low"), r.get("ppi_plus_plus_ci_high")),
                 _num(r.get("lambda"), 2),
                 _num(r.get("n_effective"), 1),
+                _prediction(r.get("prediction_probability_share")),
                 _pct(r.get("expert_only")),
                 _interval(r.get("expert_only_ci_low"), r.get("expert_only_ci_high")),
                 _pct(r.get("judge_only")),
@@ -681,8 +692,9 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
         ],
         note="PPI++ chooses λ in [0, 1] from the data to minimise the variance (λ = 0 is "
         "expert only, so it is never wider); effective n = expert labels expert-only would "
-        "need for the same precision. * = clipped to [0, 100%]. Intervals follow the "
-        "small-sample rule in Methods.",
+        "need for the same precision. Prediction: the judge's stated probability of an error "
+        "(its samples' share or token probability) where it has one, else its 0/1 verdict. "
+        "* = clipped to [0, 100%]. Intervals follow the small-sample rule in Methods.",
         numeric_from=2,
     )
     likert = report.get("likert") or {}

@@ -81,7 +81,8 @@ __all__ = [
 # Bump when the report's shape changes, so cached reports of the old shape are not served.
 # 2: blinding check (classifier, index); 3: findings, controls, PPI++; 4: first-error section;
 # 5: waves' stopping rule, stratified PPI; 6: hedging terms, the rendered body cached beside it
-REPORT_VERSION = 6
+# 7: PPI predicts with the judge's stated probability (judge_probability) where it has one
+REPORT_VERSION = 7
 CACHE_SECONDS = 24 * 3600
 EXCLUSION_KEYS = ("evaluators", "evaluator_kinds", "trace_ids", "step_ids")
 

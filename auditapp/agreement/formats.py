@@ -63,6 +63,9 @@ LABEL_OPTIONAL_COLUMNS: tuple[str, ...] = (
     "error_category",
     "weight",
     "inclusion_probability",
+    # A judge's probability that the step is an error (in [0, 1], missing where it stated
+    # none): the prediction-powered estimates use it instead of the 0/1 verdict.
+    "judge_probability",
     "segmentation",
     # Covariates for the controls (auditapp.agreement.controls); all may be missing.
     "answer_correct",
@@ -214,7 +217,8 @@ def labels_validate(labels: pd.DataFrame) -> pd.DataFrame:
     labels : pandas.DataFrame
         One row per (step, evaluator): ``step_id, trace_id, question_id, condition,
         evaluator, evaluator_kind, verdict`` and optionally ``error_category``, ``weight``,
-        ``inclusion_probability`` (in (0, 1]), ``segmentation``. Extra columns are ignored.
+        ``inclusion_probability`` (in (0, 1]), ``judge_probability`` (in [0, 1]),
+        ``segmentation``. Extra columns are ignored.
 
     Returns
     -------
@@ -265,6 +269,16 @@ def labels_validate(labels: pd.DataFrame) -> pd.DataFrame:
             low_open=True,
             table=table,
             column="inclusion_probability",
+        )
+    if "judge_probability" in out.columns:
+        out["judge_probability"] = _as_number(out, "judge_probability", table=table)
+        _require_range(
+            out["judge_probability"],
+            low=0.0,
+            high=1.0,
+            low_open=False,
+            table=table,
+            column="judge_probability",
         )
     if "segmentation" in out.columns:
         out["segmentation"] = _as_text(out["segmentation"].fillna("default"))

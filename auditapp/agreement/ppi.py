@@ -5,7 +5,9 @@ Prediction-powered inference (Angelopoulos, Bates, Fannjiang, Jordan & Zrnic 202
 
     θ̂ = mean(Ŷ over all N judged steps) + mean(w̃ · (Y − Ŷ) over the n labelled steps),
 
-where Ŷ is the judge's error indicator, Y the expert's (the share of non-abstaining experts
+where Ŷ is the judge's prediction — its stated probability that the step is an error where it
+has one (``judge_probability``: the share of its samples saying so, or its token probability),
+else its 0/1 verdict — Y the expert's (the share of non-abstaining experts
 who call the step an error), and w̃ = w · n / Σw with Horvitz–Thompson weights w = 1/π from
 the recorded ``inclusion_probability`` π (or the ``weight`` column; uniform when neither is
 given). The point estimate is ``ppi_py``'s. The variance has two parts, the imputed mean's
@@ -75,6 +77,9 @@ class PPIRow:
     # Expert labels the expert-only estimate would need for PPI++'s precision:
     # n_labelled · var(expert-only) / var(PPI++), at least n_labelled by construction.
     n_effective: float | None = None
+    # Share of the judged steps whose prediction was the judge's stated probability of an
+    # error (JudgeVerdict.error_probability) rather than its 0/1 verdict.
+    prediction_probability_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -432,7 +437,9 @@ def ppi_error_rates(
     frame = labels_validate(labels) if validate else labels
     # Only the columns read here: masking every column of a million-row frame is the cost.
     wanted = ["step_id", "trace_id", "condition", "evaluator", "evaluator_kind", "verdict"]
-    wanted += [c for c in ("inclusion_probability", "weight") if c in frame.columns]
+    wanted += [
+        c for c in ("inclusion_probability", "weight", "judge_probability") if c in frame.columns
+    ]
     frame = frame[wanted]
     counted = frame["verdict"] != "abstain"
     experts = frame[(frame["evaluator_kind"] == "expert") & counted]
@@ -452,7 +459,18 @@ def ppi_error_rates(
     w_of = np.full(len(step_ids), np.nan)
     y_of[labelled] = y_step.reindex(step_ids[labelled]).to_numpy(dtype=float)
     w_of[labelled] = w_step.reindex(step_ids[labelled]).to_numpy(dtype=float)
-    yhat_of = (judges["verdict"] == "error").to_numpy(dtype=float)
+    verdict_of = (judges["verdict"] == "error").to_numpy(dtype=float)
+    # The prediction: the judge's own probability of an error where it stated one (the share
+    # of its samples, its token probability), else its 0/1 verdict. PPI is unbiased for any
+    # fixed prediction; the probability carries more of what the judge knows, so the
+    # rectifier's variance is smaller (bench/efficiency_bench.py, "votes" against "verdict").
+    yhat_of = verdict_of
+    if "judge_probability" in judges.columns:
+        stated = judges["judge_probability"].to_numpy(dtype=float)
+        yhat_of = np.where(np.isnan(stated), verdict_of, stated)
+        has_probability = ~np.isnan(stated)
+    else:
+        has_probability = np.zeros(len(judges), dtype=bool)
     trace_of = pd.factorize(judges["trace_id"])[0]
     groups = judges.groupby(["evaluator", "condition"], sort=True).indices
     by_judge: dict[str, dict[str, np.ndarray]] = {}
@@ -484,8 +502,9 @@ def ppi_error_rates(
             )
             singleton_all = traces_all if cluster else np.arange(yhat_all.size)
             singleton = traces if cluster else np.arange(y.size)
+            verdicts_all = verdict_of[positions]
             judge_only = _bounded(
-                _estimate(float(yhat_all.mean()), _mean_var(yhat_all, singleton_all), z),
+                _estimate(float(verdicts_all.mean()), _mean_var(verdicts_all, singleton_all), z),
                 (0.0, 1.0),
             )
             expert_only = _bounded(_weighted_mean(y, w, singleton, z), (0.0, 1.0))
@@ -496,8 +515,9 @@ def ppi_error_rates(
             if ppi_pp.se and expert_only.se is not None:
                 n_effective = float(y.size * expert_only.se**2 / ppi_pp.se**2)
             judge_only = _small_proportion(
-                judge_only, n=yhat_all.size, clusters=singleton_all, level=confidence_level
+                judge_only, n=verdicts_all.size, clusters=singleton_all, level=confidence_level
             )
+            stated_share = float(has_probability[positions].mean())
             row = PPIRow(
                 judge=str(judge),
                 condition=str(condition),
@@ -508,6 +528,7 @@ def ppi_error_rates(
                 expert_only=expert_only,
                 ppi_plus_plus=ppi_pp,
                 n_effective=n_effective,
+                prediction_probability_share=stated_share,
             )
             per_condition[str(condition)] = row
             rows.append(row)

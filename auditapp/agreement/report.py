@@ -333,13 +333,16 @@ def _methods(
         ),
         "ppi": (
             "Prediction-powered inference (Angelopoulos et al. 2023), lambda = 1: mean of the "
-            "judge's error indicator over every judged (non-abstained) step + mean of w·(Y − "
-            "Y_hat) over expert-labelled steps, Y = share of non-abstaining experts calling "
+            "judge's prediction Y_hat over every judged (non-abstained) step + mean of w·(Y − "
+            "Y_hat) over expert-labelled steps, Y_hat = the judge's probability that the step "
+            "is an error where it stated one (the share of its samples saying so, or its token "
+            "probability; 'prediction_probability_share' says for how many steps), else its "
+            "0/1 verdict; Y = share of non-abstaining experts calling "
             "the step an error, w = Horvitz–Thompson weight 1/inclusion_probability "
             "(or the weight column; uniform when absent) normalised to mean 1. Normal "
             "interval; variance by linearisation per trace (cluster-robust, Hájek-weighted "
             "rectifier, covariance of the two terms kept). Differences between conditions "
-            "add the two variances. Judge-only = mean of the judge indicator; expert-only = "
+            "add the two variances. Judge-only = mean of the judge's 0/1 verdict; expert-only = "
             "weighted (Hájek) mean of Y over the labelled steps. "
             "PPI++ (Angelopoulos, Duchi & Zrnic 2023) beside it: lambda·mean(Y_hat over "
             "judged) + mean(w·(Y − lambda·Y_hat)) over labelled, with lambda in [0, 1] chosen "
@@ -598,6 +601,7 @@ def report_compute(
                     **_flat_estimate("ppi_plus_plus", r.ppi_plus_plus),
                     "lambda": r.ppi_plus_plus.lam,
                     "n_effective": r.n_effective,
+                    "prediction_probability_share": r.prediction_probability_share,
                     **_flat_estimate("judge_only", r.judge_only),
                     **_flat_estimate("expert_only", r.expert_only),
                 }

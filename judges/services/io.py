@@ -118,10 +118,13 @@ def verdicts_import(
 
         {"step_id": "<step public id>", "verdict": "correct|error|abstain|invalid",
          "error_category": null, "rationale": "", "raw_response": "", "prompt_tokens": 0,
-         "completion_tokens": 0}
+         "completion_tokens": 0, "error_probability": null}
 
-    The whole file is checked first; any problem rejects it with line numbers (``ImportRejected``)
-    and nothing is written. The judge is created (endpoint-less) if it does not exist.
+    ``error_probability`` (optional, in [0, 1]): the judge's probability that the step is an
+    error (its share of samples saying so, or its token probability), used as the prediction
+    of the report's prediction-powered estimates. The whole file is checked first; any problem
+    rejects it with line numbers (``ImportRejected``) and nothing is written. The judge is
+    created (endpoint-less) if it does not exist.
     """
     problems: list[LineProblem] = []
     records: list[tuple[int, dict[str, Any]]] = []
@@ -141,6 +144,7 @@ def verdicts_import(
             "raw_response",
             "prompt_tokens",
             "completion_tokens",
+            "error_probability",
         }
         if unknown:
             problems.append(LineProblem(number, sorted(unknown)[0], "unknown field"))
@@ -164,6 +168,13 @@ def verdicts_import(
             value = obj.get(key, 0)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 problems.append(LineProblem(number, key, "must be a non-negative integer"))
+        probability = obj.get("error_probability")
+        if probability is not None and (
+            isinstance(probability, bool)
+            or not isinstance(probability, int | float)
+            or not 0.0 <= probability <= 1.0
+        ):
+            problems.append(LineProblem(number, "error_probability", "must be a number in [0, 1]"))
         records.append((number, obj))
     steps = _scope_steps(audit=audit, segmentation=segmentation)
     ids = dict(steps.filter(public_id__in=list(seen)).values_list("public_id", "pk"))
@@ -212,6 +223,7 @@ def verdicts_import(
                     raw_response=obj.get("raw_response") or "",
                     prompt_tokens=obj.get("prompt_tokens", 0),
                     completion_tokens=obj.get("completion_tokens", 0),
+                    error_probability=obj.get("error_probability"),
                     prompt_record={"source": "import", "line": number},
                 )
                 for number, obj in records

@@ -193,6 +193,15 @@ def first_error_verdicts(
     return rows, len(steps) - len(rows)
 
 
+def error_probability_of(samples) -> float | None:
+    """The share of a judge's samples that say "error", over those that said correct or
+    error; None unless at least two did (one plain verdict states no probability)."""
+    votes = [v for v in samples or () if v in ("correct", "error")]
+    if len(votes) < 2:
+        return None
+    return sum(v == "error" for v in votes) / len(votes)
+
+
 def verdict_from_result(
     *, run_id: int, rendered: RenderedStep, result: JudgeResult
 ) -> JudgeVerdict:
@@ -226,4 +235,5 @@ def verdict_from_result(
         cached_tokens=result.cached_tokens,
         prompt_hash=rendered.prompt_hash,
         prompt_record=storable_json(record),
+        error_probability=error_probability_of(result.samples),
     )
