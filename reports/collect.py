@@ -852,9 +852,10 @@ def tables_fingerprint(audit: Audit) -> dict[str, Any]:
 
 # --- waves ---------------------------------------------------------------------------------
 def _batch_units(batch) -> pd.DataFrame:
-    """One row per labelled sampled unit of ``batch``: ``item, wave, stratum,
-    inclusion_probability, trace, y`` with y the share of its non-abstaining expert labels
-    that say "error" (units every expert abstained on are left out, as missing at random).
+    """One row per labelled sampled unit of ``batch``: ``item, unit, wave, stratum,
+    inclusion_probability, trace, y`` (``unit``: the step's pk) with y the share of its
+    non-abstaining expert labels that say "error" (units every expert abstained on are left
+    out, as missing at random).
     Gold items and hidden repeats are not a sample of steps and are left out."""
     from annotations.models import Label
 
@@ -868,6 +869,7 @@ def _batch_units(batch) -> pd.DataFrame:
         .order_by()
         .values_list(
             "assignment_item__batch_item_id",
+            "assignment_item__batch_item__step_id",
             "assignment_item__batch_item__wave",
             "assignment_item__batch_item__stratum",
             "assignment_item__batch_item__inclusion_probability",
@@ -875,11 +877,14 @@ def _batch_units(batch) -> pd.DataFrame:
             "verdict",
         )
     )
-    frame = pd.DataFrame(rows, columns=["item", "wave", "stratum", "pi", "trace", "verdict"])
+    frame = pd.DataFrame(
+        rows, columns=["item", "unit", "wave", "stratum", "pi", "trace", "verdict"]
+    )
     frame["error"] = (frame["verdict"] == "error").astype(float)
     return (
         frame.groupby("item", sort=True)
         .agg(
+            unit=("unit", "first"),
             wave=("wave", "first"),
             stratum=("stratum", "first"),
             inclusion_probability=("pi", "first"),

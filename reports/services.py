@@ -49,7 +49,7 @@ from auditapp.agreement.formats import (
 from auditapp.agreement.ppi import ppi_mean
 from auditapp.agreement.rates import ABSTAIN_RULES
 from auditapp.agreement.report import REPORT_KEYS, report_compute
-from auditapp.agreement.sequential import ht_increments, wave_stopping
+from auditapp.agreement.sequential import ht_increments, ppi_increments, wave_stopping
 from auditapp.agreement.stratified import stratified_ppi_mean
 from auditapp.exceptions import ApplicationError, ConflictError, ForbiddenError
 from reports.collect import (
@@ -434,8 +434,11 @@ def sequential_section(audit: Audit, plan: AnalysisPlan | None, *, seed: int = 0
     """The stopping rule after each wave, for every batch released in waves.
 
     Per arm, each labelled unit contributes its Horvitz–Thompson increment (y · n/(N π),
-    y the share of its non-abstaining experts who call it an error); waves in order, a
-    random order (from the report's seed) within a wave. The rule's α and t* come from the
+    y the share of its non-abstaining experts who call it an error) or, when the batch was
+    drawn from a judge's predictions (the active and stratified-PPI designs record each
+    drawn unit's prediction f and each stratum's mean before any label), its
+    prediction-powered increment f̄ + (y − f) · n/(N π), λ = 1; waves in order, a random
+    order (from the report's seed) within a wave. The rule's α and t* come from the
     locked plan; without one (or with a plan locked before the rule existed) the defaults,
     and the section says the rule was not fixed in advance."""
     rule = (plan.plan.get("stopping") if plan else None) or None
@@ -449,6 +452,14 @@ def sequential_section(audit: Audit, plan: AnalysisPlan | None, *, seed: int = 0
         sample = pd.Series({s["key"]: s["sample"] for s in strata})
         arm_of_stratum = {s["key"]: s["condition"] for s in strata}
         shown = batch_info["condition_labels"]
+        sampling = batch_info["sampling"]
+        means = pd.Series(sampling.get("prediction_means") or {}, dtype=float)
+        predictions = {int(k): v for k, v in (sampling.get("predictions") or {}).items()}
+        powered = (
+            not means.empty
+            and set(population.index) <= set(means.index)
+            and frame["unit"].isin(list(predictions)).all()
+        )
         increments, waves, per_arm = {}, {}, {}
         for code in sorted(set(arm_of_stratum.values())):
             keys = [k for k, c in arm_of_stratum.items() if c == code]
@@ -460,18 +471,34 @@ def sequential_section(audit: Audit, plan: AnalysisPlan | None, *, seed: int = 0
             per_arm[arm] = int(n_arm)
             if n_arm == 0:
                 continue
-            increments[arm] = ht_increments(
-                rows["y"].to_numpy(),
-                rows["inclusion_probability"].to_numpy(),
-                n_arm=n_arm,
-                big_n_arm=big_n,
-            )
+            if powered:
+                increments[arm] = ppi_increments(
+                    rows["y"].to_numpy(),
+                    rows["unit"].map(predictions).to_numpy(dtype=float),
+                    rows["inclusion_probability"].to_numpy(),
+                    prediction_mean=float((population[keys] * means[keys]).sum() / big_n),
+                    n_arm=n_arm,
+                    big_n_arm=big_n,
+                )
+            else:
+                increments[arm] = ht_increments(
+                    rows["y"].to_numpy(),
+                    rows["inclusion_probability"].to_numpy(),
+                    n_arm=n_arm,
+                    big_n_arm=big_n,
+                )
             waves[arm] = rows["wave"].to_numpy()
         entry: dict[str, Any] = {
             "batch": batch_info["name"],
             "waves": batch_info["waves"],
             "waves_released": batch_info["waves_released"],
             "planned_per_arm": per_arm,
+            "increments": (
+                f"prediction-powered (λ = 1): f̄ + (y − f)·n/(Nπ), f = {sampling.get('source')}"
+                " as recorded when the batch was drawn"
+                if powered
+                else "expert labels (Horvitz–Thompson): y·n/(Nπ)"
+            ),
         }
         if len(increments) < 2:
             entry.update(looks=[], fired_at_wave=None, advice="needs two arms", rule="")

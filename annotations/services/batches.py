@@ -350,6 +350,18 @@ def batch_preview(
             strata,
             lambda key: seeded_random(audit.blinding_seed, f"batch:{seed}:stratum:{key}"),
         )
+    if design in ("active", "stratified-ppi"):
+        # The judge's prediction, fixed before any label: the wave stopping rule's
+        # prediction-powered increments need each drawn unit's and each stratum's mean
+        # (reports.services.sequential_section).
+        scores = known if design == "active" else judge_p
+        sampling["prediction_means"] = {
+            key: float(np.mean([scores.get(pk, 0.5) for pk in units]))
+            for key, units in units_by_stratum.items()
+        }
+        sampling["predictions"] = {
+            str(pk): float(scores.get(pk, 0.5)) for pks in drawn.values() for pk in pks
+        }
     gold_units: list[tuple[int, str]] = []
     gold_available = 0
     if not rating and not whole_traces:
