@@ -16,7 +16,15 @@ user message (the default prompt delimits it so), else that whole message. Marke
 
 ``[wrong]`` → error, ``[abstain]`` → abstain, ``[unparseable]`` → always prose,
 ``[vote:c,e,a]`` → the k-th sample generated for this prompt answers the k-th listed verdict
-(cycling), which drives the n-samples tests.
+(cycling), which drives the n-samples tests; ``[p_error=0.83]`` → the judge's probability that
+the step is an error (its answer is error at 0.5 and above, unless another marker says).
+
+Log-probabilities: a request with ``"logprobs": true`` gets ``choices[i].logprobs.content`` in
+OpenAI's format, the answer split into plausible tokens (the verdict word one token) and, at the
+verdict, the ``top_logprobs`` alternatives "error", "correct" and "abstain" with probabilities
+``0.98 p``, ``0.98 (1 - p)`` and 0.02, p from ``expected_error_probability`` (the marker, else
+derived from a hash of the step, on the side of the verdict given). ``logprobs_unsupported``
+answers such a request 400 (as servers without them do), ``logprobs_ignored`` answers without.
 
 A first-error request (the whole trace inside ``<trace>``, one ``Step k: …`` line per step) is
 answered with the first step marked ``[wrong]``, or ``none`` (``expected_first_error``);
@@ -88,6 +96,10 @@ _TRACE_RE = re.compile(r"<trace>\s*(.*?)\s*</trace>", re.DOTALL)
 _TRACE_STEP_RE = re.compile(r"^Step (\d+): ?(.*)$", re.M)
 _VOTE_RE = re.compile(r"\[vote:([a-z,]+)\]")
 _VOTE_CODES = {"c": "correct", "e": "error", "a": "abstain"}
+_P_ERROR_RE = re.compile(r"\[p_error=([01](?:\.\d+)?)\]")
+# Plausible tokens: words, a blank with the word after it, runs of punctuation.
+_TOKEN_RE = re.compile(r" ?[A-Za-z]+|\d+|\s+|[^A-Za-z\d\s]+")
+ABSTAIN_MASS = 0.02  # the fake's probability of "abstain" at the verdict token
 
 
 @dataclass
@@ -119,6 +131,8 @@ class FakeConfig:
     wants_max_completion_tokens: bool = False  # refuses max_tokens, like OpenAI's o-series
     # Which schema modes the server enforces (when garbage_unless_enforced).
     enforces: tuple[str, ...] = ("json_schema",)
+    logprobs_unsupported: bool = False  # "logprobs" in a request → 400, like some servers
+    logprobs_ignored: bool = False  # "logprobs" asked, none returned
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(FAULT_KINDS)
@@ -216,11 +230,74 @@ def expected_verdict(step: str, *, policy: str = "marker", sample_index: int = 0
         return "error"
     if "[abstain]" in step:
         return "abstain"
+    marked = _P_ERROR_RE.search(step)
+    if marked:
+        return "error" if float(marked.group(1)) >= 0.5 else "correct"
     rate = _policy_rate(policy)
     if rate is not None:
         bucket = int.from_bytes(hashlib.sha256(step.encode()).digest()[:4], "big") % 10_000
         return "error" if bucket < rate * 10_000 else "correct"
     return "correct"
+
+
+def expected_error_probability(step: str, verdict: str) -> float:
+    """The fake judge's probability that ``step`` is an error, as its log-probabilities say:
+    the ``[p_error=X]`` marker, else a stable value from the step's hash on the side of
+    ``verdict`` (0.55..0.95 for error, 0.05..0.45 for correct, 0.5 otherwise)."""
+    marked = _P_ERROR_RE.search(step)
+    if marked:
+        return min(1.0, float(marked.group(1)))
+    if verdict not in ("error", "correct"):
+        return 0.5
+    bucket = int.from_bytes(hashlib.sha256(step.encode()).digest()[4:8], "big") % 1000
+    spread = 0.05 + 0.4 * bucket / 1000
+    return 1.0 - spread if verdict == "error" else spread
+
+
+def fake_logprobs(content: str, *, p_error: float, top_logprobs: int) -> dict[str, Any]:
+    """``choices[i].logprobs`` for ``content`` in OpenAI's format (see the module doc)."""
+    tokens = _TOKEN_RE.findall(content)
+    offset = content.find('"verdict":"')
+    verdict_at = offset + len('"verdict":"') if offset >= 0 else -1
+    k = max(0, min(20, top_logprobs))
+    out: list[dict[str, Any]] = []
+    position = 0
+    for token in tokens:
+        entry: dict[str, Any]
+        if position == verdict_at:
+            alternatives = {
+                "error": 0.98 * p_error,
+                "correct": 0.98 * (1.0 - p_error),
+                "abstain": ABSTAIN_MASS,
+            }
+            alternatives.setdefault(token, ABSTAIN_MASS)
+            ranked = sorted(alternatives.items(), key=lambda kv: -kv[1])
+            entry = {
+                "token": token,
+                "logprob": _log(alternatives[token]),
+                "bytes": list(token.encode()),
+                "top_logprobs": [
+                    {"token": t, "logprob": _log(q), "bytes": list(t.encode())}
+                    for t, q in ranked[:k]
+                    if q > 0
+                ],
+            }
+        else:
+            entry = {
+                "token": token,
+                "logprob": -0.0001,
+                "bytes": list(token.encode()),
+                "top_logprobs": [
+                    {"token": token, "logprob": -0.0001, "bytes": list(token.encode())}
+                ][:k],
+            }
+        out.append(entry)
+        position += len(token)
+    return {"content": out, "refusal": None}
+
+
+def _log(probability: float) -> float:
+    return math.log(probability) if probability > 0 else -9999.0
 
 
 def trace_steps(messages: list[dict[str, Any]]) -> list[str] | None:
@@ -419,6 +496,12 @@ class FakeServer:
                 f"This model's maximum context length is {cfg.context_tokens} tokens. However, "
                 f"your messages resulted in {_prompt_tokens(messages)} tokens.",
             )
+        if cfg.logprobs_unsupported and ("logprobs" in body or "top_logprobs" in body):
+            return _error(
+                invalid,
+                "invalid_request_error",
+                "Unsupported parameter: 'logprobs' is not supported by this server.",
+            )
         if body.get("response_format") and cfg.json_mode_unsupported:
             return _error(
                 invalid, "invalid_request_error", "response_format is not supported by this model"
@@ -490,6 +573,7 @@ class FakeServer:
         cfg = self.config
         enforced = any(_SCHEMA_MODES[mode](body) for mode in cfg.enforces)
         steps = trace_steps(messages)
+        logprobs = bool(body.get("logprobs")) and not cfg.logprobs_ignored
         for i in range(n):
             verdict = expected_verdict(step, policy=cfg.verdict_policy, sample_index=first + i)
             content = _answer(step, verdict)
@@ -508,13 +592,18 @@ class FakeServer:
             message: dict[str, Any] = {"role": "assistant", "content": content}
             if cfg.reasoning:
                 message["reasoning_content"] = f'Thinking: "verdict": "abstain"? No, {verdict}.'
-            choices.append(
-                {
-                    "index": i,
-                    "message": message,
-                    "finish_reason": "length" if fault == "truncated" else "stop",
-                }
-            )
+            choice: dict[str, Any] = {
+                "index": i,
+                "message": message,
+                "finish_reason": "length" if fault == "truncated" else "stop",
+            }
+            if logprobs:
+                choice["logprobs"] = fake_logprobs(
+                    content,
+                    p_error=expected_error_probability(step, verdict),
+                    top_logprobs=int(body.get("top_logprobs") or 0),
+                )
+            choices.append(choice)
         prompt_tokens = _prompt_tokens(messages)
         usage: dict[str, Any] = {
             "prompt_tokens": prompt_tokens,

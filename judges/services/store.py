@@ -212,6 +212,21 @@ def verdict_from_result(
         record["error"] = result.error
     if result.hedged:
         record["hedged"] = True
+    if result.sample_error_probabilities:
+        # The judge's token probability of "error" per sample, and their mean: the active
+        # design's uncertainty (judges.services.uncertainty).
+        probabilities = [
+            None if p is None else round(p, 6) for p in result.sample_error_probabilities
+        ]
+        record["sample_error_probabilities"] = probabilities
+        known = [p for p in probabilities if p is not None]
+        if known:
+            record["error_probability"] = round(sum(known) / len(known), 6)
+    if result.logprobs_refused:
+        record["logprobs"] = "unsupported"
+        record["logprobs_refused"] = result.logprobs_refused
+    if result.stated_confidence is not None:
+        record["stated_confidence"] = round(result.stated_confidence, 6)
     return JudgeVerdict(
         run_id=run_id,
         step_id=rendered.step_id,
