@@ -10,7 +10,8 @@ word counts — and *correct-ish* likewise for "correct". The verdict's error pr
 
     p = P(error-ish) / (P(error-ish) + P(correct-ish))
 
-over that position's alternatives (the chosen token included), or None when neither is there.
+over that position's ``top_logprobs`` alternatives (the chosen token alone when none are listed),
+or None when neither is there.
 "abstain" and anything else is left out: p is about error versus correct, as the expert label is.
 
 Examples
@@ -115,7 +116,12 @@ def verdict_error_probability(
     for alt in chosen.get("top_logprobs") or ():
         if isinstance(alt, Mapping) and isinstance(alt.get("token"), str):
             alternatives.setdefault(alt["token"], _probability(alt.get("logprob")))
-    alternatives.setdefault(tokens[index], _probability(chosen.get("logprob")))
+    if not alternatives:
+        # No alternatives listed: the chosen token is all there is. When they are listed the
+        # chosen token is *not* added: a grammar can force a token the model itself found
+        # unlikely (llama-cpp-python lists the unconstrained model's alternatives), and that
+        # token alone would read as certainty.
+        alternatives[tokens[index]] = _probability(chosen.get("logprob"))
     mass = {"error": 0.0, "correct": 0.0}
     for token, probability in alternatives.items():
         if not token.startswith(lead):
