@@ -291,5 +291,8 @@ def batch_request_body(judge: Judge, rendered: RenderedStep) -> dict[str, Any]:
     }
     if judge.samples_per_step > 1:
         body["n"] = judge.samples_per_step
+    if judge.logprobs:
+        body["logprobs"] = True
+        body["top_logprobs"] = judge.top_logprobs
     body.update(structured_fields(judge.structured_output if judge.use_json_mode else "none"))
     return body

@@ -25,6 +25,7 @@ verdict, the ``top_logprobs`` alternatives "error", "correct" and "abstain" with
 ``0.98 p``, ``0.98 (1 - p)`` and 0.02, p from ``expected_error_probability`` (the marker, else
 derived from a hash of the step, on the side of the verdict given). ``logprobs_unsupported``
 answers such a request 400 (as servers without them do), ``logprobs_ignored`` answers without.
+``state_confidence`` adds a ``confidence`` in its verdict to each answer (p or 1 - p).
 
 A first-error request (the whole trace inside ``<trace>``, one ``Step k: …`` line per step) is
 answered with the first step marked ``[wrong]``, or ``none`` (``expected_first_error``);
@@ -133,6 +134,9 @@ class FakeConfig:
     enforces: tuple[str, ...] = ("json_schema",)
     logprobs_unsupported: bool = False  # "logprobs" in a request → 400, like some servers
     logprobs_ignored: bool = False  # "logprobs" asked, none returned
+    # Answers state a "confidence" in their verdict: p (error) or 1 - p (correct) with p from
+    # ``expected_error_probability``.
+    state_confidence: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(FAULT_KINDS)
@@ -329,15 +333,17 @@ def _first_error_answer(steps: list[str], answer: str) -> str:
     ).decode()
 
 
-def _answer(step: str, verdict: str) -> str:
+def _answer(step: str, verdict: str, *, confidence: bool = False) -> str:
     category = "reasoning" if verdict == "error" else None
-    return orjson.dumps(
-        {
-            "verdict": verdict,
-            "error_category": category,
-            "rationale": f"Fake judge: the step is {verdict} ({len(step)} characters).",
-        }
-    ).decode()
+    answer: dict[str, Any] = {
+        "verdict": verdict,
+        "error_category": category,
+        "rationale": f"Fake judge: the step is {verdict} ({len(step)} characters).",
+    }
+    if confidence and verdict in ("error", "correct"):
+        p = expected_error_probability(step, verdict)
+        answer["confidence"] = round(p if verdict == "error" else 1.0 - p, 4)
+    return orjson.dumps(answer).decode()
 
 
 class FakeServer:
@@ -576,7 +582,7 @@ class FakeServer:
         logprobs = bool(body.get("logprobs")) and not cfg.logprobs_ignored
         for i in range(n):
             verdict = expected_verdict(step, policy=cfg.verdict_policy, sample_index=first + i)
-            content = _answer(step, verdict)
+            content = _answer(step, verdict, confidence=cfg.state_confidence)
             if steps is not None:
                 verdict = expected_first_error(steps)
                 content = _first_error_answer(steps, verdict)
@@ -759,6 +765,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--faults", default=",".join(DEFAULT_FAULTS))
     parser.add_argument("--json-mode-unsupported", action="store_true")
     parser.add_argument("--ignore-n", action="store_true")
+    parser.add_argument("--logprobs-unsupported", action="store_true", help="400 on logprobs")
+    parser.add_argument("--logprobs-ignored", action="store_true", help="never return logprobs")
+    parser.add_argument("--state-confidence", action="store_true", help="answers state one")
     parser.add_argument("--verdict-policy", default="marker", help="marker | hash:RATE")
     parser.add_argument("--retry-after-s", default="1")
     parser.add_argument(
@@ -780,7 +789,13 @@ def main(argv: list[str] | None = None) -> None:
         "seed": args.seed,
     }
     # A flag left off keeps the profile's behaviour.
-    for flag in ("json_mode_unsupported", "ignore_n"):
+    for flag in (
+        "json_mode_unsupported",
+        "ignore_n",
+        "logprobs_unsupported",
+        "logprobs_ignored",
+        "state_confidence",
+    ):
         if getattr(args, flag):
             overrides[flag] = True
     config = config_for(args.profile, **overrides)

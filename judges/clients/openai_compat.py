@@ -773,7 +773,7 @@ class _Batch:
         extra: dict[str, Any] = {}
         if self.settings.logprobs:
             extra = _logprob_fields(request, samples, refused=self.logprobs_refused)
-        confidence = _stated_confidence(samples, verdict)
+        confidence = stated_confidence_in([x.parsed for x in samples], verdict)
         if confidence is not None:
             extra["stated_confidence"] = confidence
         error = None
@@ -845,18 +845,25 @@ def _logprob_fields(
     return fields
 
 
-def _stated_confidence(samples: Sequence[_Sample], verdict: str) -> float | None:
-    """The judge's stated confidence in ``verdict``: over the samples that stated one on a
-    correct / error verdict, the mean probability of error they imply, as confidence in
-    ``verdict`` (None for other verdicts or when no sample stated one)."""
+def stated_confidence_in(parsed: Sequence[Any], verdict: str) -> float | None:
+    """The judge's stated confidence in ``verdict``: over the parsed samples that stated one
+    on a correct / error verdict, the mean probability of error they imply, as confidence in
+    ``verdict`` (None for other verdicts or when no sample stated one).
+
+    Examples
+    --------
+    >>> v = lambda s, c: ParsedVerdict(s, None, "", "json", confidence=c)
+    >>> round(stated_confidence_in([v("error", 0.9), v("correct", 0.7), None], "error"), 3)
+    0.6
+    """
     if verdict not in ("correct", "error"):
         return None
     implied = [
-        c if x.parsed.verdict == "error" else 1.0 - c
-        for x in samples
-        if x.parsed is not None
-        and x.parsed.verdict in ("correct", "error")
-        and (c := getattr(x.parsed, "confidence", None)) is not None
+        c if x.verdict == "error" else 1.0 - c
+        for x in parsed
+        if x is not None
+        and x.verdict in ("correct", "error")
+        and (c := getattr(x, "confidence", None)) is not None
     ]
     if not implied:
         return None

@@ -118,6 +118,26 @@ def test_a_server_without_logprobs_completes_the_run_and_the_design_uses_votes(
     assert described == f"share of 'error' among the samples of one judge run ({run.pk})"
 
 
+def test_a_run_whose_answers_state_a_confidence_stores_it_and_the_design_uses_it(
+    demo_audit, make_judge, run_chunks
+):
+    # given a judge whose answers carry a confidence (no log-probabilities asked)
+    p = _mark_steps(demo_audit)
+    with fake_server(latency_ms=1, jitter_ms=0, state_confidence=True) as server:
+        judge = make_judge(server.base_url)
+        run = run_create(audit=demo_audit, judge=judge, segmentation="given")
+        # when
+        run_chunks(run)
+    # then each verdict keeps the confidence in itself, and the source reads p back from it
+    rows = JudgeVerdict.objects.filter(run=run).values_list("step_id", "verdict", "prompt_record")
+    for step_id, verdict, record in rows:
+        own = p[step_id] if verdict == "error" else 1 - p[step_id]
+        assert record["stated_confidence"] == pytest.approx(own)
+    probabilities, described = judge_runs_source(str(run.pk))
+    assert described == f"the judge's stated confidence (run {run.pk})"
+    assert probabilities(list(p)) == pytest.approx(p)
+
+
 def _run_with(audit, judge, records_by_index, verdict_of):
     steps = list(Step.objects.filter(audit=audit, segmentation="given").order_by("pk"))
     run = JudgeRun.objects.create(

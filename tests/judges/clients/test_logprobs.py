@@ -230,3 +230,17 @@ def test_a_server_that_refuses_them_is_asked_again_without_once_per_batch(profil
     # one refused request, then none asks again, and no retry was counted
     assert ["logprobs" in b for b in bodies] == [True] + [False] * len(STEPS)
     assert sorted(r.attempts for r in results) == [1, 1, 2]
+
+
+def test_a_stated_confidence_reaches_the_result_as_confidence_in_the_verdict():
+    # given a server whose answers state a confidence, and 3 samples split 2-1 on one step
+    with fake_server(latency_ms=1, jitter_ms=0, state_confidence=True) as server:
+        results = judge_many_sync(
+            [_request(STEPS[0]), _request("4 [vote:e,e,c] [p_error=0.9]", n_samples=3)],
+            settings=_settings(server),
+        )
+    # then one sample: its confidence; several: the mean error probability they imply, as
+    # confidence in the majority verdict (0.9, 0.9 and 1 - 0.1 → 0.9 on "error")
+    assert results[0].verdict == "correct" and results[0].stated_confidence == pytest.approx(0.8)
+    assert results[1].verdict == "error"
+    assert results[1].stated_confidence == pytest.approx((0.9 + 0.9 + 0.9) / 3)
