@@ -553,7 +553,7 @@ class _Batch:
                 # see a JSON-mode fallback learned meanwhile.
                 mode = self.mode if request.response_format_json else "none"
                 json_mode = mode != "none"
-                logprobs = self.logprobs
+                logprobs = self.logprobs and request.answer == "step"
                 payload = _payload(
                     s, request, messages, n=n, mode=mode, max_tokens_field=self.max_tokens_field
                 )

@@ -85,7 +85,8 @@ def _samples(record: Any, verdict: str) -> list[str]:
 
 def _sources_held(ids: list[int]) -> list[str]:
     """Which sources the runs' verdicts hold, in the order they are used (for the
-    description): "token", "confidence", "votes" (steps with neither)."""
+    description): "token", "confidence", "votes" (steps with neither; "none" when those
+    steps have one sample of one run: they get ½)."""
     verdicts = JudgeVerdict.objects.filter(run_id__in=ids, verdict__in=VOTING)
     held = []
     if verdicts.filter(prompt_record__has_key="error_probability").exists():
@@ -97,8 +98,14 @@ def _sources_held(ids: list[int]) -> list[str]:
         .exclude(prompt_record__has_key="stated_confidence")
         .exists()
     ):
-        held.append("votes")
+        single = len(ids) == 1 and held and _samples_per_step(ids[0]) <= 1
+        held.append("none" if single else "votes")
     return held
+
+
+def _samples_per_step(run_id: int) -> int:
+    settings = JudgeRun.objects.filter(pk=run_id).values_list("judge__samples_per_step", flat=True)
+    return int(settings.first() or 1)
 
 
 def _description(ids: list[int], held: list[str]) -> str:
@@ -112,6 +119,7 @@ def _description(ids: list[int], held: list[str]) -> str:
         "token": TOKEN_SOURCE if one else "the mean of the judges' token probabilities of 'error'",
         "confidence": CONFIDENCE_SOURCE if one else "the mean of the judges' stated confidences",
         "votes": f"the {votes}",
+        "none": "½ (one sample per step, no vote share)",
     }
     label = "run" if one else "runs"
     return ", else ".join(names[k] for k in held) + f" ({label} {runs})"

@@ -196,6 +196,25 @@ def test_a_run_with_probabilities_on_some_steps_names_both_sources(demo_audit, m
     assert got[steps[1].pk] == pytest.approx((0.6 * 5 + 1) / 7)  # smoothed by 5 votes
 
 
+def test_steps_without_a_probability_in_a_one_sample_run_get_one_half(demo_audit, make_judge):
+    # given token probabilities on even steps only, one sample per step
+    run, steps = _run_with(
+        demo_audit,
+        make_judge("http://127.0.0.1:9"),
+        lambda i: {"error_probability": 0.3} if i % 2 == 0 else {},
+        lambda i: "correct",
+    )
+    # when
+    probabilities, described = judge_runs_source(str(run.pk))
+    got = probabilities([s.pk for s in steps])
+    # then the odd steps are left out (the design gives them ½) and the description says so
+    assert described == (
+        "the judge's token probability of 'error', else ½ (one sample per step, no vote share) "
+        f"(run {run.pk})"
+    )
+    assert got[steps[0].pk] == pytest.approx(0.3) and steps[1].pk not in got
+
+
 def test_several_runs_average_their_probabilities_where_every_run_has_one(demo_audit, make_judge):
     # given two runs: both with token probabilities on even steps, the second without on odd
     first, steps = _run_with(

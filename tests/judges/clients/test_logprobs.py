@@ -244,3 +244,17 @@ def test_a_stated_confidence_reaches_the_result_as_confidence_in_the_verdict():
     assert results[0].verdict == "correct" and results[0].stated_confidence == pytest.approx(0.8)
     assert results[1].verdict == "error"
     assert results[1].stated_confidence == pytest.approx((0.9 + 0.9 + 0.9) / 3)
+
+
+def test_a_first_error_request_does_not_ask_for_them():
+    # given a whole-trace request (its answer is a step number, not a verdict word)
+    trace = "<trace>\nStep 1: 2 + 2 = 4\nStep 2: so 5 [wrong]\n</trace>"
+    request = JudgeRequest(
+        key="t", messages=[{"role": "user", "content": trace}], answer="first_error", n_steps=2
+    )
+    with fake_server(latency_ms=1, jitter_ms=0) as server:
+        (result,) = judge_many_sync([request], settings=_settings(server, logprobs=True))
+        (body,) = server.recent_requests()
+    # then
+    assert result.first_error_step == 2 and "logprobs" not in body
+    assert result.sample_error_probabilities == ()
