@@ -142,6 +142,10 @@ class Judge(models.Model):
     # Send a call that looks hung (in flight > 4x the median) once more; at most 1.5% of the
     # requests. Off for a paid API where a duplicated long answer costs more than the time.
     hedge_hung_calls = models.BooleanField(default=True)
+    # Ask for token log-probabilities and store the verdict's error probability read from them
+    # (``judges.clients.logprobs``), the active design's uncertainty (issue 15).
+    logprobs = models.BooleanField(default=False)
+    top_logprobs = models.PositiveSmallIntegerField(default=10)
     style_blind = models.BooleanField(
         default=True, help_text="Judge the style-normalised (blinded) text, as clinicians see it."
     )
@@ -206,6 +210,8 @@ class Judge(models.Model):
         "structured_output",
         "max_tokens_field",
         "hedge_hung_calls",
+        "logprobs",
+        "top_logprobs",
         "style_blind",
         "show_final_answer",
         "context_mode",

@@ -84,6 +84,8 @@ def client_settings(judge: Judge, *, concurrency: int | None = None) -> ClientSe
         use_json_mode=judge.use_json_mode,
         structured_output=judge.structured_output,
         max_tokens_field=judge.max_tokens_field,
+        logprobs=judge.logprobs,
+        top_logprobs=judge.top_logprobs,
         hedge_after_latencies=ClientSettings.hedge_after_latencies if judge.hedge_hung_calls else 0,
         # A back-off below the timeout: a hang costs one timeout, not a minute of back-off.
         backoff_base_s=min(0.5, judge.timeout_s / 4),
@@ -289,5 +291,8 @@ def batch_request_body(judge: Judge, rendered: RenderedStep) -> dict[str, Any]:
     }
     if judge.samples_per_step > 1:
         body["n"] = judge.samples_per_step
+    if judge.logprobs:
+        body["logprobs"] = True
+        body["top_logprobs"] = judge.top_logprobs
     body.update(structured_fields(judge.structured_output if judge.use_json_mode else "none"))
     return body

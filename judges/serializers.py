@@ -27,6 +27,8 @@ class JudgeOutputSerializer(serializers.ModelSerializer):
             "max_concurrency",
             "parallel_chunks",
             "hedge_hung_calls",
+            "logprobs",
+            "top_logprobs",
             "rpm_limit",
             "tpm_limit",
             "timeout_s",

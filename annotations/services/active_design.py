@@ -58,7 +58,8 @@ def draw_active(
 
 # --- the planner's predictor ------------------------------------------------------------
 # unit pks → ({pk: the judge's prediction in [0, 1]}, samples per step); a prediction is the
-# share of the judge's samples that say "error" (its verdict, 0 or 1, with one sample).
+# share of the judge's samples that say "error" (its verdict, 0 or 1, with one sample), or the
+# judge's own probability of "error" (samples per step 0: used as it is, nothing to smooth).
 Predictions = Callable[[Sequence[int]], tuple[Mapping[int, float], int]]
 _PREDICTIONS: dict[str, Callable[[str], tuple[Predictions, str]]] = {}
 

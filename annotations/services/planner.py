@@ -137,9 +137,10 @@ def batch_planner(
     )
     n = {d: plan.n_per_arm[d] for d in PLANNED}
     notes = []
-    if votes <= 1:
+    if votes == 1:
         # One sample per step: every step is equally uncertain and the active design is the
-        # stratified one (docs/sampling.md).
+        # stratified one (docs/sampling.md). 0: the predictions are the judge's own
+        # probabilities (token log-probabilities, a stated confidence), used unsmoothed.
         n.pop("active + PPI++")
         notes.append("one judge sample per step: no uncertainty to draw by, no active design")
     best = min(n, key=lambda d: (n[d], PLANNED.index(d)))

@@ -16,7 +16,16 @@ user message (the default prompt delimits it so), else that whole message. Marke
 
 ``[wrong]`` → error, ``[abstain]`` → abstain, ``[unparseable]`` → always prose,
 ``[vote:c,e,a]`` → the k-th sample generated for this prompt answers the k-th listed verdict
-(cycling), which drives the n-samples tests.
+(cycling), which drives the n-samples tests; ``[p_error=0.83]`` → the judge's probability that
+the step is an error (its answer is error at 0.5 and above, unless another marker says).
+
+Log-probabilities: a request with ``"logprobs": true`` gets ``choices[i].logprobs.content`` in
+OpenAI's format, the answer split into plausible tokens (the verdict word one token) and, at the
+verdict, the ``top_logprobs`` alternatives "error", "correct" and "abstain" with probabilities
+``0.98 p``, ``0.98 (1 - p)`` and 0.02, p from ``expected_error_probability`` (the marker, else
+derived from a hash of the step, on the side of the verdict given). ``logprobs_unsupported``
+answers such a request 400 (as servers without them do), ``logprobs_ignored`` answers without.
+``state_confidence`` adds a ``confidence`` in its verdict to each answer (p or 1 - p).
 
 A first-error request (the whole trace inside ``<trace>``, one ``Step k: …`` line per step) is
 answered with the first step marked ``[wrong]``, or ``none`` (``expected_first_error``);
@@ -88,6 +97,10 @@ _TRACE_RE = re.compile(r"<trace>\s*(.*?)\s*</trace>", re.DOTALL)
 _TRACE_STEP_RE = re.compile(r"^Step (\d+): ?(.*)$", re.M)
 _VOTE_RE = re.compile(r"\[vote:([a-z,]+)\]")
 _VOTE_CODES = {"c": "correct", "e": "error", "a": "abstain"}
+_P_ERROR_RE = re.compile(r"\[p_error=([01](?:\.\d+)?)\]")
+# Plausible tokens: words, a blank with the word after it, runs of punctuation.
+_TOKEN_RE = re.compile(r" ?[A-Za-z]+|\d+|\s+|[^A-Za-z\d\s]+")
+ABSTAIN_MASS = 0.02  # the fake's probability of "abstain" at the verdict token
 
 
 @dataclass
@@ -119,6 +132,11 @@ class FakeConfig:
     wants_max_completion_tokens: bool = False  # refuses max_tokens, like OpenAI's o-series
     # Which schema modes the server enforces (when garbage_unless_enforced).
     enforces: tuple[str, ...] = ("json_schema",)
+    logprobs_unsupported: bool = False  # "logprobs" in a request → 400, like some servers
+    logprobs_ignored: bool = False  # "logprobs" asked, none returned
+    # Answers state a "confidence" in their verdict: p (error) or 1 - p (correct) with p from
+    # ``expected_error_probability``.
+    state_confidence: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(FAULT_KINDS)
@@ -216,11 +234,74 @@ def expected_verdict(step: str, *, policy: str = "marker", sample_index: int = 0
         return "error"
     if "[abstain]" in step:
         return "abstain"
+    marked = _P_ERROR_RE.search(step)
+    if marked:
+        return "error" if float(marked.group(1)) >= 0.5 else "correct"
     rate = _policy_rate(policy)
     if rate is not None:
         bucket = int.from_bytes(hashlib.sha256(step.encode()).digest()[:4], "big") % 10_000
         return "error" if bucket < rate * 10_000 else "correct"
     return "correct"
+
+
+def expected_error_probability(step: str, verdict: str) -> float:
+    """The fake judge's probability that ``step`` is an error, as its log-probabilities say:
+    the ``[p_error=X]`` marker, else a stable value from the step's hash on the side of
+    ``verdict`` (0.55..0.95 for error, 0.05..0.45 for correct, 0.5 otherwise)."""
+    marked = _P_ERROR_RE.search(step)
+    if marked:
+        return min(1.0, float(marked.group(1)))
+    if verdict not in ("error", "correct"):
+        return 0.5
+    bucket = int.from_bytes(hashlib.sha256(step.encode()).digest()[4:8], "big") % 1000
+    spread = 0.05 + 0.4 * bucket / 1000
+    return 1.0 - spread if verdict == "error" else spread
+
+
+def fake_logprobs(content: str, *, p_error: float, top_logprobs: int) -> dict[str, Any]:
+    """``choices[i].logprobs`` for ``content`` in OpenAI's format (see the module doc)."""
+    tokens = _TOKEN_RE.findall(content)
+    offset = content.find('"verdict":"')
+    verdict_at = offset + len('"verdict":"') if offset >= 0 else -1
+    k = max(0, min(20, top_logprobs))
+    out: list[dict[str, Any]] = []
+    position = 0
+    for token in tokens:
+        entry: dict[str, Any]
+        if position == verdict_at:
+            alternatives = {
+                "error": 0.98 * p_error,
+                "correct": 0.98 * (1.0 - p_error),
+                "abstain": ABSTAIN_MASS,
+            }
+            alternatives.setdefault(token, ABSTAIN_MASS)
+            ranked = sorted(alternatives.items(), key=lambda kv: -kv[1])
+            entry = {
+                "token": token,
+                "logprob": _log(alternatives[token]),
+                "bytes": list(token.encode()),
+                "top_logprobs": [
+                    {"token": t, "logprob": _log(q), "bytes": list(t.encode())}
+                    for t, q in ranked[:k]
+                    if q > 0
+                ],
+            }
+        else:
+            entry = {
+                "token": token,
+                "logprob": -0.0001,
+                "bytes": list(token.encode()),
+                "top_logprobs": [
+                    {"token": token, "logprob": -0.0001, "bytes": list(token.encode())}
+                ][:k],
+            }
+        out.append(entry)
+        position += len(token)
+    return {"content": out, "refusal": None}
+
+
+def _log(probability: float) -> float:
+    return math.log(probability) if probability > 0 else -9999.0
 
 
 def trace_steps(messages: list[dict[str, Any]]) -> list[str] | None:
@@ -252,15 +333,17 @@ def _first_error_answer(steps: list[str], answer: str) -> str:
     ).decode()
 
 
-def _answer(step: str, verdict: str) -> str:
+def _answer(step: str, verdict: str, *, confidence: bool = False) -> str:
     category = "reasoning" if verdict == "error" else None
-    return orjson.dumps(
-        {
-            "verdict": verdict,
-            "error_category": category,
-            "rationale": f"Fake judge: the step is {verdict} ({len(step)} characters).",
-        }
-    ).decode()
+    answer: dict[str, Any] = {
+        "verdict": verdict,
+        "error_category": category,
+        "rationale": f"Fake judge: the step is {verdict} ({len(step)} characters).",
+    }
+    if confidence and verdict in ("error", "correct"):
+        p = expected_error_probability(step, verdict)
+        answer["confidence"] = round(p if verdict == "error" else 1.0 - p, 4)
+    return orjson.dumps(answer).decode()
 
 
 class FakeServer:
@@ -419,6 +502,12 @@ class FakeServer:
                 f"This model's maximum context length is {cfg.context_tokens} tokens. However, "
                 f"your messages resulted in {_prompt_tokens(messages)} tokens.",
             )
+        if cfg.logprobs_unsupported and ("logprobs" in body or "top_logprobs" in body):
+            return _error(
+                invalid,
+                "invalid_request_error",
+                "Unsupported parameter: 'logprobs' is not supported by this server.",
+            )
         if body.get("response_format") and cfg.json_mode_unsupported:
             return _error(
                 invalid, "invalid_request_error", "response_format is not supported by this model"
@@ -490,9 +579,10 @@ class FakeServer:
         cfg = self.config
         enforced = any(_SCHEMA_MODES[mode](body) for mode in cfg.enforces)
         steps = trace_steps(messages)
+        logprobs = bool(body.get("logprobs")) and not cfg.logprobs_ignored
         for i in range(n):
             verdict = expected_verdict(step, policy=cfg.verdict_policy, sample_index=first + i)
-            content = _answer(step, verdict)
+            content = _answer(step, verdict, confidence=cfg.state_confidence)
             if steps is not None:
                 verdict = expected_first_error(steps)
                 content = _first_error_answer(steps, verdict)
@@ -508,13 +598,18 @@ class FakeServer:
             message: dict[str, Any] = {"role": "assistant", "content": content}
             if cfg.reasoning:
                 message["reasoning_content"] = f'Thinking: "verdict": "abstain"? No, {verdict}.'
-            choices.append(
-                {
-                    "index": i,
-                    "message": message,
-                    "finish_reason": "length" if fault == "truncated" else "stop",
-                }
-            )
+            choice: dict[str, Any] = {
+                "index": i,
+                "message": message,
+                "finish_reason": "length" if fault == "truncated" else "stop",
+            }
+            if logprobs:
+                choice["logprobs"] = fake_logprobs(
+                    content,
+                    p_error=expected_error_probability(step, verdict),
+                    top_logprobs=int(body.get("top_logprobs") or 0),
+                )
+            choices.append(choice)
         prompt_tokens = _prompt_tokens(messages)
         usage: dict[str, Any] = {
             "prompt_tokens": prompt_tokens,
@@ -670,6 +765,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--faults", default=",".join(DEFAULT_FAULTS))
     parser.add_argument("--json-mode-unsupported", action="store_true")
     parser.add_argument("--ignore-n", action="store_true")
+    parser.add_argument("--logprobs-unsupported", action="store_true", help="400 on logprobs")
+    parser.add_argument("--logprobs-ignored", action="store_true", help="never return logprobs")
+    parser.add_argument("--state-confidence", action="store_true", help="answers state one")
     parser.add_argument("--verdict-policy", default="marker", help="marker | hash:RATE")
     parser.add_argument("--retry-after-s", default="1")
     parser.add_argument(
@@ -691,7 +789,13 @@ def main(argv: list[str] | None = None) -> None:
         "seed": args.seed,
     }
     # A flag left off keeps the profile's behaviour.
-    for flag in ("json_mode_unsupported", "ignore_n"):
+    for flag in (
+        "json_mode_unsupported",
+        "ignore_n",
+        "logprobs_unsupported",
+        "logprobs_ignored",
+        "state_confidence",
+    ):
         if getattr(args, flag):
             overrides[flag] = True
     config = config_for(args.profile, **overrides)

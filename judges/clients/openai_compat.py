@@ -71,6 +71,7 @@ import aiohttp
 import orjson
 
 from judges.clients.egress import EgressPolicy, EgressRefused, PolicyResolver
+from judges.clients.logprobs import verdict_error_probability
 from judges.clients.parsing import (
     VERDICT_SCHEMA,
     ParsedFirstError,
@@ -139,6 +140,7 @@ _INVALID_REQUEST = re.compile(
     re.I,
 )
 _MAX_TOKENS_REJECTED = re.compile(r"max_completion_tokens", re.I)
+_LOGPROBS_REJECTED = re.compile(r"logprobs", re.I)
 # GBNF for llama.cpp's grammar sampling: exactly the schema's object, verdict first.
 VERDICT_GRAMMAR = "\n".join(
     (
@@ -224,6 +226,11 @@ class ClientSettings:
     # waits at most this long (instead of its exponential back-off) while a slot is idle: the
     # run is only waiting for it, and the concurrency bound still holds. None: always back off.
     drain_backoff_max_s: float | None = 0.02
+    # Ask for token log-probabilities (``logprobs``, ``top_logprobs`` alternatives per token)
+    # and read the verdict's error probability from them (``judges.clients.logprobs``). A
+    # server that refuses the parameter is asked without it for the rest of the batch.
+    logprobs: bool = False
+    top_logprobs: int = 10
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -236,6 +243,8 @@ class ClientSettings:
             raise ValueError(f"max_tokens_field must be one of {', '.join(MAX_TOKENS_FIELDS)}")
         if self.max_retries < 0 or self.max_parse_retries < 0:
             raise ValueError("max_retries and max_parse_retries must be >= 0")
+        if not 0 <= self.top_logprobs <= 20:
+            raise ValueError("top_logprobs must lie in 0..20")
         if any(name.lower() in ("authorization", "api-key") for name in self.extra_headers):
             # Settings are stored with the judge; a key must only come from api_key_env.
             raise ValueError("put the API key in an environment variable named by api_key_env")
@@ -291,6 +300,13 @@ class JudgeResult:
     # First-error requests: verdict "error" with the first wrong step (1-based) here, "correct"
     # for no error, "abstain" for samples split evenly, "invalid" when none could be read.
     first_error_step: int | None = None
+    # With ``logprobs`` on and returned: per sample the verdict's error probability from its
+    # token log-probabilities (None where it could not be read); empty when none came back.
+    sample_error_probabilities: tuple[float | None, ...] = ()
+    # With ``logprobs`` on: the server refused the parameter (its answer), so none were asked.
+    logprobs_refused: str | None = None
+    # The judge's stated confidence in ``verdict`` (its answer's ``confidence`` field), if any.
+    stated_confidence: float | None = None
 
 
 def aggregate_samples(
@@ -346,6 +362,8 @@ class _Reply:
     cached_tokens: int = 0
     server_s: float = 0.0  # time of the HTTP calls, without back-offs or waits for a slot
     reasoning: bool = False
+    # Per choice its ``logprobs.content`` (None where absent); None when they were not asked.
+    logprobs: list[Any] | None = None
 
 
 @dataclass
@@ -353,6 +371,7 @@ class _Sample:
     parsed: ParsedVerdict | None
     raws: list[str]
     reason: str | None
+    logprobs: Any = None  # the parsed answer's ``logprobs.content``, when asked and returned
 
 
 class AdaptiveLimit:
@@ -475,6 +494,8 @@ class _Batch:
         self.latencies: collections.deque[float] = collections.deque(maxlen=256)
         self.hedges = 0
         self.fallbacks: list[str] = []  # structured-output modes the server refused
+        self.logprobs = settings.logprobs  # False once the server refuses the parameter
+        self.logprobs_refused: str | None = None
         self.draining = False  # every request has been handed out; the run waits for the rest
 
     def stopped(self) -> bool:
@@ -532,9 +553,13 @@ class _Batch:
                 # see a JSON-mode fallback learned meanwhile.
                 mode = self.mode if request.response_format_json else "none"
                 json_mode = mode != "none"
+                logprobs = self.logprobs and request.answer == "step"
                 payload = _payload(
                     s, request, messages, n=n, mode=mode, max_tokens_field=self.max_tokens_field
                 )
+                if logprobs:
+                    payload["logprobs"] = True
+                    payload["top_logprobs"] = s.top_logprobs
                 flight = _FLIGHT.get(None)
                 sent_at = time.monotonic()
                 if flight is not None:
@@ -572,7 +597,7 @@ class _Batch:
                 raise _CallFailed("client_error", problem, retryable=False, attempts=attempts)
             if status == 200:
                 try:
-                    reply = _read_completion(body, attempts=attempts, mode=mode)
+                    reply = _read_completion(body, attempts=attempts, mode=mode, logprobs=logprobs)
                     reply.server_s = ended_at - sent_at
                 except ValueError as exc:
                     await self.limiter.reconcile(estimate, estimate)
@@ -596,6 +621,12 @@ class _Batch:
                         retryable=False,
                         attempts=attempts,
                     )
+                if logprobs and request_refused and _LOGPROBS_REJECTED.search(text):
+                    # The server has no log-probabilities: the verdicts stand without them
+                    # (the uncertainty falls back to votes); not counted as a retry.
+                    self.logprobs = False
+                    self.logprobs_refused = problem[:200]
+                    continue
                 if json_mode and request_refused and _JSON_MODE_REJECTED.search(text):
                     # The server lacks this structured-output mode: step down for the rest of
                     # the batch (json_schema → json_object → none); not counted as a retry.
@@ -661,7 +692,7 @@ class _Batch:
         }
         reask_failures: list[str] = []
 
-        async def call(messages: list[dict[str, str]], n: int) -> list[str]:
+        async def call(messages: list[dict[str, str]], n: int) -> list[tuple[str, Any]]:
             reply = await self.call(request, messages, n, first_send)
             counters["attempts"] += reply.attempts
             counters["prompt"] += reply.prompt_tokens
@@ -671,17 +702,19 @@ class _Batch:
             counters["json_mode"] = counters["json_mode"] or reply.json_mode
             counters["mode"] = reply.mode
             counters["reasoning"] = counters["reasoning"] or reply.reasoning
-            return reply.contents
+            if reply.logprobs is None:
+                return [(text, None) for text in reply.contents]
+            return list(zip(reply.contents, reply.logprobs, strict=False))
 
-        async def sample(first_raw: str | None) -> _Sample:
+        async def sample(first: tuple[str, Any] | None) -> _Sample:
             raws: list[str] = []
-            raw = first_raw if first_raw is not None else (await call(request.messages, 1))[0]
+            raw, logprobs = first if first is not None else (await call(request.messages, 1))[0]
             for reask in range(self.settings.max_parse_retries + 1):
                 raws.append(raw)
                 try:
                     enforced = counters["mode"] in ENFORCING_MODES
                     parsed = parse_answer(raw, request, enforced=enforced)
-                    return _Sample(parsed, raws, None)
+                    return _Sample(parsed, raws, None, logprobs)
                 except ParseError as exc:
                     reason = exc.reason
                 if reask == self.settings.max_parse_retries:
@@ -699,7 +732,7 @@ class _Batch:
                     },
                 ]
                 try:
-                    raw = (await call(nudged, 1))[0]
+                    raw, logprobs = (await call(nudged, 1))[0]
                 except _CallFailed as exc:
                     if exc.retryable:
                         raise
@@ -737,6 +770,12 @@ class _Batch:
             # The vote was on "none" or the step number; as a trace verdict it is one of two.
             first_error_step = None if verdict == "none" else int(verdict)
             verdict = "correct" if first_error_step is None else "error"
+        extra: dict[str, Any] = {}
+        if self.settings.logprobs:
+            extra = _logprob_fields(request, samples, refused=self.logprobs_refused)
+        confidence = stated_confidence_in([x.parsed for x in samples], verdict)
+        if confidence is not None:
+            extra["stated_confidence"] = confidence
         error = None
         if verdict == "invalid":
             reasons = "; ".join(sorted({x.reason or "" for x in samples}))
@@ -765,16 +804,17 @@ class _Batch:
             cached_tokens=int(counters["cached"]),
             reasoning=bool(counters["reasoning"]),
             first_error_step=first_error_step,
+            **extra,
         )
 
     async def _samples(
         self,
         request: JudgeRequest,
-        call: Callable[[list[dict[str, str]], int], Awaitable[list[str]]],
-        sample: Callable[[str | None], Awaitable[_Sample]],
+        call: Callable[[list[dict[str, str]], int], Awaitable[list[tuple[str, Any]]]],
+        sample: Callable[[tuple[str, Any] | None], Awaitable[_Sample]],
     ) -> list[_Sample]:
         n = max(1, request.n_samples)
-        firsts: list[str | None] = []
+        firsts: list[tuple[str, Any] | None] = []
         if n > 1 and self.n_supported is not False:
             firsts = list(await call(request.messages, n))[:n]
             if len(firsts) < n:
@@ -785,6 +825,50 @@ class _Batch:
             firsts = [None]
         firsts += [None] * (n - len(firsts))
         return list(await asyncio.gather(*(sample(raw) for raw in firsts)))
+
+
+def _logprob_fields(
+    request: JudgeRequest, samples: Sequence[_Sample], *, refused: str | None
+) -> dict[str, Any]:
+    """``JudgeResult`` fields from the samples' log-probabilities (only when they were asked)."""
+    fields: dict[str, Any] = {}
+    if refused is not None:
+        fields["logprobs_refused"] = refused
+    if request.answer != "step" or all(x.logprobs is None for x in samples):
+        return fields  # nothing came back (or a first-error answer): nothing to read
+    fields["sample_error_probabilities"] = tuple(
+        verdict_error_probability(x.logprobs, verdict=x.parsed.verdict)
+        if x.parsed is not None and x.logprobs is not None
+        else None
+        for x in samples
+    )
+    return fields
+
+
+def stated_confidence_in(parsed: Sequence[Any], verdict: str) -> float | None:
+    """The judge's stated confidence in ``verdict``: over the parsed samples that stated one
+    on a correct / error verdict, the mean probability of error they imply, as confidence in
+    ``verdict`` (None for other verdicts or when no sample stated one).
+
+    Examples
+    --------
+    >>> v = lambda s, c: ParsedVerdict(s, None, "", "json", confidence=c)
+    >>> round(stated_confidence_in([v("error", 0.9), v("correct", 0.7), None], "error"), 3)
+    0.6
+    """
+    if verdict not in ("correct", "error"):
+        return None
+    implied = [
+        c if x.verdict == "error" else 1.0 - c
+        for x in parsed
+        if x is not None
+        and x.verdict in ("correct", "error")
+        and (c := getattr(x, "confidence", None)) is not None
+    ]
+    if not implied:
+        return None
+    p_error = sum(implied) / len(implied)
+    return p_error if verdict == "error" else 1.0 - p_error
 
 
 def parse_answer(
@@ -890,7 +974,7 @@ def cached_tokens_of(data: Mapping[str, Any]) -> int:
     return 0
 
 
-def _read_completion(body: bytes, *, attempts: int, mode: str) -> _Reply:
+def _read_completion(body: bytes, *, attempts: int, mode: str, logprobs: bool = False) -> _Reply:
     try:
         data = orjson.loads(body)
         choices = data["choices"]
@@ -900,6 +984,13 @@ def _read_completion(body: bytes, *, attempts: int, mode: str) -> _Reply:
     if not texts:
         raise ValueError("no choices")
     usage = data.get("usage") or {}
+    contents = None
+    if logprobs:  # only when asked: nothing more per call otherwise
+        contents = []
+        for choice in choices:
+            lp = choice.get("logprobs")
+            content = lp.get("content") if isinstance(lp, Mapping) else None
+            contents.append(content if isinstance(content, list) and content else None)
     return _Reply(
         contents=[text for text, _ in texts],
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
@@ -909,6 +1000,7 @@ def _read_completion(body: bytes, *, attempts: int, mode: str) -> _Reply:
         mode=mode,
         cached_tokens=cached_tokens_of(data),
         reasoning=any(flag for _, flag in texts),
+        logprobs=contents,
     )
 
 

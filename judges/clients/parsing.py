@@ -32,6 +32,7 @@ rationale holds a raw tab. They are never a reason to accept anything else.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -70,6 +71,9 @@ class ParsedVerdict:
     rationale: str
     method: ParseMethod
     category_raw: str | None = None  # what the judge wrote, kept when it matched no category
+    # A ``confidence`` the answer states in its verdict, as a probability (see
+    # ``stated_confidence``); None when it states none. Only whole objects carry one.
+    confidence: float | None = None
 
 
 class ParseError(ValueError):
@@ -92,6 +96,39 @@ def normalise_verdict(value: Any) -> Verdict | None:
         return None
     word = value.strip().lower()
     return word if word in VERDICTS else None  # type: ignore[return-value]
+
+
+_PERCENT_RE = re.compile(r"\A\s*(\d{1,3}(?:\.\d+)?)\s*%\s*\Z")
+
+
+def stated_confidence(value: Any) -> float | None:
+    """A stated confidence as a probability: a number in [0, 1] as it is, a percentage
+    (a number in (1, 100], or a string such as ``"85%"``) over 100; anything else None.
+
+    Examples
+    --------
+    >>> stated_confidence(0.8), stated_confidence(85), stated_confidence("70%")
+    (0.8, 0.85, 0.7)
+    >>> stated_confidence(True), stated_confidence(140), stated_confidence("high")
+    (None, None, None)
+    """
+    if isinstance(value, str):
+        match = _PERCENT_RE.match(value)
+        if match is None:
+            try:
+                value = float(value)
+            except ValueError:
+                return None
+        else:
+            value = float(match.group(1))
+            return value / 100 if 0 <= value <= 100 else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return None
+    if 0 <= value <= 1:
+        return float(value)
+    if 1 < value <= 100:
+        return float(value) / 100
+    return None
 
 
 def split_reasoning(text: str) -> tuple[str, str]:
@@ -194,13 +231,19 @@ def _from_object(obj: Any, *, method: ParseMethod, categories: Sequence[str]) ->
         raise ParseError(f"verdict {shown} is not one of correct, error, abstain")
     rationale = _field(obj, "rationale")
     raw_category = _field(obj, "error_category") if verdict == "error" else None
-    return _verdict(
+    parsed = _verdict(
         verdict,
         raw_category,
         rationale if isinstance(rationale, str) else "",
         method=method,
         categories=categories,
     )
+    confidence = _field(obj, "confidence")
+    if confidence is not None:
+        confidence = stated_confidence(confidence)
+        if confidence is not None:
+            return dataclasses.replace(parsed, confidence=confidence)
+    return parsed
 
 
 def _from_prefix(answer: str, word: str, *, categories: Sequence[str]) -> ParsedVerdict:

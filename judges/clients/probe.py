@@ -1,6 +1,6 @@
 """A capability probe of an OpenAI-compatible endpoint: what it serves and how to judge with it.
 
-``probe(settings)`` makes a few small calls (about 16) and reports:
+``probe(settings)`` makes a few small calls (about 17) and reports:
 
 * the models ``/models`` lists and whether the configured one is among them (llama-cpp-python
   answers any name, so a typo goes unnoticed otherwise);
@@ -10,6 +10,9 @@
   enforcement apart from a model that merely follows instructions, and works on a random model;
 * whether ``n`` is honoured (choices returned for ``n=3``), whether usage and cached tokens are
   reported, and whether answers carry a reasoning part;
+* whether token log-probabilities come back when asked (``logprobs``: returned, ignored or
+  refused) and, if so, the verdict's error probability read from them
+  (``judges.clients.logprobs``);
 * latency: the median of calls sent alone, and the server's parallelism from 4 calls sent at
   once (4 × alone / wall time; about 1 means it serves one request at a time);
 * suggested settings: ``structured_output`` (the first enforced mode in ``PREFERENCE``, else
@@ -33,6 +36,7 @@ import aiohttp
 import orjson
 
 from judges.clients.egress import PolicyResolver
+from judges.clients.logprobs import verdict_error_probability
 from judges.clients.openai_compat import (
     ENFORCING_MODES,
     STRUCTURED_MODES,
@@ -81,6 +85,8 @@ class ProbeReport:
     usage_reported: bool = False
     cached_reported: bool = False
     reasoning_seen: bool = False
+    logprobs: str = ""  # "returned", "ignored" or "refused (…)" when asked; "" not probed
+    logprobs_error_probability: float | None = None  # read at the verdict, when returned
     latency_alone_ms: float | None = None
     parallel_calls: int = 4
     parallel_wall_ms: float | None = None
@@ -113,7 +119,13 @@ class _Prober:
         return " ".join(text.split())[:200]
 
     async def chat(
-        self, messages: list[dict[str, str]], *, mode: str, n: int = 1, temperature: float = 0.0
+        self,
+        messages: list[dict[str, str]],
+        *,
+        mode: str,
+        n: int = 1,
+        temperature: float = 0.0,
+        extra: dict[str, Any] | None = None,
     ) -> tuple[int, dict[str, Any] | None, str, float]:
         """(status, body or None, error text, seconds)."""
         s = self.settings
@@ -126,6 +138,7 @@ class _Prober:
         }
         if n > 1:
             payload["n"] = n
+        payload.update(extra or {})
         started = time.monotonic()
         try:
             async with self.session.post(
@@ -209,6 +222,7 @@ async def _probe(
     if body is not None:
         report.n_returned = len(body.get("choices") or [])
         report.cached_reported = report.cached_reported or cached_tokens_of(body) > 0
+    await _probe_logprobs(p, report, mode)
     # Latency alone: three calls one after another (the second and third may hit a cache).
     alone: list[float] = []
     for _ in range(3):
@@ -238,12 +252,38 @@ async def _probe(
         )
     if not report.usage_reported:
         report.notes.append("no usage reported: token counts and tpm limits cannot be exact")
+    if report.logprobs and report.logprobs != "returned":
+        report.notes.append(
+            f"token log-probabilities {report.logprobs.split(' ')[0]}: with logprobs on, the "
+            "client asks without them once refused, and the uncertainty falls back to votes"
+        )
     if report.reasoning_seen:
         report.notes.append(
             "answers carry a reasoning part: it is kept with the raw response, never parsed;"
             " give max_tokens room for it (OpenAI reasoning models: max_completion_tokens)"
         )
     return report
+
+
+async def _probe_logprobs(p: _Prober, report: ProbeReport, mode: str) -> None:
+    status, body, error, _ = await p.chat(
+        _VERDICT_MESSAGES, mode=mode, extra={"logprobs": True, "top_logprobs": 5}
+    )
+    if body is None:
+        report.logprobs = f"refused ({status or 'no answer'}: {error[:80]})"
+        return
+    logprobs = body["choices"][0].get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not content:
+        report.logprobs = "ignored"
+        return
+    report.logprobs = "returned"
+    text, _ = _first_text(body)
+    try:
+        verdict = parse_verdict(text).verdict
+    except ParseError:
+        return
+    report.logprobs_error_probability = verdict_error_probability(content, verdict=verdict)
 
 
 def _suggest_mode(report: ProbeReport) -> str:
@@ -317,6 +357,10 @@ def format_report(report: ProbeReport) -> list[str]:
         f"usage reported: {'yes' if report.usage_reported else 'no'}; "
         f"cached tokens reported: {'yes' if report.cached_reported else 'no'}"
     )
+    if report.logprobs:
+        read = report.logprobs_error_probability
+        shown = f"; verdict's p(error) {read:.3g}" if read is not None else ""
+        lines.append(f"token log-probabilities: {report.logprobs}{shown}")
     if report.latency_alone_ms is not None:
         lines.append(f"latency alone: {report.latency_alone_ms:g} ms")
     if report.parallelism is not None:

@@ -18,6 +18,8 @@ from judges.clients import (
     aggregate_samples,
     parse_verdict,
 )
+from judges.clients.logprobs import verdict_error_probability
+from judges.clients.openai_compat import stated_confidence_in
 from judges.clients.parsing import ParseError
 from judges.models import Judge, JudgeFailure, JudgeRun, JudgeVerdict
 from judges.rendering import batch_request_body, requests_for_steps
@@ -338,11 +340,8 @@ def batch_results_import(*, run: JudgeRun, lines: Iterable[str | bytes]) -> Judg
                 )
             )
             continue
-        contents = [
-            str((c.get("message") or {}).get("content") or "")
-            for c in body["choices"]
-            if isinstance(c, dict)
-        ]
+        choices = [c for c in body["choices"] if isinstance(c, dict)]
+        contents = [str((c.get("message") or {}).get("content") or "") for c in choices]
         samples = []
         for content in contents:
             try:
@@ -351,6 +350,14 @@ def batch_results_import(*, run: JudgeRun, lines: Iterable[str | bytes]) -> Judg
                 samples.append(None)
         verdict, category, rationale = aggregate_samples(samples)
         usage = body.get("usage") or {}
+        extra: dict[str, Any] = {"stated_confidence": stated_confidence_in(samples, verdict)}
+        if run.judge.logprobs:
+            logprobs = [_choice_logprobs(c) for c in choices]
+            if any(lp is not None for lp in logprobs):
+                extra["sample_error_probabilities"] = tuple(
+                    verdict_error_probability(lp, verdict=s.verdict) if s and lp else None
+                    for s, lp in zip(samples, logprobs, strict=True)
+                )
         result = JudgeResult(
             key=cid,
             ok=True,
@@ -365,6 +372,7 @@ def batch_results_import(*, run: JudgeRun, lines: Iterable[str | bytes]) -> Judg
             samples=tuple(s.verdict if s else "invalid" for s in samples),
             json_mode=run.judge.use_json_mode,
             parse_methods=tuple(s.method for s in samples if s),
+            **extra,
         )
         verdicts.append(
             verdict_from_result(run_id=run.pk, rendered=rendered[step_id], result=result)
@@ -375,3 +383,10 @@ def batch_results_import(*, run: JudgeRun, lines: Iterable[str | bytes]) -> Judg
     run_finish_if_complete(run_id=run.pk)
     run.refresh_from_db()
     return run
+
+
+def _choice_logprobs(choice: dict) -> list | None:
+    """A batch answer's ``logprobs.content`` (OpenAI's format), when it has one."""
+    logprobs = choice.get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    return content if isinstance(content, list) and content else None

@@ -148,6 +148,8 @@ SPEC_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "structured_output": ((str,), False),
     "max_tokens_field": ((str,), False),
     "hedge_hung_calls": ((bool,), False),
+    "logprobs": ((bool,), False),
+    "top_logprobs": ((int,), False),
     "style_blind": ((bool,), False),
     "show_final_answer": ((bool,), False),
     "context_mode": ((str,), False),
@@ -209,6 +211,7 @@ def _check_spec_values(c: dict[str, Any]) -> None:
         ("parallel_chunks", 1, 64),
         ("max_retries", 0, 20),
         ("max_parse_retries", 0, 10),
+        ("top_logprobs", 1, 20),
         ("rpm_limit", 1, 10**8),
         ("tpm_limit", 1, 10**10),
     ):

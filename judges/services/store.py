@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import connection, models, transaction
@@ -193,7 +194,7 @@ def first_error_verdicts(
     return rows, len(steps) - len(rows)
 
 
-def error_probability_of(samples) -> float | None:
+def error_probability_of(samples: Sequence[str] | None) -> float | None:
     """The share of a judge's samples that say "error", over those that said correct or
     error; None unless at least two did (one plain verdict states no probability)."""
     votes = [v for v in samples or () if v in ("correct", "error")]
@@ -221,6 +222,21 @@ def verdict_from_result(
         record["error"] = result.error
     if result.hedged:
         record["hedged"] = True
+    if result.sample_error_probabilities:
+        # The judge's token probability of "error" per sample, and their mean: the active
+        # design's uncertainty (judges.services.uncertainty).
+        probabilities = [
+            None if p is None else round(p, 6) for p in result.sample_error_probabilities
+        ]
+        record["sample_error_probabilities"] = probabilities
+        known = [p for p in probabilities if p is not None]
+        if known:
+            record["error_probability"] = round(sum(known) / len(known), 6)
+    if result.logprobs_refused:
+        record["logprobs"] = "unsupported"
+        record["logprobs_refused"] = result.logprobs_refused
+    if result.stated_confidence is not None:
+        record["stated_confidence"] = round(result.stated_confidence, 6)
     return JudgeVerdict(
         run_id=run_id,
         step_id=rendered.step_id,
@@ -235,5 +251,20 @@ def verdict_from_result(
         cached_tokens=result.cached_tokens,
         prompt_hash=rendered.prompt_hash,
         prompt_record=storable_json(record),
-        error_probability=error_probability_of(result.samples),
+        error_probability=_stated_probability(record, result),
     )
+
+
+def _stated_probability(record: dict, result: JudgeResult) -> float | None:
+    """The column ``error_probability``: the mean token probability of "error" when the
+    endpoint returned log-probabilities (the distribution the samples are drawn from), else
+    the share of several samples, else a stated confidence in the verdict."""
+    if record.get("error_probability") is not None:
+        return float(record["error_probability"])
+    share = error_probability_of(result.samples)
+    if share is not None:
+        return share
+    if result.stated_confidence is not None and result.verdict in ("correct", "error"):
+        c = float(result.stated_confidence)
+        return c if result.verdict == "error" else 1.0 - c
+    return None

@@ -43,11 +43,26 @@ def test_the_probe_tells_a_llama_cpp_python_server_from_a_vllm_one(make_judge):
     assert report_vllm.modes["json_schema"].enforced and report_vllm.model_served is True
     assert report_vllm.n_honoured is True and report_vllm.one_at_a_time is False
     assert report_vllm.cached_reported and report_vllm.usage_reported
+    # and both return token log-probabilities, the verdict's read from them
+    assert report_llama.logprobs == report_vllm.logprobs == "returned"
+    assert report_vllm.logprobs_error_probability is not None
     assert report_vllm.suggested == {
         "structured_output": "json_schema",
         "max_concurrency": 8,
         "timeout_s": 10.0,
     }
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "expected"),
+    [("logprobs_unsupported", "refused (400"), ("logprobs_ignored", "ignored")],
+)
+def test_the_probe_says_when_a_server_has_no_log_probabilities(make_judge, behaviour, expected):
+    with fake_server(latency_ms=1, jitter_ms=0, **{behaviour: True}) as server:
+        report = probe_sync(client_settings(make_judge(server.base_url)))
+    assert report.logprobs.startswith(expected)
+    assert report.logprobs_error_probability is None
+    assert any("token log-probabilities" in note for note in report.notes)
 
 
 def test_judge_check_prints_the_report_and_what_differs_from_the_spec(make_judge):

@@ -271,3 +271,46 @@ def test_a_judge_left_at_json_schema_and_concurrency_4_still_finishes_every_step
             ),
         },
     )
+
+
+def test_llama_cpp_python_returns_log_probabilities_the_client_reads(llama_server):
+    # given a judge asking for log-probabilities with the verdict schema enforced
+    from judges.prompts import DEFAULT_TEMPLATE, render_messages
+
+    steps = ["2 + 2 = 4.", "So the answer is B.", "Hence 7 is even."]
+    requests = [
+        JudgeRequest(
+            key=str(i),
+            messages=render_messages(
+                DEFAULT_TEMPLATE,
+                question="What is 2 + 2?",
+                options={"A": "4", "B": "5"},
+                context_steps=[],
+                step=step,
+                categories=["reasoning"],
+            ),
+            max_tokens=48,
+            temperature=1.0,
+        )
+        for i, step in enumerate(steps)
+    ]
+    settings = ClientSettings(
+        base_url=llama_server,
+        model=MODEL,
+        timeout_s=60,
+        concurrency=1,
+        structured_output="json_object_schema",
+        max_parse_retries=0,
+        logprobs=True,
+        top_logprobs=20,
+    )
+    # when
+    results = judge_many_sync(requests, settings=settings)
+    # then the server took the parameter and sent them back for every parsed answer
+    assert all(r.ok and r.logprobs_refused is None for r in results)
+    parsed = [r for r in results if r.verdict != "invalid"]
+    assert parsed and all(len(r.sample_error_probabilities) == 1 for r in parsed)
+    _record(
+        "logprobs",
+        {r.key: [r.verdict, r.sample_error_probabilities] for r in results},
+    )

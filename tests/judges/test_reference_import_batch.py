@@ -12,6 +12,7 @@ from judges.models import JudgeFailure, JudgeRun, JudgeVerdict
 from judges.selectors import verdicts_long_table
 from judges.services import (
     batch_requests_export,
+    batch_results_import,
     batch_run_create,
     reference_run_create,
     verdicts_import,
@@ -154,6 +155,43 @@ def test_batch_api_export_then_import_round_trip(demo_audit, make_judge, tmp_pat
     assert [r["custom_id"] for r in again] == [requests[-1]["custom_id"]]
     verdict = JudgeVerdict.objects.filter(run=run).exclude(prompt_hash="").first()
     assert verdict.prompt_tokens == 10 and len(verdict.prompt_hash) == 64
+
+
+def test_a_batch_api_run_asks_for_and_reads_log_probabilities(demo_audit, make_judge):
+    from judges.clients.fake_server import fake_logprobs
+
+    # given a batch-API run of a judge asking for log-probabilities
+    judge = make_judge("http://127.0.0.1:9/v1", logprobs=True, top_logprobs=3)
+    run = batch_run_create(audit=demo_audit, judge=judge, segmentation="given")
+    requests = list(batch_requests_export(run=run))
+    assert all(r["body"]["logprobs"] is True and r["body"]["top_logprobs"] == 3 for r in requests)
+    # when the provider answers two steps, one with log-probabilities and one without
+    answer = {"verdict": "error", "error_category": None, "rationale": "r"}
+    content = json.dumps(answer, separators=(",", ":"))
+    lines = []
+    for i, req in enumerate(requests[:2]):
+        choice = {"message": {"role": "assistant", "content": content}}
+        if i == 0:
+            choice["logprobs"] = fake_logprobs(content, p_error=0.7, top_logprobs=3)
+        body = {"choices": [choice], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+        lines.append(
+            json.dumps(
+                {
+                    "custom_id": req["custom_id"],
+                    "response": {"status_code": 200, "body": body},
+                    "error": None,
+                }
+            )
+        )
+    batch_results_import(run=run, lines=lines)
+    # then the first holds its probability, the second none
+    records = {
+        r.step.public_id: r.prompt_record
+        for r in JudgeVerdict.objects.filter(run=run).select_related("step")
+    }
+    with_lp, without = records[requests[0]["custom_id"]], records[requests[1]["custom_id"]]
+    assert with_lp["error_probability"] == pytest.approx(0.7)
+    assert "error_probability" not in without and "sample_error_probabilities" not in without
 
 
 def test_export_batch_requests_command_writes_jsonl(demo_audit, make_judge, tmp_path):

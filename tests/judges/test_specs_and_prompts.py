@@ -38,6 +38,11 @@ BASE = {"name": "j1", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
         ),
         pytest.param({"name": "has space"}, "name", id="name-chars"),
         pytest.param({"hedge_hung_calls": "no"}, "hedge_hung_calls", id="hedging-not-bool"),
+        pytest.param({"logprobs": "yes"}, "logprobs", id="logprobs-not-bool"),
+        pytest.param({"top_logprobs": 0}, "top_logprobs", id="top-logprobs-zero"),
+        pytest.param({"top_logprobs": 21}, "top_logprobs", id="top-logprobs-over-20"),
+        pytest.param({"top_logprobs": 5.0}, "top_logprobs", id="top-logprobs-not-int"),
+        pytest.param({"top_logprobs": True}, "top_logprobs", id="top-logprobs-bool"),
     ],
 )
 def test_an_invalid_spec_is_rejected_naming_the_field(change, field):
@@ -63,6 +68,26 @@ def test_hedging_of_hung_calls_is_the_judges_choice():
     # then the client hedges for the first only (0 turns the client's hedging off)
     assert default.hedge_hung_calls and on.hedge_after_latencies > 0
     assert not paid.hedge_hung_calls and off.hedge_after_latencies == 0
+
+
+def test_log_probabilities_are_the_judges_choice_and_part_of_its_version(demo_audit):
+    # given a judge that keeps the default and one that asks for log-probabilities
+    from judges.rendering import client_settings
+
+    plain = judge_create_or_update(spec=BASE)
+    asking = judge_create_or_update(
+        spec={**BASE, "name": "lp", "logprobs": True, "top_logprobs": 5}
+    )
+    # when
+    off, on = client_settings(plain), client_settings(asking)
+    # then
+    assert not plain.logprobs and plain.top_logprobs == 10 and not off.logprobs
+    assert on.logprobs and on.top_logprobs == 5
+    # and once used, turning them off makes a new version that says so
+    run_create(audit=demo_audit, judge=asking, segmentation="given")
+    again = judge_create_or_update(spec={**BASE, "name": "lp", "top_logprobs": 5})
+    assert again.version == 2 and not again.logprobs
+    assert asking.settings_record()["logprobs"] is True
 
 
 def test_a_missing_required_field_is_named():
