@@ -255,31 +255,17 @@ def labels_validate(labels: pd.DataFrame) -> pd.DataFrame:
     _require_in(out["evaluator_kind"], EVALUATOR_KINDS, table=table, column="evaluator_kind")
     if "error_category" in out.columns:
         out["error_category"] = out["error_category"].where(out["error_category"].notna(), None)
-    if "weight" in out.columns:
-        out["weight"] = _as_number(out, "weight", table=table)
-        _require_range(
-            out["weight"], low=0.0, high=np.inf, low_open=True, table=table, column="weight"
-        )
-    if "inclusion_probability" in out.columns:
-        out["inclusion_probability"] = _as_number(out, "inclusion_probability", table=table)
-        _require_range(
-            out["inclusion_probability"],
-            low=0.0,
-            high=1.0,
-            low_open=True,
-            table=table,
-            column="inclusion_probability",
-        )
-    if "judge_probability" in out.columns:
-        out["judge_probability"] = _as_number(out, "judge_probability", table=table)
-        _require_range(
-            out["judge_probability"],
-            low=0.0,
-            high=1.0,
-            low_open=False,
-            table=table,
-            column="judge_probability",
-        )
+    # weights in (0, ∞), inclusion probabilities in (0, 1], a judge's probability in [0, 1]
+    for column, high, low_open in (
+        ("weight", np.inf, True),
+        ("inclusion_probability", 1.0, True),
+        ("judge_probability", 1.0, False),
+    ):
+        if column in out.columns:
+            out[column] = _as_number(out, column, table=table)
+            _require_range(
+                out[column], low=0.0, high=high, low_open=low_open, table=table, column=column
+            )
     if "segmentation" in out.columns:
         out["segmentation"] = _as_text(out["segmentation"].fillna("default"))
     for column in _CONTROL_TEXT_COLUMNS:
