@@ -42,6 +42,7 @@ import argparse
 import itertools
 import sys
 import time
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,9 +274,9 @@ def stopping_chunk(seed, reps, wave=50, budget=2000, alpha=0.05, t_opt=800):
 
 def _spread(pool, fn, seed, reps, workers, *args):
     """Run ``fn`` over ``workers`` independent streams of the seed, reps split between them."""
-    seeds = np.random.SeedSequence([seed, hash(fn.__name__) % 2**31, *map(int, args)]).spawn(
-        workers
-    )
+    # crc32, not hash(): str hashes change from one Python process to the next
+    key = [seed, zlib.crc32(fn.__name__.encode()), *(int(a) for a in args)]
+    seeds = np.random.SeedSequence(key).spawn(workers)
     shares = [reps // workers + (i < reps % workers) for i in range(workers)]
     return list(pool.map(fn, seeds, shares, *([a] * workers for a in args)))
 
