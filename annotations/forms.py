@@ -63,6 +63,7 @@ class BatchForm(forms.Form):
             ("equal", "equal per condition"),
             ("proportional", "proportional"),
             ("balanced", "balanced: each condition the same in every stratum"),
+            ("uncertainty", "by the judge's uncertainty (active design): more where it is unsure"),
         ]
     )
     mode = forms.ChoiceField(

@@ -236,7 +236,10 @@ class BatchPlanInputSerializer(serializers.Serializer):
         child=serializers.CharField(max_length=32), required=False, default=list
     )
     allocation = serializers.ChoiceField(
-        choices=["equal", "proportional", "balanced"], default="equal"
+        choices=["equal", "proportional", "balanced", "uncertainty"],
+        default="equal",
+        help_text="uncertainty (active design only): labels per stratum ∝ its size × the "
+        "judge's mean uncertainty in it.",
     )
     include_batched = serializers.BooleanField(required=False, default=False)
     gold = serializers.IntegerField(min_value=0, required=False, default=0)

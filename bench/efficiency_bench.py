@@ -21,9 +21,10 @@ PPI++ on the judge's 0/1 majority verdict only (what one sample per step gives),
 (uniform, tuned, on the vote share as the report uses it), stratified PPI (strata: the
 judge's majority verdict, allocation ∝ N_h·sd_h, tuned), active + PPI++ (π ∝ the judge's
 uncertainty with the 0.2 floor, tuned), the same with the budget split across arms ∝ their
-expected spread, and PPI++ / active + PPI++ on the token probability (kept within [0.05, 0.95]
-for π, ``error_probability``). Intervals follow the report's small-sample rule (t with k − 1
-df and CR1 below 50 labelled traces), as the report prints them.
+expected spread, and PPI++ / active + PPI++ / the split across arms on the token probability
+(kept within [0.05, 0.95] for π, ``error_probability``). Intervals follow the report's
+small-sample rule (t with k − 1 df and CR1 below 50 labelled traces), as the report prints
+them.
 
 Then: the bound any design reaches at best from each signal (the ideal working model and
 π, read off the simulated truth); how that bound and the active design move with how often
@@ -70,6 +71,7 @@ JUDGE_SAMPLES = 5
 FLOOR = 0.2
 ACROSS = "active, arms ∝ sd"
 TOKEN_PPI, TOKEN_ACTIVE = "PPI++, token p", "active + PPI++, token p"
+TOKEN_ACROSS = "active, arms ∝ sd, token p"
 VERDICT_PPI = "PPI++, 0/1 verdict"
 DESIGNS = (
     "expert-only",
@@ -81,6 +83,7 @@ DESIGNS = (
     ACROSS,
     TOKEN_PPI,
     TOKEN_ACTIVE,
+    TOKEN_ACROSS,
 )
 Z = 1.959963984540054
 
@@ -111,11 +114,19 @@ def vote_probability(arm: Arm) -> np.ndarray:
     return error_probability(sample_error_share=arm.votes, votes=JUDGE_SAMPLES)
 
 
-def arm_allocation(arms, n_total):
+def arm_allocation(arms, n_total, *, token=False):
     """Labels per arm ∝ the arm's expected standard deviation per label under the active
-    design, mean sqrt(p (1 − p)) of the judge's smoothed error probability (Neyman across
-    arms: minimises the sum of the arms' variances, hence the gaps'; no expert label needed)."""
-    m = np.array([uncertainty_score(vote_probability(a)).mean() for a in arms])
+    design, mean sqrt(p (1 − p)) of the judge's error probability (Neyman across arms:
+    minimises the sum of the arms' variances, hence the gaps'; no expert label needed) —
+    what ``create_batch --design active --allocation uncertainty`` does."""
+    m = np.array(
+        [
+            uncertainty_score(
+                error_probability(token_probability=a.token) if token else vote_probability(a)
+            ).mean()
+            for a in arms
+        ]
+    )
     quota = n_total * m / m.sum()
     sizes = np.floor(quota).astype(int)
     for i in np.argsort(-(quota - sizes))[: n_total - sizes.sum()]:
@@ -178,11 +189,14 @@ def efficiency_chunk(seed, reps, n_total):
     for r in range(reps):
         arms = [simulate_arm(rng, rate, *ss) for rate, ss in zip(RATES, SENS_SPEC, strict=True)]
         across = arm_allocation(arms, n_total)
+        across_token = arm_allocation(arms, n_total, token=True)
         for design in DESIGNS:
             ests = []
             for a, arm in enumerate(arms):
                 if design == ACROSS:
                     est = one_design(rng, "active + PPI++", arm, int(across[a]))
+                elif design == TOKEN_ACROSS:
+                    est = one_design(rng, TOKEN_ACTIVE, arm, int(across_token[a]))
                 else:
                     est = one_design(rng, design, arm, per_arm)
                 ests.append(est)

@@ -43,7 +43,7 @@ from annotations.services.sampling import (
     draw,
     largest_remainder,
 )
-from auditapp.agreement.active import DEFAULT_FLOOR
+from auditapp.agreement.active import DEFAULT_FLOOR, uncertainty_score
 from auditapp.agreement.stratified import neyman_allocation
 from auditapp.exceptions import ApplicationError, ConflictError
 
@@ -168,6 +168,39 @@ def _neyman_strata(
     return strata, {k: round(v, 4) for k, v in sorted(sds.items())}
 
 
+def _uncertainty_strata(
+    populations: Mapping[str, int],
+    conditions: Mapping[str, str],
+    units_by_stratum: Mapping[str, Sequence[int]],
+    judge_p: Mapping[int, float],
+    size: int,
+) -> tuple[list[Stratum], dict[str, float]]:
+    """The whole budget ∝ N_h × mean sqrt(p(1 − p)) over each stratum's units: under the
+    active design a label's variance in stratum h is about (E sd_h)², so this is the
+    Neyman allocation across strata (and arms) that the judge alone can make, before any
+    expert label. Units without a probability count as 1/2, as when they are drawn."""
+    spreads = {
+        key: float(
+            uncertainty_score(np.array([judge_p.get(pk, 0.5) for pk in units])).mean()
+            if units
+            else 0.5
+        )
+        for key, units in units_by_stratum.items()
+    }
+    sizes = neyman_allocation(populations, spreads, size=size)
+    strata = [
+        Stratum(
+            key=key,
+            condition=conditions[key],
+            population=populations[key],
+            sample=sizes[key],
+            inclusion_probability=sizes[key] / populations[key] if populations[key] else 0.0,
+        )
+        for key in sorted(populations)
+    ]
+    return strata, {k: round(v, 4) for k, v in sorted(spreads.items())}
+
+
 def _stratum_key(blind_code: str, extras: Sequence[tuple[str, str]]) -> str:
     return " | ".join([blind_code, *(f"{name}={value}" for name, value in extras)])
 
@@ -223,6 +256,12 @@ def batch_preview(
         raise ApplicationError("A batch needs at least one item.", code="size")
     if allocation not in Allocation.choices:
         raise ApplicationError(f"Unknown allocation {allocation!r}.", code="allocation")
+    if allocation == Allocation.UNCERTAINTY and design != "active":
+        raise ApplicationError(
+            "The uncertainty allocation splits an active batch by the judge's uncertainty; "
+            "use it with the active design.",
+            code="allocation",
+        )
     rating = audit.kind == Audit.Kind.TRACE_RATINGS
     mode = batch_mode_resolve(audit=audit, mode=mode)
     whole_traces = mode in TRACE_MODES
@@ -323,11 +362,18 @@ def batch_preview(
             "∝ N_h·sqrt(p̄_h(1 − p̄_h)) (Neyman), at least 2 per stratum; a simple random "
             "sample per stratum, π = n_h / N_h",
         }
+    elif design == "active":
+        error_probabilities, described = uncertainty_source_get(uncertainty)
+        known = error_probabilities([r[0] for r in rows])
+        if allocation == Allocation.UNCERTAINTY:
+            strata, spreads = _uncertainty_strata(
+                populations, conditions, units_by_stratum, known, size
+            )
+        else:
+            strata = allocate(populations, conditions, size=size, allocation=allocation)
     else:
         strata = allocate(populations, conditions, size=size, allocation=allocation)
     if design == "active":
-        error_probabilities, described = uncertainty_source_get(uncertainty)
-        known = error_probabilities([r[0] for r in rows])
         drawn = {}
         for stratum in strata:
             rng = seeded_generator(audit.blinding_seed, f"batch:{seed}:active:{stratum.key}")
@@ -344,6 +390,13 @@ def batch_preview(
             "rule": "within each stratum π ∝ sqrt(p(1 − p)) of the judge's error probability p, "
             "at least floor × the stratum's uniform probability, capped at 1; systematic PPS",
         }
+        if allocation == Allocation.UNCERTAINTY:
+            sampling["stratum_uncertainty"] = spreads
+            sampling["rule"] += (
+                "; labels per stratum ∝ N_h × the stratum's mean sqrt(p(1 − p)) (Neyman with "
+                "the judge's spread, at least 2 each), so the arms the judge is least sure of "
+                "get more"
+            )
     else:
         drawn = draw(
             units_by_stratum,

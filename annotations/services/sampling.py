@@ -22,8 +22,11 @@ class Allocation:
     # Each condition the same number in every stratum of the other stratifiers: the arms'
     # samples have the same mix (e.g. of step depths), so the mix tells nothing about the arm.
     BALANCED = "balanced"
+    # The active design only: each stratum ∝ N_h × the judge's mean uncertainty in it
+    # (Neyman with the judge's spread; annotations.services.batches.batch_plan).
+    UNCERTAINTY = "uncertainty"
 
-    choices = (EQUAL, PROPORTIONAL, BALANCED)
+    choices = (EQUAL, PROPORTIONAL, BALANCED, UNCERTAINTY)
 
 
 @dataclass(frozen=True)
@@ -96,8 +99,8 @@ def allocate(
     ...     allocation="balanced")]
     [2, 3, 2, 3]
     """
-    if allocation not in Allocation.choices:
-        raise ValueError(f"allocation must be one of {Allocation.choices}, not {allocation!r}")
+    if allocation not in Allocation.choices or allocation == Allocation.UNCERTAINTY:
+        raise ValueError(f"allocation must be one of {Allocation.choices[:3]}, not {allocation!r}")
     if size < 0:
         raise ValueError("size must be ≥ 0")
     if allocation == Allocation.PROPORTIONAL:

@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 from annotations.models import BatchItem, Step
 from annotations.services.batches import batch_build
 from auditapp.agreement.active import error_probability, inclusion_probabilities
+from auditapp.exceptions import ApplicationError
 from judges.models import JudgeRun, JudgeVerdict
 
 SAMPLES = 5
@@ -155,4 +156,53 @@ def test_bad_sources_are_refused_clearly(demo_audit, admin_user, client, uncerta
     with pytest.raises(CommandError, match=message.split("'")[0]):
         call_command(
             "create_batch", audit=demo_audit.slug, size=12, design="active", uncertainty=uncertainty
+        )
+
+
+def test_the_uncertainty_allocation_gives_the_arms_the_judge_is_least_sure_of_more(
+    demo_audit, sampled_run
+):
+    # given: the judge is split on every third step; make one arm's steps all certain
+    run, _ = sampled_run
+    from annotations.models import Condition
+
+    certain = Condition.objects.filter(audit=demo_audit).order_by("pk").first()
+    JudgeVerdict.objects.filter(run=run, step__trace__condition=certain).update(
+        prompt_record={"sample_verdicts": ["correct"] * SAMPLES}, verdict="correct"
+    )
+    # when
+    batch = batch_build(
+        audit=demo_audit,
+        name="by-uncertainty",
+        size=60,
+        segmentation="given",
+        design="active",
+        uncertainty=f"judge-runs:{run.pk}",
+        allocation="uncertainty",
+    )
+    # then each stratum's share ∝ N_h × its mean sqrt(p(1 − p)), recorded with the rule
+    sampling = batch.design["sampling"]
+    spreads = sampling["stratum_uncertainty"]
+    strata = {s["key"]: s for s in batch.design["strata"]}
+    p_certain = error_probability(sample_error_share=np.zeros(1), votes=SAMPLES)[0]
+    certain_key = next(k for k, s in strata.items() if s["condition"] == certain.blind_code)
+    assert spreads[certain_key] == pytest.approx(np.sqrt(p_certain * (1 - p_certain)), abs=1e-4)
+    weights = {k: s["population"] * spreads[k] for k, s in strata.items()}
+    total = sum(weights.values())
+    for key, stratum in strata.items():
+        assert abs(stratum["sample"] - 60 * weights[key] / total) < 1.0
+    others = [s["sample"] for k, s in strata.items() if k != certain_key]
+    assert strata[certain_key]["sample"] < min(others)
+    assert "Neyman with the judge's spread" in sampling["rule"]
+    assert sum(s["sample"] for s in strata.values()) == 60
+
+
+def test_the_uncertainty_allocation_needs_the_active_design(demo_audit):
+    with pytest.raises(ApplicationError, match="active design"):
+        batch_build(
+            audit=demo_audit,
+            name="no",
+            size=30,
+            segmentation="given",
+            allocation="uncertainty",
         )
