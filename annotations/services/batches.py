@@ -42,6 +42,7 @@ from annotations.services.sampling import (
     allocate,
     draw,
     largest_remainder,
+    strata_of,
 )
 from auditapp.agreement.active import DEFAULT_FLOOR, uncertainty_score
 from auditapp.agreement.stratified import neyman_allocation
@@ -155,16 +156,7 @@ def _neyman_strata(
     for condition, n_condition in per_condition.items():
         keys = {k: populations[k] for k in populations if conditions[k] == condition}
         sizes.update(neyman_allocation(keys, sds, size=n_condition))
-    strata = [
-        Stratum(
-            key=key,
-            condition=conditions[key],
-            population=populations[key],
-            sample=sizes[key],
-            inclusion_probability=sizes[key] / populations[key] if populations[key] else 0.0,
-        )
-        for key in sorted(populations)
-    ]
+    strata = strata_of(populations, conditions, sizes)
     return strata, {k: round(v, 4) for k, v in sorted(sds.items())}
 
 
@@ -188,16 +180,7 @@ def _uncertainty_strata(
         for key, units in units_by_stratum.items()
     }
     sizes = neyman_allocation(populations, spreads, size=size)
-    strata = [
-        Stratum(
-            key=key,
-            condition=conditions[key],
-            population=populations[key],
-            sample=sizes[key],
-            inclusion_probability=sizes[key] / populations[key] if populations[key] else 0.0,
-        )
-        for key in sorted(populations)
-    ]
+    strata = strata_of(populations, conditions, sizes)
     return strata, {k: round(v, 4) for k, v in sorted(spreads.items())}
 
 

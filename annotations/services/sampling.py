@@ -125,6 +125,13 @@ def allocate(
         for condition, n_condition in per_condition.items():
             keys = {k: populations[k] for k in populations if conditions[k] == condition}
             sizes.update(largest_remainder(keys, n_condition, keys))
+    return strata_of(populations, conditions, sizes)
+
+
+def strata_of(
+    populations: Mapping[str, int], conditions: Mapping[str, str], sizes: Mapping[str, int]
+) -> list[Stratum]:
+    """The strata, in key order, with their sample sizes and inclusion probabilities n_h/N_h."""
     return [
         Stratum(
             key=key,
