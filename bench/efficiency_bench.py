@@ -60,7 +60,7 @@ from auditapp.agreement.active import (
     systematic_sample,
     uncertainty_score,
 )
-from auditapp.agreement.sequential import ordering_decision
+from auditapp.agreement.sequential import ordering_decision, ppi_increments
 from auditapp.agreement.stratified import neyman_allocation, stratified_ppi_mean
 
 RATES = (0.20, 0.31, 0.50)
@@ -270,8 +270,14 @@ def stopping_chunk(seed, reps, wave=50, budget=2000, alpha=0.05, t_opt=800):
             picks = rng.choice(arm.y.size, size=budget * 2, p=draw / draw.sum())
             picks = picks[answered][:budget]
             f = arm.votes
-            streams[kinds[1]][f"arm{a}"] = f.mean() + (arm.y[picks] - f[picks]) / (
-                arm.y.size * draw[picks]
+            # one draw at a time with probability r: n = 1, π = r in f̄ + (y − f)·n/(Nπ)
+            streams[kinds[1]][f"arm{a}"] = ppi_increments(
+                arm.y[picks],
+                f[picks],
+                draw[picks] / draw.sum(),
+                prediction_mean=float(f.mean()),
+                n_arm=1,
+                big_n_arm=arm.y.size,
             )
         for kind in kinds:
             for t in range(wave, budget + 1, wave):

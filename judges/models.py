@@ -334,10 +334,11 @@ class JudgeVerdict(models.Model):
     prompt_hash = models.CharField(max_length=64, blank=True)
     # What the prompt contained: context mode, context steps, answer shown, style-blind, …
     prompt_record = models.JSONField(default=dict, blank=True)
-    # The judge's probability that the step is an error, where it said more than one verdict:
-    # the share of its samples saying "error" (abstaining and unparseable ones left out). The
-    # report's prediction-powered estimates use it as the prediction (auditapp.agreement.ppi);
-    # null for one plain verdict.
+    # The judge's probability that the step is an error, where it stated one: its token
+    # probability of "error" (log-probabilities), else its stated confidence, else the share
+    # of its several samples saying "error" (judges.services.store). The report's
+    # prediction-powered estimates use it as the prediction (auditapp.agreement.ppi); null
+    # for one plain verdict.
     error_probability = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

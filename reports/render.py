@@ -870,13 +870,12 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
         ],
         note="Each arm's sequence holds at every wave at once (level α/K); a gap's sequence "
         "is the difference of its arms' sequences. Settled: neighbouring arms' sequences are "
-        "disjoint. Increments: "
-        + "; ".join(
-            f"{b['batch']}: {b['increments']}"
+        "disjoint."
+        + "".join(
+            f" Increments of {b['batch']}: {b['increments']}."
             for b in (report.get("sequential") or {}).get("batches") or []
             if b.get("increments")
-        )
-        + ".",
+        ),
         numeric_from=3,
     )
     annotators = report.get("annotators") or {}

@@ -49,7 +49,7 @@ from auditapp.agreement.formats import (
 from auditapp.agreement.ppi import ppi_mean
 from auditapp.agreement.rates import ABSTAIN_RULES
 from auditapp.agreement.report import REPORT_KEYS, report_compute
-from auditapp.agreement.sequential import ht_increments, ppi_increments, wave_stopping
+from auditapp.agreement.sequential import ppi_increments, wave_stopping
 from auditapp.agreement.stratified import stratified_ppi_mean
 from auditapp.exceptions import ApplicationError, ConflictError, ForbiddenError
 from reports.collect import (
@@ -471,22 +471,18 @@ def sequential_section(audit: Audit, plan: AnalysisPlan | None, *, seed: int = 0
             per_arm[arm] = int(n_arm)
             if n_arm == 0:
                 continue
-            if powered:
-                increments[arm] = ppi_increments(
-                    rows["y"].to_numpy(),
-                    rows["unit"].map(predictions).to_numpy(dtype=float),
-                    rows["inclusion_probability"].to_numpy(),
-                    prediction_mean=float((population[keys] * means[keys]).sum() / big_n),
-                    n_arm=n_arm,
-                    big_n_arm=big_n,
-                )
-            else:
-                increments[arm] = ht_increments(
-                    rows["y"].to_numpy(),
-                    rows["inclusion_probability"].to_numpy(),
-                    n_arm=n_arm,
-                    big_n_arm=big_n,
-                )
+            # Without recorded predictions f = 0: the Horvitz–Thompson increments y·n/(Nπ).
+            f = rows["unit"].map(predictions) if powered else pd.Series(0.0, index=rows.index)
+            increments[arm] = ppi_increments(
+                rows["y"].to_numpy(),
+                f.to_numpy(dtype=float),
+                rows["inclusion_probability"].to_numpy(),
+                prediction_mean=(
+                    float((population[keys] * means[keys]).sum() / big_n) if powered else 0.0
+                ),
+                n_arm=n_arm,
+                big_n_arm=big_n,
+            )
             waves[arm] = rows["wave"].to_numpy()
         entry: dict[str, Any] = {
             "batch": batch_info["name"],

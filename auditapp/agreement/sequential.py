@@ -236,11 +236,12 @@ class WaveStopping:
 def ht_increments(y: np.ndarray, pi: np.ndarray, *, n_arm: float, big_n_arm: float) -> np.ndarray:
     """The increments whose running mean estimates an arm's error rate from a sample drawn
     with inclusion probabilities ``pi`` (n_arm units of big_n_arm): y · n / (N π), the
-    Horvitz–Thompson term of a draw with per-draw probability π/n. Uniform π = n/N gives y."""
-    y, pi = np.asarray(y, dtype=float), np.asarray(pi, dtype=float)
-    if np.any(pi <= 0) or n_arm <= 0 or big_n_arm <= 0:
-        raise ValueError("inclusion probabilities and sizes must be positive")
-    return y * n_arm / (big_n_arm * pi)
+    Horvitz–Thompson term of a draw with per-draw probability π/n. Uniform π = n/N gives y.
+    (:func:`ppi_increments` with no prediction.)"""
+    y = np.asarray(y, dtype=float)
+    return ppi_increments(
+        y, np.zeros_like(y), pi, prediction_mean=0.0, n_arm=n_arm, big_n_arm=big_n_arm
+    )
 
 
 def ppi_increments(

@@ -95,9 +95,8 @@ def stratified_ppi_mean(
     k the parameters fitted in it (its mean, and λ_h when tuned), as an unbiased stratum
     variance is, and with clusters and fewer than ``SMALL_SAMPLE_TRACES`` labelled ones the
     report's rule applies (t with k − 1 df, CR1); without it, the plain ``ddof = 0`` sums
-    of ``ppi_py``. Measured in
-    bench/efficiency_bench.py at ~12 labels in the smaller stratum: coverage 92-93 % without,
-    94-95 % with."""
+    of ``ppi_py``. Measured in bench/efficiency_bench.py at ~12 labels in the smaller
+    stratum: coverage 92-93 % without the scaling, 94-95 % with it."""
     y = np.asarray(y, dtype=float)
     yhat = np.asarray(yhat, dtype=float)
     strata = np.asarray(strata).astype(str)

@@ -16,6 +16,7 @@ from judges.clients import (
 )
 from judges.models import JudgeFailure, JudgeRun, JudgeVerdict
 from judges.rendering import RenderedStep
+from judges.services.uncertainty import stated_error_probability
 
 logger = logging.getLogger(__name__)
 
@@ -256,15 +257,10 @@ def verdict_from_result(
 
 
 def _stated_probability(record: dict, result: JudgeResult) -> float | None:
-    """The column ``error_probability``: the mean token probability of "error" when the
-    endpoint returned log-probabilities (the distribution the samples are drawn from), else
-    the share of several samples, else a stated confidence in the verdict."""
-    if record.get("error_probability") is not None:
-        return float(record["error_probability"])
-    share = error_probability_of(result.samples)
-    if share is not None:
-        return share
-    if result.stated_confidence is not None and result.verdict in ("correct", "error"):
-        c = float(result.stated_confidence)
-        return c if result.verdict == "error" else 1.0 - c
-    return None
+    """The column ``error_probability``: what the judge stated itself (its token probability
+    of "error", else its stated confidence; ``stated_error_probability``), else the share of
+    several samples."""
+    stated = stated_error_probability(record, result.verdict or "")
+    if stated is not None:
+        return stated[1]
+    return error_probability_of(result.samples)

@@ -65,16 +65,26 @@ def _stated(record: Mapping[str, Any], verdict: str) -> float | None:
     return confidence if verdict == "error" else 1.0 - confidence
 
 
-def _judge_probability(record: Any, verdict: str) -> tuple[str, float] | None:
-    """(source, the judge's own error probability) from one verdict's record, or None."""
+def stated_error_probability(record: Any, verdict: str) -> tuple[str, float] | None:
+    """(source, the error probability the judge itself stated) from one verdict's record:
+    its token probability ("token"), else its stated confidence ("confidence"), else None.
+    The one order both the stored ``JudgeVerdict.error_probability`` and the design use."""
     record = record or {}
     token = _unit(record.get("error_probability"))
     if token is not None:
-        return "token", float(error_probability(token_probability=np.array([token]))[0])
+        return "token", token
     stated = _stated(record, verdict)
     if stated is not None:
         return "confidence", stated
     return None
+
+
+def _judge_probability(record: Any, verdict: str) -> tuple[str, float] | None:
+    """:func:`stated_error_probability`, a token probability kept within the design's range."""
+    found = stated_error_probability(record, verdict)
+    if found and found[0] == "token":
+        return "token", float(error_probability(token_probability=np.array([found[1]]))[0])
+    return found
 
 
 def _samples(record: Any, verdict: str) -> list[str]:
