@@ -9,6 +9,9 @@ class ReportSettingsForm(forms.Form):
     seed = forms.IntegerField(min_value=0, required=False)
     resamples = forms.IntegerField(min_value=1, max_value=100_000, required=False)
     ece_bins = forms.IntegerField(min_value=1, max_value=1000, required=False, label="ECE bins")
+    confidence_level = forms.FloatField(
+        min_value=0.5, max_value=0.999, required=False, help_text="e.g. 0.9 or 0.99"
+    )
     abstain_rule = forms.ChoiceField(
         choices=[
             ("", "(plan / default)"),

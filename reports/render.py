@@ -17,6 +17,7 @@ from django.core.cache import cache
 from django.template.loader import render_to_string
 from django.utils.safestring import mark_safe
 
+from auditapp.agreement.report import level_text
 from reports.exports import hedging_by_condition, report_tables, sequential_rows, step_series
 from reports.figures import (
     answer_vs_step_svg,
@@ -282,6 +283,9 @@ def control_summary_line(report: dict[str, Any]) -> str:
 
 
 def _tables(report: dict) -> dict[str, DisplayTable]:
+    # Every interval the report computes is at its confidence level (the leak gate's AUC
+    # interval was recorded at assignment, at 95%).
+    ci = f"{level_text((report.get('parameters') or {}).get('confidence_level', 0.95))} CI"
     out: dict[str, DisplayTable] = {"error_rates": _error_rate_table(report)}
     out["ordering_agreement"] = _table(
         "ordering_agreement",
@@ -324,7 +328,7 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
     out["pairwise_agreement"] = _table(
         "pairwise_agreement",
         "Step-level agreement, pairs of evaluators",
-        ["a", "b", "abstain as", "steps", "agreement", "Cohen's κ", "κ 95% CI", "Gwet's AC1"],
+        ["a", "b", "abstain as", "steps", "agreement", "Cohen's κ", f"κ {ci}", "Gwet's AC1"],
         [
             [
                 r["a"],
@@ -626,7 +630,7 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
     out["judge_by_condition"] = _table(
         "judge_by_condition",
         "The judge against the experts, per condition",
-        ["judge", "condition", "steps", "sensitivity", "95% CI", "specificity", "95% CI"],
+        ["judge", "condition", "steps", "sensitivity", ci, "specificity", ci],
         [
             [
                 r["judge"],
@@ -701,7 +705,7 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
     out["likert"] = _table(
         "likert",
         "Likert ratings per trace type",
-        ["trace type", "item", "ratings", "traces", "mean", "median", "95% CI of mean"],
+        ["trace type", "item", "ratings", "traces", "mean", "median", f"{ci} of mean"],
         [
             [
                 r["trace_type"],
@@ -782,7 +786,7 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
             "correct",
             "incorrect",
             "Bang's BI",
-            "95% CI",
+            ci,
             "BI if random",
         ],
         [
@@ -887,13 +891,14 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
             "labels",
             "gold items",
             "gold accuracy",
-            "95% CI",
+            ci,
             "repeat pairs",
             "repeat agreement",
             "repeat κ",
             "median s/item",
             "abstained",
             "flags",
+            "excluded",
         ],
         [
             [
@@ -908,6 +913,7 @@ def _tables(report: dict) -> dict[str, DisplayTable]:
                 _num(q.get("median_seconds"), 1),
                 _pct(q.get("abstain_share")),
                 q.get("flags") or "–",
+                q.get("excluded") or "–",
             ]
             for q in annotators.get("quality") or []
         ],

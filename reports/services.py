@@ -82,7 +82,7 @@ __all__ = [
 # 2: blinding check (classifier, index); 3: findings, controls, PPI++; 4: first-error section;
 # 5: waves' stopping rule, stratified PPI; 6: hedging terms, the rendered body cached beside it
 # 7: PPI predicts with the judge's stated probability (judge_probability) where it has one
-REPORT_VERSION = 7
+REPORT_VERSION = 8
 CACHE_SECONDS = 24 * 3600
 EXCLUSION_KEYS = ("evaluators", "evaluator_kinds", "trace_ids", "step_ids")
 
@@ -348,6 +348,19 @@ def _without_excluded_participants(
     if ratings is not None and not ratings.empty:
         ratings = ratings[~ratings["rater"].astype(str).isin(raters).to_numpy()]
     return labels, ratings
+
+
+def _excluded_experts(
+    plan: AnalysisPlan | None, participants: list[dict[str, Any]]
+) -> dict[str, str]:
+    """Evaluator → why their labels were left out (the plan's list, attention checks)."""
+    out = {
+        str(name): "analysis plan"
+        for name in ((plan.plan.get("exclusions") or {}).get("evaluators", []) if plan else [])
+    }
+    for p in participants:
+        out[str(p["rater"])] = p.get("reason") or "attention checks"
+    return out
 
 
 def _plan_section(plan: AnalysisPlan | None, params: ReportParams) -> dict[str, Any]:
@@ -645,18 +658,27 @@ def stratified_ppi_section(audit: Audit, confidence_level: float = 0.95) -> dict
 
 
 def _annotators_section(
-    audit: Audit, labels: pd.DataFrame, confidence_level: float
+    audit: Audit,
+    labels: pd.DataFrame,
+    confidence_level: float,
+    excluded: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Per expert: gold accuracy, hidden-repeat consistency, speed, abstention, agreement
-    with every other evaluator (``auditapp.agreement.annotators``)."""
+    with every other evaluator (``auditapp.agreement.annotators``).
+
+    Every expert is listed, the excluded ones too, so that an exclusion can be checked against
+    the evidence; ``excluded`` (evaluator → why) marks them."""
     items = annotator_items_collect(audit)
     thresholds = QualityThresholds()
+    excluded = excluded or {}
     if items.empty:
         quality, agreement = [], []
     else:
         quality = _records(
             annotator_quality(items, thresholds=thresholds, confidence_level=confidence_level)
         )
+        for row in quality:
+            row["excluded"] = excluded.get(str(row["evaluator"]), "")
         shared = labels.dropna(subset=["step_id"]) if "step_id" in labels else labels.iloc[:0]
         experts = shared[shared["evaluator_kind"] == "expert"]
         agreement = _records(
@@ -675,7 +697,10 @@ def _annotators_section(
             f"hidden-repeat agreement below {thresholds.repeat_agreement:g}; a median below "
             f"{thresholds.min_median_seconds:g} s per item; abstaining on more than "
             f"{thresholds.max_abstain_share:.0%} of items. 'watch': the point estimate falls "
-            "short but the interval still reaches the threshold. A flag excludes nobody."
+            "short but the interval still reaches the threshold. A flag excludes nobody. "
+            "'excluded': the locked plan or a study's attention checks left the expert's "
+            "labels out of every estimate; they stay listed here (and in the agreement "
+            "table) so the exclusion can be checked."
         ),
     }
 
@@ -843,7 +868,9 @@ def report_build(
     )
     blinding = {**_blinding_section(audit), **_probe_public(body.pop("blinding"), audit=audit)}
     body["methods"]["normaliser"] = _normaliser_method(audit)
-    body["annotators"] = _annotators_section(audit, tables.labels, params.confidence_level)
+    body["annotators"] = _annotators_section(
+        audit, tables.labels, params.confidence_level, _excluded_experts(plan, participants)
+    )
     body["first_error"] = _first_error_section(audit, labels, params)
     body["methods"]["first_error"] = f"{FIRST_ERROR_RULE} {INTERVAL_RULE}"
     body["sequential"] = sequential_section(audit, plan, seed=params.seed)

@@ -222,6 +222,13 @@ def primary_segmentation(frame: pd.DataFrame, requested: str | None = None) -> s
     return str(sorted(counts.index, key=lambda s: (-counts[s], s))[0])
 
 
+def level_text(confidence_level: float) -> str:
+    """A confidence level as people write it: 0.95 → "95%", 0.975 → "97.5%"."""
+    if round(confidence_level * 100, 9) == int(round(confidence_level * 100, 9)):
+        return f"{confidence_level:.0%}"
+    return f"{confidence_level * 100:g}%"
+
+
 def _methods(
     *,
     resamples: int,
@@ -231,11 +238,7 @@ def _methods(
     segmentation: str | None,
     segmentations: list[str],
 ) -> dict[str, str]:
-    level = (
-        f"{confidence_level:.0%}"
-        if confidence_level * 100 == int(confidence_level * 100)
-        else (f"{confidence_level * 100:g}%")
-    )
+    level = level_text(confidence_level)
     abstain_text = {
         "exclude": "errors / (steps labelled − abstentions): abstentions are left out",
         "error": "(errors + abstentions) / steps labelled: abstentions count as errors",
@@ -556,7 +559,9 @@ def report_compute(
         step_code = pd.factorize(main["step_id"])[0]
         shared = main[np.bincount(step_code)[step_code] >= 2]
         for abstain in ("category", "missing"):
-            pairwise_rows.extend(pairwise_agreement(shared, abstain=abstain))
+            pairwise_rows.extend(
+                pairwise_agreement(shared, abstain=abstain, confidence_level=confidence_level)
+            )
         for abstain in ("category", "missing"):
             multi_rows.append(
                 dict(multi_rater_agreement(shared, abstain=abstain, evaluator_kind=None))

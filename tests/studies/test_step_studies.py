@@ -186,6 +186,13 @@ def test_labels_of_a_flagged_participant_leave_the_report(client, step_link):
     participant.refresh_from_db()
     assert participant.attention_failures == 2
     assert before["audit"]["n_labels_used"] - after["audit"]["n_labels_used"] == 6
+    # and the annotator table still lists them, marked with why, so the exclusion can be checked
+    rows = {r["evaluator"]: r for r in after["annotators"]["quality"]}
+    assert "attention check" in rows[participant.user.username]["excluded"]
+    assert rows[participant.user.username]["n_labels"] == 6
+    assert all(not r["excluded"] for name, r in rows.items() if name != participant.user.username)
+    before_rows = {r["evaluator"]: r for r in before["annotators"]["quality"]}
+    assert before_rows[participant.user.username]["excluded"] == ""
 
 
 def test_a_participant_sees_and_changes_only_their_own_items(client, step_link):
