@@ -15,6 +15,12 @@ Placeholders (the complete set; anything else is rejected when the template is b
 ``$categories``    the audit's error categories, one ``- name: description`` line each
 ``$final_answer``  the trace's final answer, or empty unless ``show_final_answer=True``
 
+A **first-error** template (a run with ``label_mode: first_error`` asks for a whole trace's first
+wrong step) has its own set: ``$question``, ``$options``, ``$final_answer``, ``$categories``,
+``$steps`` (every step, one ``Step k: …`` line each; required in the user template) and
+``$n_steps``. A template's kind is read from what it asks for: ``$steps`` makes it a
+first-error one.
+
 There is deliberately no placeholder for the condition, the model, or any trace / step id: the
 judge is blinded like a clinician, and the template validation is what enforces it.
 """
@@ -30,6 +36,12 @@ from dataclasses import dataclass
 PLACEHOLDERS: frozenset[str] = frozenset(
     {"question", "options", "context", "step", "categories", "final_answer"}
 )
+FIRST_ERROR_PLACEHOLDERS: frozenset[str] = frozenset(
+    {"question", "options", "steps", "n_steps", "categories", "final_answer"}
+)
+# The label modes a template can serve (``judges.models.LabelMode`` values) and what each needs.
+STEPS, FIRST_ERROR = "steps", "first_error"
+_KINDS = {STEPS: (PLACEHOLDERS, "step"), FIRST_ERROR: (FIRST_ERROR_PLACEHOLDERS, "steps")}
 
 # Laid out for prefix caching (vLLM, SGLang, llama.cpp's slot cache, OpenAI's prompt caching):
 # what every step of an audit shares (the instructions, the categories, the answer shape) is
@@ -84,15 +96,39 @@ $final_answer, $options, $question, $step
 
     system: str = DEFAULT_SYSTEM
     user: str = DEFAULT_USER
+    label_mode: str = STEPS  # what the template asks for: one step, or a whole trace
 
     def __post_init__(self) -> None:
+        if self.label_mode not in _KINDS:
+            raise ValueError(f"label_mode must be one of {', '.join(_KINDS)}")
+        allowed, required = _KINDS[self.label_mode]
         for part in ("system", "user"):
-            template_placeholders(getattr(self, part), part=part)
-        if "step" not in template_placeholders(self.user, part="user"):
-            raise ValueError("the user template must contain $step")
+            template_placeholders(getattr(self, part), part=part, allowed=allowed)
+        if required not in template_placeholders(self.user, part="user", allowed=allowed):
+            raise ValueError(f"the user template must contain ${required}")
+
+    @classmethod
+    def from_texts(cls, *, system: str, user: str) -> PromptTemplate:
+        """The template of these texts, its kind read from them (``template_label_mode``)."""
+        return cls(system=system, user=user, label_mode=template_label_mode(user))
 
 
-def template_placeholders(text: str, *, part: str = "template") -> set[str]:
+def template_label_mode(user: str) -> str:
+    """``first_error`` for a user template asking for ``$steps`` (a whole trace), else ``steps``.
+
+    >>> template_label_mode("Step to assess: $step"), template_label_mode("<trace>$steps</trace>")
+    ('steps', 'first_error')
+    """
+    try:
+        used = set(string.Template(user).get_identifiers())
+    except ValueError:
+        used = set()
+    return FIRST_ERROR if "steps" in used else STEPS
+
+
+def template_placeholders(
+    text: str, *, part: str = "template", allowed: frozenset[str] = PLACEHOLDERS
+) -> set[str]:
     """Return the placeholders ``text`` uses; ``ValueError`` naming any unknown or malformed one."""
     template = string.Template(text)
     if not template.is_valid():
@@ -105,11 +141,11 @@ def template_placeholders(text: str, *, part: str = "template") -> set[str]:
                     "literal dollar sign"
                 )
     used = set(template.get_identifiers())
-    unknown = sorted(used - PLACEHOLDERS)
+    unknown = sorted(used - allowed)
     if unknown:
-        allowed = ", ".join(f"${name}" for name in sorted(PLACEHOLDERS))
+        names = ", ".join(f"${name}" for name in sorted(allowed))
         raise ValueError(
-            f"unknown placeholder '${unknown[0]}' in {part} template; allowed: {allowed}"
+            f"unknown placeholder '${unknown[0]}' in {part} template; allowed: {names}"
         )
     return used
 
@@ -156,6 +192,11 @@ def render_messages(
             else ""
         ),
     }
+    return _messages(template, values)
+
+
+def _messages(template: PromptTemplate, values: Mapping[str, str]) -> list[dict[str, str]]:
+    """The system message (left out when empty) and the user message of ``template``."""
     messages: list[dict[str, str]] = []
     system = string.Template(template.system).substitute(values).strip()
     if system:
@@ -241,6 +282,7 @@ $steps
 
 
 def render_first_error_messages(
+    template: PromptTemplate | None = None,
     *,
     question: str,
     options: Mapping[str, str] | Sequence[str] | None,
@@ -249,7 +291,8 @@ def render_first_error_messages(
     show_final_answer: bool = False,
     final_answer: str | None = None,
 ) -> list[dict[str, str]]:
-    """The chat messages asking for a trace's first wrong step (``FIRST_ERROR_*``).
+    """The chat messages asking for a trace's first wrong step, from ``template`` (a
+    first-error one; default ``FIRST_ERROR_TEMPLATE``, the shipped ``FIRST_ERROR_*``).
 
     Examples
     --------
@@ -258,6 +301,9 @@ def render_first_error_messages(
     >>> "Step 1: 2+2=5.\\nStep 2: So 5." in msgs[1]["content"]
     True
     """
+    template = template or FIRST_ERROR_TEMPLATE
+    if template.label_mode != FIRST_ERROR:
+        raise ValueError("a first-error request needs a first-error template ($steps)")
     if not steps:
         raise ValueError("a first-error request needs at least one step")
     if show_final_answer and final_answer is None:
@@ -277,7 +323,9 @@ def render_first_error_messages(
             else ""
         ),
     }
-    return [
-        {"role": "system", "content": string.Template(FIRST_ERROR_SYSTEM).substitute(values)},
-        {"role": "user", "content": string.Template(FIRST_ERROR_USER).substitute(values)},
-    ]
+    return _messages(template, values)
+
+
+FIRST_ERROR_TEMPLATE = PromptTemplate(
+    system=FIRST_ERROR_SYSTEM, user=FIRST_ERROR_USER, label_mode=FIRST_ERROR
+)

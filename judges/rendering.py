@@ -22,7 +22,9 @@ from judges.clients.egress import EgressPolicy
 from judges.clients.openai_compat import structured_fields
 from judges.models import Judge, JudgePrompt
 from judges.prompts import (
+    FIRST_ERROR,
     FIRST_ERROR_PROMPT_NAME,
+    FIRST_ERROR_TEMPLATE,
     PromptTemplate,
     prompt_hash,
     render_first_error_messages,
@@ -42,7 +44,7 @@ class RenderedStep:
 
 
 def prompt_template(prompt: JudgePrompt) -> PromptTemplate:
-    return PromptTemplate(system=prompt.system_template, user=prompt.user_template)
+    return PromptTemplate.from_texts(system=prompt.system_template, user=prompt.user_template)
 
 
 def effective_context_mode(judge: Judge, audit: Audit) -> str:
@@ -170,7 +172,12 @@ def requests_for_steps(
 
 
 def requests_for_traces(
-    *, judge: Judge, audit: Audit, step_ids: Iterable[int], max_step_id: int | None = None
+    *,
+    judge: Judge,
+    audit: Audit,
+    step_ids: Iterable[int],
+    max_step_id: int | None = None,
+    prompt: JudgePrompt | None = None,
 ) -> list[RenderedStep]:
     """First-error requests: for each step id (the first step of a trace under its
     segmentation), the whole trace — every step of that trace and segmentation up to
@@ -178,6 +185,9 @@ def requests_for_traces(
 
     A whole trace shows its length and its style to the judge; the style-blind text is the
     normalised one clinicians see. The request key is the first step's public id.
+
+    ``prompt``: the run's first-error prompt; the shipped one (``FIRST_ERROR_*``) when it is
+    None or a step prompt (runs made before first-error prompts could be chosen).
     """
     ids = list(step_ids)
     if not ids:
@@ -209,6 +219,10 @@ def requests_for_traces(
         ):
             units[(trace_id, segmentation)].append((pk, text))
     categories = audit_categories(audit)
+    template = prompt_template(prompt) if prompt is not None else FIRST_ERROR_TEMPLATE
+    if template.label_mode != FIRST_ERROR:
+        template, prompt = FIRST_ERROR_TEMPLATE, None
+    prompt_name = str(prompt) if prompt is not None else FIRST_ERROR_PROMPT_NAME
     out: list[RenderedStep] = []
     for step_id in ids:
         row = heads.get(step_id)
@@ -219,6 +233,7 @@ def requests_for_traces(
             continue  # not the first step of its trace: nothing to ask for it
         final_answer = (row[answer_field] or "") if judge.show_final_answer else None
         messages = render_first_error_messages(
+            template,
             question=row["trace__question__stem"],
             options=row["trace__question__options"],
             steps=[text for _, text in unit],
@@ -242,7 +257,7 @@ def requests_for_traces(
                 ),
                 prompt_hash=prompt_hash(messages),
                 prompt_record={
-                    "prompt": FIRST_ERROR_PROMPT_NAME,
+                    "prompt": prompt_name,
                     "label_mode": "first_error",
                     "trace_steps": len(unit),
                     "final_answer_shown": bool(judge.show_final_answer),

@@ -385,6 +385,7 @@ def judge_lane_run(
                 rendered = ride(
                     lambda: requests_for_traces(
                         judge=judge,
+                        prompt=run.prompt,
                         audit=run.audit,
                         step_ids=todo,  # noqa: B023
                         max_step_id=run.scope_max_step_id,

@@ -41,7 +41,7 @@ from judges.clients import (
 )
 from judges.models import Judge, JudgeFailure, JudgePrompt, JudgeRun, JudgeVerdict, LabelMode
 from judges.services import worksource
-from judges.services.specs import egress_check
+from judges.services.specs import egress_check, run_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,10 @@ def _run_new(
         if segmentation
         else JudgeRun.Scope.AUDIT
     )
-    prompt = judge.prompt
+    # Runs that ask the judge use the prompt of their mode; imported and reference verdicts
+    # were written by no prompt of ours, and the run just names the judge's.
+    asks = mode in (JudgeRun.Mode.WORKERS, JudgeRun.Mode.BATCH_API) and judge.prompt_id
+    prompt = run_prompt(judge, label_mode) if asks else judge.prompt
     if prompt is not None and prompt.used_at is None:
         # From now on this version is immutable (the model's save enforces it too).
         JudgePrompt.objects.filter(pk=prompt.pk, used_at=None).update(used_at=timezone.now())

@@ -12,12 +12,21 @@ from django.db import models, transaction
 from auditapp.exceptions import ApplicationError, ConflictError, ForbiddenError, NotFoundError
 from judges.clients.egress import EgressRefused
 from judges.models import Judge, JudgePrompt, JudgeRun, LabelMode
-from judges.prompts import DEFAULT_SYSTEM, DEFAULT_USER, PromptTemplate
+from judges.prompts import (
+    DEFAULT_SYSTEM,
+    DEFAULT_USER,
+    FIRST_ERROR_SYSTEM,
+    FIRST_ERROR_USER,
+    PromptTemplate,
+    template_label_mode,
+)
 from judges.rendering import egress_policy
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PROMPT_NAME = "step-default"
+FIRST_ERROR_DEFAULT_PROMPT_NAME = "first-error-default"
+SHIPPED_PROMPT_NAMES = frozenset({DEFAULT_PROMPT_NAME, FIRST_ERROR_DEFAULT_PROMPT_NAME})
 # Made by the app from imported reference verdicts (``judges.services.io``), never by a spec.
 RESERVED_JUDGE_NAMES = frozenset({"reference"})
 
@@ -66,7 +75,7 @@ def prompt_version_create(
     immutable, so different templates make version + 1.
     """
     try:
-        PromptTemplate(system=system_template, user=user_template)
+        PromptTemplate.from_texts(system=system_template, user=user_template)
     except ValueError as exc:
         raise JudgeSpecError("prompt", str(exc)) from None
     with transaction.atomic():
@@ -101,9 +110,14 @@ def prompt_update(*, prompt: JudgePrompt, system_template: str, user_template: s
             code="prompt_immutable",
         )
     try:
-        PromptTemplate(system=system_template, user=user_template)
+        PromptTemplate.from_texts(system=system_template, user=user_template)
     except ValueError as exc:
         raise JudgeSpecError("prompt", str(exc)) from None
+    if template_label_mode(user_template) != template_label_mode(prompt.user_template):
+        # A judge saved with this prompt was checked against its kind; keep that true.
+        raise JudgeSpecError(
+            "prompt", "an edit cannot turn a step prompt into a first-error one or back"
+        )
     prompt.system_template = system_template
     prompt.user_template = user_template
     prompt.save()
@@ -116,6 +130,49 @@ def default_prompt_get() -> JudgePrompt:
         system_template=DEFAULT_SYSTEM,
         user_template=DEFAULT_USER,
         description="The shipped step-level prompt (judges.prompts).",
+    )
+
+
+def default_first_error_prompt_get() -> JudgePrompt:
+    return prompt_version_create(
+        name=FIRST_ERROR_DEFAULT_PROMPT_NAME,
+        system_template=FIRST_ERROR_SYSTEM,
+        user_template=FIRST_ERROR_USER,
+        description="The shipped first-error prompt (judges.prompts.FIRST_ERROR_*).",
+    )
+
+
+def prompt_label_mode(prompt: JudgePrompt) -> str:
+    """What a stored prompt asks for: ``steps`` or ``first_error`` (``template_label_mode``)."""
+    return template_label_mode(prompt.user_template)
+
+
+def run_prompt(judge: Judge, label_mode: str) -> JudgePrompt:
+    """The prompt a run of ``judge`` in ``label_mode`` uses: the judge's own when it is of
+    that kind; the shipped prompt of the mode when the judge has a shipped one (a run may ask
+    for the other mode than the judge's default); otherwise refused, never silently swapped."""
+    prompt = judge.prompt
+    if prompt is None:
+        raise ApplicationError(f"judge {judge.name} has no prompt", code="no_prompt")
+    if prompt_label_mode(prompt) == label_mode:
+        return prompt
+    if prompt.name in SHIPPED_PROMPT_NAMES:
+        return (
+            default_first_error_prompt_get()
+            if label_mode == LabelMode.FIRST_ERROR
+            else default_prompt_get()
+        )
+    wanted = (
+        "a first-error prompt (its user template has $steps)"
+        if (label_mode == LabelMode.FIRST_ERROR)
+        else "a step prompt (its user template has $step)"
+    )
+    raise ApplicationError(
+        f"judge {judge.label}'s prompt {prompt} is a {prompt_label_mode(prompt)} prompt; a "
+        f"{label_mode} run needs {wanted}. Save the judge's spec with such a prompt and "
+        f'"label_mode": "{label_mode}", or with "prompt": "default"',
+        code="prompt_label_mode",
+        extra={"field": "label_mode"},
     )
 
 
@@ -254,10 +311,26 @@ def _check_spec_values(c: dict[str, Any]) -> None:
                 raise JudgeSpecError(f"prompt.{key}", "is required (a non-empty string)")
         if not isinstance(prompt.get("system", ""), str):
             raise JudgeSpecError("prompt.system", "must be a string")
+        if prompt["name"].strip() in SHIPPED_PROMPT_NAMES:
+            raise JudgeSpecError(
+                "prompt.name", f"{prompt['name']!r} is the shipped prompt's; choose another name"
+            )
+        kind = template_label_mode(prompt["user"])
+        default_system = FIRST_ERROR_SYSTEM if kind == LabelMode.FIRST_ERROR else DEFAULT_SYSTEM
         try:
-            PromptTemplate(system=prompt.get("system", DEFAULT_SYSTEM), user=prompt["user"])
+            PromptTemplate.from_texts(
+                system=prompt.get("system", default_system), user=prompt["user"]
+            )
         except ValueError as exc:
             raise JudgeSpecError("prompt", str(exc)) from None
+        label_mode = c.get("label_mode", LabelMode.STEPS)
+        if kind != label_mode:
+            raise JudgeSpecError(
+                "prompt",
+                f"a {kind} prompt (its user template has "
+                f"{'$steps' if kind == LabelMode.FIRST_ERROR else '$step'}) needs "
+                f'"label_mode": "{kind}"; this spec\'s label_mode is {label_mode}',
+            )
 
 
 @transaction.atomic
@@ -295,9 +368,12 @@ def judge_create_or_update(*, spec: Mapping[str, Any], allow_reference: bool = F
     if is_reference:
         prompt = None
     elif isinstance(prompt_spec, Mapping):
+        first_error = template_label_mode(prompt_spec["user"]) == LabelMode.FIRST_ERROR
         prompt = prompt_version_create(
             name=prompt_spec["name"],
-            system_template=prompt_spec.get("system", DEFAULT_SYSTEM),
+            system_template=prompt_spec.get(
+                "system", FIRST_ERROR_SYSTEM if first_error else DEFAULT_SYSTEM
+            ),
             user_template=prompt_spec["user"],
             description=prompt_spec.get("description", ""),
         )

@@ -254,3 +254,110 @@ def test_the_batch_api_and_imports_stay_in_steps_mode(run_chunks, demo_audit, ma
     line = json.dumps({"step_id": step.public_id, "verdict": "error"})
     with pytest.raises(ConflictError, match="already ran in first_error mode"):
         verdicts_import(audit=demo_audit, judge_name=judge.name, lines=[line])
+
+
+FIRST_ERROR_PROMPT = {
+    "name": "fe-terse",
+    "system": "Audit this reasoning. Categories:\n$categories\nReply with "
+    '{"first_error_step": "<k or none>", "error_category": null, "rationale": ""}.',
+    "user": "Q: $question\n$options\n$final_answer\n$n_steps steps:\n<trace>\n$steps\n</trace>",
+}
+
+
+def test_a_first_error_run_uses_the_judges_own_first_error_prompt(
+    run_chunks, demo_audit, make_judge
+):
+    # given a judge whose spec brings its own first-error prompt
+    expected = _mark(demo_audit)
+    with fake_server(latency_ms=0, jitter_ms=0, keep_requests=5000) as server:
+        judge = make_judge(server.base_url, label_mode="first_error", prompt=FIRST_ERROR_PROMPT)
+        run = run_create(audit=demo_audit, judge=judge, segmentation="given")
+        # when
+        run_chunks(run)
+        bodies = server.recent_requests()
+    # then the run names it, every request was rendered from it, the verdicts record it
+    run.refresh_from_db()
+    assert str(run.prompt) == "fe-terse@v1" and run.prompt.used_at is not None
+    assert run.status == JudgeRun.Status.DONE, run.message
+    assert len(bodies) == len(expected)
+    for body in bodies:
+        system, user = (m["content"] for m in body["messages"])
+        assert system.startswith("Audit this reasoning.") and "meticulous" not in system
+        assert user.startswith("Q: ") and "<trace>\nStep 1: " in user
+    records = JudgeVerdict.objects.filter(run=run).values_list("prompt_record", flat=True)
+    assert {r["prompt"] for r in records} == {"fe-terse@v1"}
+    # and the answers were read as before: the marked steps are the errors
+    stored = _stored(run)
+    for k, step_ids in expected.values():
+        if k is not None:
+            assert stored[step_ids[k - 1]] == "error"
+
+
+def test_the_shipped_prompts_follow_the_runs_mode(run_chunks, demo_audit, make_judge, fake):
+    # given a judge on the shipped (step) prompt whose run asks for first errors
+    judge = make_judge(fake.base_url)
+    run = run_create(audit=demo_audit, judge=judge, segmentation="given", label_mode="first_error")
+    run_chunks(run)
+    # then the run names the shipped first-error prompt it used, not the judge's step prompt
+    assert str(judge.prompt) == "step-default@v1"
+    assert str(run.prompt) == "first-error-default@v1"
+    records = JudgeVerdict.objects.filter(run=run).values_list("prompt_record", flat=True)
+    assert {r["prompt"] for r in records} == {"first-error-default@v1"}
+
+
+def test_a_prompt_of_the_other_kind_is_refused_never_swapped(demo_audit, make_judge, fake):
+    from auditapp.exceptions import ApplicationError
+
+    # given a judge with its own step prompt
+    step_prompt = {"name": "mine", "user": "Judge: $step"}
+    judge = make_judge(fake.base_url, prompt=step_prompt)
+    # when a first-error run is asked for / then refused with the reason; no run is made
+    with pytest.raises(ApplicationError, match="is a steps prompt; a first_error run needs") as e:
+        run_create(audit=demo_audit, judge=judge, segmentation="given", label_mode="first_error")
+    assert e.value.code == "prompt_label_mode"
+    # and the other way round: a first-error judge's own prompt asked about single steps
+    fe = make_judge(fake.base_url, name="fe", label_mode="first_error", prompt=FIRST_ERROR_PROMPT)
+    with pytest.raises(ApplicationError, match="a steps run needs a step prompt"):
+        run_create(audit=demo_audit, judge=fe, segmentation="given", label_mode="steps")
+    assert not JudgeRun.objects.filter(audit=demo_audit).exists()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"prompt": FIRST_ERROR_PROMPT},
+            'a first_error prompt .* needs "label_mode": "first_error"',
+        ),
+        (
+            {"label_mode": "first_error", "prompt": {"name": "s", "user": "Judge: $step"}},
+            'a steps prompt .* needs "label_mode": "steps"',
+        ),
+        (
+            {"label_mode": "first_error", "prompt": {"name": "x", "user": "$steps then $context"}},
+            r"unknown placeholder '\$context'.*allowed: \$categories, \$final_answer, \$n_steps",
+        ),
+        (
+            {"prompt": {"name": "step-default", "user": "Judge: $step"}},
+            "the shipped prompt's; choose another name",
+        ),
+        (
+            {
+                "label_mode": "first_error",
+                "prompt": {**FIRST_ERROR_PROMPT, "name": "first-error-default"},
+            },
+            "the shipped prompt's",
+        ),
+    ],
+    ids=[
+        "first-error-prompt-steps-mode",
+        "step-prompt-first-error",
+        "placeholder",
+        "shipped",
+        "shipped-fe",
+    ],
+)
+def test_a_spec_whose_prompt_does_not_fit_its_mode_is_rejected(fake, make_judge, change, message):
+    with pytest.raises(JudgeSpecError, match=message) as e:
+        make_judge(fake.base_url, **change)
+    assert e.value.field.startswith("prompt")
