@@ -7,8 +7,11 @@ For two evaluators over their common conditions (at least two), with each evalua
 pairwise differences and their intervals (:mod:`auditapp.agreement.orderings`; a difference
 is *significant* when its interval excludes 0):
 
-- **does not reproduce** — for some pair of conditions one evaluator's difference is
-  significant in the direction opposite to the other evaluator's point difference;
+- **does not reproduce** — for some pair of conditions the two point differences point in
+  opposite directions, one of them is significant, and the other evaluator's interval rules
+  that significant difference out (excludes its point estimate). An opposite point estimate
+  whose wide interval still holds the other's difference is no evidence against it: that is
+  *inconclusive* (findings-v1 called it "does not reproduce");
 - **reproduces** — the two point orderings are the same and every difference that defines
   it (each pair of neighbours in the ranking) is significant, in the same direction, for
   both evaluators;
@@ -31,11 +34,12 @@ from typing import Any
 
 __all__ = ["FINDING_RULES", "FINDING_RULES_VERSION", "ordering_finding", "ordering_findings"]
 
-FINDING_RULES_VERSION = "findings-v1"
+FINDING_RULES_VERSION = "findings-v2"
 FINDING_RULES: dict[str, str] = {
     "does_not_reproduce": (
-        "for some pair of conditions one evaluator's difference is significant (its interval "
-        "excludes 0) in the direction opposite to the other evaluator's point difference"
+        "for some pair of conditions the two point differences have opposite signs, one of "
+        "them is significant (its interval excludes 0), and the other evaluator's interval "
+        "excludes that significant difference's point estimate"
     ),
     "reproduces": (
         "the two point orderings are the same and every difference that defines it (each "
@@ -48,7 +52,8 @@ FINDING_RULES: dict[str, str] = {
         "are given)"
     ),
     "inconclusive": (
-        "anything else: the point orderings differ without a significant contradiction, or "
+        "anything else: the point orderings differ without a contradiction as above (an "
+        "opposite point estimate whose interval still holds the other's difference), or "
         "fewer than two conditions have rates for both"
     ),
 }
@@ -79,6 +84,16 @@ def _significant(d: dict[str, Any]) -> int:
     if low is None or high is None:
         return 0
     return 1 if low > 0 else (-1 if high < 0 else 0)
+
+
+def _rules_out(d: dict[str, Any], orientation: int, value: float | None) -> bool:
+    """Whether ``d``'s interval, read in the other evaluator's orientation, excludes ``value``."""
+    low, high = d.get("ci_low"), d.get("ci_high")
+    if low is None or high is None or value is None:
+        return False
+    if orientation < 0:
+        low, high = -high, -low
+    return value < low or value > high
 
 
 def _sign(value: float | None) -> int:
@@ -161,7 +176,12 @@ def ordering_finding(
             continue
         sig_a, sig_b = _significant(da), orientation * _significant(db)
         point_a, point_b = _sign(da["difference"]), orientation * _sign(db["difference"])
-        if (sig_a and point_b == -sig_a) or (sig_b and point_a == -sig_b):
+        # a's significant difference, b pointing the other way with an interval ruling a's out
+        a_against = sig_a and point_b == -sig_a and _rules_out(db, orientation, da["difference"])
+        b_against = (
+            sig_b and point_a == -sig_b and _rules_out(da, 1, orientation * db["difference"])
+        )
+        if a_against or b_against:
             contradictions.append({"a": da, "b": db})
 
     defining = []
@@ -220,15 +240,17 @@ def ordering_finding(
             f"{_difference_text(a, c['a'])}, {_difference_text(b, c['b'])}" for c in contradictions
         )
         sentence = (
-            f"{head}: a difference is significant in the opposite direction ({intervals}); "
+            f"{head}: for a pair of conditions they point in opposite directions, one "
+            f"significantly, and the other's interval rules that difference out ({intervals}); "
             f"{a}: {order_a}; {b}: {order_b}; P(same ordering) = {p_text}."
         )
     elif len(conditions) < 2 or same is None:
         sentence = f"{head}: fewer than two conditions have error rates for both."
     else:
         sentence = (
-            f"{head}: the point orderings differ ({a}: {order_a}; {b}: {order_b}) and no "
-            f"difference contradicts the other significantly; P(same ordering) = {p_text}."
+            f"{head}: the point orderings differ ({a}: {order_a}; {b}: {order_b}), but no "
+            "interval rules out the other's difference; P(same ordering) = "
+            f"{p_text}."
         )
     return {
         "kind": "ordering",

@@ -76,6 +76,57 @@ def test_a_significant_opposite_difference_does_not_reproduce():
     assert finding["sentence"].startswith("dr does not reproduce judge's ordering")
 
 
+def test_an_opposite_point_whose_interval_holds_the_significant_difference_is_inconclusive():
+    # given: the judge finds B significantly below C (−20 points); the expert's point puts C
+    # below B, but their wide interval [−30, +40] still holds the judge's −20
+    expert_rates = {"A": 0.1, "B": 0.45, "C": 0.4}
+    expert = {("A", "B"): (-0.5, -0.2), ("A", "C"): (-0.45, -0.15), ("B", "C"): (-0.3, 0.4)}
+    a = _ordering("judge", "judge", RATES, SIGNIFICANT)
+    b = _ordering("dr", "expert", expert_rates, expert)
+    agreement = {"conditions": ["A", "B", "C"], "same_ordering": False, "p_same_ordering": 0.4}
+    # when
+    finding = ordering_finding(a, b, agreement)
+    # then no claim that the expert contradicts the judge: their data allow its difference
+    assert finding["verdict"] == "inconclusive" and finding["contradictions"] == []
+    assert "no interval rules out the other's difference" in finding["sentence"]
+
+
+def test_an_opposite_point_whose_interval_rules_out_the_difference_does_not_reproduce():
+    # given: as above, but the expert's interval [−2, +12] excludes the judge's −20 (though
+    # not 0: the expert's own difference is not significant)
+    expert_rates = {"A": 0.1, "B": 0.45, "C": 0.4}
+    expert = {("A", "B"): (-0.5, -0.2), ("A", "C"): (-0.45, -0.15), ("B", "C"): (-0.02, 0.12)}
+    a = _ordering("judge", "judge", RATES, SIGNIFICANT)
+    b = _ordering("dr", "expert", expert_rates, expert)
+    agreement = {"conditions": ["A", "B", "C"], "same_ordering": False, "p_same_ordering": 0.1}
+    # when
+    finding = ordering_finding(a, b, agreement)
+    # then
+    assert finding["verdict"] == "does_not_reproduce"
+    (contradiction,) = finding["contradictions"]
+    assert contradiction["a"]["condition_a"] == "B" and contradiction["a"]["condition_b"] == "C"
+    assert "rules that difference out" in finding["sentence"]
+
+
+def test_the_contradiction_is_read_whichever_way_the_pair_is_stored():
+    # given the expert's B − C stored as C − B (the interval flipped with it)
+    expert_rates = {"A": 0.1, "B": 0.45, "C": 0.4}
+    b = _ordering("dr", "expert", expert_rates, {
+        ("A", "B"): (-0.5, -0.2), ("A", "C"): (-0.45, -0.15), ("B", "C"): (-0.02, 0.12)
+    })  # fmt: skip
+    flipped = dict(b, differences=[
+        d if (d["condition_a"], d["condition_b"]) != ("B", "C") else {
+            "condition_a": "C", "condition_b": "B", "difference": -d["difference"],
+            "ci_low": -d["ci_high"], "ci_high": -d["ci_low"]}
+        for d in b["differences"]
+    ])  # fmt: skip
+    a = _ordering("judge", "judge", RATES, SIGNIFICANT)
+    agreement = {"conditions": ["A", "B", "C"], "same_ordering": False, "p_same_ordering": 0.1}
+    # when / then the same verdict as stored the other way
+    assert ordering_finding(a, flipped, agreement)["verdict"] == "does_not_reproduce"
+    assert ordering_finding(a, b, agreement)["verdict"] == "does_not_reproduce"
+
+
 def test_different_orderings_without_significance_are_inconclusive():
     # given
     expert_rates = {"A": 0.1, "B": 0.45, "C": 0.4}

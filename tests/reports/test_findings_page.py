@@ -45,6 +45,6 @@ def test_page_html_and_json_open_with_the_same_findings(
         assert f'href="#t-{items[0]["table"]}"' in body
         assert f'id="t-{items[0]["table"]}"' in body
         # the rules are printed in the methods
-        assert "Findings (findings-v1)" in text
+        assert "Findings (findings-v2)" in text
     page_text = _text(page.content.decode())
     assert page_text.index("Findings") < page_text.index("Settings")
