@@ -788,6 +788,31 @@ def _with_hidden_repeats(
     return slots, {"repeats_closer_than_gap": short, "identical_texts_closer_than_gap": close}
 
 
+@dataclass(frozen=True)
+class _Unit:
+    """What ``_with_hidden_repeats`` reads of a batch item, for callers holding only ids."""
+
+    pk: int
+    is_gold: bool = False
+
+
+def hidden_repeat_order(
+    pks: Sequence[int],
+    *,
+    share: float,
+    gap: int,
+    keys: Mapping[int, str],
+    rng: random.Random,
+) -> tuple[list[tuple[int, int | None]], dict]:
+    """``pks`` (non-gold batch items, in order) with the hidden repeats inserted as in a
+    clinician's assignment: (batch item id, index in the result of the item it repeats or
+    None), and the spacing report of ``_with_hidden_repeats``."""
+    slots, spacing = _with_hidden_repeats([_Unit(pk) for pk in pks], share, rng, gap=gap, keys=keys)
+    at = {id(s): i for i, s in enumerate(slots)}
+    out = [(s.batch_item.pk, None if s.repeat_of is None else at[id(s.repeat_of)]) for s in slots]
+    return out, spacing
+
+
 def _assignment_new(
     *,
     batch: Batch,

@@ -33,7 +33,12 @@ from annotations.models import (
 )
 from annotations.roles import Role
 from annotations.selectors.access import _fetchone
-from annotations.services.batches import _latin_square_order, williams_square
+from annotations.services.batches import (
+    _latin_square_order,
+    hidden_repeat_order,
+    text_key,
+    williams_square,
+)
 from annotations.services.labels import assignment_submit, rating_save
 from annotations.services.randomness import public_ids, seeded_random
 from auditapp.exceptions import ApplicationError, ConflictError, NotFoundError
@@ -244,10 +249,13 @@ def _step_units(link: StudyLink) -> tuple[list[int], list[int]]:
 
 def participant_step_order(
     *, link: StudyLink, index: int, units: list[int], gold: list[int], checks: list[StudyItem]
-) -> list[int]:
+) -> list[tuple[int, int | None]]:
     """A step-label participant's batch items in order: their share of the sampled steps (all,
-    or ``items_per_participant`` dealt in turn), shuffled from the audit's secret, with one
-    gold item at each attention check's position (checks past the end come last)."""
+    or ``items_per_participant`` dealt in turn), shuffled from the audit's secret, with the
+    batch's share of hidden repeats among them (as in a clinician's assignment: at least the
+    audit's gap after the original and after any identical text), and one gold item at each
+    attention check's position (checks past the end come last). Each entry: (batch item id,
+    the index in the list of the item it repeats, or None)."""
     seed = link.study.audit.blinding_seed
     own = list(units)
     if link.items_per_participant is not None:
@@ -255,19 +263,48 @@ def participant_step_order(
         each = link.items_per_participant
         own = [own[(index * each + j) % len(own)] for j in range(min(each, len(own)))]
     seeded_random(seed, f"study-link:{link.pk}:order:{index}").shuffle(own)
+    sequence = _with_step_repeats(
+        link, own, seeded_random(seed, f"study-link:{link.pk}:repeats:{index}")
+    )
     dealt = list(gold)
     seeded_random(seed, f"study-link:{link.pk}:gold").shuffle(dealt)
     k = min(len(checks), len(dealt))  # the link refuses fewer gold items than checks
     golds = [dealt[(index * k + j) % len(dealt)] for j in range(k)]
-    total = len(own) + k
+    total = len(sequence) + k
     at: dict[int, int] = {}
     for check, pk in zip(sorted(checks, key=lambda c: c.position), golds, strict=False):
         place = min(check.position, total)
         while place in at:
             place -= 1
         at[place] = pk
-    rest = iter(own)
-    return [at[n] if n in at else next(rest) for n in range(1, total + 1)]
+    # The gold items go in between: a repeat's original moves to its index in the whole list.
+    out: list[tuple[int, int | None]] = []
+    moved: dict[int, int] = {}
+    rest = iter(enumerate(sequence))
+    for n in range(1, total + 1):
+        if n in at:
+            out.append((at[n], None))
+            continue
+        i, (pk, original) = next(rest)
+        moved[i] = len(out)
+        out.append((pk, None if original is None else moved[original]))
+    return out
+
+
+def _with_step_repeats(link: StudyLink, own: list[int], rng) -> list[tuple[int, int | None]]:
+    """``own`` with the batch's hidden repeats (``hidden_repeat_order``); as it is without."""
+    batch = link.batch
+    share = float(batch.design.get("hidden_repeat_share", 0.0))
+    if not share or len(own) < 2:
+        return [(pk, None) for pk in own]
+    gap = int(batch.design.get("repeat_min_gap", link.study.audit.repeat_min_gap))
+    keys = {
+        pk: text_key(text)
+        for pk, text in BatchItem.objects.filter(pk__in=own).values_list("pk", "step__blinded_text")
+        if text
+    }
+    sequence, _ = hidden_repeat_order(own, share=share, gap=gap, keys=keys, rng=rng)
+    return sequence
 
 
 def _is_rating(link: StudyLink) -> bool:
@@ -280,7 +317,7 @@ def _enrol(link: StudyLink, platform_id: str) -> Participant:
         units = _units(link)
         index = _take_slot(link)
         order = participant_order(link=link, index=index, units=units)
-        unit_ids = [unit.pk for unit in order]
+        unit_ids = [(unit.pk, None) for unit in order]
     else:
         steps, gold = _step_units(link)
         _, checks = _study_items(link.study)
@@ -295,12 +332,25 @@ def _enrol(link: StudyLink, platform_id: str) -> Participant:
     assignment = Assignment.objects.create(
         batch_id=link.batch_id, annotator=user, public_id=public_id
     )
+    rows = [
+        AssignmentItem(
+            assignment=assignment,
+            position=i,
+            batch_item_id=pk,
+            is_hidden_repeat=original is not None,
+        )
+        for i, (pk, original) in enumerate(unit_ids, start=1)
+    ]
+    # Originals first, so that each repeat can point at its original's row.
     AssignmentItem.objects.bulk_create(
-        [
-            AssignmentItem(assignment=assignment, position=i, batch_item_id=pk)
-            for i, pk in enumerate(unit_ids, start=1)
-        ]
+        [r for r, (_, o) in zip(rows, unit_ids, strict=True) if o is None]
     )
+    repeats = []
+    for row, (_, original) in zip(rows, unit_ids, strict=True):
+        if original is not None:
+            row.repeat_of = rows[original]
+            repeats.append(row)
+    AssignmentItem.objects.bulk_create(repeats)
     return Participant.objects.create(
         link=link,
         platform_id=platform_id,

@@ -311,3 +311,88 @@ def test_a_step_study_file_of_the_wrong_shape_names_the_field(demo_audit, change
         study_configure(audit=demo_audit, settings={**STEP_SETTINGS, **change})
     assert error.value.message.startswith(field)
     assert not Study.objects.exists()
+
+
+@pytest.fixture
+def repeat_link(demo_audit, admin_user):
+    from annotations.services.batches import batch_build
+    from studies.services.setup import study_configure, study_link_create
+
+    batch = batch_build(
+        audit=demo_audit,
+        name="wave-repeats",
+        size=6,
+        segmentation="given",
+        gold=2,
+        hidden_repeat_share=0.34,
+        repeat_min_gap=3,
+    )
+    study_configure(audit=demo_audit, settings=STEP_SETTINGS)
+    return study_link_create(
+        audit=demo_audit, batch=batch, capacity=6, completion_code=CODE, created_by=admin_user
+    )
+
+
+def test_a_step_participant_gets_the_batchs_hidden_repeats(client, repeat_link):
+    from reports.services import report_build
+
+    # given a batch asking for a third of hidden repeats, at least 3 items apart
+    participant = _enrol(client, repeat_link, "repeater1")
+    items = list(
+        participant.assignment.items.select_related("batch_item", "repeat_of").order_by("position")
+    )
+    # then 6 steps, round(0.34 × 6) = 2 repeats and the 2 gold items at the checks' places
+    repeats = [i for i in items if i.is_hidden_repeat]
+    assert len(items) == participant.n_items == 10 and len(repeats) == 2
+    assert [i.position for i in items if i.batch_item.is_gold] == [2, 5]
+    for repeat in repeats:
+        original = repeat.repeat_of
+        assert original.batch_item_id == repeat.batch_item_id and not original.is_hidden_repeat
+        assert repeat.position - original.position >= 3 and not repeat.batch_item.is_gold
+    # when they label everything, the repeats differently from their originals
+    _practise(client, repeat_link)
+    flip = {r.position for r in repeats[:1]}
+    for item in items:
+        verdict = item.batch_item.gold_verdict if item.batch_item.is_gold else "correct"
+        if item.position in flip:
+            verdict = "error"
+        saved = client.put(
+            f"/api/my/assignments/{participant.assignment.public_id}/items/{item.position}/label/",
+            json.dumps({"verdict": verdict, "error_category": "factual error"}),
+            content_type="application/json",
+        )
+        assert saved.status_code == 200, saved.content
+    assert (
+        client.post(f"/api/my/assignments/{participant.assignment.public_id}/submit/").status_code
+        == 200
+    )
+    client.get(f"/s/{repeat_link.token}/go/", follow=True)
+    # then both checks passed (the gold items were found in order), and the report reads the
+    # pairs: one of two agrees; the repeats' labels count in no estimate
+    participant.refresh_from_db()
+    assert participant.attention_failures == 0 and participant.excluded_at is None
+    report = report_build(audit=repeat_link.study.audit, resamples=20)
+    row = next(
+        r for r in report["annotators"]["quality"] if r["evaluator"] == participant.user.username
+    )
+    assert row["repeat_pairs"] == 2 and row["repeat_agreement"] == pytest.approx(0.5)
+    assert row["n_labels"] == 8  # the 6 steps and 2 repeats; gold left out
+    # the only "error" was on a repeat: no estimate counts it
+    experts = [r for r in report["error_rates"] if r["evaluator_kind"] == "expert"]
+    assert experts and sum(r["n_error"] for r in experts) == 0
+
+
+def test_step_participants_get_their_own_repeat_places(client, repeat_link):
+    from django.test import Client
+
+    first = _enrol(client, repeat_link, "repeater2")
+    second = _enrol(Client(), repeat_link, "repeater3")
+
+    def layout(p):
+        return [
+            (i.batch_item_id, i.is_hidden_repeat) for i in p.assignment.items.order_by("position")
+        ]
+
+    # each gets repeats; the orders are their own (seeded per participant)
+    assert sum(r for _, r in layout(first)) == sum(r for _, r in layout(second)) == 2
+    assert layout(first) != layout(second)
