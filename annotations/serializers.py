@@ -158,7 +158,14 @@ class FirstErrorInputSerializer(serializers.Serializer):
     first_error = serializers.IntegerField(
         min_value=1,
         allow_null=True,
-        help_text="The first wrong step, 1-based in the trace's order on the page; null: no error.",
+        help_text="The first wrong step, 1-based in the trace's order on the page; null: no "
+        "error (or, with cannot_assess, no mark).",
+    )
+    cannot_assess = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="The expert cannot assess this trace: every step is labelled abstain "
+        "(first_error must be null).",
     )
     error_category = serializers.CharField(
         max_length=120, required=False, allow_blank=True, default=""
@@ -215,6 +222,7 @@ def blinded_trace_output(trace) -> dict:
             "comment": mark.comment,
             "elapsed_ms": mark.elapsed_ms,
             "revision": mark.revision,
+            "cannot_assess": mark.cannot_assess,
         },
     }
 

@@ -82,6 +82,8 @@ class FirstErrorMark(models.Model):
         AssignmentItem, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
     )
     n_steps = models.PositiveIntegerField()  # steps of the trace shown when it was marked
+    # "Can't assess this trace": no mark, every step labelled abstain (as a judge's tie is).
+    cannot_assess = models.BooleanField(default=False)
     error_category = models.CharField(max_length=120, blank=True)
     comment = models.TextField(blank=True)
     elapsed_ms = models.PositiveBigIntegerField(default=0)
@@ -97,18 +99,21 @@ class FirstErrorMark(models.Model):
         ]
 
     def __str__(self) -> str:
+        if self.cannot_assess:
+            return f"{self.assignment_id}/{self.trace_id}: cannot assess"
         where = "none" if self.first_error_index is None else self.first_error_index
         return f"{self.assignment_id}/{self.trace_id}: first error {where}"
 
     @property
     def no_error(self) -> bool:
-        return self.first_error_index is None
+        return self.first_error_index is None and not self.cannot_assess
 
 
 class FirstErrorMarkRevision(models.Model):
     mark = models.ForeignKey(FirstErrorMark, on_delete=models.CASCADE, related_name="revisions")
     revision = models.PositiveIntegerField()
     first_error_index = models.PositiveIntegerField(null=True, blank=True)
+    cannot_assess = models.BooleanField(default=False)
     error_category = models.CharField(max_length=120, blank=True)
     comment = models.TextField(blank=True)
     elapsed_ms = models.PositiveBigIntegerField(default=0)

@@ -384,6 +384,7 @@ class BlindedMark:
     comment: str
     elapsed_ms: int
     revision: int
+    cannot_assess: bool = False  # "can't assess this trace": every step abstain
 
 
 @dataclass(frozen=True)
@@ -451,6 +452,7 @@ def trace_get_blinded(
                 "comment",
                 "elapsed_ms",
                 "revision",
+                "cannot_assess",
             )
         }
         traces_done = len(marks)

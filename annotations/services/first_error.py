@@ -10,6 +10,10 @@ A mark is stored twice over, on purpose:
   and where it was (``first_error_index``: the marked step's 0-based ``Step.index``, NULL for
   "no error"), with every mark kept in ``FirstErrorMarkRevision``.
 
+"Can't assess this trace" (``cannot_assess``) is a mark too: every step ``abstain``, as when a
+judge's samples tie on a trace. The trace is done, and the report counts it among the
+evaluator's undefined first errors (reason ``abstain``), never as "no error" or a guess.
+
 A re-mark revises the step labels in the same transaction: a label whose verdict changes
 gets a new revision; a step that falls after the new mark loses its label (it is unlabelled
 now; the mark's revisions keep the history of what it was).
@@ -46,15 +50,22 @@ def trace_shown(*, access: TraceAccess) -> dict:
     }
 
 
-def first_error_targets(n_steps: int, first_error: int | None) -> list[str | None]:
+def first_error_targets(
+    n_steps: int, first_error: int | None, *, cannot_assess: bool = False
+) -> list[str | None]:
     """The verdict each step of a trace gets from a mark (1-based ``first_error``; None: no
-    error): correct before it, error at it, nothing after it.
+    error): correct before it, error at it, nothing after it; abstain everywhere when the
+    expert cannot assess the trace.
 
     >>> first_error_targets(4, 2)
     ['correct', 'error', None, None]
     >>> first_error_targets(3, None)
     ['correct', 'correct', 'correct']
+    >>> first_error_targets(2, None, cannot_assess=True)
+    ['abstain', 'abstain']
     """
+    if cannot_assess:
+        return [Verdict.ABSTAIN.value] * n_steps
     if first_error is None:
         return [Verdict.CORRECT.value] * n_steps
     targets: list[str | None] = [Verdict.CORRECT.value] * (first_error - 1)
@@ -71,11 +82,13 @@ def first_error_mark(
     error_category: str = "",
     comment: str = "",
     elapsed_ms: int = 0,
+    cannot_assess: bool = False,
 ) -> FirstErrorMark:
     """Mark step ``first_error`` (1-based, in the trace's order on the page; None: "no
-    error") of trace ``trace_number`` of the annotator's first-error assignment, and write
-    the step labels it implies (module doc). A PUT: the same mark twice changes nothing but
-    a longer ``elapsed_ms``. ``error_category`` is optional; when given, from the audit's list."""
+    error") of trace ``trace_number`` of the annotator's first-error assignment, or that the
+    trace cannot be assessed (``cannot_assess``, with ``first_error`` None), and write the
+    step labels it implies (module doc). A PUT: the same mark twice changes nothing but a
+    longer ``elapsed_ms``. ``error_category`` is optional; when given, from the audit's list."""
     access = assignment_trace_get_for_annotator(
         annotator=annotator,
         assignment_public_id=assignment_public_id,
@@ -90,6 +103,12 @@ def first_error_mark(
             "This assignment labels steps one by one, not a first wrong step.", code="wrong_mode"
         )
     n = len(access.steps)
+    cannot_assess = bool(cannot_assess)
+    if cannot_assess and first_error is not None:
+        raise ApplicationError(
+            "Either mark the first wrong step or say the trace cannot be assessed, not both.",
+            code="first_error",
+        )
     whole = isinstance(first_error, int) and not isinstance(first_error, bool)
     if first_error is not None and not (whole and 1 <= first_error <= n):
         raise ApplicationError(
@@ -110,8 +129,17 @@ def first_error_mark(
     index = marked.step_index if marked is not None else None
 
     mark = FirstErrorMark.objects.filter(assignment=assignment, trace_id=access.trace_id).first()
-    state = (index, error_category, comment)
-    if mark is not None and (mark.first_error_index, mark.error_category, mark.comment) == state:
+    state = (index, cannot_assess, error_category, comment)
+    if (
+        mark is not None
+        and (
+            mark.first_error_index,
+            mark.cannot_assess,
+            mark.error_category,
+            mark.comment,
+        )
+        == state
+    ):
         if elapsed_ms > mark.elapsed_ms:
             mark.elapsed_ms = elapsed_ms
             mark.save(update_fields=["elapsed_ms", "updated_at"])
@@ -121,6 +149,7 @@ def first_error_mark(
     else:
         mark.revision += 1
     mark.first_error_index = index
+    mark.cannot_assess = cannot_assess
     mark.first_error_item_id = marked.item_id if marked is not None else None
     mark.n_steps = n
     mark.error_category, mark.comment = error_category, comment
@@ -130,19 +159,21 @@ def first_error_mark(
         mark=mark,
         revision=mark.revision,
         first_error_index=index,
+        cannot_assess=cannot_assess,
         error_category=error_category,
         comment=comment,
         elapsed_ms=mark.elapsed_ms,
         changed_by=annotator,
     )
-    _labels_from_mark(access, annotator, first_error, error_category, comment)
+    targets = first_error_targets(n, first_error, cannot_assess=cannot_assess)
+    _labels_from_mark(access, annotator, targets, error_category, comment)
     return mark
 
 
 def _labels_from_mark(
     access: TraceAccess,
     annotator: AbstractBaseUser,
-    first_error: int | None,
+    targets: list[str | None],
     error_category: str,
     comment: str,
 ) -> None:
@@ -152,7 +183,6 @@ def _labels_from_mark(
         label.assignment_item_id: label
         for label in Label.objects.filter(assignment_item_id__in=[s.item_id for s in access.steps])
     }
-    targets = first_error_targets(len(access.steps), first_error)
     gone = []
     for step, verdict in zip(access.steps, targets, strict=True):
         label = labels.get(step.item_id)

@@ -21,7 +21,7 @@ const categoryBox = $("#category-box");
 // Per step: the label the server confirmed, and the one shown (may be waiting).
 const confirmedLabels = data.steps.map((s) => s.label);
 const shownLabels = data.steps.map((s) => (s.label ? { ...s.label } : null));
-let mark = data.mark ? { ...data.mark } : null; // {first_error, error_category}
+let mark = data.mark ? { ...data.mark } : null; // {first_error, error_category, cannot_assess}
 let tracesDone = data.traces_done;
 const completeAtLoad = isComplete(confirmedLabels);
 let current = firstOpen();
@@ -63,13 +63,16 @@ function render() {
     else row.removeAttribute("aria-current");
     const state = row.querySelector(".step-state");
     if (mode === "first_error") {
-      const at = mark ? (mark.first_error === null ? 0 : mark.first_error) : null;
+      // "Can't assess": no step and no "no error" is marked.
+      const at = mark && !mark.cannot_assess ? (mark.first_error === null ? 0 : mark.first_error) : null;
       const number = Number(row.dataset.index);
       row.querySelector(".mark-button").setAttribute("aria-pressed", String(at !== null && number === at));
       row.classList.toggle("marked", at !== null && number === at && number > 0);
       row.classList.toggle("after-mark", at !== null && at > 0 && number > at);
       if (number === 0) {
         state.textContent = at === 0 ? "Marked: no error in this trace." : "";
+      } else if (mark?.cannot_assess) {
+        state.textContent = "Not assessed";
       } else if (at === null) {
         state.textContent = "";
       } else if (at === 0 || number < at) {
@@ -91,6 +94,13 @@ function render() {
       ? ""
       : `${label.verdict}${label.error_category ? `: ${label.error_category}` : ""} — ${saved ? "saved ✓" : "saving…"}`;
   });
+  const cannot = document.getElementById("cannot-assess-button");
+  if (cannot) {
+    cannot.setAttribute("aria-pressed", String(Boolean(mark?.cannot_assess)));
+    document.getElementById("cannot-assess-state").textContent = mark?.cannot_assess
+      ? "Marked: you can't assess this trace (every step abstains)."
+      : "";
+  }
   if (categoryBox) {
     categoryBox.hidden = choosingCategory === null;
     const chosen =
@@ -194,22 +204,37 @@ function verdictKey(verdict) {
 }
 
 // --- first-error mode: one mark per trace -------------------------------------------------
-function markAt(number, category = "") {
-  // number: 1-based step, 0 = no error
+function markAt(number, category = "", cannotAssess = false) {
+  // number: 1-based step, 0 = no error (or, with cannotAssess, no mark at all)
   if (data.locked) return;
-  mark = { ...(mark ?? {}), first_error: number === 0 ? null : number, error_category: number === 0 ? "" : category };
+  mark = {
+    ...(mark ?? {}),
+    first_error: number === 0 ? null : number,
+    error_category: number === 0 ? "" : category,
+    cannot_assess: cannotAssess,
+  };
   const elapsed = (data.mark?.elapsed_ms ?? 0) + timeSinceLast();
   setStatus("Saving…");
   outbox.enqueue({
     key: "mark",
     kind: "mark",
     url: data.urls.first_error_api,
-    body: { first_error: mark.first_error, error_category: mark.error_category, comment: "", elapsed_ms: elapsed },
+    body: {
+      first_error: mark.first_error,
+      error_category: mark.error_category,
+      cannot_assess: cannotAssess,
+      comment: "",
+      elapsed_ms: elapsed,
+    },
     snapshot: JSON.stringify(mark),
   });
   choosingCategory = number > 0 && categoryBox ? number - 1 : null;
   current = number === 0 ? data.steps.length : number - 1;
   render();
+}
+
+function cannotAssess() {
+  markAt(0, "", true);
 }
 
 function chooseCategory(category) {
@@ -319,6 +344,7 @@ document.addEventListener("keydown", (event) => {
   else if (mode === "first_error" && (key === "2" || key === "e" || key === "Enter")) {
     markAt(current === data.steps.length ? 0 : current + 1);
   } else if (mode === "first_error" && key === "0") markAt(0);
+  else if (mode === "first_error" && (key === "a" || key === "3")) cannotAssess();
   else handled = false;
   if (handled) event.preventDefault();
 });
@@ -337,6 +363,7 @@ rows.forEach((row, index) => {
 categoryBox?.addEventListener("change", (event) => {
   if (choosingCategory !== null && event.target.name === "error_category") chooseCategory(event.target.value);
 });
+document.getElementById("cannot-assess-button")?.addEventListener("click", cannotAssess);
 $("#prev-button").addEventListener("click", () => goToTrace(data.number - 1));
 $("#next-button").addEventListener("click", () => goToTrace(data.number + 1));
 $("#help-button").addEventListener("click", () => document.getElementById("help-dialog").showModal());

@@ -174,6 +174,44 @@ def test_first_error_mode_by_keyboard(page, demo_audit, clinician):
     assert page.errors == []
 
 
+def test_cannot_assess_a_trace_by_key_and_by_click(page, demo_audit, clinician):
+    # given a first-error assignment of two traces
+    assignment = _assign(demo_audit, clinician, mode="first_error", size=2)
+    pid = assignment.public_id
+    first, second = _trace_positions(assignment)
+    _login(page, clinician)
+    page.goto(f"/my/{pid}/trace/1/")
+    # when the expert presses "a" on a trace they cannot judge
+    page.keyboard.press("a")
+    _settled(page)
+    # then every step abstains, the page says so, and the trace counts as done
+    assert _verdicts(assignment) == {p: ("abstain", "") for p in first}
+    assert FirstErrorMark.objects.get(assignment=assignment).cannot_assess
+    button = page.locator("#cannot-assess-button")
+    assert button.get_attribute("aria-pressed") == "true"
+    assert "can't assess" in page.locator("#cannot-assess-state").text_content()
+    assert page.locator("#done-text").text_content() == "1 of 2 traces done"
+    assert_no_serious_axe_violations(page)
+    # and after a reload it still reads so; "no error" (0) then replaces it
+    page.reload()
+    assert page.locator("#cannot-assess-button").get_attribute("aria-pressed") == "true"
+    page.keyboard.press("0")
+    _settled(page)
+    assert page.locator("#cannot-assess-button").get_attribute("aria-pressed") == "false"
+    assert _verdicts(assignment) == {p: ("correct", "") for p in first}
+    # the next trace, by a click on the button
+    page.keyboard.press("n")
+    page.wait_for_url(f"**/my/{pid}/trace/2/")
+    page.locator("#cannot-assess-button").click()
+    _settled(page)
+    labels = _verdicts(assignment)
+    assert all(labels[p] == ("abstain", "") for p in second)
+    assert page.locator("#done-text").text_content() == "2 of 2 traces done"
+    page.keyboard.press("?")
+    assert "can't assess this trace" in page.locator("#help-dialog").inner_text()
+    assert page.errors == []
+
+
 def test_trace_mode_offline_loses_nothing_and_doubles_nothing(page, demo_audit, clinician):
     # given a clinician on a trace-mode page
     assignment = _assign(demo_audit, clinician, mode="trace", size=1)

@@ -128,6 +128,47 @@ def test_first_error_put_writes_the_step_labels(api_client, first_error_pair, cl
     assert none.json()["mark"]["first_error"] is None
 
 
+def test_cannot_assess_labels_every_step_abstain_and_counts_as_done(
+    api_client, first_error_pair, clinician, demo_audit
+):
+    from auditapp.agreement.first_error import first_error_indices
+    from reports.collect import labels_collect
+
+    mine, _ = first_error_pair
+    client = _as(api_client, clinician)
+    n = len(client.get(_trace_url(mine, 1)).json()["steps"])
+    # given step 2 marked first, then the expert says they cannot assess the trace
+    client.put(_trace_url(mine, 1, "first-error/"), {"first_error": 2}, format="json")
+    response = client.put(
+        _trace_url(mine, 1, "first-error/"),
+        {"first_error": None, "cannot_assess": True},
+        format="json",
+    )
+    # then every step abstains, the trace is done, and the revision history keeps both
+    assert response.status_code == 200, response.json()
+    data = response.json()
+    assert data["mark"]["cannot_assess"] is True and data["mark"]["first_error"] is None
+    assert [s["label"]["verdict"] for s in data["steps"]] == ["abstain"] * n
+    assert data["traces_done"] == 1 and data["revision"] == 2
+    mark = FirstErrorMark.objects.get(assignment=mine)
+    assert mark.cannot_assess and not mark.no_error
+    assert list(mark.revisions.values_list("cannot_assess", flat=True)) == [False, True]
+    # and the report's reading: an undefined first error (abstain), neither "none" nor a step
+    frame, _ = labels_collect(demo_audit)
+    mine_rows = frame[(frame["evaluator"] == "clinician1") & (frame["mode"] == "first_error")]
+    read = first_error_indices(
+        mine_rows.rename(columns={"trace_id": "trace", "step_index": "position"}).assign(
+            position=lambda f: f["position"] + 1
+        ),
+        n_steps={mine_rows["trace_id"].iloc[0]: n},
+    )
+    assert list(read["status"]) == ["undefined"] and list(read["reason"]) == ["abstain"]
+    # a mark again replaces it
+    again = client.put(_trace_url(mine, 1, "first-error/"), {"first_error": 1}, format="json")
+    assert again.json()["mark"]["cannot_assess"] is False
+    assert again.json()["steps"][0]["label"]["verdict"] == "error"
+
+
 @pytest.mark.parametrize(
     ("body", "status"),
     [
@@ -135,8 +176,10 @@ def test_first_error_put_writes_the_step_labels(api_client, first_error_pair, cl
         ({"first_error": "x"}, 400),
         ({}, 400),
         ({"first_error": 0}, 400),
+        ({"first_error": 1, "cannot_assess": True}, 400),
+        ({"first_error": None, "cannot_assess": "perhaps"}, 400),
     ],
-    ids=["past-end", "text", "missing", "zero"],
+    ids=["past-end", "text", "missing", "zero", "mark-and-cannot-assess", "not-a-boolean"],
 )
 def test_bad_marks_are_a_400_with_a_reason(api_client, first_error_pair, clinician, body, status):
     mine, _ = first_error_pair
