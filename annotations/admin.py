@@ -261,6 +261,7 @@ class FirstErrorMarkRevisionInline(admin.TabularInline):
     fields = (
         "revision",
         "first_error_index",
+        "cannot_assess",
         "error_category",
         "comment",
         "changed_by",
@@ -275,7 +276,15 @@ class FirstErrorMarkAdmin(admin.ModelAdmin):
     """First-error marks (docs/labelling.md, "Modes"): read-only, written by the mark service
     together with the step labels they imply."""
 
-    list_display = ("assignment", "trace", "first_error_index", "n_steps", "revision", "updated_at")
+    list_display = (
+        "assignment",
+        "trace",
+        "first_error_index",
+        "cannot_assess",
+        "n_steps",
+        "revision",
+        "updated_at",
+    )
     list_filter = ("assignment__batch__audit",)
     list_select_related = ("assignment", "trace")
     raw_id_fields = ("assignment", "trace", "first_error_item")
