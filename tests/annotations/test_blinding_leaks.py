@@ -114,6 +114,7 @@ ALLOWED_KEYS = {
     "steps",
     "mark",
     "first_error",
+    "cannot_assess",  # the clinician's own "I can't assess this trace"
     "trace_api",
     "first_error_api",
     "item_api",
