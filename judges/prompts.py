@@ -113,6 +113,11 @@ $final_answer, $options, $question, $step
         return cls(system=system, user=user, label_mode=template_label_mode(user))
 
 
+def required_placeholder(label_mode: str) -> str:
+    """What a template of ``label_mode`` must ask for: ``step``, or ``steps`` (first error)."""
+    return _KINDS[label_mode][1]
+
+
 def template_label_mode(user: str) -> str:
     """``first_error`` for a user template asking for ``$steps`` (a whole trace), else ``steps``.
 

@@ -18,6 +18,7 @@ from judges.prompts import (
     FIRST_ERROR_SYSTEM,
     FIRST_ERROR_USER,
     PromptTemplate,
+    required_placeholder,
     template_label_mode,
 )
 from judges.rendering import egress_policy
@@ -124,27 +125,33 @@ def prompt_update(*, prompt: JudgePrompt, system_template: str, user_template: s
     return prompt
 
 
+# The shipped prompt of each label mode: name, system and user templates, description.
+SHIPPED_PROMPTS = {
+    LabelMode.STEPS: (
+        DEFAULT_PROMPT_NAME,
+        DEFAULT_SYSTEM,
+        DEFAULT_USER,
+        "The shipped step-level prompt (judges.prompts).",
+    ),
+    LabelMode.FIRST_ERROR: (
+        FIRST_ERROR_DEFAULT_PROMPT_NAME,
+        FIRST_ERROR_SYSTEM,
+        FIRST_ERROR_USER,
+        "The shipped first-error prompt (judges.prompts.FIRST_ERROR_*).",
+    ),
+}
+
+
+def shipped_prompt_get(label_mode: str = LabelMode.STEPS) -> JudgePrompt:
+    """The current version of the shipped prompt of ``label_mode`` (made on first use)."""
+    name, system, user, description = SHIPPED_PROMPTS[label_mode]
+    return prompt_version_create(
+        name=name, system_template=system, user_template=user, description=description
+    )
+
+
 def default_prompt_get() -> JudgePrompt:
-    return prompt_version_create(
-        name=DEFAULT_PROMPT_NAME,
-        system_template=DEFAULT_SYSTEM,
-        user_template=DEFAULT_USER,
-        description="The shipped step-level prompt (judges.prompts).",
-    )
-
-
-def default_first_error_prompt_get() -> JudgePrompt:
-    return prompt_version_create(
-        name=FIRST_ERROR_DEFAULT_PROMPT_NAME,
-        system_template=FIRST_ERROR_SYSTEM,
-        user_template=FIRST_ERROR_USER,
-        description="The shipped first-error prompt (judges.prompts.FIRST_ERROR_*).",
-    )
-
-
-def prompt_label_mode(prompt: JudgePrompt) -> str:
-    """What a stored prompt asks for: ``steps`` or ``first_error`` (``template_label_mode``)."""
-    return template_label_mode(prompt.user_template)
+    return shipped_prompt_get(LabelMode.STEPS)
 
 
 def run_prompt(judge: Judge, label_mode: str) -> JudgePrompt:
@@ -154,23 +161,17 @@ def run_prompt(judge: Judge, label_mode: str) -> JudgePrompt:
     prompt = judge.prompt
     if prompt is None:
         raise ApplicationError(f"judge {judge.name} has no prompt", code="no_prompt")
-    if prompt_label_mode(prompt) == label_mode:
+    kind = template_label_mode(prompt.user_template)
+    if kind == label_mode:
         return prompt
     if prompt.name in SHIPPED_PROMPT_NAMES:
-        return (
-            default_first_error_prompt_get()
-            if label_mode == LabelMode.FIRST_ERROR
-            else default_prompt_get()
-        )
-    wanted = (
-        "a first-error prompt (its user template has $steps)"
-        if (label_mode == LabelMode.FIRST_ERROR)
-        else "a step prompt (its user template has $step)"
-    )
+        return shipped_prompt_get(label_mode)
+    wanted = "a first-error" if label_mode == LabelMode.FIRST_ERROR else "a step"
     raise ApplicationError(
-        f"judge {judge.label}'s prompt {prompt} is a {prompt_label_mode(prompt)} prompt; a "
-        f"{label_mode} run needs {wanted}. Save the judge's spec with such a prompt and "
-        f'"label_mode": "{label_mode}", or with "prompt": "default"',
+        f"judge {judge.label}'s prompt {prompt} is a {kind} prompt; a {label_mode} run needs "
+        f"{wanted} prompt (its user template has ${required_placeholder(label_mode)}). Save "
+        f'the judge\'s spec with such a prompt and "label_mode": "{label_mode}", or with '
+        '"prompt": "default"',
         code="prompt_label_mode",
         extra={"field": "label_mode"},
     )
@@ -316,10 +317,9 @@ def _check_spec_values(c: dict[str, Any]) -> None:
                 "prompt.name", f"{prompt['name']!r} is the shipped prompt's; choose another name"
             )
         kind = template_label_mode(prompt["user"])
-        default_system = FIRST_ERROR_SYSTEM if kind == LabelMode.FIRST_ERROR else DEFAULT_SYSTEM
         try:
             PromptTemplate.from_texts(
-                system=prompt.get("system", default_system), user=prompt["user"]
+                system=prompt.get("system", SHIPPED_PROMPTS[kind][1]), user=prompt["user"]
             )
         except ValueError as exc:
             raise JudgeSpecError("prompt", str(exc)) from None
@@ -327,8 +327,7 @@ def _check_spec_values(c: dict[str, Any]) -> None:
         if kind != label_mode:
             raise JudgeSpecError(
                 "prompt",
-                f"a {kind} prompt (its user template has "
-                f"{'$steps' if kind == LabelMode.FIRST_ERROR else '$step'}) needs "
+                f"a {kind} prompt (its user template has ${required_placeholder(kind)}) needs "
                 f'"label_mode": "{kind}"; this spec\'s label_mode is {label_mode}',
             )
 
@@ -368,12 +367,10 @@ def judge_create_or_update(*, spec: Mapping[str, Any], allow_reference: bool = F
     if is_reference:
         prompt = None
     elif isinstance(prompt_spec, Mapping):
-        first_error = template_label_mode(prompt_spec["user"]) == LabelMode.FIRST_ERROR
+        shipped_system = SHIPPED_PROMPTS[template_label_mode(prompt_spec["user"])][1]
         prompt = prompt_version_create(
             name=prompt_spec["name"],
-            system_template=prompt_spec.get(
-                "system", FIRST_ERROR_SYSTEM if first_error else DEFAULT_SYSTEM
-            ),
+            system_template=prompt_spec.get("system", shipped_system),
             user_template=prompt_spec["user"],
             description=prompt_spec.get("description", ""),
         )
