@@ -14,7 +14,7 @@ from datetime import date
 import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from annotations.models import (
@@ -796,17 +796,22 @@ class _Unit:
     is_gold: bool = False
 
 
+def _text_keys(items: QuerySet) -> dict[int, str]:
+    """Batch item id → the key of its step's shown text (identical texts share one), so that
+    a hidden repeat keeps its gap from every copy of the same text."""
+    return {
+        pk: text_key(text)
+        for pk, text in items.filter(step__isnull=False).values_list("pk", "step__blinded_text")
+    }
+
+
 def hidden_repeat_order(
-    pks: Sequence[int],
-    *,
-    share: float,
-    gap: int,
-    keys: Mapping[int, str],
-    rng: random.Random,
+    pks: Sequence[int], *, share: float, gap: int, rng: random.Random
 ) -> tuple[list[tuple[int, int | None]], dict]:
     """``pks`` (non-gold batch items, in order) with the hidden repeats inserted as in a
     clinician's assignment: (batch item id, index in the result of the item it repeats or
     None), and the spacing report of ``_with_hidden_repeats``."""
+    keys = _text_keys(BatchItem.objects.filter(pk__in=pks))
     slots, spacing = _with_hidden_repeats([_Unit(pk) for pk in pks], share, rng, gap=gap, keys=keys)
     at = {id(s): i for i, s in enumerate(slots)}
     out = [(s.batch_item.pk, None if s.repeat_of is None else at[id(s.repeat_of)]) for s in slots]
@@ -890,12 +895,7 @@ def _wave_deal(*, batch: Batch, assignments: Sequence[Assignment], wave: int) ->
     wave_items = batch.items.filter(wave=wave)
     items = list(wave_items.select_related("trace").order_by("pk"))
     gap = int(batch.design.get("repeat_min_gap", audit.repeat_min_gap))
-    keys = {
-        pk: text_key(text)
-        for pk, text in wave_items.filter(step__isnull=False).values_list(
-            "pk", "step__blinded_text"
-        )
-    }
+    keys = _text_keys(wave_items)
     sampled = [i for i in items if not i.is_gold]
     gold = [i for i in items if i.is_gold]
     rng = seeded_random(seed, _wave_stream(f"batch:{batch.seed}:overlap", wave))

@@ -36,7 +36,6 @@ from annotations.selectors.access import _fetchone
 from annotations.services.batches import (
     _latin_square_order,
     hidden_repeat_order,
-    text_key,
     williams_square,
 )
 from annotations.services.labels import assignment_submit, rating_save
@@ -298,12 +297,7 @@ def _with_step_repeats(link: StudyLink, own: list[int], rng) -> list[tuple[int, 
     if not share or len(own) < 2:
         return [(pk, None) for pk in own]
     gap = int(batch.design.get("repeat_min_gap", link.study.audit.repeat_min_gap))
-    keys = {
-        pk: text_key(text)
-        for pk, text in BatchItem.objects.filter(pk__in=own).values_list("pk", "step__blinded_text")
-        if text
-    }
-    sequence, _ = hidden_repeat_order(own, share=share, gap=gap, keys=keys, rng=rng)
+    sequence, _ = hidden_repeat_order(own, share=share, gap=gap, rng=rng)
     return sequence
 
 
